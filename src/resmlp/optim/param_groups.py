@@ -1,0 +1,131 @@
+"""Weight-decay parameter groups and the optimizer factory for the training recipe.
+
+Only the weights of linear maps (the paper's A, B, C and the patch projection / head) are decayed.
+Biases, normalisation parameters, the Aff operator's ``alpha``/``beta`` and the LayerScale vectors
+``ls1``/``ls2`` are not: they are scales and offsets, and shrinking them towards 0 fights the
+residual design (ResMLP Sec. 3, Eq. 1-2). Note the Aff parameters have shape [1, 1, D], so the
+common "ndim <= 1" rule alone would wrongly decay them.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from resmlp.optim.lamb import Lamb
+
+NO_DECAY_LEAF_NAMES = frozenset({"alpha", "beta", "bias"})
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+OPTIMIZER_NAMES = ("lamb", "adamw", "sgd")
+
+
+def _norm_param_names(model: nn.Module) -> set[str]:
+    """Full names of every parameter owned directly by a normalisation layer."""
+    return {
+        f"{mod_name}.{p_name}" if mod_name else p_name
+        for mod_name, module in model.named_modules()
+        if isinstance(module, NORM_LAYERS)
+        for p_name, _ in module.named_parameters(recurse=False)
+    }
+
+
+def _is_skipped(name: str, skip: frozenset[str]) -> bool:
+    """True if ``name`` or one of its parent module paths is listed in ``skip``."""
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in skip for i in range(1, len(parts) + 1))
+
+
+def _decays(name: str, param: nn.Parameter, norm_names: set[str], skip: frozenset[str]) -> bool:
+    """The no-decay rule of the module docstring, for one named parameter."""
+    leaf = name.rsplit(".", 1)[-1]
+    return not (
+        param.ndim <= 1
+        or leaf in NO_DECAY_LEAF_NAMES
+        or leaf.startswith("ls")
+        or name in norm_names
+        or _is_skipped(name, skip)
+    )
+
+
+def split_decay_names(model: nn.Module, *, skip: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """Names of the trainable parameters of ``model`` as ``(decay, no_decay)``, in model order.
+
+    ``skip`` holds full parameter names (``"pos_embed"``) or module paths (``"stem"``), whose
+    parameters are then all exempt from decay. Frozen parameters appear in neither list.
+    """
+    skip_set = frozenset(skip)
+    norm_names = _norm_param_names(model)
+    decay: list[str] = []
+    no_decay: list[str] = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if _decays(name, param, norm_names, skip_set) else no_decay).append(name)
+    return decay, no_decay
+
+
+def param_groups(model: nn.Module, weight_decay: float, *, skip: Iterable[str] = ()) -> list[dict]:
+    """Optimizer parameter groups ``[{"name": "decay", ...}, {"name": "no_decay", ...}]``.
+
+    The ``decay`` group has ``weight_decay``; the ``no_decay`` group has 0. No decay for: 1-D
+    parameters, leaf names ``alpha``/``beta``/``bias`` or starting with ``ls``, parameters of
+    LayerNorm/BatchNorm/GroupNorm layers and anything in ``skip`` (see :func:`split_decay_names`).
+    Frozen parameters are left out and empty groups are omitted.
+    """
+    decay_names, no_decay_names = split_decay_names(model, skip=skip)
+    params = dict(model.named_parameters())
+    groups = [
+        {"name": "decay", "params": [params[n] for n in decay_names], "weight_decay": weight_decay},
+        {"name": "no_decay", "params": [params[n] for n in no_decay_names], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(
+    model: nn.Module,
+    *,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float | None = None,
+    max_grad_norm: float | None = 1.0,
+    skip: Iterable[str] = (),
+) -> torch.optim.Optimizer:
+    """Build ``name`` in {"lamb", "adamw", "sgd"} over :func:`param_groups` of ``model``.
+
+    ``eps`` defaults to 1e-6 for LAMB (the recipe's value) and 1e-8 for AdamW; SGD uses Nesterov
+    ``momentum``. ``max_grad_norm`` is used only by LAMB, which clips the global gradient norm
+    inside its step as in the paper's recipe; with AdamW or SGD clipping is the caller's job
+    (``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``). ``skip`` is passed on to
+    :func:`param_groups`.
+    """
+    groups = param_groups(model, weight_decay, skip=skip)
+    if name == "lamb":
+        return Lamb(
+            groups,
+            lr=lr,
+            betas=betas,
+            eps=1e-6 if eps is None else eps,
+            weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
+        )
+    if name == "adamw":
+        return torch.optim.AdamW(
+            groups, lr=lr, betas=betas, eps=1e-8 if eps is None else eps, weight_decay=weight_decay
+        )
+    if name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
+        )
+    raise ValueError(f"unknown optimizer name {name!r}; valid names: {', '.join(OPTIMIZER_NAMES)}")

@@ -1,0 +1,192 @@
+"""Checkpoint interop: load official deit-repo, timm and our own weights; convert between layouts.
+
+Layouts of the same ResMLP weights:
+  deit (facebookresearch/deit resmlp_models.py): patch_embed.proj, blocks.i.attn (the N x N matrix A),
+      blocks.i.mlp.fc1/fc2, blocks.i.gamma_1/gamma_2, Aff alpha/beta of shape [D].
+  timm (= ours): stem.proj, blocks.i.linear_tokens, blocks.i.mlp_channels.fc1/fc2, blocks.i.ls1/ls2,
+      Aff alpha/beta of shape [1, 1, D].
+Loading never unpickles code: `torch.load(weights_only=True)` or safetensors.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Union
+
+import torch
+from torch import nn
+
+StateDict = dict[str, torch.Tensor]
+Source = Union[str, os.PathLike, Mapping[str, object]]
+
+# Keys under which training scripts commonly nest the weights (ours use "model"; "model_ema" is
+# consulted only when asked for).
+_WRAPPER_KEYS = ("model", "state_dict", "model_state", "module")
+_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel and torch.compile wrappers
+
+
+class WeightsError(ValueError):
+    """A weights file or state dict that does not fit the model; the message says what and where."""
+
+
+def read_state_dict(source: Source, *, key: str | None = None) -> StateDict:
+    """Read a `.pth`/`.pt`/`.safetensors` file (or take a mapping) and return the bare tensor dict.
+
+    Wrapped checkpoints ({"model": {...}, "optimizer": ...}) are unwrapped; `key` picks a specific entry
+    (e.g. "model_ema"). `module.` / `_orig_mod.` prefixes are stripped.
+    """
+    name = "state dict"
+    if isinstance(source, Mapping):
+        obj: object = source
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise WeightsError(f"{path}: no such weights file")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path))
+        else:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unpickling failure is a user-facing file problem
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise WeightsError(
+                    f"{path}: not a loadable weights file (torch.load with weights_only=True failed: {first})"
+                ) from None
+    if key is not None:
+        if not isinstance(obj, Mapping) or key not in obj:
+            raise WeightsError(f"{name}: has no entry {key!r}")
+        obj = obj[key]
+    while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            raise WeightsError(
+                f"{name}: no state dict found (top-level keys: {', '.join(map(str, list(obj)[:8]))}); "
+                f"expected tensors or one of {', '.join(_WRAPPER_KEYS)}"
+            )
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{name}: expected a dict of tensors, got {type(obj).__name__}")
+    return {_strip_prefixes(k): v for k, v in obj.items()}
+
+
+def _is_tensor_dict(obj: Mapping) -> bool:
+    return len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def detect_layout(sd: Mapping[str, torch.Tensor]) -> str:
+    """'deit' or 'timm' (ours). Raises WeightsError for something that is neither."""
+    keys = list(sd)
+    if any(k.startswith("patch_embed.") for k in keys) or any(".gamma_1" in k or ".attn." in k for k in keys):
+        return "deit"
+    if any(k.startswith("stem.") for k in keys) or any(".linear_tokens." in k or ".mlp_tokens." in k for k in keys):
+        return "timm"
+    raise WeightsError(
+        "cannot tell the checkpoint layout: expected deit keys (patch_embed.proj.*, blocks.i.attn.*) "
+        f"or timm keys (stem.proj.*, blocks.i.linear_tokens.*); first keys: {', '.join(keys[:5])}"
+    )
+
+
+# (deit name, timm name): the stem is a key prefix, the rest are fragments inside block keys.
+_STEM = ("patch_embed.", "stem.")
+_BLOCK_PARTS = ((".attn.", ".linear_tokens."), (".mlp.", ".mlp_channels."), (".gamma_1", ".ls1"), (".gamma_2", ".ls2"))
+
+
+def _rename(key: str, to: str) -> str:
+    i, j = (0, 1) if to == "timm" else (1, 0)
+    if key.startswith(_STEM[i]):
+        key = _STEM[j] + key[len(_STEM[i]):]
+    for pair in _BLOCK_PARTS:
+        key = key.replace(pair[i], pair[j])
+    return key
+
+
+def convert_state_dict(sd: Mapping[str, torch.Tensor], to: str) -> StateDict:
+    """Convert a ResMLP state dict (either layout) to `to` = "deit" or "timm". Tensors are not copied."""
+    if to not in ("deit", "timm"):
+        raise WeightsError(f"unknown target layout {to!r}; expected 'deit' or 'timm'")
+    src = detect_layout(sd)
+    if src == to:
+        return dict(sd)
+    if to == "deit" and any(".mlp_tokens." in k for k in sd):
+        raise WeightsError("MLP-Mixer weights have no deit layout (the deit repo has no Mixer); use --to timm")
+    out: StateDict = {}
+    for k, v in sd.items():
+        k = _rename(k, to)
+        if k.endswith(".alpha") or k.endswith(".beta"):  # Aff: deit stores [D], timm [1, 1, D]
+            v = v.reshape(1, 1, -1) if to == "timm" else v.reshape(-1)
+        out[k] = v
+    return out
+
+
+def load_weights(
+    model: nn.Module, source: Source, *, key: str | None = None, allow_head_mismatch: bool = False
+) -> nn.Module:
+    """Load `source` (path to .pth/.pt/.safetensors, or a state dict) into `model`, in place.
+
+    The layout (official deit, timm, ours) is detected automatically. Any mismatch raises a
+    WeightsError listing missing keys, unexpected keys and shape conflicts. With
+    `allow_head_mismatch=True` a head of a different class count is skipped and re-initialised
+    (fine-tuning to a new label set).
+    """
+    sd = convert_state_dict(read_state_dict(source, key=key), to="timm")
+    own = model.state_dict()
+    if allow_head_mismatch:
+        head_differs = any(k.startswith("head.") and k in own and own[k].shape != v.shape for k, v in sd.items())
+        if head_differs:
+            sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+            sd.update({k: v for k, v in own.items() if k.startswith("head.")})
+            if hasattr(model, "reset_classifier"):
+                model.reset_classifier(model.num_classes)
+                sd.update({k: v for k, v in model.state_dict().items() if k.startswith("head.")})
+    problems = _mismatches(own, sd)
+    if problems:
+        where = source if not isinstance(source, Mapping) else "state dict"
+        raise WeightsError(f"{where} does not fit {getattr(model, 'model_name', type(model).__name__)}: "
+                           + "; ".join(problems))
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def _mismatches(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], limit: int = 10) -> list[str]:
+    def fmt(keys: list[str]) -> str:
+        more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+        return ", ".join(keys[:limit]) + more
+
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and sd[k].shape != own[k].shape]
+    out = []
+    if missing:
+        out.append(f"missing keys: {fmt(missing)}")
+    if unexpected:
+        out.append(f"unexpected keys: {fmt(unexpected)}")
+    if shapes:
+        out.append(f"shape conflicts: {fmt(shapes)}")
+    return out
+
+
+def download_weights(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Download an official checkpoint (online users only) into the torch hub cache; returns its path."""
+    cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    dst = cache / url.rsplit("/", 1)[-1]
+    if not dst.exists():
+        try:
+            torch.hub.download_url_to_file(url, str(dst), progress=True)  # writes a temp file, then renames
+        except OSError as e:
+            raise WeightsError(f"could not download {url}: {e}") from None
+    return dst
