@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Sequence
 
-SUBCOMMANDS = ("resmlp.cli.models",)
+SUBCOMMANDS = ("resmlp.cli.models", "resmlp.cli.train")
 
 
 def build_parser() -> argparse.ArgumentParser:

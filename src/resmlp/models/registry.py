@@ -71,10 +71,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             dict(img_size=16, patch_size=2, embed_dim=128, depth=6, layer_scale_init=0.1, num_classes=10),
             Preprocess(img_size=16, crop_pct=1.0), "16x16 inputs: 64 patches of 2x2"),
     Variant("resmlp_tiny32", "resmlp",
-            dict(img_size=32, patch_size=4, embed_dim=256, depth=12, layer_scale_init=0.1, num_classes=10),
+            dict(img_size=32, patch_size=4, embed_dim=192, depth=8, layer_scale_init=0.1, num_classes=10),
             _SMALL, "32x32 inputs (CIFAR): 64 patches of 4x4, the CPU workhorse"),
     Variant("mixer_tiny32", "mixer",
-            dict(img_size=32, patch_size=4, embed_dim=256, depth=8, num_classes=10),
+            dict(img_size=32, patch_size=4, embed_dim=192, depth=8, num_classes=10),
             _SMALL, "32x32 inputs (CIFAR): Mixer baseline of similar cost to resmlp_tiny32"),
 ]}
 

@@ -1,0 +1,82 @@
+"""Training-step throughput (images/s) of model configurations in fp32 vs bf16 autocast, interleaved.
+
+Used to choose the CPU recipe's model. Each round runs every (model, precision) for a few steps, round
+after round, so a noisy host slows all variants alike; we report the median and range over rounds.
+
+    python benchmarks/bench_train_step.py --img-size 32 --batch 128 --rounds 5 \
+        --models resmlp_tiny32 "resmlp_tiny32:embed_dim=128,depth=8"
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from resmlp import create_model
+from resmlp.models import count_macs
+from resmlp.optim import build_optimizer
+from resmlp.train.engine import autocast, soft_target_cross_entropy
+
+
+def parse_model(spec: str) -> tuple[str, dict]:
+    name, _, rest = spec.partition(":")
+    kw = {}
+    for item in filter(None, rest.split(",")):
+        k, v = item.split("=")
+        kw[k] = float(v) if "." in v else int(v)
+    return name, kw
+
+
+def step_time(model, opt, x, targets, precision: str, steps: int) -> float:
+    dev = torch.device("cpu")
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        with autocast(dev, precision):
+            logits = model(x)
+        loss = soft_target_cross_entropy(logits, targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["resmlp_tiny32"])
+    ap.add_argument("--img-size", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size)
+    targets = torch.softmax(torch.randn(args.batch, 10), -1)
+    variants = []
+    for spec in args.models:
+        name, kw = parse_model(spec)
+        model = create_model(name, img_size=args.img_size, num_classes=10, **kw).train()
+        opt = build_optimizer(model, name="lamb", lr=1e-3, weight_decay=0.05)
+        macs = count_macs(model, (1, 3, args.img_size, args.img_size))
+        for prec in args.precisions.split(","):
+            variants.append((spec, prec, model, opt, macs))
+    for v in variants:  # warm-up (allocator, oneDNN kernel selection)
+        step_time(v[2], v[3], x, targets, v[1], 2)
+    times: dict[tuple, list[float]] = {(v[0], v[1]): [] for v in variants}
+    for _ in range(args.rounds):
+        for spec, prec, model, opt, _m in variants:
+            times[(spec, prec)].append(step_time(model, opt, x, targets, prec, args.steps))
+    print(f"batch {args.batch}, {args.img_size}px, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
+    print(f"{'model':<40}{'prec':<6}{'GMACs/img':>10}{'img/s median':>14}{'range':>18}")
+    for spec, prec, _model, _opt, macs in variants:
+        ips = [args.batch / t for t in times[(spec, prec)]]
+        print(f"{spec:<40}{prec:<6}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}{min(ips):>9.0f}-{max(ips):<8.0f}")
+
+
+if __name__ == "__main__":
+    main()

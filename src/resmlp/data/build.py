@@ -1,0 +1,114 @@
+"""From a DataConfig to train/val datasets with the recipe's transforms (the one place that wires data)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from .datasets import (ArrayDataset, ImageDataset, cache_decoded, dataset_stats, download_cifar, load_cifar,
+                       load_digits_arrays, scan_image_folder, stratified_split)
+from .transforms import build_eval_transform, build_train_transform
+
+SOURCES = ("digits", "cifar10", "cifar100", "folder")
+
+
+@dataclass
+class DataSplits:
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train_labels: np.ndarray  # for samplers and per-class reporting
+
+
+def _subset_array(ds: ArrayDataset, idx: Sequence[int]) -> ArrayDataset:
+    idx = np.asarray(idx, dtype=np.int64)
+    return ArrayDataset(ds.images[idx], ds.labels[idx], classes=ds.classes)
+
+
+def _subset_images(ds: ImageDataset, idx: Sequence[int], bad_log: Path | None) -> ImageDataset:
+    return ImageDataset([ds.samples[i] for i in idx], on_bad=ds.on_bad, classes=ds.classes, bad_log=bad_log)
+
+
+def _load_raw(cfg: Any, bad_log: Path | None) -> tuple[Dataset, Dataset | None, list[str]]:
+    """Undecorated train and (optional) val datasets, and the class names."""
+    if cfg.source == "digits":
+        images, labels, classes = load_digits_arrays()
+        return ArrayDataset(images, labels, classes=classes), None, classes
+    if cfg.source in ("cifar10", "cifar100"):
+        if cfg.path is None:
+            raise ValueError(f"data.path: give the {cfg.source} python archive (.tar.gz) or a folder to download into")
+        archive = Path(cfg.path)
+        if archive.is_dir():
+            archive = download_cifar(cfg.source, archive)
+        tr = load_cifar(archive, train=True)
+        te = load_cifar(archive, train=False)  # the official test split is the validation set
+        return ArrayDataset(tr[0], tr[1], classes=tr[2]), ArrayDataset(te[0], te[1], classes=te[2]), tr[2]
+    if cfg.source == "folder":
+        if cfg.path is None:
+            raise ValueError("data.path: give the image folder (root/<class>/*.jpg)")
+        paths, labels, classes = scan_image_folder(cfg.path)
+        train = ImageDataset(list(zip(paths, labels)), on_bad=cfg.on_bad, classes=classes, bad_log=bad_log)
+        val = None
+        if cfg.val_path:
+            vpaths, vlabels, vclasses = scan_image_folder(cfg.val_path)
+            if vclasses != classes:
+                raise ValueError(f"data.val_path {cfg.val_path}: classes {vclasses} differ from the train folder's {classes}")
+            val = ImageDataset(list(zip(vpaths, vlabels)), on_bad=cfg.on_bad, classes=classes, bad_log=bad_log)
+        return train, val, classes
+    raise ValueError(f"data.source: unknown {cfg.source!r}; expected one of {', '.join(SOURCES)}")
+
+
+def _labels(ds: Dataset) -> np.ndarray:
+    return np.asarray(ds.labels, dtype=np.int64)
+
+
+def _stats_images(ds: Dataset, img_size: int, limit: int = 2000) -> np.ndarray:
+    """uint8 images for normalisation statistics: the whole cache, or up to `limit` decoded files."""
+    if isinstance(ds, ArrayDataset):
+        return ds.images
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(ds), size=min(limit, len(ds)), replace=False)
+    return np.stack([np.asarray(ds.load(int(i))[0].resize((img_size, img_size))) for i in idx])
+
+
+def _norm_stats(cfg: Any, train: Dataset, img_size: int) -> tuple[tuple, tuple]:
+    def pick(value: Any, imagenet: tuple, key: str, computed: tuple | None) -> tuple:
+        if value == "imagenet":
+            return imagenet
+        if value == "dataset":
+            return computed
+        if isinstance(value, list) and len(value) == 3:
+            return tuple(float(v) for v in value)
+        raise ValueError(f"data.{key}: expected 'dataset', 'imagenet' or three numbers, got {value!r}")
+
+    computed = dataset_stats(_stats_images(train, img_size)) if "dataset" in (cfg.mean, cfg.std) else (None, None)
+    return pick(cfg.mean, IMAGENET_MEAN, "mean", computed[0]), pick(cfg.std, IMAGENET_STD, "std", computed[1])
+
+
+def build_data(cfg: Any, *, img_size: int, bad_log: Path | None = None) -> DataSplits:
+    """Datasets for a run: validation from `val_path`/the official test split, else a seeded stratified
+    `val_split` of train; optional decoded cache; transforms from the recipe; normalisation statistics."""
+    train, val, classes = _load_raw(cfg, bad_log)
+    if val is None:
+        tr_idx, va_idx = stratified_split(_labels(train), cfg.val_split, cfg.split_seed)
+        if isinstance(train, ArrayDataset):
+            train, val = _subset_array(train, tr_idx), _subset_array(train, va_idx)
+        else:
+            train, val = _subset_images(train, tr_idx, bad_log), _subset_images(train, va_idx, bad_log)
+    if cfg.cache:
+        train = train if isinstance(train, ArrayDataset) else cache_decoded(train, workers=cfg.workers)
+        val = val if isinstance(val, ArrayDataset) else cache_decoded(val, workers=cfg.workers)
+    mean, std = _norm_stats(cfg, train, img_size)
+    train.transform = build_train_transform(
+        img_size, mean=mean, std=std, crop=cfg.crop, scale=tuple(cfg.scale), hflip=cfg.hflip,
+        auto_augment=cfg.auto_augment or None, re_prob=cfg.re_prob, interpolation=cfg.interpolation,
+        padding=cfg.padding)
+    val.transform = build_eval_transform(img_size, mean=mean, std=std, crop_pct=cfg.crop_pct,
+                                         interpolation=cfg.interpolation)
+    return DataSplits(train, val, list(classes), tuple(mean), tuple(std), _labels(train))

@@ -1,0 +1,268 @@
+"""Typed run configuration: frozen dataclasses, loaded from YAML recipes with `--set key=value` overrides.
+
+One name per idea: dataclass field = YAML key = CLI override = metric key (`optim.lr`, `data.batch_size`).
+Unknown keys and values of the wrong type are errors that name the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the config schema."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "resmlp_micro8"
+    drop_path_rate: float = 0.0
+    # Any other constructor argument of the variant (embed_dim, depth, layer_scale_init, ...).
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # "digits" (bundled with scikit-learn), "cifar10"/"cifar100" (official python archive at `path`, or
+    # downloaded into `path` when online), or "folder" (root/<class>/*.jpg at `path`).
+    source: str = "digits"
+    path: Optional[str] = None
+    val_path: Optional[str] = None  # a separate validation folder; else `val_split` is carved from train
+    val_split: float = 0.1
+    split_seed: int = 0
+    img_size: Optional[int] = None  # default: the model variant's input size
+    cache: bool = False  # decode every image once into memory (small images)
+    on_bad: str = "skip"  # corrupt/non-image files: "skip" (reported and counted) or "fail"
+    workers: int = 2
+    batch_size: int = 128  # per process
+    eval_batch_size: int = 256
+    # Normalisation: "dataset" (per-channel stats of the training images), "imagenet", or explicit lists.
+    mean: Union[str, list] = "dataset"
+    std: Union[str, list] = "dataset"
+    # Augmentation (paper section 3.1, DeiT recipe).
+    crop: str = "rrc"  # "rrc" (RandomResizedCrop) or "pad" (pad-and-crop, for tiny images)
+    scale: list = field(default_factory=lambda: [0.08, 1.0])
+    padding: int = 4
+    hflip: float = 0.5
+    auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1"
+    re_prob: float = 0.25
+    mixup_alpha: float = 0.8
+    cutmix_alpha: float = 1.0
+    mixup_prob: float = 1.0
+    switch_prob: float = 0.5
+    label_smoothing: float = 0.1
+    repeated_aug: bool = True
+    num_repeats: int = 3
+    crop_pct: float = 0.9
+    interpolation: str = "bicubic"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "lamb"
+    lr: float = 5e-3  # the learning rate for a global batch of `lr_batch`; scaled linearly (DeiT rule)
+    lr_batch: int = 512
+    weight_decay: float = 0.2
+    epochs: int = 100
+    warmup_epochs: float = 5
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    max_grad_norm: Optional[float] = 1.0
+    momentum: float = 0.9
+    accum_steps: int = 1
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher: Optional[str] = None  # a checkpoint/run dir of ours, a TorchScript file, or "none"
+    teacher_model: Optional[str] = None  # registered name when `teacher` is a bare state dict
+    kind: str = "hard"  # "hard" (DeiT hard-label) or "soft" (KL at temperature tau)
+    alpha: float = 0.5
+    tau: float = 1.0
+    teacher_bf16: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    precision: str = "fp32"  # "fp32", "bf16" (autocast, CPU and CUDA) or "fp16" (CUDA, loss scaling)
+    compile: bool = False
+    ema: bool = False
+    ema_decay: float = 0.99996
+    threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)
+    eval_every: int = 1
+    time_limit_min: Optional[float] = None  # stop after the epoch that crosses this wall-clock budget
+    tensorboard: bool = True  # used when the tensorboard package is installed
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert `value` to annotation `tp`, naming `key` in the error."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, values: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys in {prefix.rstrip('.') or 'the config'}: "
+                          f"{', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        key = prefix + name
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
+            kwargs[name] = _build(tp, value, key + ".")
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    return _build(TrainConfig, values or {}, "")
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(item: str) -> dict:
+    """'optim.lr=1e-3' -> {'optim': {'lr': 0.001}} (the value is parsed as YAML: numbers, lists, null)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and _looks_like_float(value):
+        value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
+    out: dict = value
+    for part in reversed(key.strip().split(".")):
+        out = {part: out}
+    return out
+
+
+def _looks_like_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_recipe(recipe: str) -> Path:
+    """A recipe name (`digits`, `cifar10_cpu`, ...) from the bundled recipes, or a YAML file path."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        return path
+    bundled = RECIPES_DIR / f"{recipe}.yaml"
+    if not bundled.is_file():
+        names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown recipe {recipe!r}; bundled recipes: {', '.join(names)} (or give a YAML file)")
+    return bundled
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model, data, optim, distill, run)")
+    return _fix_floats(values)
+
+
+def _fix_floats(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {k: _fix_floats(v) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_fix_floats(v) for v in values]
+    if isinstance(values, str) and _looks_like_float(values) and any(c in values for c in "eE"):
+        return float(values)
+    return values
+
+
+def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                base: dict | None = None) -> TrainConfig:
+    """Defaults <- `base` (e.g. a resumed run's config) <- recipe YAML <- `--set` overrides."""
+    values: dict = dict(base or {})
+    if recipe:
+        path = resolve_recipe(recipe)
+        try:
+            values = _deep_merge(values, load_yaml(path))
+            config_from_dict(values)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    for item in overrides:
+        values = _deep_merge(values, parse_override(item))
+    return config_from_dict(values)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

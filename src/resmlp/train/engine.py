@@ -1,0 +1,152 @@
+"""The training loop as two functions, `train_one_epoch` and `evaluate`: they take objects, return stats."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import distributed as dist
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf: the run stops and the last good checkpoint is kept."""
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (mixed, label-smoothed one-hots): mean_b sum_k -t_bk log p_bk."""
+    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+class ModelEma:
+    """Exponential moving average of the weights (Polyak averaging), updated after each optimizer step."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval()
+        self.decay = decay
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if ema_v.dtype.is_floating_point:
+                ema_v.lerp_(v.detach(), 1.0 - self.decay)
+            else:
+                ema_v.copy_(v)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPU and CUDA, fp16 autocast on CUDA; fp32 = no autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class StepContext:
+    """Everything one optimisation step needs besides the batch."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: object  # CosineWarmupSchedule: .step() once per optimizer step
+    criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (images, logits, targets)
+    device: torch.device
+    precision: str = "fp32"
+    accum_steps: int = 1
+    clip_grad_norm: Optional[float] = None  # for optimizers without built-in clipping (AdamW, SGD)
+    scaler: Optional[torch.amp.GradScaler] = None  # fp16 only
+    ema: Optional[ModelEma] = None
+    mixup: Optional[Callable] = None  # (x, y) -> (x, soft targets)
+
+
+def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress: bool = True,
+                    max_steps: int | None = None) -> dict[str, float]:
+    """One pass over `loader`; returns mean loss, images/s and the last lr."""
+    model, opt = ctx.model, ctx.optimizer
+    model.train()
+    total_loss, seen, steps = torch.zeros((), device=ctx.device), 0, 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=None if (progress and dist.is_main()) else True, leave=False,
+               dynamic_ncols=True)
+    opt.zero_grad(set_to_none=True)
+    for i, (images, labels) in enumerate(bar):
+        images = images.to(ctx.device, non_blocking=True)
+        labels = labels.to(ctx.device, non_blocking=True)
+        images, targets = ctx.mixup(images, labels) if ctx.mixup is not None else (images, labels)
+        boundary = (i + 1) % ctx.accum_steps == 0
+        sync = contextlib.nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(ctx.device, ctx.precision):
+                logits = model(images)
+            loss = ctx.criterion(images, logits, targets)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {i}: stopping; "
+                                         "the last good checkpoint is kept (lower optim.lr or use fp32)")
+            scaled = loss / ctx.accum_steps
+            (ctx.scaler.scale(scaled) if ctx.scaler else scaled).backward()
+        if boundary:
+            _optimizer_step(ctx)
+            steps += 1
+        total_loss += loss.detach() * images.shape[0]
+        seen += images.shape[0]
+        if not bar.disable and i % 10 == 0:
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}",
+                            img_s=f"{seen * dist.world_size() / max(elapsed, 1e-9):.0f}")
+        if max_steps is not None and steps >= max_steps:
+            break
+    elapsed = time.perf_counter() - start
+    mean_loss = dist.all_reduce_sum(torch.stack([total_loss, torch.tensor(float(seen), device=ctx.device)]))
+    return {"train_loss": (mean_loss[0] / mean_loss[1].clamp_min(1)).item(),
+            "images_per_s": seen * dist.world_size() / max(elapsed, 1e-9),
+            "lr": opt.param_groups[0]["lr"], "epoch_time_s": elapsed, "steps": steps}
+
+
+def _optimizer_step(ctx: StepContext) -> None:
+    params = [p for g in ctx.optimizer.param_groups for p in g["params"]]
+    if ctx.scaler is not None:
+        ctx.scaler.unscale_(ctx.optimizer)
+    if ctx.clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, ctx.clip_grad_norm)
+    if ctx.scaler is not None:
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+    else:
+        ctx.optimizer.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.schedule.step()
+    if ctx.ema is not None:
+        ctx.ema.update(dist.unwrap(ctx.model))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, num_classes: int,
+             precision: str = "fp32", progress: bool = False) -> dict:
+    """Top-1/top-5 (percent), mean cross-entropy and the confusion matrix (rows = true class), summed over
+    all processes when distributed (each process evaluates its own shard)."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-5 hits, count
+    k = min(5, num_classes)
+    for images, labels in tqdm(loader, desc="eval", disable=None if (progress and dist.is_main()) else True, leave=False):
+        images, labels = images.to(device), labels.to(device)
+        with autocast(device, precision):
+            logits = model(images)
+        logits = logits.float()
+        sums[0] += F.cross_entropy(logits, labels, reduction="sum")
+        sums[1] += (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum()
+        sums[2] += labels.numel()
+        confusion.index_put_((labels, logits.argmax(-1)), torch.ones_like(labels, dtype=torch.float64),
+                             accumulate=True)
+    sums, confusion = dist.all_reduce_sum(sums), dist.all_reduce_sum(confusion)
+    n = max(sums[2].item(), 1.0)
+    return {"loss": sums[0].item() / n, "top1": 100.0 * confusion.trace().item() / n,
+            "top5": 100.0 * sums[1].item() / n, "count": int(sums[2].item()), "confusion": confusion.long().cpu()}

@@ -1,0 +1,157 @@
+"""End-to-end training through the real CLI/API on tiny configs: artefacts, resume equivalence, DDP."""
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+from resmlp.checkpoint import read_checkpoint
+from resmlp.cli import main
+from resmlp.train.config import load_config
+from resmlp.train.run import train
+
+TINY = ["model.overrides={embed_dim: 16, depth: 1}", "data.batch_size=64", "data.workers=0",
+        "optim.warmup_epochs=1", "run.progress=false", "run.tensorboard=false"]
+
+
+def test_cli_train_writes_the_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--recipe", "digits", "--epochs", "3", "--out", str(out),
+                 *sum((["--set", s] for s in TINY + ["optim.name=adamw", "optim.lr=0.08", "optim.warmup_epochs=0.2"]), [])])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"run directory: {out}" in printed and "summary: " in printed
+    for f in ["config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"]:
+        assert (out / f).is_file(), f
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert {"train_loss", "val_top1", "val_top5", "lr", "images_per_s", "val_loss"} <= set(rows[0])
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["best_val_top1"] == max(r["val_top1"] for r in rows)
+    assert summary["final_val_top1"] == rows[-1]["val_top1"] and summary["final_val_top1"] > 18  # 10 classes: chance is 10%
+    assert summary["train_images_per_s"] > 0 and summary["wall_time_s"] > 0
+    ckpt = read_checkpoint(out / "checkpoints" / "best.pt")
+    assert ckpt["classes"] == [str(d) for d in range(10)] and ckpt["model_args"]["embed_dim"] == 16
+    assert load_config(str(out / "config.yaml")).optim.name == "adamw"
+
+    # resmlp eval on an image folder written from the same digits, with per-class accuracy + PNG
+    folder = tmp_path / "digits_folder"
+    from resmlp.data.datasets import load_digits_arrays
+
+    images, labels, classes = load_digits_arrays()
+    for i in range(0, 200):
+        d = folder / classes[labels[i]]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i]).save(d / f"{i}.png")
+    assert main(["eval", "--checkpoint", str(out), "--data", str(folder), "--workers", "0"]) == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert set(res["per_class_top1"]) == set(classes) and np.array(res["confusion"]).sum() == 200
+    assert abs(res["top1"] - 100 * np.trace(res["confusion"]) / 200) < 1e-9
+    assert (out / "confusion.png").stat().st_size > 1000
+
+
+def make_folder(root, classes=("cat", "dog", "owl"), per_class=12, size=10):
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = np.full((size, size, 3), 60 * c, np.uint8) + rng.integers(0, 40, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    (root / "dog" / "broken.jpg").write_bytes(b"not an image at all")
+    return root
+
+
+def test_folder_training_reports_bad_files_and_resizes(tmp_path):
+    data = make_folder(tmp_path / "data")
+    cfg = load_config(None, TINY + [f"data.source=folder", f"data.path={data}", "data.val_split=0.25",
+                                    "data.batch_size=8", "data.img_size=8", "model.name=resmlp_micro8",
+                                    "optim.epochs=1", "data.auto_augment=null", "data.crop=rrc"])
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        summary = train(cfg, out=tmp_path / "run")
+    assert summary["bad_files"] == 1 and summary["classes"] == 3
+    assert "broken.jpg" in (tmp_path / "run" / "bad_files.tsv").read_text()
+
+
+def test_bad_cli_input_is_one_line(tmp_path, capsys):
+    assert main(["train", "--set", "optim.lrr=1", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown key optim.lrr; valid keys in optim: " \
+        "accum_steps, epochs, lr, lr_batch, max_grad_norm, min_lr, momentum, name, warmup_epochs, warmup_lr, weight_decay"
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"), "--set", "run.progress=false"]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def weights(run_dir):
+    return read_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    """k epochs + resume + k epochs == 2k epochs: model, optimizer, schedule, EMA, sampler and RNG states."""
+    common = TINY + ["optim.epochs=2", "run.ema=true", "run.ema_decay=0.9", "data.repeated_aug=true",
+                     "data.mixup_alpha=0.8", "data.cutmix_alpha=1.0", "data.re_prob=0.25",
+                     "model.drop_path_rate=0.1"]
+    train(load_config("digits", common), out=tmp_path / "full")
+    train(load_config("digits", common + ["run.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
+    assert read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 1
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "run.time_limit_min=null"]) == 0
+    full, split = weights(tmp_path / "full"), weights(tmp_path / "split")
+    for k in full:
+        assert torch.equal(full[k], split[k]), k
+    a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    rows = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import resmlp.train.run as run_mod
+
+    calls = {"n": 0}
+    real = run_mod.soft_target_cross_entropy
+
+    def flaky(logits, targets):
+        calls["n"] += 1
+        return real(logits, targets) * (float("nan") if calls["n"] > 30 else 1.0)  # 22 steps per epoch
+
+    monkeypatch.setattr(run_mod, "soft_target_cross_entropy", flaky)
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "3", "--out", str(out), *sum((["--set", s] for s in TINY), [])]) == 2
+    assert "loss is nan at epoch 1" in capsys.readouterr().err
+    assert read_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+DDP_SET = TINY + ["optim.epochs=1", "data.repeated_aug=false", "data.crop=pad", "data.padding=0",
+                  "data.hflip=0", "data.mixup_alpha=0", "data.cutmix_alpha=0", "model.drop_path_rate=0",
+                  "optim.warmup_epochs=0.5"]
+
+
+def _ddp_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    from resmlp.train import distributed as dist
+
+    train(load_config("digits", DDP_SET + [f"data.batch_size={32 // world}"]), out=out)
+    dist.shutdown()
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
+    train(load_config("digits", DDP_SET + ["data.batch_size=32", "run.threads=1"]), out=tmp_path / "one")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path / "two"), nprocs=2, join=True)
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
+    s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert s2["processes"] == 2 and abs(s1["final_val_top1"] - s2["final_val_top1"]) < 0.5
