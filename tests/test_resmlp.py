@@ -10,7 +10,7 @@ from resmlp.models import Affine, ResMLP
 
 def small(name, **kw):
     torch.manual_seed(0)
-    patch = resmlp.models.get_variant(name).args["patch_size"]
+    patch = resmlp.models.get_variant(name).args.get("patch_size", 4)  # the CIFAR ResNets: 8 px
     return resmlp.create_model(name, img_size=2 * patch, num_classes=5, **kw)
 
 
@@ -20,7 +20,8 @@ def test_every_variant_shapes_finite_and_gradients(name):
     size = model.model_args["img_size"]
     x = torch.randn(2, 3, size, size)
     tokens = model.forward_features(x)
-    assert tokens.shape == (2, model.num_patches, model.embed_dim)
+    n_tokens = model.num_patches if hasattr(model, "num_patches") else (size // 4) ** 2  # ResNet: stride 4
+    assert tokens.shape == (2, n_tokens, model.embed_dim)
     assert model.forward_head(tokens, pre_logits=True).shape == (2, model.embed_dim)
     logits = model(x)
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()

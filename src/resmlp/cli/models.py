@@ -44,7 +44,8 @@ def run_models(args: argparse.Namespace) -> int:
         m = _meta_model(name)
         a = m.model_args
         gmacs = count_macs(m, _input_shape(m)) / 1e9
-        print(f"{name:<16}{v.arch:<8}{a['img_size']:>5}{a['patch_size']:>6}{a['embed_dim']:>6}{a['depth']:>6}"
+        depth = a.get("depth", 6 * a.get("blocks_per_stage", 0) + 2)  # CIFAR ResNets: 6n + 2 layers
+        print(f"{name:<16}{v.arch:<8}{a['img_size']:>5}{a.get('patch_size', '-'):>6}{m.embed_dim:>6}{depth:>6}"
               f"{count_params(m):>14,}{gmacs:>8.2f}  {v.description}")
     print("GFLOPs = multiply-adds of one image at the listed size, as the paper counts them.")
     return 0
@@ -63,12 +64,13 @@ def run_summary(args: argparse.Namespace) -> int:
         h.remove()
     print(f"{args.name}: {type(m).__name__}({', '.join(f'{k}={v}' for k, v in m.model_args.items())})")
     print(f"{'module':<20}{'output shape':<22}{'params':>14}")
-    rows = [("stem", m.stem)] + [(f"blocks.{j}", b) for j, b in enumerate(m.blocks)] + [("norm", m.norm), ("head", m.head)]
+    rows = [("stem", m.stem)] + [(f"blocks.{j}", b) for j, b in enumerate(m.blocks)] + \
+        [(n, getattr(m, n)) for n in ("norm", "head") if hasattr(m, n)]
     for n, mod in rows:
         if n in shapes:
             print(f"{n:<20}{str(shapes[n]):<22}{count_params(mod):>14,}")
     print(f"total params {count_params(m):,}; {macs / 1e9:.2f} GFLOPs (multiply-adds) per image; "
-          f"tokens N={m.num_patches}, dim D={m.embed_dim}")
+          f"tokens N={m.forward_features(torch.zeros(_input_shape(m), device='meta')).shape[1]}, dim D={m.embed_dim}")
     p = m.preprocess
     print(f"preprocessing: {p.img_size}px, crop_pct {p.crop_pct}, {p.interpolation}, mean {p.mean}, std {p.std}")
     return 0

@@ -10,11 +10,12 @@ from torch import nn
 
 from .mixer import MlpMixer
 from .resmlp import ResMLP
+from .resnet import CifarResNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"resmlp": ResMLP, "mixer": MlpMixer}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"resmlp": ResMLP, "mixer": MlpMixer, "resnet": CifarResNet}
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,17 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("mixer_tiny32", "mixer",
             dict(img_size=32, patch_size=4, embed_dim=192, depth=8, num_classes=10),
             _SMALL, "32x32 inputs (CIFAR): Mixer baseline of similar cost to resmlp_tiny32"),
+    # Convnet teachers for distillation (He et al. 2016, CIFAR ResNets), trained with `resmlp train`.
+    Variant("resnet20_cifar", "resnet", dict(img_size=32, blocks_per_stage=3, num_classes=10), _SMALL,
+            "CIFAR ResNet-20 (teacher)"),
+    Variant("resnet56_cifar", "resnet", dict(img_size=32, blocks_per_stage=9, num_classes=10), _SMALL,
+            "CIFAR ResNet-56 (teacher)"),
 ]}
+
+
+def is_patch_model(name: str) -> bool:
+    """ResMLP and Mixer variants (the ones with patch stems, token mixing and the paper's analyses)."""
+    return get_variant(name).arch in ("resmlp", "mixer")
 
 
 def list_models() -> list[str]:

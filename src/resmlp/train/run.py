@@ -87,12 +87,12 @@ def _loaders(data: DataSplits, cfg: TrainConfig, rank: int, world: int, device: 
     return train, sampler, val
 
 
-def build_criterion(cfg: TrainConfig, device: torch.device, run_dir: Optional[Path]):
+def build_criterion(cfg: TrainConfig, device: torch.device, preprocess: Preprocess, classes: list[str]):
     """(images, logits, soft targets) -> loss; with `distill.teacher` set, the distillation loss."""
-    if cfg.distill.teacher:
+    if cfg.distill.teacher and cfg.distill.teacher != "none":
         from ..distill import build_distillation  # noqa: PLC0415 - only runs that distil need it
 
-        return build_distillation(cfg.distill, device=device)
+        return build_distillation(cfg.distill, device=device, student_preprocess=preprocess, classes=classes)
     return lambda images, logits, targets: soft_target_cross_entropy(logits, targets)
 
 
@@ -186,7 +186,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
     if cfg.run.compile:
         wrapped = torch.compile(wrapped)
     ctx = StepContext(model=wrapped, optimizer=optimizer, schedule=schedule,
-                      criterion=build_criterion(cfg, device, run_dir), device=device, precision=cfg.run.precision,
+                      criterion=build_criterion(cfg, device, model.preprocess, data.classes), device=device, precision=cfg.run.precision,
                       accum_steps=accum, clip_grad_norm=cfg.optim.max_grad_norm if cfg.optim.name != "lamb" else None,
                       scaler=scaler, ema=ema, mixup=mixup)
     logger = _Logger(run_dir, cfg.run.tensorboard) if dist.is_main() else None
@@ -222,7 +222,8 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
         state = {"epoch": epoch + 1, "best_val_top1": best, "wall_time_s": row["wall_time_s"], "rng": rng_state(),
                  "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "ema": ema.module.state_dict() if ema is not None else None,
-                 "scaler": scaler.state_dict() if scaler is not None else None, "mixup_rng": mix_gen.get_state()}
+                 "scaler": scaler.state_dict() if scaler is not None else None, "mixup_rng": mix_gen.get_state(),
+                 "teacher": getattr(ctx.criterion, "identity", None)}
         if rank:
             atomic_save(state["rng"], run_dir / "checkpoints" / f"rng_rank{rank}.pt")
         if dist.is_main():
@@ -245,6 +246,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
         "train_images_per_s": float(np.median(images_per_s)) if images_per_s else None,
         "wall_time_s": time.perf_counter() - t0, "processes": world, "device": str(device),
         "classes": len(data.classes), "bad_files": len(read_bad_log(run_dir / "bad_files.tsv")),
+        "teacher": getattr(ctx.criterion, "identity", None),
     }
     if dist.is_main():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

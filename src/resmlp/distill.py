@@ -1,0 +1,173 @@
+"""Knowledge distillation from a teacher (DeiT's procedure, as used for the paper's best ResMLP results).
+
+ResMLP has a single head, so both terms act on the same student logits z_s; with mixed soft targets y:
+    hard:  L = (1 - alpha) CE(z_s, y) + alpha CE(z_s, argmax z_t)
+    soft:  L = (1 - alpha) CE(z_s, y) + alpha tau^2 KL(softmax(z_t / tau) || softmax(z_s / tau))
+The teacher sees the student's exact augmented, mixed batch, in eval mode and without gradients; if it
+expects another resolution or normalisation the batch is converted on the fly.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import model_from_checkpoint, read_checkpoint
+from .models import Preprocess, create_model
+from .train.engine import autocast, soft_target_cross_entropy
+from .weights import WeightsError, load_weights
+
+KINDS = ("hard", "soft")
+
+
+def distillation_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor, *,
+                      kind: str, alpha: float, tau: float) -> torch.Tensor:
+    """The DeiT distillation objective on one set of student logits (see the module docstring)."""
+    base = soft_target_cross_entropy(student_logits, targets)
+    if alpha == 0:
+        return base
+    s = student_logits.float()
+    t = teacher_logits.float()
+    if kind == "hard":
+        distill = F.cross_entropy(s, t.argmax(dim=-1))
+    elif kind == "soft":
+        distill = F.kl_div(F.log_softmax(s / tau, dim=-1), F.log_softmax(t / tau, dim=-1), reduction="batchmean",
+                           log_target=True) * (tau * tau)
+    else:
+        raise ValueError(f"distill.kind={kind!r}: expected one of {', '.join(KINDS)}")
+    return (1 - alpha) * base + alpha * distill
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_teacher(source: str, *, model_name: Optional[str] = None) -> tuple[nn.Module, Optional[Preprocess], dict]:
+    """A teacher from (a) one of our checkpoints or run directories, (b) a TorchScript file, or (c) a bare
+    state dict of a registered model (`model_name`). Returns (module, its preprocessing or None, identity)."""
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"distill.teacher: {source} does not exist (expected a checkpoint, run directory or TorchScript file)")
+    identity: dict[str, Any] = {"source": str(path)}
+    with torch.random.fork_rng(devices=[]):  # building the teacher must not shift the student's random stream
+        teacher, pre = _build_teacher(path, model_name, identity)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, pre, identity
+
+
+def _build_teacher(path: Path, model_name: Optional[str], identity: dict) -> tuple[nn.Module, Optional[Preprocess]]:
+    if _is_torchscript(path):  # checked first: torch.load would otherwise hand it to torch.jit.load itself
+        identity.update(path=str(path), sha256=file_sha256(path), kind="torchscript")
+        return torch.jit.load(str(path), map_location="cpu"), None  # preprocessing unknown: the student's batch as is
+    try:
+        ckpt = read_checkpoint(path)
+    except WeightsError:
+        ckpt = None
+    if ckpt is not None:
+        teacher = model_from_checkpoint(ckpt)
+        identity.update(path=ckpt["path"], sha256=file_sha256(ckpt["path"]), model=ckpt.get("model_name"),
+                        val_top1=ckpt.get("best_val_top1"), kind="checkpoint")
+        return teacher, teacher.preprocess
+    if model_name:
+        teacher = create_model(model_name)
+        load_weights(teacher, path)
+        identity.update(path=str(path), sha256=file_sha256(path), model=model_name, kind="weights")
+        return teacher, teacher.preprocess
+    raise ValueError(f"distill.teacher: {path} is neither a resmlp checkpoint nor a TorchScript file; for a "
+                     "bare state dict also set distill.teacher_model=NAME")
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile  # noqa: PLC0415
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+class BatchAdapter(nn.Module):
+    """Re-normalise (and resize) the student's batch into what the teacher expects."""
+
+    def __init__(self, student: Preprocess, teacher: Optional[Preprocess]) -> None:
+        super().__init__()
+        teacher = teacher or student
+        self.size = teacher.img_size if teacher.img_size != student.img_size else None
+        s_mean, s_std = torch.tensor(student.mean), torch.tensor(student.std)
+        t_mean, t_std = torch.tensor(teacher.mean), torch.tensor(teacher.std)
+        # x_t = (x_s * s_std + s_mean - t_mean) / t_std = x_s * scale + shift
+        self.register_buffer("scale", (s_std / t_std).view(1, 3, 1, 1))
+        self.register_buffer("shift", ((s_mean - t_mean) / t_std).view(1, 3, 1, 1))
+        self.identity = self.size is None and torch.allclose(self.scale, torch.ones(1)) and \
+            torch.allclose(self.shift, torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return x
+        x = x * self.scale + self.shift
+        if self.size is not None:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        return x
+
+
+class DistillationCriterion:
+    """(images, student logits, soft targets) -> loss, running the teacher on the same images."""
+
+    def __init__(self, teacher: nn.Module, adapter: BatchAdapter, *, kind: str, alpha: float, tau: float,
+                 device: torch.device, teacher_bf16: bool = False, identity: Optional[dict] = None) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"distill.kind={kind!r}: expected one of {', '.join(KINDS)}")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"distill.alpha={alpha}: expected a value in [0, 1]")
+        if tau <= 0:
+            raise ValueError(f"distill.tau={tau}: expected a positive temperature")
+        self.teacher = teacher.to(device).eval()
+        self.adapter = adapter.to(device)
+        self.kind, self.alpha, self.tau = kind, alpha, tau
+        self.device = device
+        self.precision = "bf16" if teacher_bf16 else "fp32"
+        self.identity = identity or {}
+        self.teacher_time_s = 0.0
+
+    @torch.no_grad()
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        self.teacher.eval()  # never updated: eval-mode statistics, no gradients
+        with autocast(self.device, self.precision):
+            out = self.teacher(self.adapter(images)).float()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.teacher_time_s += time.perf_counter() - t0
+        return out
+
+    def pop_teacher_time(self) -> float:
+        t, self.teacher_time_s = self.teacher_time_s, 0.0
+        return t
+
+    def __call__(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.alpha == 0:
+            return soft_target_cross_entropy(logits, targets)
+        return distillation_loss(logits, targets, self.teacher_logits(images.detach()), kind=self.kind,
+                                 alpha=self.alpha, tau=self.tau)
+
+
+def build_distillation(cfg: Any, *, device: torch.device, student_preprocess: Preprocess,
+                       classes: Sequence[str]) -> DistillationCriterion:
+    teacher, pre, identity = load_teacher(cfg.teacher, model_name=cfg.teacher_model)
+    t_classes = getattr(teacher, "classes", None)
+    if t_classes is not None and list(t_classes) != list(classes):
+        raise ValueError(f"distill.teacher {cfg.teacher}: its classes {list(t_classes)[:5]}... differ from the "
+                         f"data's {list(classes)[:5]}...; the teacher must be trained on the same label set")
+    return DistillationCriterion(teacher, BatchAdapter(student_preprocess, pre), kind=cfg.kind, alpha=cfg.alpha,
+                                 tau=cfg.tau, device=device, teacher_bf16=cfg.teacher_bf16, identity=identity)
