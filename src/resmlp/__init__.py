@@ -2,9 +2,11 @@
 data-efficient training, paper analyses and deployment."""
 from .models import Affine, MlpMixer, Preprocess, ResMLP, ResMLPBlock, count_macs, count_params, create_model, list_models
 from .weights import WeightsError, convert_state_dict, load_weights, read_state_dict
+from .deploy import from_pretrained, fuse, optimize
 
 __version__ = "0.1.0"
 __all__ = [
     "Affine", "MlpMixer", "Preprocess", "ResMLP", "ResMLPBlock", "WeightsError", "count_macs", "count_params",
     "convert_state_dict", "create_model", "list_models", "load_weights", "read_state_dict",
+    "from_pretrained", "fuse", "optimize",
 ]

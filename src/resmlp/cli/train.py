@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-data", default=None, help="separate validation image folder")
     p.add_argument("--val-split", type=float, default=None, help="fraction of train held out for validation")
     p.add_argument("--epochs", type=int, default=None, help="sets optim.epochs")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set optim.lr=1e-3 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set optim.lr=1e-3 data.batch_size=64")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--finetune", default=None, metavar="WEIGHTS",

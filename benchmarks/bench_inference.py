@@ -1,0 +1,129 @@
+"""Inference acceptance numbers for docs/benchmarks.md ("Inference" section).
+
+1. Speed: ResMLP-S12, 224 px, batch 64, every precision x runtime interleaved in one process
+   (resmlp.deploy.benchmark); prints the best path's throughput relative to plain fp32 eager.
+2. Agreement (with --checkpoint and --data): on a trained model's validation images, top-1 agreement of
+   bf16 / int8 / ONNX Runtime with fp32 eager, and the max |logit difference| of ONNX Runtime.
+
+    python benchmarks/bench_inference.py --json bench_inference.json
+    python benchmarks/bench_inference.py --skip-speed --checkpoint runs/cifar/checkpoints/best.pt \
+        --data /tmp/cifar/cifar10/train
+
+The validation split of --data is the one training used: the checkpoint's data.val_split and
+data.split_seed (stratified_split), unless --val-split / --split-seed say otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from resmlp.checkpoint import read_checkpoint
+from resmlp.data.datasets import load_rgb, scan_image_folder, stratified_split
+from resmlp.data.transforms import build_eval_transform
+from resmlp.deploy import build_runtime, load_any
+from resmlp.deploy.benchmark import format_report, run_benchmark
+from resmlp.models import create_model
+from resmlp.weights import WeightsError
+
+
+def speed(args: argparse.Namespace) -> dict:
+    torch.manual_seed(0)
+    model = create_model(args.model)
+    report = run_benchmark(model, batches=args.batch, precisions=args.precision.split(","),
+                           runtimes=args.runtime.split(","), rounds=args.rounds, seconds=args.seconds)
+    print(format_report(report))
+    rows = [r for r in report["results"] if "images_per_s_median" in r]
+    for batch in args.batch:
+        here = [r for r in rows if r["batch"] == batch and r.get("speedup")]
+        best = max(here, key=lambda r: r["images_per_s_median"])
+        print(f"batch {batch}: best path {best['runtime']}/{best['precision']} at "
+              f"{best['images_per_s_median']:.1f} images/s = {best['speedup']:.2f}x plain fp32 eager "
+              f"(acceptance: >= 2.5x)")
+    return report
+
+
+def validation_images(args: argparse.Namespace, preprocess) -> tuple[torch.Tensor, list[str]]:
+    paths, labels, _ = scan_image_folder(args.data)
+    try:  # our checkpoints carry the run config, and with it the split training used
+        data_cfg = (read_checkpoint(args.checkpoint).get("config") or {}).get("data") or {}
+    except WeightsError:  # a packaged directory or bare weights: the defaults below
+        data_cfg = {}
+    val_split = args.val_split if args.val_split is not None else data_cfg.get("val_split", 0.1)
+    seed = args.split_seed if args.split_seed is not None else data_cfg.get("split_seed", 0)
+    _, val_idx = stratified_split(labels, val_split, seed)
+    if args.limit:
+        val_idx = val_idx[:: max(1, len(val_idx) // args.limit)][: args.limit]
+    transform = build_eval_transform(preprocess.img_size, mean=preprocess.mean, std=preprocess.std,
+                                     crop_pct=preprocess.crop_pct, interpolation=preprocess.interpolation)
+    with ThreadPoolExecutor(4) as pool:
+        images = list(pool.map(lambda i: transform(load_rgb(paths[i])), val_idx))
+    print(f"validation: {len(images)} images of {args.data} (val_split={val_split}, split_seed={seed})")
+    return torch.stack(images), [str(paths[i]) for i in val_idx]
+
+
+def agreement(args: argparse.Namespace) -> dict:
+    model, preprocess, _ = load_any(args.checkpoint)
+    x, _ = validation_images(args, preprocess)
+
+    def logits_of(runner) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat([runner(chunk).float() for chunk in x.split(256)])
+
+    ref = logits_of(model)
+    out = {"checkpoint": str(args.checkpoint), "model": model.model_name, "images": len(x), "variants": {}}
+    variants = [("eager", "fp32"), ("eager", "bf16"), ("eager", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
+    if args.compile:
+        variants.append(("compile", "bf16"))
+    for runtime, precision in variants:
+        t0 = time.perf_counter()
+        got = logits_of(build_runtime(model, precision=precision, runtime=runtime))
+        row = {"top1_agreement": (got.argmax(-1) == ref.argmax(-1)).float().mean().item(),
+               "max_abs_logit_diff": (got - ref).abs().max().item(), "seconds": time.perf_counter() - t0}
+        out["variants"][f"{runtime}/{precision}"] = row
+        print(f"{runtime}/{precision:<5} top-1 agreement with fp32 eager {100 * row['top1_agreement']:.2f}%  "
+              f"max |logit diff| {row['max_abs_logit_diff']:.2e}")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="resmlp_s12")
+    ap.add_argument("--batch", type=lambda s: [int(v) for v in s.split(",")], default=[64])
+    ap.add_argument("--precision", default="fp32,bf16,int8")
+    ap.add_argument("--runtime", default="eager,compile,onnx")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--checkpoint", default=None, help="trained model (checkpoint, run dir, package, weights)")
+    ap.add_argument("--data", default=None, help="image folder root/<class>/*.jpg the model was trained on")
+    ap.add_argument("--val-split", type=float, default=None)
+    ap.add_argument("--split-seed", type=int, default=None)
+    ap.add_argument("--limit", type=int, default=None, help="use at most this many validation images")
+    ap.add_argument("--compile", action="store_true", help="also check compile/bf16 agreement (slow to compile)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result: dict = {}
+    if not args.skip_speed:
+        result["speed"] = speed(args)
+    if args.checkpoint and args.data and Path(args.checkpoint).exists() and Path(args.data).is_dir():
+        result["agreement"] = agreement(args)
+    elif args.checkpoint or args.data:
+        print(f"agreement check skipped: need an existing --checkpoint and --data folder "
+              f"(got {args.checkpoint}, {args.data})", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"saved {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

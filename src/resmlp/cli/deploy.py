@@ -1,0 +1,131 @@
+"""`resmlp predict`, `resmlp export`, `resmlp benchmark`: run, ship and time a model.
+
+WEIGHTS is anything `resmlp.deploy.load_any` accepts: our checkpoint or run directory, a packaged model
+directory, or a bare deit/timm state dict (architecture inferred from the shapes, or `--model`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _csv(kind):
+    def parse(text: str) -> list:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+    return parse
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
+                   help="auto = bf16 where the hardware multiplies bf16 natively, else fp32 (default: auto)")
+    p.add_argument("--runtime", default="eager", choices=("eager", "compile", "onnx"),
+                   help="eager PyTorch, torch.compile (slow first batch), or ONNX Runtime (default: eager)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify image files, folders or glob patterns")
+    p.add_argument("weights", help="checkpoint, run directory, packaged directory or state dict")
+    p.add_argument("inputs", nargs="+", help="image files, folders (recursed) or quoted glob patterns")
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image (default: 5)")
+    p.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="threads decoding images (default: 2)")
+    p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
+    p.add_argument("--out", default=None, help="write the output here instead of stdout")
+    _add_runtime_flags(p)
+    p.set_defaults(func=run_predict)
+
+    p = sub.add_parser("export", help="export to ONNX, TorchScript, or a packaged safetensors directory")
+    p.add_argument("weights", help="checkpoint, run directory, packaged directory or state dict")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"),
+                   help="safetensors writes a directory (config.json + model.safetensors) for from_pretrained")
+    p.add_argument("--out", required=True, help="output file (onnx/torchscript) or directory (safetensors)")
+    p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
+    p.set_defaults(func=run_export)
+
+    p = sub.add_parser("benchmark", help="images/s, latency, memory and MFU of precision x runtime variants")
+    p.add_argument("--model", default=None, help="registered variant (default: resmlp_s12, or what --weights holds)")
+    p.add_argument("--weights", default=None, help="load these weights (speed does not depend on them)")
+    p.add_argument("--img-size", type=int, default=None, help="override the input size")
+    p.add_argument("--batch", type=_csv(int), default=[1, 16, 64], help="batch sizes (default: 1,16,64)")
+    p.add_argument("--precision", type=_csv(str), default=["fp32", "bf16", "int8"],
+                   help="precisions (default: fp32,bf16,int8)")
+    p.add_argument("--runtime", type=_csv(str), default=["eager", "compile", "onnx"],
+                   help="runtimes (default: eager,compile,onnx)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
+    p.add_argument("--seconds", type=float, default=1.0, help="target time per variant per round (default: 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch/ONNX Runtime threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--json", default=None, help="also save the full report (every round) as JSON here")
+    p.set_defaults(func=run_benchmark)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..deploy import build_runtime, load_any
+    from ..deploy.predict import expand_inputs, format_predictions, predict_files
+
+    if args.topk < 1 or args.batch_size < 1:
+        raise ValueError("--topk and --batch-size must be at least 1")
+    paths, problems = expand_inputs(args.inputs)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not paths:
+        raise ValueError("no image files to classify")
+    model, preprocess, classes = load_any(args.weights, args.model)
+    runner = build_runtime(model, precision=args.precision, runtime=args.runtime)
+    with tqdm(total=len(paths), desc="predict", unit="img", disable=None, file=sys.stderr) as bar:
+        predictions = list(predict_files(runner, paths, preprocess=preprocess, classes=classes, topk=args.topk,
+                                         batch_size=args.batch_size, workers=args.workers,
+                                         pad_batches=args.runtime == "compile", progress=bar.update))
+    failed = [p for p in predictions if p.error is not None]
+    for p in failed:
+        print(f"error: {p.path}: {p.error}", file=sys.stderr)
+    text = format_predictions(predictions, args.format)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    if failed:
+        print(f"{len(failed)} of {len(predictions)} files could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..deploy import export_model, load_any
+
+    model, preprocess, classes = load_any(args.weights, args.model)
+    out, diff = export_model(model, args.format, args.out, preprocess=preprocess, classes=classes)
+    check = f"; max |{args.format} - eager| = {diff:.2e} (limit 1e-4)" if diff is not None else ""
+    print(f"wrote {out} ({getattr(model, 'model_name', '?')}, {args.format}{check})")
+    return 0
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from ..deploy import load_any
+    from ..deploy.benchmark import format_report, run_benchmark as bench
+    from ..models import create_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.weights:
+        model = load_any(args.weights, args.model)[0]
+    else:
+        torch.manual_seed(0)
+        model = create_model(args.model or "resmlp_s12", **({"img_size": args.img_size} if args.img_size else {}))
+    report = bench(model, batches=args.batch, precisions=args.precision, runtimes=args.runtime,
+                   rounds=args.rounds, seconds=args.seconds, device=args.device)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"saved {args.json}")
+    return 0

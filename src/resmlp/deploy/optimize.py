@@ -1,0 +1,202 @@
+"""Precision and runtime for inference: fp32 / bf16 / int8, eager / torch.compile / ONNX Runtime.
+
+Every path is wrapped so that callers see one contract: float32 images (B, C, H, W) in, float32 logits
+(B, num_classes) out, no autograd.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .fuse import FusedClassifier, fusable, fuse
+
+PRECISIONS = ("fp32", "bf16", "int8")
+RUNTIMES = ("eager", "compile", "onnx")
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether `device` multiplies bf16 matrices in hardware (AVX512-BF16 / AMX on x86, Ampere+ on CUDA).
+
+    Elsewhere bf16 is emulated and slower than fp32, so "auto" precision stays fp32 there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """'auto' -> the fastest precision that keeps predictions on `device`: bf16 where native, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    # torch.ao's dynamic quantisation and the TorchScript ONNX exporter still work in torch 2.x but warn
+    # about their deprecation on every call; the warnings say nothing about the user's model.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+class OptimizedModel(nn.Module):
+    """Float32 images in, float32 logits out; `inner` runs in `dtype` (bf16 keeps weights in bf16)."""
+
+    def __init__(self, inner: nn.Module, *, dtype: torch.dtype, device: torch.device, precision: str,
+                 runtime: str) -> None:
+        super().__init__()
+        self.inner, self.dtype, self.device = inner, dtype, device
+        self.precision, self.runtime = precision, runtime
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self._compile_config():
+            return self.inner(images.to(self.device, self.dtype)).float()
+
+    def _compile_config(self) -> contextlib.AbstractContextManager:
+        if self.runtime != "compile":
+            return contextlib.nullcontext()
+        # Compilation is lazy (first call, and each new batch size), so the config must be in force at
+        # call time. Freezing turns the weights into constants: Inductor then pre-packs them for oneDNN
+        # and fuses bias + GELU into the GEMMs (torch.compile(options=...) does not reach this pass).
+        import torch._inductor.config as inductor_config
+
+        return inductor_config.patch(freezing=True)
+
+    def extra_repr(self) -> str:
+        return f"precision={self.precision}, runtime={self.runtime}"
+
+
+def optimize(model: nn.Module, precision: str = "auto", compile: bool = False) -> OptimizedModel:
+    """Fuse `model` (see `resmlp.fuse`; models without Aff/LayerNorm to fold, such as the CIFAR ResNets,
+    are copied as they are) and run it at `precision`, optionally through torch.compile.
+
+    precision: "fp32"; "bf16" (weights and activations in bfloat16); "int8" (dynamic quantisation of the
+    channel-MLP Linear layers: int8 weights per output channel, activations quantised per batch; the
+    token mixing and the head stay fp32; CPU only); or
+    "auto" = bf16 where the hardware has native bf16 matmul, fp32 elsewhere. `compile=True` runs the
+    fused model through torch.compile with weight freezing (the first call compiles, which takes a while).
+    The original model is not modified.
+    """
+    device = next(model.parameters()).device
+    precision = resolve_precision(precision, device)
+    if compile and precision == "int8":
+        # Dynamically quantised Linear layers break the graph at every call, so Dynamo compiles each
+        # block separately, runs out of its recompile budget and falls back to eager int8.
+        raise ValueError("int8 does not combine with compile (torch.compile falls back to eager around "
+                         "quantised layers); use int8 eager, the onnx runtime, or bf16 with compile")
+    # fuse() builds a new module; anything else is copied, so the casts below never touch `model`.
+    fresh = fusable(model) and not isinstance(model, FusedClassifier)
+    inner = fuse(model) if fresh else copy.deepcopy(model).eval().requires_grad_(False)
+    dtype = torch.float32
+    if precision == "bf16":
+        dtype = torch.bfloat16
+        inner = inner.to(torch.bfloat16)
+    elif precision == "int8":
+        if device.type != "cpu":
+            raise ValueError("int8 dynamic quantisation runs on CPU only; use precision='bf16' on GPU")
+        from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
+
+        # Per-output-channel weight scales (as fast as per-tensor with fbgemm, closer to fp32); the head
+        # stays fp32: its error lands on the logits directly, for a negligible share of the compute.
+        spec = {name: per_channel_dynamic_qconfig for name, m in inner.named_modules()
+                if isinstance(m, nn.Linear) and name != "head"}
+        with _quiet():
+            inner = torch.ao.quantization.quantize_dynamic(inner, spec, dtype=torch.qint8)
+    if compile:  # weight freezing is switched on around each call, see OptimizedModel._compile_config
+        # dynamic=False: one static graph per batch size, faster than a shape-generic one.
+        inner = torch.compile(inner, dynamic=False)
+    return OptimizedModel(inner, dtype=dtype, device=device, precision=precision,
+                          runtime="compile" if compile else "eager")
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An ONNX Runtime session behind the same contract (CPU). Holds the .onnx file it runs."""
+
+    def __init__(self, onnx_path: str | os.PathLike, *, precision: str = "fp32", threads: int | None = None) -> None:
+        super().__init__()
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.log_severity_level = 3  # errors only: ORT's optimiser notes are not the user's concern
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.precision, self.runtime = precision, "onnx"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0]).float()
+
+    def extra_repr(self) -> str:
+        return f"precision={self.precision}, runtime=onnx"
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ValueError("the onnx runtime needs onnxruntime: pip install 'resmlp[onnx]'") from None
+    return onnxruntime
+
+
+def onnx_runtime_model(model: nn.Module, precision: str = "fp32", *, threads: int | None = None,
+                       workdir: str | os.PathLike | None = None) -> OnnxRuntimeModel:
+    """Export `model` (fused) to ONNX and open it in ONNX Runtime; int8 = ORT's dynamic quantisation.
+
+    ORT's CPU provider has no bf16 kernels for these ops, so precision is fp32 or int8.
+    """
+    precision = "fp32" if precision == "auto" else precision
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"ONNX Runtime (CPU) runs fp32 or int8, not {precision}")
+    from .export import export_onnx  # export imports optimize's helpers; import here to avoid a cycle
+
+    _onnxruntime()
+    tmp = None if workdir else tempfile.TemporaryDirectory(prefix="resmlp-onnx-")
+    folder = Path(workdir) if workdir else Path(tmp.name)
+    path = folder / "model.onnx"
+    export_onnx(model, path, check=False)
+    if precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantized = folder / "model.int8.onnx"
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # ORT logs a generic "run pre-processing first" hint through root
+        try:
+            with _quiet():
+                quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+        path = quantized
+    runner = OnnxRuntimeModel(path, precision=precision, threads=threads)
+    runner._tmp = tmp  # the temporary folder lives (and is deleted) with the runner
+    return runner
+
+
+def build_runtime(model: nn.Module, *, precision: str = "auto", runtime: str = "eager",
+                  threads: int | None = None) -> nn.Module:
+    """One entry for the CLI: `runtime` in eager | compile | onnx, `precision` in auto | fp32 | bf16 | int8."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx":
+        return onnx_runtime_model(model, precision, threads=threads)
+    return optimize(model, precision, compile=runtime == "compile")

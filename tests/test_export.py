@@ -1,0 +1,138 @@
+"""Export round trips: ONNX (dynamic batch), TorchScript, packaged directory <-> from_pretrained, CLI."""
+import json
+
+import pytest
+import torch
+
+import resmlp
+from resmlp.checkpoint import atomic_save, model_record
+from resmlp.cli import main
+from resmlp.deploy import export_onnx, export_torchscript, load_any, save_pretrained
+from resmlp.deploy.export import ExportError
+from resmlp.models import Preprocess
+from resmlp.weights import WeightsError
+
+CLASSES = ["cat", "dog", "emu"]
+PRE = Preprocess(img_size=8, crop_pct=0.875, interpolation="bilinear", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The test host's 2 cores are shared with other jobs; two OpenMP threads contending with them run
+    # these small matmuls ~40x slower than one thread does.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def model_with_weights(name="resmlp_micro8", seed=0, **kw):
+    torch.manual_seed(seed)
+    model = resmlp.create_model(name, num_classes=3, **kw).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model
+
+
+def images(n, size=8, seed=1):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", ["resmlp_micro8", "mixer_tiny32"])
+def test_onnx_round_trip_with_dynamic_batch(tmp_path, name):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = model_with_weights(name, depth=2)
+    diff = export_onnx(model, tmp_path / "m.onnx")
+    assert diff is not None and diff <= 1e-4
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    size = model.model_args["img_size"]
+    for n in (1, 5):  # neither is the batch size traced with
+        x = images(n, size)
+        (got,) = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(got), model(x), rtol=0, atol=1e-4)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(meta["resmlp.config"])["model_name"] == name
+
+
+def test_onnx_export_that_does_not_match_fails_and_leaves_no_file(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from resmlp.deploy.optimize import OnnxRuntimeModel
+
+    monkeypatch.setattr(OnnxRuntimeModel, "forward", lambda self, x: torch.zeros(x.shape[0], 3))
+    with pytest.raises(ExportError, match=r"differs from eager by .* > 0.0001"):
+        export_onnx(model_with_weights(), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load: deprecated upstream, still shipped
+def test_torchscript_round_trip(tmp_path):
+    model = model_with_weights()
+    diff = export_torchscript(model, tmp_path / "m.pt", config={"classes": CLASSES})
+    assert diff <= 1e-4
+    extra = {"config.json": ""}
+    loaded = torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
+    x = images(4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-5)
+    assert json.loads(extra["config.json"])["classes"] == CLASSES
+
+
+def test_from_pretrained_round_trip(tmp_path):
+    model = model_with_weights(drop_path_rate=0.1)
+    out = save_pretrained(model, tmp_path / "pkg", preprocess=PRE, classes=CLASSES)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_name"] == "resmlp_micro8" and config["arch"] == "resmlp" and config["num_classes"] == 3
+    assert config["model_args"]["drop_path_rate"] == 0.1 and config["preprocess"]["crop_pct"] == 0.875
+
+    loaded = resmlp.from_pretrained(tmp_path / "pkg")
+    assert not loaded.training and loaded.classes == CLASSES and loaded.preprocess == PRE
+    x = images(3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert resmlp.from_pretrained(tmp_path / "pkg" / "config.json").classes == CLASSES  # the file works too
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(WeightsError, match="no config.json"):
+        resmlp.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"format": "something-else"}')
+    with pytest.raises(WeightsError, match="not a resmlp config"):
+        resmlp.from_pretrained(tmp_path)
+
+
+def test_cli_export_every_format_from_our_checkpoint(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    model = model_with_weights()
+    atomic_save(model_record(model, classes=CLASSES, preprocess=PRE), tmp_path / "ck.pt")
+    assert main(["export", str(tmp_path / "ck.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "max |onnx - eager| = " in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "ck.pt"), "--format", "torchscript", "--out", str(tmp_path / "m.ts")]) == 0
+    assert main(["export", str(tmp_path / "ck.pt"), "--format", "safetensors", "--out", str(tmp_path / "pkg")]) == 0
+    loaded = resmlp.from_pretrained(tmp_path / "pkg")
+    assert loaded.classes == CLASSES and loaded.preprocess == PRE  # the checkpoint's metadata travelled
+    x = images(2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_cli_export_bare_state_dict_and_reload_everything_the_same(tmp_path):
+    model = model_with_weights("resmlp_micro16")
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    assert main(["export", str(tmp_path / "w.pth"), "--format", "safetensors", "--out", str(tmp_path / "pkg")]) == 0
+    atomic_save(model_record(model), tmp_path / "run" / "checkpoints" / "best.pt")
+    x = images(2, 16)
+    with torch.no_grad():
+        want = model(x)
+        for source in ("w.pth", "pkg", "run", "run/checkpoints/best.pt"):
+            loaded, pre, classes = load_any(tmp_path / source)
+            assert classes == ["class_0", "class_1", "class_2"] and pre.img_size == 16, source
+            torch.testing.assert_close(loaded(x), want, rtol=0, atol=0)
+
+
+def test_cli_export_errors_are_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing.pth"), "--format", "onnx", "--out", str(tmp_path / "m")]) == 2
+    assert "missing.pth: no such file or directory" in capsys.readouterr().err

@@ -1,0 +1,90 @@
+"""Architecture of a bare state dict from its tensor shapes."""
+import pytest
+import torch
+
+import resmlp
+from resmlp.deploy import infer_architecture, load_any
+from resmlp.weights import WeightsError, convert_state_dict
+
+PATCH_MODELS = [n for n in resmlp.list_models() if resmlp.models.get_variant(n).arch in ("resmlp", "mixer")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The test host's 2 cores are shared with other jobs; two OpenMP threads contending with them run
+    # these small matmuls ~40x slower than one thread does.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def meta_state_dict(name, **overrides):
+    with torch.device("meta"):  # shapes only
+        return resmlp.create_model(name, **overrides).state_dict()
+
+
+@pytest.mark.parametrize("name", PATCH_MODELS)
+def test_every_registered_variant_is_recognised_without_overrides(name):
+    assert infer_architecture(meta_state_dict(name)) == (name, {})
+
+
+def test_size_classes_and_channels_become_overrides():
+    sd = meta_state_dict("resmlp_s12", img_size=64, num_classes=10, in_chans=1)
+    assert infer_architecture(sd) == ("resmlp_s12", {"img_size": 64, "num_classes": 10, "in_chans": 1})
+    assert infer_architecture(meta_state_dict("mixer_b16", num_classes=0)) == ("mixer_b16", {"num_classes": 0})
+
+
+def test_deit_layout_after_conversion():
+    sd = convert_state_dict(meta_state_dict("resmlp_s24"), to="deit")
+    assert infer_architecture(convert_state_dict(sd, to="timm")) == ("resmlp_s24", {})
+
+
+def test_unregistered_body_gets_the_nearest_variant_plus_overrides_that_fit():
+    torch.manual_seed(0)
+    src = resmlp.create_model("resmlp_micro8", depth=3, embed_dim=48, mlp_ratio=3.0, num_classes=4)
+    name, overrides = infer_architecture(src.state_dict())
+    assert resmlp.models.get_variant(name).arch == "resmlp"
+    assert overrides["depth"] == 3 and overrides["embed_dim"] == 48 and overrides["mlp_ratio"] == 3.0
+    rebuilt = resmlp.load_weights(resmlp.create_model(name, **overrides), src.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), src.eval()(x), rtol=0, atol=0)
+
+
+def test_mixer_token_ratio_is_read_from_shapes():
+    sd = meta_state_dict("mixer_tiny32", token_mlp_ratio=0.25)
+    assert infer_architecture(sd) == ("mixer_tiny32", {"token_mlp_ratio": 0.25})
+
+
+def test_load_any_bare_state_dict_in_deit_layout(tmp_path):
+    torch.manual_seed(0)
+    src = resmlp.create_model("resmlp_micro16", num_classes=3).eval()
+    torch.save({"model": convert_state_dict(src.state_dict(), to="deit")}, tmp_path / "w.pth")
+    model, pre, classes = load_any(tmp_path / "w.pth")
+    assert model.model_name == "resmlp_micro16" and classes == ["class_0", "class_1", "class_2"]
+    assert pre == resmlp.models.get_variant("resmlp_micro16").preprocess
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), src(x), rtol=0, atol=0)
+
+
+def test_load_any_with_explicit_model_name(tmp_path):
+    src = resmlp.create_model("resmlp_micro8", img_size=12, num_classes=2)
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    model, pre, _ = load_any(tmp_path / "w.pth", "resmlp_micro8")
+    assert model.model_args["img_size"] == 12 and pre.img_size == 12
+    with pytest.raises(WeightsError, match="does not fit resmlp_micro16"):
+        load_any(tmp_path / "w.pth", "resmlp_micro16")
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(WeightsError, match="stem.proj.weight"):
+        infer_architecture({"head.weight": torch.zeros(2, 2)})
+    sd = dict(meta_state_dict("resmlp_micro8"))
+    sd["blocks.0.linear_tokens.weight"] = torch.zeros(15, 15, device="meta")
+    with pytest.raises(WeightsError, match="15 tokens is not a square grid"):
+        infer_architecture(sd)
+    sd = {k: v for k, v in meta_state_dict("resmlp_micro8").items() if "linear_tokens" not in k}
+    with pytest.raises(WeightsError, match="neither linear_tokens"):
+        infer_architecture(sd)
