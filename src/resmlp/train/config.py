@@ -101,6 +101,8 @@ class RunConfig:
     threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)
     eval_every: int = 1
     time_limit_min: Optional[float] = None  # stop after the epoch that crosses this wall-clock budget
+    # With a time limit: after the first epoch, shorten optim.epochs (and the cosine schedule) to what fits.
+    fit_to_time_limit: bool = False
     tensorboard: bool = True  # used when the tensorboard package is installed
     progress: bool = True
 

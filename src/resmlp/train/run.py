@@ -168,7 +168,7 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
     mixup = Mixup(num_classes=len(data.classes), mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha,
                   prob=d.mixup_prob, switch_prob=d.switch_prob, label_smoothing=d.label_smoothing, generator=mix_gen)
 
-    start_epoch, best, elapsed_before = 0, -1.0, 0.0
+    start_epoch, best, elapsed_before, planned_epochs = 0, -1.0, 0.0, cfg.optim.epochs
     if ckpt:
         load_weights(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -179,6 +179,8 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
             scaler.load_state_dict(ckpt["scaler"])
         mix_gen.set_state(ckpt["mixup_rng"])
         start_epoch, best, elapsed_before = ckpt["epoch"], ckpt["best_val_top1"], ckpt["wall_time_s"]
+        if cfg.run.fit_to_time_limit:
+            planned_epochs = ckpt.get("planned_epochs", cfg.optim.epochs)
         rng_file = run_dir / "checkpoints" / f"rng_rank{rank}.pt"
         set_rng_state(torch.load(rng_file, weights_only=True) if rank else ckpt["rng"])
 
@@ -199,14 +201,14 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
     images_per_s: list[float] = []
     last: dict = {}
     epoch = start_epoch
-    for epoch in range(start_epoch, cfg.optim.epochs):
+    while epoch < planned_epochs:
         sampler.set_epoch(epoch)
         train_loader.generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)  # worker seeds
         stats = train_one_epoch(ctx, train_loader, epoch=epoch, progress=cfg.run.progress)
         images_per_s.append(stats["images_per_s"])
         row = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "lr": stats["lr"],
                "images_per_s": stats["images_per_s"], "epoch_time_s": stats["epoch_time_s"]}
-        if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == cfg.optim.epochs:
+        if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == planned_epochs:
             ev = evaluate(wrapped, val_loader, device, num_classes=len(data.classes), precision=cfg.run.precision)
             row.update(val_loss=ev["loss"], val_top1=ev["top1"], val_top5=ev["top5"])
             if ema is not None:
@@ -217,31 +219,35 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
         if hasattr(ctx.criterion, "teacher_time_s"):
             row["teacher_time_s"] = ctx.criterion.pop_teacher_time()
         row["wall_time_s"] = time.perf_counter() - t0
+        if cfg.run.fit_to_time_limit and cfg.run.time_limit_min and epoch == start_epoch and not ckpt:
+            planned_epochs = _fit_epochs_to_budget(planned_epochs, row["wall_time_s"], cfg.run.time_limit_min,
+                                                   schedule, steps_per_epoch)
         improved = "val_top1" in row and row["val_top1"] > best
         best = max(best, row.get("val_top1", best))
         state = {"epoch": epoch + 1, "best_val_top1": best, "wall_time_s": row["wall_time_s"], "rng": rng_state(),
                  "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "ema": ema.module.state_dict() if ema is not None else None,
                  "scaler": scaler.state_dict() if scaler is not None else None, "mixup_rng": mix_gen.get_state(),
-                 "teacher": getattr(ctx.criterion, "identity", None)}
+                 "teacher": getattr(ctx.criterion, "identity", None), "planned_epochs": planned_epochs}
         if rank:
             atomic_save(state["rng"], run_dir / "checkpoints" / f"rng_rank{rank}.pt")
         if dist.is_main():
             logger.log(row)
             _save(run_dir, model, data, cfg, state, improved)
             if cfg.run.progress:
-                print(_epoch_line(row, cfg.optim.epochs), flush=True)
+                print(_epoch_line(row, planned_epochs), flush=True)
         dist.barrier()
         limit = cfg.run.time_limit_min
-        if limit is not None and row["wall_time_s"] >= limit * 60 and epoch + 1 < cfg.optim.epochs:
+        epoch += 1
+        if limit is not None and row["wall_time_s"] >= limit * 60 and epoch < planned_epochs:
             if dist.is_main():
-                print(f"time limit of {limit} min reached after epoch {epoch + 1}; resume with "
-                      f"`resmlp train --resume {run_dir}`")
+                print(f"time limit of {limit} min reached after epoch {epoch}; resume with "
+                      f"`resmlp train --resume {run_dir} --set run.time_limit_min=null`")
             break
 
     summary = {
         "run_dir": str(run_dir), "model": cfg.model.name, "params": count_params(model),
-        "epochs": epoch + 1 if cfg.optim.epochs > start_epoch else start_epoch, "best_val_top1": best,
+        "epochs": epoch, "planned_epochs": planned_epochs, "best_val_top1": best,
         "final_val_top1": last.get("val_top1"), "final_val_top5": last.get("val_top5"),
         "train_images_per_s": float(np.median(images_per_s)) if images_per_s else None,
         "wall_time_s": time.perf_counter() - t0, "processes": world, "device": str(device),
@@ -251,6 +257,22 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
     if dist.is_main():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _fit_epochs_to_budget(planned: int, first_epoch_s: float, limit_min: float, schedule: CosineWarmupSchedule,
+                          steps_per_epoch: int) -> int:
+    """Time-budgeted runs: after the first epoch, shorten the plan (and the cosine schedule with it) to the
+    number of epochs that fit in `limit_min`, so the lr anneals fully before the budget ends. Such runs
+    depend on the machine's speed, so they are not bit-reproducible."""
+    fit = max(1, int(limit_min * 60 // max(first_epoch_s, 1e-9)))
+    if fit >= planned:
+        return planned
+    schedule.total_steps = fit * steps_per_epoch
+    schedule.warmup_steps = min(schedule.warmup_steps, schedule.total_steps // 4)
+    if dist.is_main():
+        print(f"time budget {limit_min} min: the first epoch took {first_epoch_s:.0f} s, so the schedule now "
+              f"ends after {fit} epochs instead of {planned}")
+    return fit
 
 
 def _save(run_dir: Path, model, data: DataSplits, cfg: TrainConfig, state: dict, improved: bool) -> None:
