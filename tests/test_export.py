@@ -16,14 +16,6 @@ CLASSES = ["cat", "dog", "emu"]
 PRE = Preprocess(img_size=8, crop_pct=0.875, interpolation="bilinear", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The test host's 2 cores are shared with other jobs; two OpenMP threads contending with them run
-    # these small matmuls ~40x slower than one thread does.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def model_with_weights(name="resmlp_micro8", seed=0, **kw):

@@ -9,14 +9,6 @@ from resmlp.deploy.fuse import FusedClassifier
 PATCH_MODELS = [n for n in resmlp.list_models() if resmlp.models.get_variant(n).arch in ("resmlp", "mixer")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The test host's 2 cores are shared with other jobs; two OpenMP threads contending with them run
-    # these small matmuls ~40x slower than one thread does.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def perturbed(name, depth=2, num_classes=5, seed=0, **kw):

@@ -9,14 +9,6 @@ from resmlp.deploy import OnnxRuntimeModel, build_runtime, resolve_precision
 from resmlp.deploy.optimize import native_bf16, onnx_runtime_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The test host's 2 cores are shared with other jobs; two OpenMP threads contending with them run
-    # these small matmuls ~40x slower than one thread does.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def confident_model(name="resmlp_micro8", seed=0):

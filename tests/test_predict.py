@@ -20,14 +20,6 @@ CLASSES = [f"digit{i}" for i in range(10)]
 PRE = Preprocess(img_size=8, crop_pct=0.8, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The test host's 2 cores are shared with other jobs; two OpenMP threads contending with them run
-    # these small matmuls ~40x slower than one thread does.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def make_folder(root, classes=("cat", "dog", "owl"), per_class=12, size=10):
 
 def test_folder_training_reports_bad_files_and_resizes(tmp_path):
     data = make_folder(tmp_path / "data")
-    cfg = load_config(None, TINY + [f"data.source=folder", f"data.path={data}", "data.val_split=0.25",
+    cfg = load_config(None, TINY + ["data.source=folder", f"data.path={data}", "data.val_split=0.25",
                                     "data.batch_size=8", "data.img_size=8", "model.name=resmlp_micro8",
                                     "optim.epochs=1", "data.auto_augment=null", "data.crop=rrc"])
     with pytest.warns(UserWarning, match="broken.jpg"):

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Sequence
 
-SUBCOMMANDS = ("resmlp.cli.models", "resmlp.cli.train", "resmlp.cli.deploy")
+SUBCOMMANDS = ("resmlp.cli.models", "resmlp.cli.train", "resmlp.cli.analyze", "resmlp.cli.deploy")
 
 
 def build_parser() -> argparse.ArgumentParser:

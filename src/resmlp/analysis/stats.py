@@ -1,0 +1,123 @@
+"""Numbers behind the paper's weight analyses (section 4.2, figures 2-3, B.1-B.2): sparsity, locality and
+LayerScale, per block.
+
+Names follow the paper: A is the cross-patch matrix (linear_tokens, N x N, row o = output patch o, column
+i = input patch i, patches in the stem's row-major order), B and C the channel MLP's fc1 (D -> 4D) and fc2
+(4D -> D). For MLP-Mixer, A stands for the token-mixing MLP's fc1 (hidden x N): its rows have no output
+patch, so only the peak-centred locality applies to them.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SPARSITY_THRESHOLD = 0.05  # paper Fig. 3: "entries below 5% of the maximum"
+
+
+def architecture(model: nn.Module) -> str:
+    """'resmlp' or 'mixer', from the blocks' modules."""
+    block = model.blocks[0] if len(getattr(model, "blocks", [])) else None
+    if hasattr(block, "linear_tokens"):
+        return "resmlp"
+    if hasattr(block, "mlp_tokens"):
+        return "mixer"
+    raise ValueError(f"{type(model).__name__} has neither ResMLP (linear_tokens) nor Mixer (mlp_tokens) blocks")
+
+
+def block_weights(model: nn.Module) -> list[dict[str, nn.Parameter]]:
+    """Per block, the weight Parameters (not copies) named A, B, C as in the module docstring."""
+    arch = architecture(model)
+    return [{"A": b.linear_tokens.weight if arch == "resmlp" else b.mlp_tokens.fc1.weight,
+             "B": b.mlp_channels.fc1.weight, "C": b.mlp_channels.fc2.weight} for b in model.blocks]
+
+
+def block_matrices(model: nn.Module) -> list[dict[str, torch.Tensor]]:
+    """`block_weights` as detached float32 CPU tensors."""
+    return [{k: w.detach().float().cpu() for k, w in ws.items()} for ws in block_weights(model)]
+
+
+def sparsity(weight: torch.Tensor, threshold: float = SPARSITY_THRESHOLD) -> float:
+    """Fraction of entries with |w| < threshold * max|w| (an all-zero matrix counts as fully sparse)."""
+    w = weight.detach().abs().float()
+    peak = w.max()
+    if peak == 0:
+        return 1.0
+    return float((w < threshold * peak).float().mean())
+
+
+def patch_distances(grid: int, metric: str = "chebyshev") -> torch.Tensor:
+    """(N, N) grid distance between patches o and i, N = grid**2, row-major: patch n sits at (n // grid, n % grid).
+
+    Chebyshev (max(|dr|, |dc|)) makes the 3x3 neighbourhood exactly "distance <= 1".
+    """
+    n = torch.arange(grid * grid)
+    dr = (n[:, None] // grid - n[None, :] // grid).abs().float()
+    dc = (n[:, None] % grid - n[None, :] % grid).abs().float()
+    if metric == "chebyshev":
+        return torch.maximum(dr, dc)
+    if metric == "euclidean":
+        return torch.sqrt(dr**2 + dc**2)
+    raise ValueError(f"unknown distance {metric!r}; expected 'chebyshev' or 'euclidean'")
+
+
+def _weighted(w: torch.Tensor, dist: torch.Tensor) -> tuple[float | None, float | None]:
+    """|w|-weighted mean of `dist` and |w| share at dist <= 1; None for an all-zero matrix."""
+    total = w.sum()
+    if total == 0:
+        return None, None
+    return float((w * dist).sum() / total), float((w * (dist <= 1)).sum() / total)
+
+
+def locality(a: torch.Tensor, grid: int) -> dict[str, float | None]:
+    """How local the cross-patch matrix A is: |A|-weighted mean distance between output and input patch
+    (Chebyshev and Euclidean), the share of |A| inside each output patch's 3x3 neighbourhood, and the
+    fraction of output patches whose largest |A| entry lies in that neighbourhood.
+
+    Identity A gives 0 and 1.0; A mixing each patch only with a direct neighbour gives 1 and 1.0.
+    """
+    n = grid * grid
+    if tuple(a.shape) != (n, n):
+        raise ValueError(f"A has shape {tuple(a.shape)}, expected ({n}, {n}) for a {grid}x{grid} patch grid")
+    w = a.detach().abs().float()
+    cheb = patch_distances(grid, "chebyshev")
+    mean_cheb, share = _weighted(w, cheb)
+    mean_euc, _ = _weighted(w, patch_distances(grid, "euclidean"))
+    # Robust to a diffuse background: does each output patch's strongest input lie in its 3x3 window?
+    # (All-zero rows have no strongest input and are left out.)
+    rows = w.sum(dim=1) > 0
+    near = cheb[torch.arange(n), w.argmax(dim=1)] <= 1
+    peak_near = float(near[rows].float().mean()) if rows.any() else None
+    return {"mean_distance": mean_cheb, "mean_distance_euclidean": mean_euc, "share_3x3": share,
+            "peak_in_3x3": peak_near}
+
+
+def peak_locality(rows: torch.Tensor, grid: int) -> dict[str, float | None]:
+    """Locality of maps that have no output patch (Mixer's token-MLP fc1 rows): distances are measured
+    from each row's own peak |w| patch. Applies to ResMLP's A too, so the two can be compared."""
+    n = grid * grid
+    if rows.ndim != 2 or rows.shape[1] != n:
+        raise ValueError(f"maps have shape {tuple(rows.shape)}, expected (rows, {n}) for a {grid}x{grid} grid")
+    w = rows.detach().abs().float()
+    dist = patch_distances(grid, "chebyshev")[w.argmax(dim=1)]  # (rows, N): distance from each row's peak
+    mean, share = _weighted(w, dist)
+    return {"peak_mean_distance": mean, "peak_share_3x3": share}
+
+
+def layer_scale(model: nn.Module) -> list[dict[str, float]]:
+    """Mean |LayerScale| per block: ls1 (after the cross-patch sublayer) and ls2 (after the MLP); [] for Mixer."""
+    if architecture(model) != "resmlp":
+        return []
+    return [{"ls1": float(b.ls1.detach().abs().mean()), "ls2": float(b.ls2.detach().abs().mean())}
+            for b in model.blocks]
+
+
+def layer_stats(model: nn.Module, threshold: float = SPARSITY_THRESHOLD) -> list[dict]:
+    """Per block: sparsity of A, B, C; locality of A (output-centred for ResMLP, peak-centred for both)."""
+    grid = model.stem.grid_size
+    arch = architecture(model)
+    out = []
+    for ws in block_matrices(model):
+        loc = locality(ws["A"], grid) if arch == "resmlp" else {}
+        out.append({"sparsity": {k: sparsity(w, threshold) for k, w in ws.items()},
+                    "locality": {**loc, **peak_locality(ws["A"], grid)}})
+    return out
