@@ -1,12 +1,12 @@
 """resmlp: ResMLP (Touvron et al. 2021) and MLP-Mixer, exact architectures, checkpoint interop,
 data-efficient training, paper analyses and deployment."""
 from .models import Affine, MlpMixer, Preprocess, ResMLP, ResMLPBlock, count_macs, count_params, create_model, list_models
-from .weights import WeightsError, convert_state_dict, load_weights, read_state_dict
+from .weights import WeightsError, convert_state_dict, load_weights, pretrained, read_state_dict
 from .deploy import from_pretrained, fuse, optimize
 
 __version__ = "0.1.0"
 __all__ = [
     "Affine", "MlpMixer", "Preprocess", "ResMLP", "ResMLPBlock", "WeightsError", "count_macs", "count_params",
-    "convert_state_dict", "create_model", "list_models", "load_weights", "read_state_dict",
+    "convert_state_dict", "create_model", "pretrained", "list_models", "load_weights", "read_state_dict",
     "from_pretrained", "fuse", "optimize",
 ]

@@ -190,3 +190,15 @@ def download_weights(url: str, cache_dir: str | os.PathLike | None = None) -> Pa
         except OSError as e:
             raise WeightsError(f"could not download {url}: {e}") from None
     return dst
+
+
+def pretrained(name: str, tag: str = "no_dist", *, cache_dir: str | os.PathLike | None = None) -> nn.Module:
+    """A registered variant with its official deit-repo weights (`tag`: no_dist, dist, ...; online users:
+    the file is downloaded once into the torch hub cache)."""
+    from .models import create_model, get_variant  # noqa: PLC0415 - models import nothing from here
+
+    urls = get_variant(name).urls
+    if tag not in urls:
+        raise WeightsError(f"no official {tag!r} weights for {name}; available: {', '.join(urls) or 'none'}")
+    model = create_model(name)
+    return load_weights(model, download_weights(urls[tag], cache_dir))

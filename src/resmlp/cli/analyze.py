@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "(.pth/.pt/.safetensors, deit or timm layout; needs --model)")
     p.add_argument("--out", required=True, help="output directory for the figures and the report")
     g = p.add_argument_group("plain weights files")
-    g.add_argument("--model", default=None, help="registered variant the file holds, e.g. resmlp_s12")
+    g.add_argument("--model", default=None, help="registered variant the file holds (default: inferred from the tensor shapes)")
     g.add_argument("--img-size", type=int, default=None, help="default: inferred from the number of patches")
     g.add_argument("--num-classes", type=int, default=None, help="default: inferred from the head")
     g.add_argument("--key", default=None, help="entry of the file holding the weights (e.g. model_ema)")
