@@ -155,3 +155,19 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert s2["processes"] == 2 and abs(s1["final_val_top1"] - s2["final_val_top1"]) < 0.5
+
+
+def test_cifar_archive_trains_and_validates_on_the_official_test_split(tmp_path):
+    from test_datasets import _cifar10_archive  # the synthetic official-format archive builder
+
+    archive = _cifar10_archive(tmp_path / "cifar-10-python.tar.gz")[0]
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(archive), "--model", "resmlp_tiny32", "--epochs", "1", "--out", str(out),
+                 "--set", "data.batch_size=4", "data.repeated_aug=false", "model.overrides={depth: 1}",
+                 "run.progress=false", "run.tensorboard=false", "data.workers=0"]) == 0
+    cfg = load_config(str(out / "config.yaml"))
+    assert cfg.data.source == "cifar10" and cfg.data.path == str(archive)
+    ckpt = read_checkpoint(out / "checkpoints" / "last.pt")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(ckpt["classes"]) == 10 and summary["final_val_top1"] is not None
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1
