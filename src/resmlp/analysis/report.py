@@ -181,24 +181,33 @@ def plot_layer_scale(scales: list[dict], path: Path) -> None:
 
 
 def plot_training(metrics: list[dict], path: Path) -> None:
-    fig = Figure(figsize=(8, 3.2))
+    """Loss and accuracy per epoch, and accuracy against wall-clock minutes when the run logged it."""
+    timed = [m for m in metrics if "wall_time_s" in m and "val_top1" in m]
+    panels = 3 if timed else 2
+    fig = Figure(figsize=(4 * panels, 3.2))
     epochs = [m["epoch"] for m in metrics]
-    ax = fig.add_subplot(1, 2, 1)
+    ax = fig.add_subplot(1, panels, 1)
     for key in ("train_loss", "val_loss"):
         if any(key in m for m in metrics):
             ax.plot(epochs, [m.get(key, math.nan) for m in metrics], "o-", ms=3, label=key)
     ax.set(xlabel="epoch", ylabel="loss")
     ax.legend(fontsize=7)
-    ax = fig.add_subplot(1, 2, 2)
+    ax = fig.add_subplot(1, panels, 2)
     for key in ("val_top1", "val_top5"):
         if any(key in m for m in metrics):
             ax.plot(epochs, [m.get(key, math.nan) for m in metrics], "o-", ms=3, label=key)
     ax.set(xlabel="epoch", ylabel="accuracy (%)")
     ax.legend(fontsize=7)
+    if timed:
+        ax = fig.add_subplot(1, panels, 3)
+        ax.plot([m["wall_time_s"] / 60 for m in timed], [m["val_top1"] for m in timed], "o-", ms=3, label="val_top1")
+        ax.set(xlabel="wall-clock minutes", ylabel="accuracy (%)")
+        ax.grid(alpha=0.3)
     _save(fig, path)
 
 
-def plot_confusion(confusion: np.ndarray, classes: Sequence[str] | None, path: Path) -> None:
+def plot_confusion(confusion: np.ndarray, classes: Sequence[str] | None, path: Path, title: str | None = None) -> None:
+    """Row-normalised confusion matrix (rows = true class)."""
     rows = confusion.sum(axis=1, keepdims=True)
     norm = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)
     n = len(confusion)
@@ -214,6 +223,8 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str] | None, path: P
         for (r, c), v in np.ndenumerate(norm):
             ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true")
+    if title:
+        ax.set_title(title, fontsize=9)
     _save(fig, path)
 
 

@@ -5,46 +5,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch.utils.data import DataLoader
 
+from ..analysis.report import plot_confusion
 from ..checkpoint import model_from_checkpoint, read_checkpoint
 from ..data.datasets import ImageDataset, scan_image_folder
 from ..data.transforms import build_eval_transform
 from .engine import evaluate
 from .run import resolve_device
-
-
-def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, title: str) -> Path:
-    """Row-normalised confusion matrix (rows = true class) as a PNG."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    rows = confusion.sum(1, keepdims=True).clip(min=1)
-    norm = confusion / rows
-    k = len(classes)
-    size = min(4 + 0.35 * k, 16)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
-    if k <= 40:
-        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
-        if k <= 20:
-            for i in range(k):
-                for j in range(k):
-                    if confusion[i, j]:
-                        ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
-                                color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, out: str | Path | None = None,
@@ -71,8 +39,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, out: str | 
     ckpt_path = Path(ckpt["path"])
     out_dir = Path(out) if out else (ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_confusion(confusion, classes, out_dir / "confusion.png",
-                         f"{ckpt.get('model_name')} on {Path(data).name}: top-1 {res['top1']:.2f}%")
+    png = out_dir / "confusion.png"
+    plot_confusion(confusion, classes, png, f"{ckpt.get('model_name')} on {Path(data).name}: top-1 {res['top1']:.2f}%")
     result = {"checkpoint": str(ckpt_path), "data": str(data), "top1": res["top1"], "top5": res["top5"],
               "loss": res["loss"], "count": res["count"], "classes": classes, "per_class_top1": per_class,
               "confusion": confusion.tolist(), "bad_files": {str(k): v for k, v in ds.bad_files.items()}}
