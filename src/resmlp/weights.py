@@ -145,12 +145,12 @@ def load_weights(
     own = model.state_dict()
     if allow_head_mismatch:
         head_differs = any(k.startswith("head.") and k in own and own[k].shape != v.shape for k, v in sd.items())
-        if head_differs:
-            sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
-            sd.update({k: v for k, v in own.items() if k.startswith("head.")})
+        if head_differs:  # keep the model's own head, freshly initialised
             if hasattr(model, "reset_classifier"):
                 model.reset_classifier(model.num_classes)
-                sd.update({k: v for k, v in model.state_dict().items() if k.startswith("head.")})
+            own = model.state_dict()
+            sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+            sd.update({k: v for k, v in own.items() if k.startswith("head.")})
     problems = _mismatches(own, sd)
     if problems:
         where = source if not isinstance(source, Mapping) else "state dict"

@@ -186,18 +186,13 @@ def plot_training(metrics: list[dict], path: Path) -> None:
     panels = 3 if timed else 2
     fig = Figure(figsize=(4 * panels, 3.2))
     epochs = [m["epoch"] for m in metrics]
-    ax = fig.add_subplot(1, panels, 1)
-    for key in ("train_loss", "val_loss"):
-        if any(key in m for m in metrics):
-            ax.plot(epochs, [m.get(key, math.nan) for m in metrics], "o-", ms=3, label=key)
-    ax.set(xlabel="epoch", ylabel="loss")
-    ax.legend(fontsize=7)
-    ax = fig.add_subplot(1, panels, 2)
-    for key in ("val_top1", "val_top5"):
-        if any(key in m for m in metrics):
-            ax.plot(epochs, [m.get(key, math.nan) for m in metrics], "o-", ms=3, label=key)
-    ax.set(xlabel="epoch", ylabel="accuracy (%)")
-    ax.legend(fontsize=7)
+    for i, (keys, ylabel) in enumerate(((("train_loss", "val_loss"), "loss"), (("val_top1", "val_top5"), "accuracy (%)"))):
+        ax = fig.add_subplot(1, panels, i + 1)
+        for key in keys:
+            if any(key in m for m in metrics):
+                ax.plot(epochs, [m.get(key, math.nan) for m in metrics], "o-", ms=3, label=key)
+        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.legend(fontsize=7)
     if timed:
         ax = fig.add_subplot(1, panels, 3)
         ax.plot([m["wall_time_s"] / 60 for m in timed], [m["val_top1"] for m in timed], "o-", ms=3, label="val_top1")
