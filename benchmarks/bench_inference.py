@@ -48,7 +48,8 @@ def speed(args: argparse.Namespace) -> dict:
     return report
 
 
-def validation_images(args: argparse.Namespace, preprocess) -> tuple[torch.Tensor, list[str]]:
+def split_images(args: argparse.Namespace, preprocess, *, calibration: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """The validation images of --data, or (calibration=True) --calibration images drawn from its training part."""
     paths, labels, _ = scan_image_folder(args.data)
     try:  # our checkpoints carry the run config, and with it the split training used
         data_cfg = (read_checkpoint(args.checkpoint).get("config") or {}).get("data") or {}
@@ -56,20 +57,25 @@ def validation_images(args: argparse.Namespace, preprocess) -> tuple[torch.Tenso
         data_cfg = {}
     val_split = args.val_split if args.val_split is not None else data_cfg.get("val_split", 0.1)
     seed = args.split_seed if args.split_seed is not None else data_cfg.get("split_seed", 0)
-    _, val_idx = stratified_split(labels, val_split, seed)
-    if args.limit:
+    train_idx, val_idx = stratified_split(labels, val_split, seed)
+    if calibration:
+        order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(0))
+        val_idx = [train_idx[i] for i in order[: args.calibration].tolist()]
+    elif args.limit:
         val_idx = val_idx[:: max(1, len(val_idx) // args.limit)][: args.limit]
     transform = build_eval_transform(preprocess.img_size, mean=preprocess.mean, std=preprocess.std,
                                      crop_pct=preprocess.crop_pct, interpolation=preprocess.interpolation)
     with ThreadPoolExecutor(4) as pool:
         images = list(pool.map(lambda i: transform(load_rgb(paths[i])), val_idx))
-    print(f"validation: {len(images)} images of {args.data} (val_split={val_split}, split_seed={seed})")
+    part = "calibration (training part)" if calibration else "validation"
+    print(f"{part}: {len(images)} images of {args.data} (val_split={val_split}, split_seed={seed})")
     return torch.stack(images), [str(paths[i]) for i in val_idx]
 
 
 def agreement(args: argparse.Namespace) -> dict:
     model, preprocess, _ = load_any(args.checkpoint)
-    x, _ = validation_images(args, preprocess)
+    x, _ = split_images(args, preprocess)
+    calib, _ = split_images(args, preprocess, calibration=True) if args.calibration else (None, None)
 
     def logits_of(runner) -> torch.Tensor:
         with torch.inference_mode():
@@ -77,16 +83,20 @@ def agreement(args: argparse.Namespace) -> dict:
 
     ref = logits_of(model)
     out = {"checkpoint": str(args.checkpoint), "model": model.model_name, "images": len(x), "variants": {}}
-    variants = [("eager", "fp32"), ("eager", "bf16"), ("eager", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
+    variants = [("eager", "fp32", None), ("eager", "bf16", None), ("eager", "int8", None), ("onnx", "fp32", None),
+                ("onnx", "int8", None)]
+    if calib is not None:
+        variants += [("eager", "int8", calib), ("onnx", "int8", calib)]
     if args.compile:
-        variants.append(("compile", "bf16"))
-    for runtime, precision in variants:
+        variants.append(("compile", "bf16", None))
+    for runtime, precision, calibration in variants:
         t0 = time.perf_counter()
-        got = logits_of(build_runtime(model, precision=precision, runtime=runtime))
+        got = logits_of(build_runtime(model, precision=precision, runtime=runtime, calibration=calibration))
+        label = f"{runtime}/{precision}" + (f" calibrated on {len(calibration)}" if calibration is not None else "")
         row = {"top1_agreement": (got.argmax(-1) == ref.argmax(-1)).float().mean().item(),
                "max_abs_logit_diff": (got - ref).abs().max().item(), "seconds": time.perf_counter() - t0}
-        out["variants"][f"{runtime}/{precision}"] = row
-        print(f"{runtime}/{precision:<5} top-1 agreement with fp32 eager {100 * row['top1_agreement']:.2f}%  "
+        out["variants"][label] = row
+        print(f"{label:<30} top-1 agreement with fp32 eager {100 * row['top1_agreement']:.2f}%  "
               f"max |logit diff| {row['max_abs_logit_diff']:.2e}")
     return out
 
@@ -106,6 +116,8 @@ def main() -> int:
     ap.add_argument("--val-split", type=float, default=None)
     ap.add_argument("--split-seed", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="use at most this many validation images")
+    ap.add_argument("--calibration", type=int, default=256,
+                    help="int8 calibration images from the training part of --data (0: skip calibrated int8)")
     ap.add_argument("--compile", action="store_true", help="also check compile/bf16 agreement (slow to compile)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()

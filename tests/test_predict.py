@@ -109,3 +109,27 @@ def test_nothing_to_classify_is_a_one_line_error(tmp_path, checkpoint, capsys):
     assert main(["predict", str(ck), str(tmp_path / "nothing*.png")]) == 2
     err = capsys.readouterr().err
     assert "pattern matches no files" in err and "error: no image files to classify" in err
+
+
+def test_int8_predict_calibrates_on_the_inputs_or_a_given_folder(folder, checkpoint, capsys, tmp_path):
+    ck, model = checkpoint
+    args = ["predict", str(ck), str(folder / "*.png"), "--format", "json", "--topk", "1", "--precision", "int8"]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3 and all(r["error"] is None and r["predictions"][0]["class"] in CLASSES for r in rows)
+    assert main(args + ["--calibration", str(folder)]) == 0  # the corrupt file in there is skipped
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert main(args + ["--calibration", str(tmp_path / "none*.png")]) == 2
+    err = capsys.readouterr().err
+    assert "error: --calibration" in err and "pattern matches no files" in err
+
+
+def test_calibration_images_skip_unreadable_files(folder):
+    from resmlp.deploy.predict import calibration_images
+
+    paths, _ = expand_inputs([str(folder)])
+    batch = calibration_images(paths, PRE, limit=100)
+    assert batch.shape == (6, 3, 8, 8)  # 8 files: broken.jpg and notes.txt are skipped
+    assert calibration_images(paths, PRE, limit=3).shape[0] <= 3
+    with pytest.raises(ValueError, match="none of the 1 calibration files could be read"):
+        calibration_images([str(folder / "broken.jpg")], PRE)

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
     p.add_argument("--out", default=None, help="write the output here instead of stdout")
     _add_runtime_flags(p)
+    p.add_argument("--calibration", default=None, metavar="FOLDER|GLOB",
+                   help="int8 only: typical images (up to 256 used) to fit the int8 smoothing on "
+                        "(default: the inputs themselves)")
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser("export", help="export to ONNX, TorchScript, or a packaged safetensors directory")
@@ -71,7 +74,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..deploy import build_runtime, load_any
-    from ..deploy.predict import expand_inputs, format_predictions, predict_files
+    from ..deploy.predict import calibration_images, expand_inputs, format_predictions, predict_files
 
     if args.topk < 1 or args.batch_size < 1:
         raise ValueError("--topk and --batch-size must be at least 1")
@@ -81,7 +84,13 @@ def run_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError("no image files to classify")
     model, preprocess, classes = load_any(args.weights, args.model)
-    runner = build_runtime(model, precision=args.precision, runtime=args.runtime)
+    calibration = None
+    if args.precision == "int8":
+        calib_paths, calib_problems = expand_inputs([args.calibration]) if args.calibration else (paths, [])
+        if not calib_paths:
+            raise ValueError(f"--calibration {args.calibration}: {'; '.join(calib_problems)}")
+        calibration = calibration_images(calib_paths, preprocess, workers=args.workers)
+    runner = build_runtime(model, precision=args.precision, runtime=args.runtime, calibration=calibration)
     with tqdm(total=len(paths), desc="predict", unit="img", disable=None, file=sys.stderr) as bar:
         predictions = list(predict_files(runner, paths, preprocess=preprocess, classes=classes, topk=args.topk,
                                          batch_size=args.batch_size, workers=args.workers,

@@ -72,6 +72,25 @@ def _load(path: str, transform: Callable) -> torch.Tensor | str:
         return f"cannot read image ({type(e).__name__}: {e})"
 
 
+def _transform(preprocess: Preprocess) -> Callable:
+    return build_eval_transform(preprocess.img_size, mean=preprocess.mean, std=preprocess.std,
+                                crop_pct=preprocess.crop_pct, interpolation=preprocess.interpolation)
+
+
+def calibration_images(paths: Sequence[str], preprocess: Preprocess, *, limit: int = 256,
+                       workers: int = 2) -> torch.Tensor:
+    """Up to `limit` readable images of `paths`, evenly spread over the list, preprocessed for the model:
+    the calibration batch int8 smoothing needs (unreadable files are skipped)."""
+    step = max(1, len(paths) // max(1, limit))
+    chosen = list(paths)[::step][:limit]
+    transform = _transform(preprocess)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        images = [x for x in pool.map(lambda p: _load(p, transform), chosen) if isinstance(x, torch.Tensor)]
+    if not images:
+        raise ValueError(f"none of the {len(chosen)} calibration files could be read as an image")
+    return torch.stack(images)
+
+
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -85,8 +104,7 @@ def predict_files(model: nn.Module, paths: Sequence[str], *, preprocess: Preproc
     `pad_batches` repeats the last image so every batch has `batch_size` images (a compiled model then
     never sees a new shape and does not recompile); the padding rows are dropped.
     """
-    transform = build_eval_transform(preprocess.img_size, mean=preprocess.mean, std=preprocess.std,
-                                     crop_pct=preprocess.crop_pct, interpolation=preprocess.interpolation)
+    transform = _transform(preprocess)
     k = max(1, min(topk, len(classes)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL decodes and resizes without the GIL
         for chunk in _batches(list(paths), batch_size):
