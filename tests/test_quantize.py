@@ -112,6 +112,15 @@ def test_calibrated_int8_is_closer_to_fp32_than_plain_int8():
     assert type(fused_int8.head) is nn.Linear  # the head stays fp32
     with torch.no_grad():
         torch.testing.assert_close(copy.deepcopy(fused_int8)(x), fused_int8(x))
+    # fc2 scales its (temporary) GELU input in place; fc1 must not touch the residual stream it reads
+    assert {(name.rsplit(".", 1)[-1], m.inplace_input) for name, m in fused_int8.named_modules()
+            if isinstance(m, Int8Linear)} == {("fc1", False), ("fc2", True)}
+    copying = copy.deepcopy(fused_int8)
+    for m in copying.modules():
+        if isinstance(m, Int8Linear):
+            m.inplace_input = False
+    with torch.no_grad():
+        torch.testing.assert_close(copying(x), fused_int8(x), rtol=0, atol=0)
 
 
 def test_onnx_int8_exports_the_smoothed_model():

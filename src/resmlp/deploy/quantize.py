@@ -70,10 +70,14 @@ class SmoothedLinear(nn.Module):
 
 class Int8Linear(nn.Module):
     """Dynamic int8 Linear: int8 weights per output channel, activations quantised per call (one scale
-    per tensor, full 8-bit range where the CPU allows), optional input smoothing `x * inv_scale`."""
+    per tensor, full 8-bit range where the CPU allows), optional input smoothing `x * inv_scale`.
+
+    `inplace_input`: the input is a temporary the caller does not reuse (fc2's GELU output in a fused
+    block), so the smoothing multiply overwrites it instead of allocating a copy (S12: 15% faster).
+    """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, inv_scale: torch.Tensor | None = None,
-                 reduce_range: bool | None = None) -> None:
+                 reduce_range: bool | None = None, inplace_input: bool = False) -> None:
         super().__init__()
         weight, bias = weight.detach().float().cpu(), bias.detach().float().cpu()
         scales = (weight.abs().amax(1).clamp_min(1e-12) / 127).double()
@@ -84,23 +88,25 @@ class Int8Linear(nn.Module):
             self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.reduce_range = (not full_range_activations()) if reduce_range is None else reduce_range
+        self.inplace_input = inplace_input
         self.register_buffer("inv_scale", None if inv_scale is None else inv_scale.detach().float().cpu().clone())
 
     @classmethod
-    def from_float(cls, layer: nn.Module, reduce_range: bool | None = None) -> "Int8Linear":
+    def from_float(cls, layer: nn.Module, reduce_range: bool | None = None, inplace_input: bool = False
+                   ) -> "Int8Linear":
         if isinstance(layer, SmoothedLinear):
-            return cls(layer.linear.weight, layer.linear.bias, layer.inv_scale, reduce_range)
-        return cls(layer.weight, layer.bias, None, reduce_range)
+            return cls(layer.linear.weight, layer.linear.bias, layer.inv_scale, reduce_range, inplace_input)
+        return cls(layer.weight, layer.bias, None, reduce_range, inplace_input)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inv_scale is not None:
-            x = x * self.inv_scale
+            x = x.mul_(self.inv_scale) if self.inplace_input else x * self.inv_scale
         return torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=self.reduce_range)
 
     def __deepcopy__(self, memo: dict) -> "Int8Linear":
         # The packed weights are an opaque fbgemm object; unpack and pack again.
         weight, bias = torch.ops.quantized.linear_unpack(self.packed)
-        return Int8Linear(weight.dequantize(), bias, self.inv_scale, self.reduce_range)
+        return Int8Linear(weight.dequantize(), bias, self.inv_scale, self.reduce_range, self.inplace_input)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -185,13 +191,16 @@ def smooth(model: nn.Module, calibration: torch.Tensor, *, strengths=SMOOTHING_S
     return model, chosen
 
 
-def quantize_int8(model: nn.Module, calibration: torch.Tensor | None = None) -> nn.Module:
+def quantize_int8(model: nn.Module, calibration: torch.Tensor | None = None, *,
+                  strengths=SMOOTHING_STRENGTHS, reduce_range: bool | None = None) -> nn.Module:
     """A copy of the fused `model` with every channel-MLP Linear in int8 (CPU). With `calibration`
-    images the layers are smoothed first (see module doc); without, plain per-tensor dynamic activations."""
+    images the layers are smoothed first (see module doc); without, plain per-tensor dynamic activations.
+    `reduce_range` None = 7-bit activations only where the CPU needs them (no VNNI)."""
     if calibration is not None:
-        model, _ = smooth(model, calibration)
+        model, _ = smooth(model, calibration, strengths=strengths, reduce_range=reduce_range)
     else:
         model = copy.deepcopy(model)
     for parent, attr, layer in channel_mlp_linears(model):
-        setattr(parent, attr, Int8Linear.from_float(layer))
+        # The fused blocks (resmlp.deploy.fuse) feed fc2 a fresh GELU output: it may be scaled in place.
+        setattr(parent, attr, Int8Linear.from_float(layer, reduce_range, inplace_input=attr == "fc2"))
     return model

@@ -1,0 +1,107 @@
+"""int8 ablation for docs/benchmarks.md ("Inference"): what each part of resmlp's int8 buys.
+
+1. Agreement (--checkpoint, --data): top-1 agreement with fp32 of the int8 forms of a trained model on its
+   validation split, calibration images drawn from the training part:
+   7-bit activations (torch.ao's default) / full 8-bit / + smoothing at one fixed strength / + strength
+   chosen per layer (what resmlp.optimize does).
+2. Speed (--speed): ResMLP-S12 at --batch, fused fp32 vs int8 plain vs int8 calibrated, interleaved
+   rounds, medians: the cost of the smoothing multiply.
+
+    python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu/checkpoints/best.pt \\
+        --data /tmp/cifar/cifar10/train --speed
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from bench_inference import split_images
+from resmlp.deploy import fuse, load_any
+from resmlp.deploy.quantize import SMOOTHING_STRENGTHS, quantize_int8
+from resmlp.models import create_model
+
+
+def int8_forms(calibration: torch.Tensor) -> dict:
+    """name -> (calibration or None, strengths, reduce_range) for quantize_int8."""
+    forms = {"7-bit activations, no smoothing (torch.ao default)": (None, SMOOTHING_STRENGTHS, True),
+             "8-bit activations, no smoothing": (None, SMOOTHING_STRENGTHS, False)}
+    for a in (0.5, 0.6, 0.7, 0.8):
+        forms[f"8-bit + smoothing a={a} in every layer"] = (calibration, (a,), False)
+    forms["7-bit + smoothing, a per layer"] = (calibration, SMOOTHING_STRENGTHS, True)
+    forms["8-bit + smoothing, a per layer (resmlp.optimize)"] = (calibration, SMOOTHING_STRENGTHS, False)
+    return forms
+
+
+def agreement(args: argparse.Namespace) -> None:
+    model, preprocess, _ = load_any(args.checkpoint)
+    x, _ = split_images(args, preprocess)
+    calibration, _ = split_images(args, preprocess, calibration=True)
+    fused = fuse(model)
+
+    def top1(m) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat([m(chunk) for chunk in x.split(256)]).argmax(-1)
+
+    ref = top1(fused)
+    print(f"\n| int8 form of the channel MLPs ({len(calibration)} calibration images) | top-1 agreement |\n|---|---|")
+    for name, (calib, strengths, reduce_range) in int8_forms(calibration).items():
+        q = quantize_int8(fused, calib, strengths=strengths, reduce_range=reduce_range)
+        print(f"| {name} | {100 * (top1(q) == ref).float().mean().item():.2f} % |", flush=True)
+
+
+def speed(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    fused = fuse(create_model(args.model).eval())
+    s = fused.model_args.get("img_size", 224)
+    x = torch.randn(args.batch, 3, s, s)
+    calibration = torch.randn(8, 3, s, s)
+    variants = {"fp32 (fused)": fused,
+                "int8 7-bit, no smoothing": quantize_int8(fused, reduce_range=True),
+                "int8 8-bit, no smoothing": quantize_int8(fused, reduce_range=False),
+                "int8 8-bit + smoothing (resmlp.optimize)": quantize_int8(fused, calibration, reduce_range=False)}
+    rates: dict[str, list[float]] = {k: [] for k in variants}
+    with torch.inference_mode():
+        for m in variants.values():
+            m(x)
+        for _ in range(args.rounds):
+            for name, m in variants.items():
+                t0 = time.perf_counter()
+                m(x)
+                rates[name].append(args.batch / (time.perf_counter() - t0))
+    base = statistics.median(rates["fp32 (fused)"])
+    print(f"\n{args.model}, batch {args.batch}, {torch.get_num_threads()} threads, {args.rounds} interleaved rounds\n"
+          "| variant | images/s median [min-max] | vs fp32 fused |\n|---|---|---|")
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"| {name} | {med:.1f} [{min(r):.1f}-{max(r):.1f}] | {med / base:.2f}x |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--val-split", type=float, default=None)
+    ap.add_argument("--split-seed", type=int, default=None)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--calibration", type=int, default=256)
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--model", default="resmlp_s12")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.checkpoint and args.data:
+        agreement(args)
+    if args.speed:
+        speed(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
