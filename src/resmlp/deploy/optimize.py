@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .fuse import FusedClassifier, fusable, fuse
-from .quantize import quantize_int8, smooth
+from .quantize import cpu_flags, quantize_int8, smooth
 
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNTIMES = ("eager", "compile", "onnx")
@@ -33,11 +33,7 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:

@@ -33,13 +33,17 @@ SMOOTHING_STRENGTHS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MAX_SEARCH_ROWS = 65536  # rows (tokens x images) of one layer's input used to score each strength
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
+
+
 def has_vnni() -> bool:
     """Whether this x86 CPU multiplies u8 x s8 with int32 accumulation (AVX512-VNNI, AVX-VNNI or AMX)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def full_range_activations() -> bool:
