@@ -144,24 +144,24 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, config: dict[str, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = _cpu_eval_copy(model)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    diff = None
+
+    def write(tmp: Path) -> None:
+        nonlocal diff
         with _quiet(), torch.no_grad():
             torch.onnx.export(_for_export(model), (_example(model, 2),), str(tmp), input_names=["images"],
                               output_names=["logits"], opset_version=opset, dynamo=False,
                               dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
         _add_onnx_metadata(tmp, config or model_config(model))
-        diff = None
         if check:
             from .optimize import OnnxRuntimeModel
 
             diff = _max_diff(model, OnnxRuntimeModel(tmp))
             if not diff <= atol:
                 raise ExportError(f"ONNX output differs from eager by {diff:.3g} > {atol:g}; not written")
-        tmp.replace(path)
-        return diff
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    _write_atomic(path, write)
+    return diff
 
 
 def _add_onnx_metadata(path: Path, config: dict[str, Any]) -> None:
@@ -186,21 +186,21 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, *, config: dic
     path.parent.mkdir(parents=True, exist_ok=True)
     model = _cpu_eval_copy(model)
     extra = {"config.json": json.dumps(config or model_config(model))}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    diff = None
+
+    def write(tmp: Path) -> None:
+        nonlocal diff
         with _quiet(), torch.no_grad():
             traced = torch.jit.trace(_for_export(model), _example(model, 2))
             torch.jit.save(traced, str(tmp), _extra_files=extra)
-            diff = None
             if check:
                 loaded = torch.jit.load(str(tmp))
                 diff = _max_diff(model, lambda x: loaded(x))
                 if not diff <= atol:
                     raise ExportError(f"TorchScript output differs from eager by {diff:.3g} > {atol:g}; not written")
-        tmp.replace(path)
-        return diff
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    _write_atomic(path, write)
+    return diff
 
 
 def export_model(model: nn.Module, fmt: str, out: str | os.PathLike, *, preprocess: Preprocess | None = None,
