@@ -73,7 +73,7 @@ def main() -> None:
     x_tr, y_tr, classes = load_split(data / "train", args.train_per_class, pre)
     x_val, y_val, _ = load_split(data / "test", args.val_per_class, pre)
     model = create_model(args.model, img_size=16, num_classes=len(classes), embed_dim=args.embed_dim)
-    model.preprocess = pre
+    model.spec = model.spec.replace(preprocess=pre, classes=classes)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = args.epochs * math.ceil(len(x_tr) / args.batch_size)
     warm = steps // args.epochs
@@ -96,28 +96,28 @@ def main() -> None:
             total, seen = total + float(loss.detach()) * len(xb), seen + len(xb)
         ips = seen / (time.perf_counter() - t0)
         val = evaluate(model, batches(x_val, y_val, 512), cpu, num_classes=len(classes))
-        rec = {"epoch": epoch, "train_loss": total / seen, "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "lr": opt.param_groups[0]["lr"], "images_per_s": ips,
+        rec = {"epoch": epoch, "train_loss": total / seen, "val_loss": val.loss, "val_top1": val.top1,
+               "val_top5": val.top5, "lr": opt.param_groups[0]["lr"], "images_per_s": ips,
                "wall_time_s": time.perf_counter() - start}
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
-        print(f"epoch {epoch}: loss {rec['train_loss']:.3f} val top-1 {val['top1']:.2f}% ({ips:.0f} img/s)")
+        print(f"epoch {epoch}: loss {rec['train_loss']:.3f} val top-1 {val.top1:.2f}% ({ips:.0f} img/s)")
         ckpt = {**model_record(model, classes=classes, preprocess=pre), "config": vars(args), "epoch": epoch}
         atomic_save(ckpt, out / "checkpoints" / "last.pt")
-        if val["top1"] > best:
-            best = val["top1"]
+        if val.top1 > best:
+            best = val.top1
             atomic_save(ckpt, out / "checkpoints" / "best.pt")
     # eval.json as `resmlp eval` writes it: the best checkpoint (what `resmlp analyze RUN` reads), whole test split.
     model = model_from_checkpoint(read_checkpoint(out / "checkpoints" / "best.pt"))
     x_te, y_te, _ = load_split(data / "test", None, pre)
     ev = evaluate(model, batches(x_te, y_te, 512), cpu, num_classes=len(classes))
-    conf = ev["confusion"]
+    conf = ev.confusion
     per_class = {c: 100.0 * float(conf[i, i]) / max(1, int(conf[i].sum())) for i, c in enumerate(classes)}
-    (out / "eval.json").write_text(json.dumps({"top1": ev["top1"], "top5": ev["top5"], "classes": classes,
+    (out / "eval.json").write_text(json.dumps({"top1": ev.top1, "top5": ev.top5, "classes": classes,
                                                "per_class_top1": per_class, "confusion": conf.tolist()}))
-    (out / "summary.json").write_text(json.dumps({"best_val_top1": best, "test_top1": ev["top1"],
+    (out / "summary.json").write_text(json.dumps({"best_val_top1": best, "test_top1": ev.top1,
                                                   "epochs": args.epochs}))
-    print(f"test top-1 {ev['top1']:.2f}% on {len(x_te)} images; run directory {out}")
+    print(f"test top-1 {ev.top1:.2f}% on {len(x_te)} images; run directory {out}")
 
 
 if __name__ == "__main__":

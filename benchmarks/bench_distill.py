@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from resmlp.cli.train import data_overrides
-from resmlp.train.config import load_config
+from resmlp.config import load_config
 from resmlp.train.run import train
 
 

@@ -26,7 +26,8 @@ import torch
 from resmlp.checkpoint import read_checkpoint
 from resmlp.data.datasets import load_rgb, scan_image_folder, stratified_split
 from resmlp.data.transforms import build_eval_transform
-from resmlp.deploy import build_runtime, load_any
+from resmlp.deploy import build_runtime
+from resmlp.loading import load_model
 from resmlp.deploy.benchmark import format_report, run_benchmark
 from resmlp.models import create_model
 from resmlp.weights import WeightsError
@@ -73,7 +74,8 @@ def split_images(args: argparse.Namespace, preprocess, *, calibration: bool = Fa
 
 
 def agreement(args: argparse.Namespace) -> dict:
-    model, preprocess, _ = load_any(args.checkpoint)
+    loaded = load_model(args.checkpoint)
+    model, preprocess = loaded.model, loaded.spec.preprocess
     x, _ = split_images(args, preprocess)
     calib, _ = split_images(args, preprocess, calibration=True) if args.calibration else (None, None)
 
@@ -82,7 +84,7 @@ def agreement(args: argparse.Namespace) -> dict:
             return torch.cat([runner(chunk).float() for chunk in x.split(256)])
 
     ref = logits_of(model)
-    out = {"checkpoint": str(args.checkpoint), "model": model.model_name, "images": len(x), "variants": {}}
+    out = {"checkpoint": str(args.checkpoint), "model": loaded.spec.name, "images": len(x), "variants": {}}
     variants = [("eager", "fp32", None), ("eager", "bf16", None), ("eager", "int8", None), ("onnx", "fp32", None),
                 ("onnx", "int8", None)]
     if calib is not None:

@@ -20,7 +20,8 @@ import time
 import torch
 
 from bench_inference import split_images
-from resmlp.deploy import fuse, load_any
+from resmlp.deploy import fuse
+from resmlp.loading import load_model
 from resmlp.deploy.quantize import SMOOTHING_STRENGTHS, quantize_int8
 from resmlp.models import create_model
 
@@ -37,7 +38,8 @@ def int8_forms(calibration: torch.Tensor) -> dict:
 
 
 def agreement(args: argparse.Namespace) -> None:
-    model, preprocess, _ = load_any(args.checkpoint)
+    loaded = load_model(args.checkpoint)
+    model, preprocess = loaded.model, loaded.spec.preprocess
     x, _ = split_images(args, preprocess)
     calibration, _ = split_images(args, preprocess, calibration=True)
     fused = fuse(model)
@@ -56,7 +58,7 @@ def agreement(args: argparse.Namespace) -> None:
 def speed(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     fused = fuse(create_model(args.model).eval())
-    s = fused.model_args.get("img_size", 224)
+    s = fused.spec.args["img_size"]
     x = torch.randn(args.batch, 3, s, s)
     calibration = torch.randn(8, 3, s, s)
     variants = {"fp32 (fused)": fused,

@@ -15,9 +15,9 @@ import time
 from torch.utils.data import DataLoader
 
 from resmlp.cli.train import data_overrides
+from resmlp.config import load_config
 from resmlp.data.build import build_data
-from resmlp.models import model_args
-from resmlp.train.config import load_config
+from resmlp.train.run import model_arguments
 
 
 def loader_rate(dataset, batch_size: int, workers: int, batches: int) -> float:
@@ -44,8 +44,7 @@ def main() -> None:
     caches = [True, False] if args.no_cache_too else [True]
     for cache in caches:
         cfg = load_config(args.recipe, data_overrides(args.data, None, None) + [f"data.cache={str(cache).lower()}"])
-        img = cfg.data.img_size or model_args(cfg.model.name, **cfg.model.overrides)[1]["img_size"]
-        data = build_data(cfg.data, img_size=img)
+        data = build_data(cfg.data, img_size=model_arguments(cfg.model)["img_size"])
         for w in args.workers:
             rate = loader_rate(data.train, cfg.data.batch_size, w, args.batches)
             print(f"recipe {args.recipe} cache={cache} workers={w}: {rate:,.0f} images/s "

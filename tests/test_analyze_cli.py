@@ -150,4 +150,4 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     argv = ["analyze", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"), "--prune", "0.5", "--data",
             str(tmp_path / "val")]
     assert main(argv) == 2
-    assert "class folders do not match" in capsys.readouterr().err
+    assert "class folders yak are not among the model's classes" in capsys.readouterr().err

@@ -1,56 +1,14 @@
-"""Distillation: the loss by hand, alpha=0 == plain training, the teacher is frozen, teacher sources."""
-import math
+"""Distillation (train/distill.py): alpha=0 == plain training, the teacher is frozen, teacher sources."""
 
 import pytest
 import torch
 
 import resmlp
 from resmlp.checkpoint import read_checkpoint
-from resmlp.distill import BatchAdapter, DistillationCriterion, distillation_loss, load_teacher
+from resmlp.config import load_config
+from resmlp.train.distill import BatchAdapter, DistillationCriterion, load_teacher
 from resmlp.models import Preprocess
-from resmlp.train.config import load_config
 from resmlp.train.run import train
-
-S = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])  # student logits
-T = torch.tensor([[0.0, 3.0, 0.0], [1.0, 0.0, 2.0]])  # teacher logits: argmax 1 and 2
-Y = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])  # smoothed targets
-
-
-def log_softmax(row):
-    m = max(row)
-    lse = m + math.log(sum(math.exp(v - m) for v in row))
-    return [v - lse for v in row]
-
-
-def hand_ce(rows, targets):
-    return sum(-sum(t * l for t, l in zip(ts, log_softmax(r))) for r, ts in zip(rows, targets)) / len(rows)
-
-
-def test_hard_distillation_by_hand():
-    s, y = S.tolist(), Y.tolist()
-    base = hand_ce(s, y)
-    hard = (-log_softmax(s[0])[1] - log_softmax(s[1])[2]) / 2
-    got = distillation_loss(S, Y, T, kind="hard", alpha=0.5, tau=1.0)
-    assert got.item() == pytest.approx(0.5 * base + 0.5 * hard, rel=1e-6)
-    assert got.item() == pytest.approx(1.2859, abs=2e-4)  # worked out on paper: base 0.5047, hard 2.0672
-
-
-def test_soft_distillation_by_hand():
-    tau, s, t, y = 2.0, S.tolist(), T.tolist(), Y.tolist()
-    kl = 0.0
-    for sr, tr in zip(s, t):
-        ls, lt = log_softmax([v / tau for v in sr]), log_softmax([v / tau for v in tr])
-        kl += sum(math.exp(b) * (b - a) for a, b in zip(ls, lt))
-    kl /= 2
-    expected = 0.3 * hand_ce(s, y) + 0.7 * kl * tau * tau
-    assert distillation_loss(S, Y, T, kind="soft", alpha=0.7, tau=tau).item() == pytest.approx(expected, rel=1e-6)
-    assert distillation_loss(S, Y, S, kind="soft", alpha=1.0, tau=tau).item() == pytest.approx(0.0, abs=1e-6)
-
-
-def test_alpha_zero_is_the_plain_loss():
-    plain = distillation_loss(S, Y, T, kind="hard", alpha=0.0, tau=1.0)
-    torch.testing.assert_close(plain, resmlp.train.engine.soft_target_cross_entropy(S, Y))
-
 
 def test_bad_settings_are_named():
     teacher = torch.nn.Linear(3, 3)
@@ -106,15 +64,15 @@ def test_torchscript_teacher_loads(tmp_path):
     assert pre is None and ident["kind"] == "torchscript" and len(ident["sha256"]) == 64
 
 
-TINY = ["model.overrides={embed_dim: 16, depth: 1}", "data.batch_size=64", "data.workers=0", "optim.epochs=1",
+TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.epochs=1",
         "run.progress=false", "run.tensorboard=false"]
 
 
 def test_distilled_runs_record_the_teacher_and_alpha_zero_matches_plain(tmp_path):
     teacher_run = tmp_path / "teacher"
-    no_overrides = [x for x in TINY if not x.startswith("model.overrides")]
-    train(load_config("digits", no_overrides + ["model.name=resnet20_cifar", "model.overrides={blocks_per_stage: 1}",
-                                                "data.img_size=8", "optim.name=sgd", "optim.lr=0.4"]), out=teacher_run)
+    no_overrides = [x for x in TINY if not x.startswith(("model.embed_dim", "model.depth"))]
+    train(load_config("digits", no_overrides + ["model.name=resnet20_cifar", "model.blocks_per_stage=1",
+                                                "model.img_size=8", "optim.name=sgd", "optim.lr=0.4"]), out=teacher_run)
     plain = train(load_config("digits", TINY), out=tmp_path / "plain")
     zero = train(load_config("digits", TINY + [f"distill.teacher={teacher_run}", "distill.alpha=0"]),
                  out=tmp_path / "zero")

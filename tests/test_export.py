@@ -7,8 +7,9 @@ import torch
 import resmlp
 from resmlp.checkpoint import atomic_save, model_record
 from resmlp.cli import main
-from resmlp.deploy import export_onnx, export_torchscript, load_any, save_pretrained
-from resmlp.deploy.export import ExportError
+from resmlp.deploy import export_onnx, export_torchscript, save_pretrained
+from resmlp.loading import load_model
+from resmlp.deploy import ExportError
 from resmlp.models import Preprocess
 from resmlp.weights import WeightsError
 
@@ -32,6 +33,7 @@ def images(n, size=8, seed=1):
 
 
 @pytest.mark.parametrize("name", ["resmlp_micro8", "mixer_tiny32"])
+@pytest.mark.slow
 def test_onnx_round_trip_with_dynamic_batch(tmp_path, name):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
@@ -39,7 +41,7 @@ def test_onnx_round_trip_with_dynamic_batch(tmp_path, name):
     diff = export_onnx(model, tmp_path / "m.onnx")
     assert diff is not None and diff <= 1e-4
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    size = model.model_args["img_size"]
+    size = model.spec.args["img_size"]
     for n in (1, 5):  # neither is the batch size traced with
         x = images(n, size)
         (got,) = session.run(None, {"images": x.numpy()})
@@ -49,9 +51,10 @@ def test_onnx_round_trip_with_dynamic_batch(tmp_path, name):
     assert json.loads(meta["resmlp.config"])["model_name"] == name
 
 
+@pytest.mark.slow
 def test_onnx_export_that_does_not_match_fails_and_leaves_no_file(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from resmlp.deploy.optimize import OnnxRuntimeModel
+    from resmlp.deploy.onnx import OnnxRuntimeModel
 
     monkeypatch.setattr(OnnxRuntimeModel, "forward", lambda self, x: torch.zeros(x.shape[0], 3))
     with pytest.raises(ExportError, match=r"differs from eager by .* > 0.0001"):
@@ -81,11 +84,11 @@ def test_from_pretrained_round_trip(tmp_path):
     assert config["model_args"]["drop_path_rate"] == 0.1 and config["preprocess"]["crop_pct"] == 0.875
 
     loaded = resmlp.from_pretrained(tmp_path / "pkg")
-    assert not loaded.training and loaded.classes == CLASSES and loaded.preprocess == PRE
+    assert not loaded.training and loaded.spec.class_names() == CLASSES and loaded.spec.preprocess == PRE
     x = images(3)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-    assert resmlp.from_pretrained(tmp_path / "pkg" / "config.json").classes == CLASSES  # the file works too
+    assert resmlp.from_pretrained(tmp_path / "pkg" / "config.json").spec.class_names() == CLASSES  # the file works too
 
 
 def test_from_pretrained_errors(tmp_path):
@@ -96,6 +99,7 @@ def test_from_pretrained_errors(tmp_path):
         resmlp.from_pretrained(tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_export_every_format_from_our_checkpoint(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     model = model_with_weights()
@@ -105,7 +109,7 @@ def test_cli_export_every_format_from_our_checkpoint(tmp_path, capsys):
     assert main(["export", str(tmp_path / "ck.pt"), "--format", "torchscript", "--out", str(tmp_path / "m.ts")]) == 0
     assert main(["export", str(tmp_path / "ck.pt"), "--format", "safetensors", "--out", str(tmp_path / "pkg")]) == 0
     loaded = resmlp.from_pretrained(tmp_path / "pkg")
-    assert loaded.classes == CLASSES and loaded.preprocess == PRE  # the checkpoint's metadata travelled
+    assert loaded.spec.class_names() == CLASSES and loaded.spec.preprocess == PRE  # the checkpoint's metadata travelled
     x = images(2)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
@@ -120,8 +124,8 @@ def test_cli_export_bare_state_dict_and_reload_everything_the_same(tmp_path):
     with torch.no_grad():
         want = model(x)
         for source in ("w.pth", "pkg", "run", "run/checkpoints/best.pt"):
-            loaded, pre, classes = load_any(tmp_path / source)
-            assert classes == ["class_0", "class_1", "class_2"] and pre.img_size == 16, source
+            spec, loaded = load_model(tmp_path / source).spec, load_model(tmp_path / source).model
+            assert spec.class_names() == ["class_0", "class_1", "class_2"] and spec.preprocess.img_size == 16, source
             torch.testing.assert_close(loaded(x), want, rtol=0, atol=0)
 
 

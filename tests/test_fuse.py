@@ -35,8 +35,8 @@ def perturbed(name, depth=2, num_classes=5, seed=0, **kw):
 
 def images(model, batch=3, seed=1):
     torch.manual_seed(seed)
-    s = model.model_args["img_size"]
-    return torch.randn(batch, model.model_args["in_chans"], s, s)
+    s = model.spec.args["img_size"]
+    return torch.randn(batch, model.spec.args["in_chans"], s, s)
 
 
 @pytest.mark.parametrize("name", PATCH_MODELS)
@@ -92,7 +92,7 @@ def test_original_untouched_and_fused_is_eval_only():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert isinstance(fused, FusedClassifier) and not fused.training
     assert not any(p.requires_grad for p in fused.parameters())
-    assert fused.model_name == "resmlp_micro8" and fused.preprocess == model.preprocess
+    assert fused.spec == model.spec  # the fused model still exports and loads as what it was
     with pytest.raises(RuntimeError, match="inference-only"):
         fused.train()
     fused.eval()  # allowed

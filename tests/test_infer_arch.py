@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import resmlp
-from resmlp.deploy import infer_architecture, load_any
+from resmlp.infer_arch import infer_architecture
 from resmlp.weights import WeightsError, convert_state_dict
 
 PATCH_MODELS = [n for n in resmlp.list_models() if resmlp.models.get_variant(n).arch in ("resmlp", "mixer")]
@@ -47,27 +47,6 @@ def test_unregistered_body_gets_the_nearest_variant_plus_overrides_that_fit():
 def test_mixer_token_ratio_is_read_from_shapes():
     sd = meta_state_dict("mixer_tiny32", token_mlp_ratio=0.25)
     assert infer_architecture(sd) == ("mixer_tiny32", {"token_mlp_ratio": 0.25})
-
-
-def test_load_any_bare_state_dict_in_deit_layout(tmp_path):
-    torch.manual_seed(0)
-    src = resmlp.create_model("resmlp_micro16", num_classes=3).eval()
-    torch.save({"model": convert_state_dict(src.state_dict(), to="deit")}, tmp_path / "w.pth")
-    model, pre, classes = load_any(tmp_path / "w.pth")
-    assert model.model_name == "resmlp_micro16" and classes == ["class_0", "class_1", "class_2"]
-    assert pre == resmlp.models.get_variant("resmlp_micro16").preprocess
-    x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), src(x), rtol=0, atol=0)
-
-
-def test_load_any_with_explicit_model_name(tmp_path):
-    src = resmlp.create_model("resmlp_micro8", img_size=12, num_classes=2)
-    torch.save(src.state_dict(), tmp_path / "w.pth")
-    model, pre, _ = load_any(tmp_path / "w.pth", "resmlp_micro8")
-    assert model.model_args["img_size"] == 12 and pre.img_size == 12
-    with pytest.raises(WeightsError, match="does not fit resmlp_micro16"):
-        load_any(tmp_path / "w.pth", "resmlp_micro16")
 
 
 def test_errors_name_the_problem():

@@ -6,7 +6,8 @@ import torch
 
 import resmlp
 from resmlp.deploy import OnnxRuntimeModel, build_runtime, resolve_precision
-from resmlp.deploy.optimize import native_bf16, onnx_runtime_model
+from resmlp.deploy.onnx import onnx_runtime_model
+from resmlp.deploy.optimize import native_bf16
 
 
 
@@ -24,7 +25,7 @@ def confident_model(name="resmlp_micro8", seed=0):
 
 def batch(model, n=64, seed=1):
     g = torch.Generator().manual_seed(seed)
-    s = model.model_args["img_size"]
+    s = model.spec.args["img_size"]
     return torch.randn(n, 3, s, s, generator=g)
 
 
@@ -70,6 +71,7 @@ def test_auto_precision_follows_the_hardware():
         resolve_precision("fp16")
 
 
+@pytest.mark.slow
 def test_onnx_runtime_matches_eager_and_int8_keeps_predictions():
     model = confident_model()
     x = batch(model, 128)
@@ -126,6 +128,7 @@ def test_int8_does_not_combine_with_compile():
 # resmlp.deploy.benchmark (no file of its own: it times the runtimes above)
 
 
+@pytest.mark.slow
 def test_benchmark_report_and_cli(tmp_path, capsys):
     from resmlp.cli import main
     from resmlp.deploy.benchmark import format_report, run_benchmark
@@ -136,9 +139,10 @@ def test_benchmark_report_and_cli(tmp_path, capsys):
     assert [(r["batch"], r["runtime"], r["precision"], r["fused"]) for r in rows[:3]] == [
         (2, "eager", "fp32", False), (2, "eager", "fp32", True), (2, "eager", "int8", True)]
     assert len(rows) == 6 and all(len(r["images_per_s_rounds"]) == 2 for r in rows)
-    assert rows[0]["speedup"] == 1.0 and all(0 < r["mfu"] for r in rows)
+    peaks = report["matmul_peak_gflops"]  # int8 only where torch._int_mm has a fast kernel
+    assert rows[0]["speedup"] == 1.0 and all(0 < r["mfu"] for r in rows if r["precision"] in peaks)
     assert all(r["images_per_s_min"] <= r["images_per_s_median"] <= r["images_per_s_max"] for r in rows)
-    assert set(report["matmul_peak_gflops"]) >= {"fp32", "bf16"} and report["params"] > 0
+    assert "fp32" in report["matmul_peak_gflops"] and report["params"] > 0
     assert "eager/fp32/unfused" in format_report(report)
 
     out = tmp_path / "bench.json"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from resmlp.optim import Lamb, build_optimizer, param_groups, split_decay_names
+from resmlp.optim import Lamb, build_optimizer, clips_internally, param_groups, split_decay_names
 
 DIM, TOKENS = 6, 4
 
@@ -135,3 +135,11 @@ def test_build_optimizer_each_name(name: str, cls: type, eps: float | None) -> N
 def test_build_optimizer_unknown_name_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"'adam'.*lamb, adamw, sgd"):
         build_optimizer(_TinyModel(), name="adam", lr=1e-3, weight_decay=0.05)
+
+
+@pytest.mark.parametrize("name, max_grad_norm, clips", [
+    ("lamb", 1.0, True), ("lamb", None, False), ("adamw", 1.0, False), ("sgd", 1.0, False),
+])
+def test_only_lamb_with_a_max_grad_norm_clips_internally(name: str, max_grad_norm: float | None, clips: bool) -> None:
+    opt = build_optimizer(_TinyModel(), name=name, lr=1e-3, weight_decay=0.05, max_grad_norm=max_grad_norm)
+    assert clips_internally(opt) is clips

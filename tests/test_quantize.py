@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import resmlp
-from resmlp.deploy.quantize import (Int8Linear, SmoothedLinear, channel_mlp_linears, choose_smoothing,
+from resmlp.deploy.quantize import (Int8Linear, SmoothedLinear, channel_mlp_linears, choose_smoothing, full_range_activations,
                                     quantize_int8, smooth, smoothing_scale)
 
 
@@ -50,7 +50,11 @@ def test_int8_linear_is_close_and_full_range_halves_the_error():
         want = layer(x)
     err8 = rel_error(Int8Linear.from_float(layer, reduce_range=False)(x), want)
     err7 = rel_error(Int8Linear.from_float(layer, reduce_range=True)(x), want)
-    assert err8 < 1e-2 and err8 < 0.6 * err7  # one more bit: about 4x less squared error
+    assert err7 < 1e-2
+    if full_range_activations():  # VNNI/AMX: u8 x s8 products accumulate without int16 saturation
+        assert err8 < 1e-2 and err8 < 0.6 * err7  # one more bit: about 4x less squared error
+    else:  # AVX2 (e.g. an AMD EPYC VM without AVX-512): why the default keeps 7-bit activations there
+        assert Int8Linear.from_float(layer).reduce_range
 
 
 def test_search_smooths_uneven_channels_and_cuts_the_error():
@@ -84,6 +88,7 @@ def images(n, seed):
     return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.slow
 def test_smooth_keeps_fp32_outputs_and_reports_every_layer():
     model = uneven_model()
     fused = resmlp.fuse(model)
@@ -97,6 +102,7 @@ def test_smooth_keeps_fp32_outputs_and_reports_every_layer():
     assert all(type(layer) is nn.Linear for _, _, layer in channel_mlp_linears(fused))  # input untouched
 
 
+@pytest.mark.slow
 def test_calibrated_int8_is_closer_to_fp32_than_plain_int8():
     model = uneven_model()
     x = images(256, seed=3)
@@ -123,6 +129,7 @@ def test_calibrated_int8_is_closer_to_fp32_than_plain_int8():
         torch.testing.assert_close(copying(x), fused_int8(x), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_onnx_int8_exports_the_smoothed_model():
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")

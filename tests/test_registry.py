@@ -42,7 +42,7 @@ def test_preprocessing_metadata():
     p = get_variant("resmlp_s12").preprocess
     assert (p.img_size, p.crop_pct, p.interpolation) == (224, 0.9, "bicubic")
     assert p.mean == (0.485, 0.456, 0.406) and p.std == (0.229, 0.224, 0.225)
-    assert meta_model("resmlp_s12", img_size=64).preprocess.img_size == 64
+    assert meta_model("resmlp_s12", img_size=64).spec.preprocess.img_size == 64
 
 
 def test_overrides_change_token_count_and_classes():

@@ -14,10 +14,16 @@ def small(name, **kw):
     return resmlp.create_model(name, img_size=2 * patch, num_classes=5, **kw)
 
 
-@pytest.mark.parametrize("name", resmlp.list_models())
+# The full-size ImageNet variants take seconds each on a CPU; resmlp_s12, mixer_s16 and the small ones cover
+# every architecture in the quick set.
+SLOW_VARIANTS = {"resmlp_s24", "resmlp_s36", "resmlp_b24", "resmlp_b24_p8", "mixer_b16", "mixer_l16"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_VARIANTS else n
+                                  for n in resmlp.list_models()])
 def test_every_variant_shapes_finite_and_gradients(name):
     model = small(name)
-    size = model.model_args["img_size"]
+    size = model.spec.args["img_size"]
     x = torch.randn(2, 3, size, size)
     tokens = model.forward_features(x)
     n_tokens = model.num_patches if hasattr(model, "num_patches") else (size // 4) ** 2  # ResNet: stride 4
@@ -34,7 +40,7 @@ def test_every_variant_shapes_finite_and_gradients(name):
                                         ("resmlp_b24", 1e-6), ("resmlp_b24_p8", 1e-6)])
 def test_layerscale_and_affine_initial_values(name, value):
     with torch.device("meta"):
-        arch_args = resmlp.create_model(name).model_args
+        arch_args = resmlp.create_model(name).spec.args
     assert arch_args["layer_scale_init"] == value
     model = resmlp.create_model(name, img_size=arch_args["patch_size"] * 2, depth=2)
     for block in model.blocks:
@@ -65,7 +71,7 @@ def test_drop_path_is_active_in_training_and_off_in_eval():
 @pytest.mark.parametrize("name", ["resmlp_micro8", "mixer_tiny32"])
 def test_batch_samples_do_not_leak(name):
     model = small(name).eval()
-    size = model.model_args["img_size"]
+    size = model.spec.args["img_size"]
     x = torch.randn(4, 3, size, size)
     full = model(x)
     x2 = x.clone()

@@ -89,6 +89,19 @@ def test_resume_gives_identical_sequence() -> None:
     assert first + second == full
 
 
+def test_shorten_ends_the_cosine_earlier_and_caps_the_warmup() -> None:
+    opt = _optimizer()
+    sched = _schedule(opt)
+    _lr_sequence(opt, sched, 5)
+    sched.shorten(20)  # warmup 10 > 20 // 4: capped to 5, so step 5 is the peak of the new schedule
+    assert (sched.total_steps, sched.warmup_steps) == (20, 5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(BASE)
+    lrs = _lr_sequence(opt, sched, 16)
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] == MIN_LR
+    with pytest.raises(ValueError, match=r"shorten: total_steps must be in \(0, 20\], got 40"):
+        sched.shorten(40)
+
+
 def test_warmup_longer_than_run_is_pure_warmup() -> None:
     kw = dict(base_lr=1.0, total_steps=5, warmup_steps=10, warmup_lr=0.0, min_lr=0.0)
     assert [cosine_warmup_lr(t, **kw) for t in range(5)] == [0.0, 0.1, 0.2, 0.3, 0.4]

@@ -11,10 +11,10 @@ from PIL import Image
 
 from resmlp.checkpoint import read_checkpoint
 from resmlp.cli import main
-from resmlp.train.config import load_config
-from resmlp.train.run import train
+from resmlp.config import ConfigError, load_config
+from resmlp.train.run import model_arguments, train
 
-TINY = ["model.overrides={embed_dim: 16, depth: 1}", "data.batch_size=64", "data.workers=0",
+TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0",
         "optim.warmup_epochs=1", "run.progress=false", "run.tensorboard=false"]
 
 
@@ -69,7 +69,7 @@ def make_folder(root, classes=("cat", "dog", "owl"), per_class=12, size=10):
 def test_folder_training_reports_bad_files_and_resizes(tmp_path):
     data = make_folder(tmp_path / "data")
     cfg = load_config(None, TINY + ["data.source=folder", f"data.path={data}", "data.val_split=0.25",
-                                    "data.batch_size=8", "data.img_size=8", "model.name=resmlp_micro8",
+                                    "data.batch_size=8", "model.img_size=8", "model.name=resmlp_micro8",
                                     "optim.epochs=1", "data.auto_augment=null", "data.crop=rrc"])
     with pytest.warns(UserWarning, match="broken.jpg"):
         summary = train(cfg, out=tmp_path / "run")
@@ -83,6 +83,19 @@ def test_bad_cli_input_is_one_line(tmp_path, capsys):
         "accum_steps, epochs, lr, lr_batch, max_grad_norm, min_lr, momentum, name, warmup_epochs, warmup_lr, weight_decay"
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"), "--set", "run.progress=false"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_model_fields_are_checked_against_the_variant_before_anything_is_written(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"model.token_mlp_ratio: resmlp_micro8 does not accept token_mlp_ratio; "
+                                          r"accepted overrides: .*layer_scale_init"):
+        train(load_config("digits", ["model.token_mlp_ratio=0.5"]), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ConfigError, match="model.name: unknown model 'nope'"):
+        model_arguments(load_config(None, ["model.name=nope"]).model)
+    args = model_arguments(load_config(None, ["model.name=resnet20_cifar", "model.width=2"]).model)
+    assert (args["width"], args["blocks_per_stage"], args["img_size"]) == (2, 3, 32)
+    assert main(["train", "--set", "model.width=2", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith("error: model.width: resmlp_micro8 does not accept width")
 
 
 def weights(run_dir):
@@ -146,6 +159,7 @@ def _ddp_worker(rank, world, port, out):
     dist.shutdown()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     train(load_config("digits", DDP_SET + ["data.batch_size=32", "run.threads=1"]), out=tmp_path / "one")
     mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path / "two"), nprocs=2, join=True)
@@ -163,7 +177,7 @@ def test_cifar_archive_trains_and_validates_on_the_official_test_split(tmp_path)
     archive = _cifar10_archive(tmp_path / "cifar-10-python.tar.gz")[0]
     out = tmp_path / "run"
     assert main(["train", "--data", str(archive), "--model", "resmlp_tiny32", "--epochs", "1", "--out", str(out),
-                 "--set", "data.batch_size=4", "data.repeated_aug=false", "model.overrides={depth: 1}",
+                 "--set", "data.batch_size=4", "data.repeated_aug=false", "model.depth=1",
                  "run.progress=false", "run.tensorboard=false", "data.workers=0"]) == 0
     cfg = load_config(str(out / "config.yaml"))
     assert cfg.data.source == "cifar10" and cfg.data.path == str(archive)

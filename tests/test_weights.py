@@ -20,7 +20,7 @@ def tiny(name="resmlp_micro8", seed=0, **kw):
 
 def logits(model, seed=1):
     torch.manual_seed(seed)
-    size = model.model_args["img_size"]
+    size = model.spec.args["img_size"]
     return model(torch.randn(3, 3, size, size))
 
 

@@ -3,58 +3,49 @@
 Layout of a checkpoint (a dict; loadable with `torch.load(weights_only=True)`):
     format        "resmlp-checkpoint"
     model         state dict (timm layout)
-    model_name    registered variant name, e.g. "resmlp_tiny32"
-    model_args    every constructor argument (so overrides such as img_size/num_classes survive)
-    preprocess    {img_size, crop_pct, interpolation, mean, std} used to train/evaluate it
-    classes       class names, index = label id
+    model_name    registered variant name, e.g. "resmlp_tiny32"          } ModelSpec.to_dict(): the
+    model_args    every constructor argument (img_size, num_classes, ...) } model's spec, so a file
+    preprocess    {img_size, crop_pct, interpolation, mean, std}          } alone rebuilds the model
+    classes       class names, index = label id                           } and feeds it images
     plus whatever the writer adds (config, epoch, step, optimizer, schedule, ema, rng, metrics, teacher).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .models import Preprocess, create_model
-from .models.registry import VARIANTS
+from .files import write_atomic
+from .infer_arch import spec_of
+from .models import ModelSpec, Preprocess
 from .weights import WeightsError, load_weights
 
 FORMAT = "resmlp-checkpoint"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temp file in the same folder, fsync, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    return path
+    """torch.save through the atomic writer: a crash never leaves half a checkpoint."""
+    return write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
-def model_record(model: nn.Module, *, classes: list[str] | None = None,
+def model_record(model: nn.Module, *, classes: Sequence[str] | None = None,
                  preprocess: Preprocess | None = None) -> dict[str, Any]:
-    """The part of a checkpoint that rebuilds `model`: weights, architecture, preprocessing, class names."""
-    pre = preprocess or getattr(model, "preprocess", Preprocess())
-    return {
-        "format": FORMAT,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model_name": getattr(model, "model_name", None),
-        "model_args": dict(getattr(model, "model_args", {})),
-        "preprocess": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(pre).items()},
-        "classes": list(classes) if classes is not None else None,
-    }
+    """The part of a checkpoint that rebuilds `model`: format, weights and the model's spec
+    (`classes` / `preprocess`, when given, replace the spec's)."""
+    spec = spec_of(model)
+    if classes is not None:
+        spec = spec.replace(classes=classes)
+    if preprocess is not None:
+        spec = spec.replace(preprocess=preprocess)
+    return {"format": FORMAT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            **spec.to_dict()}
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one of our checkpoints (no pickled code is executed)."""
+    """Load one of our checkpoints, or a run directory's best/last one (no pickled code is executed)."""
     path = Path(path)
     if path.is_dir():  # a run directory
         for cand in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
@@ -75,23 +66,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return dict(ckpt)
 
 
-def preprocess_from_record(record: Mapping[str, Any]) -> Preprocess:
-    p = dict(record.get("preprocess") or {})
-    for k in ("mean", "std"):
-        if k in p:
-            p[k] = tuple(p[k])
-    return Preprocess(**p)
-
-
 def model_from_checkpoint(ckpt: Mapping[str, Any], *, weights: str = "model") -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (`weights="ema"` for the EMA copy)."""
-    name, args = ckpt.get("model_name"), dict(ckpt.get("model_args") or {})
-    if name not in VARIANTS:
-        raise WeightsError(f"checkpoint names an unknown model {name!r}")
-    model = create_model(name, **args)
-    if weights not in ckpt or ckpt[weights] is None:
-        raise WeightsError(f"checkpoint has no {weights!r} weights")
-    load_weights(model, ckpt[weights])
-    model.preprocess = preprocess_from_record(ckpt)
-    model.classes = ckpt.get("classes")
-    return model
+    try:
+        spec = ModelSpec.from_dict(ckpt)
+    except ValueError as e:
+        raise WeightsError(f"{ckpt.get('path', 'checkpoint')}: {e}") from None
+    if ckpt.get(weights) is None:
+        raise WeightsError(f"{ckpt.get('path', 'checkpoint')}: has no {weights!r} weights")
+    return load_weights(spec.build(), ckpt[weights])

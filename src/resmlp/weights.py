@@ -154,10 +154,15 @@ def load_weights(
     problems = _mismatches(own, sd)
     if problems:
         where = source if not isinstance(source, Mapping) else "state dict"
-        raise WeightsError(f"{where} does not fit {getattr(model, 'model_name', type(model).__name__)}: "
+        raise WeightsError(f"{where} does not fit {_model_name(model)}: "
                            + "; ".join(problems))
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def _model_name(model: nn.Module) -> str:
+    spec = getattr(model, "spec", None)  # built by create_model; a hand-built model has none
+    return spec.name if spec is not None else type(model).__name__
 
 
 def _mismatches(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], limit: int = 10) -> list[str]:

@@ -87,6 +87,6 @@ def pruning_sweep(
         record = {"sparsity": s, "targets": report}
         if loader is not None:
             stats = evaluate(pruned.to(device), loader, device, num_classes=pruned.num_classes, progress=progress)
-            record.update({k: stats[k] for k in ("top1", "top5", "loss")})
+            record.update(top1=stats.top1, top5=stats.top5, loss=stats.loss)
         results.append(record)
     return results

@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
+from ..infer_arch import spec_of
+from ..figures import plot_confusion, save_figure
 from . import stats, weights_maps
 
 # (file, title, one-line explanation) of every figure the report can show, in display order.
@@ -126,11 +128,6 @@ def _layer_axis(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _save(fig: Figure, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
 def plot_sparsity(layers: list[dict], reference: list[dict] | None, path: Path) -> None:
     fig = Figure(figsize=(5.5, 3.4))
     ax = fig.add_subplot()
@@ -143,7 +140,7 @@ def plot_sparsity(layers: list[dict], reference: list[dict] | None, path: Path) 
     ax.set(xlabel="layer", ylabel="fraction |w| < 5% max", ylim=(0, 1))
     _layer_axis(ax)
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_locality(layers: list[dict], reference: list[dict] | None, path: Path, *, centred: str,
@@ -166,7 +163,7 @@ def plot_locality(layers: list[dict], reference: list[dict] | None, path: Path, 
         ax.set_ylim(bottom=0)
         _layer_axis(ax)
         ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_layer_scale(scales: list[dict], path: Path) -> None:
@@ -177,7 +174,7 @@ def plot_layer_scale(scales: list[dict], path: Path) -> None:
     ax.set(xlabel="block", ylabel="mean |LayerScale|", yscale="log")
     _layer_axis(ax)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_training(metrics: list[dict], path: Path) -> None:
@@ -198,29 +195,7 @@ def plot_training(metrics: list[dict], path: Path) -> None:
         ax.plot([m["wall_time_s"] / 60 for m in timed], [m["val_top1"] for m in timed], "o-", ms=3, label="val_top1")
         ax.set(xlabel="wall-clock minutes", ylabel="accuracy (%)")
         ax.grid(alpha=0.3)
-    _save(fig, path)
-
-
-def plot_confusion(confusion: np.ndarray, classes: Sequence[str] | None, path: Path, title: str | None = None) -> None:
-    """Row-normalised confusion matrix (rows = true class)."""
-    rows = confusion.sum(axis=1, keepdims=True)
-    norm = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)
-    n = len(confusion)
-    size = min(9.0, 3.0 + 0.3 * n)
-    fig = Figure(figsize=(size, size * 0.85))
-    ax = fig.add_subplot()
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if classes is not None and n <= 30:
-        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), classes, fontsize=7)
-    if n <= 12:
-        for (r, c), v in np.ndenumerate(norm):
-            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black")
-    ax.set(xlabel="predicted", ylabel="true")
-    if title:
-        ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_pruning(results: list[dict], path: Path) -> None:
@@ -236,7 +211,7 @@ def plot_pruning(results: list[dict], path: Path) -> None:
         ax.set_ylabel("share of L1 mass kept")
     ax.set(xlabel="sparsity of the pruned matrices")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- report
@@ -314,8 +289,8 @@ def build_report(
     captions = {**CAPTIONS, **(_MIXER_CAPTIONS if arch == "mixer" else {})}
     summary = {
         "source": source,
-        "model_name": getattr(model, "model_name", None),
-        "model_args": dict(getattr(model, "model_args", {})),
+        "model_name": spec_of(model).name,
+        "model_args": dict(spec_of(model).args),
         "architecture": arch,
         "grid_size": grid,
         "num_patches": grid * grid,
@@ -352,9 +327,6 @@ def write_html(out: Path, summary: dict) -> Path:
     """report.html with every figure embedded (base64), so the one file can be mailed or archived."""
     esc = html.escape
     arch = summary["architecture"]
-    dist_key = "mean_distance" if arch == "resmlp" else "peak_mean_distance"
-    share_key = "share_3x3" if arch == "resmlp" else "peak_share_3x3"
-    ref = summary["random_init_layers"]
     args = ", ".join(f"{k}={v}" for k, v in summary["model_args"].items())
     trend, ref_trend = summary["depth_trend"], summary["depth_trend_random_init"]
     parts = [
@@ -380,21 +352,8 @@ def write_html(out: Path, summary: dict) -> Path:
         parts.append(f"<figure><h3>{esc(fig['title'])}</h3>{_img(out / fig['file'], 'max-width:100%')}"
                      f"<figcaption>{esc(fig['caption'])}</figcaption></figure>")
 
-    head = ["layer", "sparsity A", "B", "C", "A random", "mean dist", "random", "3x3 share", "random"]
-    head += ["peak in 3x3", "random"] if arch == "resmlp" else []
-    has_ls = any("layer_scale" in l for l in summary["layers"])
-    head += ["|ls1|", "|ls2|"] if has_ls else []
-    rows = []
-    for i, l in enumerate(summary["layers"]):
-        r = ref[i] if ref else None
-        cells = [str(i), *(_num(l["sparsity"][k]) for k in "ABC"), _num(r["sparsity"]["A"] if r else None),
-                 _num(l["locality"][dist_key]), _num(r["locality"][dist_key] if r else None),
-                 _num(l["locality"][share_key]), _num(r["locality"][share_key] if r else None)]
-        if arch == "resmlp":
-            cells += [_num(l["locality"]["peak_in_3x3"]), _num(r["locality"]["peak_in_3x3"] if r else None)]
-        if has_ls:
-            cells += [f"{l['layer_scale']['ls1']:.3g}", f"{l['layer_scale']['ls2']:.3g}"]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head, table = layer_table(summary)
+    rows = ["<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" for cells in table]
     parts.append("<h3>Per-layer numbers</h3><p>Sparsity = share of |w| &lt; 5% of max |w|; random = the same "
                  "variant freshly initialised (seeded).</p><table><tr>"
                  + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
@@ -419,3 +378,27 @@ def write_html(out: Path, summary: dict) -> Path:
     path = out / "report.html"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
+
+
+def layer_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The per-layer numbers (sparsity, locality against the random-init reference, LayerScale) as a
+    header and rows of strings: one table for report.html and the terminal."""
+    arch, ref = summary["architecture"], summary.get("random_init_layers")
+    dist_key = "mean_distance" if arch == "resmlp" else "peak_mean_distance"
+    share_key = "share_3x3" if arch == "resmlp" else "peak_share_3x3"
+    head = ["layer", "sparsity A", "B", "C", "A random", "mean dist", "random", "3x3 share", "random"]
+    head += ["peak in 3x3", "random"] if arch == "resmlp" else []
+    has_ls = any("layer_scale" in l for l in summary["layers"])
+    head += ["|ls1|", "|ls2|"] if has_ls else []
+    rows = []
+    for i, l in enumerate(summary["layers"]):
+        r = ref[i] if ref else None
+        cells = [str(i), *(_num(l["sparsity"][k]) for k in "ABC"), _num(r["sparsity"]["A"] if r else None),
+                 _num(l["locality"][dist_key]), _num(r["locality"][dist_key] if r else None),
+                 _num(l["locality"][share_key]), _num(r["locality"][share_key] if r else None)]
+        if arch == "resmlp":
+            cells += [_num(l["locality"]["peak_in_3x3"]), _num(r["locality"]["peak_in_3x3"] if r else None)]
+        if has_ls:
+            cells += [f"{l['layer_scale']['ls1']:.3g}", f"{l['layer_scale']['ls2']:.3g}"]
+        rows.append(cells)
+    return head, rows

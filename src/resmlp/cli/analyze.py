@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from ..analysis.prune import parse_sparsities, parse_targets, pruning_sweep
-from ..checkpoint import model_from_checkpoint, read_checkpoint
-from ..models import create_model
-from ..models.registry import model_args
-from ..deploy.infer_arch import infer_architecture
-from ..weights import WeightsError, convert_state_dict, load_weights, read_state_dict
+from ..device import resolve_device
+from ..loading import folder_dataset, load_model
 
 
 def _arg_type(parse):
@@ -56,95 +51,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_analyze)
 
 
-def _shape_overrides(sd: dict[str, torch.Tensor], name: str) -> dict[str, int]:
-    """img_size, num_classes and in_chans read off the tensors, so e.g. a 10-class 32px file loads as such."""
-    patch = model_args(name)[1]["patch_size"]
-    out = {}
-    tokens = sd.get("blocks.0.linear_tokens.weight", sd.get("blocks.0.mlp_tokens.fc1.weight"))
-    if tokens is not None and math.isqrt(tokens.shape[1]) ** 2 == tokens.shape[1]:
-        out["img_size"] = math.isqrt(tokens.shape[1]) * patch
-    if "head.weight" in sd:
-        out["num_classes"] = sd["head.weight"].shape[0]
-    if "stem.proj.weight" in sd:
-        out["in_chans"] = sd["stem.proj.weight"].shape[1]
-    return out
-
-
-def load_source(args: argparse.Namespace) -> tuple[nn.Module, Path | None, str]:
-    """(model, run directory or None, the checkpoint path actually read)."""
-    path = Path(args.source)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
-    ckpt = None
-    if path.is_dir():
-        ckpt = read_checkpoint(path)  # a run directory: checkpoints/best.pt, else last.pt
-    else:
-        try:
-            ckpt = read_checkpoint(path)
-        except WeightsError:
-            pass  # not ours: a plain weights file, read below
-    if ckpt is not None:
-        if args.model or args.img_size or args.num_classes or args.key:
-            print("note: --model/--img-size/--num-classes/--key apply to plain weights files; the checkpoint "
-                  "describes its own model", file=sys.stderr)
-        model = model_from_checkpoint(ckpt, weights=args.weights)
-        read = Path(ckpt["path"])
-        run_dir = read.parent.parent if read.parent.name == "checkpoints" else None
-        return model, run_dir, str(read)
-    sd = convert_state_dict(read_state_dict(path, key=args.key), to="timm")
-    if args.model is None:  # the architecture from the tensor shapes
-        name, overrides = infer_architecture(sd)
-    else:
-        name, overrides = args.model, _shape_overrides(sd, args.model)
-    overrides.update({k: v for k, v in (("img_size", args.img_size), ("num_classes", args.num_classes)) if v})
-    model = create_model(name, **overrides)
-    load_weights(model, sd)
-    model.classes = None
-    return model, None, str(path)
-
-
-def _loader(args: argparse.Namespace, model: nn.Module) -> DataLoader:
-    from ..data.datasets import ImageDataset
-    from ..data.transforms import build_eval_transform
-
-    pre = model.preprocess
-    transform = build_eval_transform(pre.img_size, mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct,
-                                     interpolation=pre.interpolation)
-    ds = ImageDataset.from_folder(args.data, transform=transform)
-    classes = getattr(model, "classes", None)
-    if classes and list(ds.classes) != list(classes):
-        diff = sorted(set(ds.classes) ^ set(classes))[:5]
-        raise ValueError(f"--data {args.data}: class folders do not match the checkpoint's {len(classes)} classes "
-                         f"(found {len(ds.classes)}; differing: {', '.join(diff) or 'same names, other order'})")
-    if len(ds.classes) > model.num_classes:
-        raise ValueError(f"--data {args.data}: {len(ds.classes)} class folders but the model has "
-                         f"{model.num_classes} outputs")
-    return DataLoader(ds, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
-
-
-def _fmt(x: float | None) -> str:
-    return "    -" if x is None else f"{x:5.3f}"
+def _loader(args: argparse.Namespace, spec) -> DataLoader:
+    return DataLoader(folder_dataset(args.data, spec), batch_size=args.batch_size, shuffle=False,
+                      num_workers=args.workers)
 
 
 def print_summary(summary: dict, out: Path) -> None:
-    arch = summary["architecture"]
-    dist, share = ("mean_distance", "share_3x3") if arch == "resmlp" else ("peak_mean_distance", "peak_share_3x3")
-    ref = summary["random_init_layers"]
+    from ..analysis.report import layer_table
+
     g = summary["grid_size"]
-    print(f"{summary['model_name']} ({arch}, {g}x{g} patches) from {summary['source']}")
-    peak = arch == "resmlp"
-    print(f"{'layer':>5}  {'sparsity A':>10} {'B':>5} {'C':>5} {'rand A':>6}  {'mean dist':>9} {'rand':>5}"
-          f"  {'3x3 share':>9} {'rand':>5}" + (f"  {'peak in 3x3':>11} {'rand':>5}" if peak else ""))
-    for i, l in enumerate(summary["layers"]):
-        r, loc = ref[i], l["locality"]
-        print(f"{i:>5}  {l['sparsity']['A']:>10.3f} {l['sparsity']['B']:5.3f} {l['sparsity']['C']:5.3f} "
-              f"{r['sparsity']['A']:6.3f}  {_fmt(loc[dist]):>9} {_fmt(r['locality'][dist])}"
-              f"  {_fmt(loc[share]):>9} {_fmt(r['locality'][share])}"
-              + (f"  {_fmt(loc['peak_in_3x3']):>11} {_fmt(r['locality']['peak_in_3x3'])}" if peak else ""))
+    print(f"{summary['model_name']} ({summary['architecture']}, {g}x{g} patches) from {summary['source']}")
+    head, rows = layer_table(summary)
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(head)]
+    for cells in [head, *rows]:
+        print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
     t = summary["depth_trend"]
-    print(f"locality: mean distance {_fmt(t['mean_distance']['first_third']).strip()} (first third of the layers) "
-          f"vs {_fmt(t['mean_distance']['last_third']).strip()} (last third); 3x3 share "
-          f"{_fmt(t['share_3x3']['first_third']).strip()} vs {_fmt(t['share_3x3']['last_third']).strip()}")
+    print(f"locality: mean distance {_fmt(t['mean_distance']['first_third'])} (first third of the layers) "
+          f"vs {_fmt(t['mean_distance']['last_third'])} (last third); 3x3 share "
+          f"{_fmt(t['share_3x3']['first_third'])} vs {_fmt(t['share_3x3']['last_third'])}")
     if summary["pruning"]:
         targets = summary["pruning"]["targets"]
         for rec in summary["pruning"]["results"]:
@@ -155,23 +79,30 @@ def print_summary(summary: dict, out: Path) -> None:
     print(f"wrote {len(summary['figures'])} figures, maps/, summary.json and report.html to {out}")
 
 
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     from ..analysis.report import build_report  # matplotlib: imported only when analysing
 
     if args.data and not args.prune:
         raise ValueError("--data evaluates pruned models: add --prune, e.g. --prune 0.5,0.8,0.9")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
-    model, run_dir, read = load_source(args)
-    model.eval()
+    device = resolve_device(args.device)
+    loaded = load_model(args.source, model_name=args.model, weights=args.weights, key=args.key,
+                        overrides={"img_size": args.img_size, "num_classes": args.num_classes})
+    if loaded.checkpoint and (args.img_size or args.num_classes or args.key):
+        print("note: --img-size/--num-classes/--key apply to plain weights files; the checkpoint "
+              "describes its own model", file=sys.stderr)
+    model = loaded.model
     torch.manual_seed(args.seed)
-    reference = create_model(model.model_name, **model.model_args)
+    reference = loaded.spec.build()
     pruning = None
     if args.prune:
-        loader = _loader(args, model) if args.data else None
+        loader = _loader(args, loaded.spec) if args.data else None
         pruning = pruning_sweep(model, args.prune, args.prune_targets, loader=loader, device=device)
     out = Path(args.out)
-    summary = build_report(model.cpu(), out, source=read, reference=reference, run_dir=run_dir,
+    summary = build_report(model.cpu(), out, source=str(loaded.path), reference=reference, run_dir=loaded.run_dir,
                            pruning=pruning, pruning_targets=args.prune_targets)
     print_summary(summary, out)
     return 0

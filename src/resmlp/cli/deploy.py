@@ -1,6 +1,6 @@
 """`resmlp predict`, `resmlp export`, `resmlp benchmark`: run, ship and time a model.
 
-WEIGHTS is anything `resmlp.deploy.load_any` accepts: our checkpoint or run directory, a packaged model
+WEIGHTS is anything `resmlp.loading.load_model` accepts: our checkpoint or run directory, a packaged model
 directory, or a bare deit/timm state dict (architecture inferred from the shapes, or `--model`).
 """
 from __future__ import annotations
@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..deploy import build_runtime, load_any
+    from ..deploy import build_runtime
+    from ..loading import load_model
     from ..deploy.predict import calibration_images, expand_inputs, format_predictions, predict_files
 
     if args.topk < 1 or args.batch_size < 1:
@@ -83,14 +84,15 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"warning: {problem}", file=sys.stderr)
     if not paths:
         raise ValueError("no image files to classify")
-    model, preprocess, classes = load_any(args.weights, args.model)
+    loaded = load_model(args.weights, model_name=args.model)
+    preprocess, classes = loaded.spec.preprocess, loaded.spec.class_names()
     calibration = None
     if args.precision == "int8":
         calib_paths, calib_problems = expand_inputs([args.calibration]) if args.calibration else (paths, [])
         if not calib_paths:
             raise ValueError(f"--calibration {args.calibration}: {'; '.join(calib_problems)}")
         calibration = calibration_images(calib_paths, preprocess, workers=args.workers)
-    runner = build_runtime(model, precision=args.precision, runtime=args.runtime, calibration=calibration)
+    runner = build_runtime(loaded.model, precision=args.precision, runtime=args.runtime, calibration=calibration)
     with tqdm(total=len(paths), desc="predict", unit="img", disable=None, file=sys.stderr) as bar:
         predictions = list(predict_files(runner, paths, preprocess=preprocess, classes=classes, topk=args.topk,
                                          batch_size=args.batch_size, workers=args.workers,
@@ -109,24 +111,25 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..deploy import export_model, load_any
+    from ..deploy import export_model
+    from ..loading import load_model
 
-    model, preprocess, classes = load_any(args.weights, args.model)
-    out, diff = export_model(model, args.format, args.out, preprocess=preprocess, classes=classes)
+    loaded = load_model(args.weights, model_name=args.model)
+    out, diff = export_model(loaded.model, args.format, args.out)
     check = f"; max |{args.format} - eager| = {diff:.2e} (limit 1e-4)" if diff is not None else ""
-    print(f"wrote {out} ({getattr(model, 'model_name', '?')}, {args.format}{check})")
+    print(f"wrote {out} ({loaded.spec.name}, {args.format}{check})")
     return 0
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    from ..deploy import load_any
     from ..deploy.benchmark import format_report, run_benchmark as bench
+    from ..loading import load_model
     from ..models import create_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.weights:
-        model = load_any(args.weights, args.model)[0]
+        model = load_model(args.weights, model_name=args.model).model
     else:
         torch.manual_seed(0)
         model = create_model(args.model or "resmlp_s12", **({"img_size": args.img_size} if args.img_size else {}))

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ..models import count_macs, count_params, create_model, get_variant, list_models
+from ..files import write_atomic
 from ..weights import convert_state_dict, read_state_dict
 
 
@@ -31,8 +32,7 @@ def _meta_model(name: str, **overrides):
 
 
 def _input_shape(model) -> tuple[int, int, int, int]:
-    a = model.model_args
-    return (1, a["in_chans"], a["img_size"], a["img_size"])
+    return (1, *model.spec.input_shape)
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -42,7 +42,7 @@ def run_models(args: argparse.Namespace) -> int:
     for name in list_models():
         v = get_variant(name)
         m = _meta_model(name)
-        a = m.model_args
+        a = m.spec.args
         gmacs = count_macs(m, _input_shape(m)) / 1e9
         depth = a.get("depth", 6 * a.get("blocks_per_stage", 0) + 2)  # CIFAR ResNets: 6n + 2 layers
         print(f"{name:<16}{v.arch:<8}{a['img_size']:>5}{a.get('patch_size', '-'):>6}{m.embed_dim:>6}{depth:>6}"
@@ -62,7 +62,7 @@ def run_summary(args: argparse.Namespace) -> int:
     macs = count_macs(m, _input_shape(m))
     for h in hooks:
         h.remove()
-    print(f"{args.name}: {type(m).__name__}({', '.join(f'{k}={v}' for k, v in m.model_args.items())})")
+    print(f"{args.name}: {type(m).__name__}({', '.join(f'{k}={v}' for k, v in m.spec.args.items())})")
     print(f"{'module':<20}{'output shape':<22}{'params':>14}")
     rows = [("stem", m.stem)] + [(f"blocks.{j}", b) for j, b in enumerate(m.blocks)] + \
         [(n, getattr(m, n)) for n in ("norm", "head") if hasattr(m, n)]
@@ -71,7 +71,7 @@ def run_summary(args: argparse.Namespace) -> int:
             print(f"{n:<20}{str(shapes[n]):<22}{count_params(mod):>14,}")
     print(f"total params {count_params(m):,}; {macs / 1e9:.2f} GFLOPs (multiply-adds) per image; "
           f"tokens N={m.forward_features(torch.zeros(_input_shape(m), device='meta')).shape[1]}, dim D={m.embed_dim}")
-    p = m.preprocess
+    p = m.spec.preprocess
     print(f"preprocessing: {p.img_size}px, crop_pct {p.crop_pct}, {p.interpolation}, mean {p.mean}, std {p.std}")
     return 0
 
@@ -79,14 +79,11 @@ def run_summary(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     sd = convert_state_dict(read_state_dict(args.src), to=args.to)
     dst = Path(args.dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
     if dst.suffix == ".safetensors":
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
+        write_atomic(dst, lambda tmp: save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp)))
     else:
-        torch.save(sd, tmp)
-    tmp.replace(dst)  # atomic: a reader never sees a half-written file
+        write_atomic(dst, lambda tmp: torch.save(sd, tmp))
     print(f"wrote {dst} ({args.to} layout, {len(sd)} tensors)")
     return 0

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..train.config import load_config
+from ..config import config_to_dict, load_config
 from ..train.engine import NonFiniteLossError
 
 
@@ -62,10 +62,7 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append(f"optim.epochs={args.epochs}")
     overrides += args.overrides
     if args.resume:
-        base = config_of_run(args.resume)
-        from ..train.config import config_to_dict  # noqa: PLC0415
-
-        cfg = load_config(args.recipe, overrides, base=config_to_dict(base))
+        cfg = load_config(args.recipe, overrides, base=config_to_dict(config_of_run(args.resume)))
     else:
         cfg = load_config(args.recipe or "digits", overrides)
     try:

@@ -1,19 +1,21 @@
 """From a DataConfig to train/val datasets with the recipe's transforms (the one place that wires data)."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..config import DataConfig, Normalization, Source
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .datasets import (ArrayDataset, ImageDataset, cache_decoded, dataset_stats, download_cifar, load_cifar,
                        load_digits_arrays, scan_image_folder, stratified_split)
 from .transforms import build_eval_transform, build_train_transform
 
-SOURCES = ("digits", "cifar10", "cifar100", "folder")
+SOURCES = typing.get_args(Source)
 
 
 @dataclass
@@ -35,7 +37,7 @@ def _subset_images(ds: ImageDataset, idx: Sequence[int], bad_log: Path | None) -
     return ImageDataset([ds.samples[i] for i in idx], on_bad=ds.on_bad, classes=ds.classes, bad_log=bad_log)
 
 
-def _load_raw(cfg: Any, bad_log: Path | None) -> tuple[Dataset, Dataset | None, list[str]]:
+def _load_raw(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset | None, list[str]]:
     """Undecorated train and (optional) val datasets, and the class names."""
     if cfg.source == "digits":
         images, labels, classes = load_digits_arrays()
@@ -77,8 +79,8 @@ def _stats_images(ds: Dataset, img_size: int, limit: int = 2000) -> np.ndarray:
     return np.stack([np.asarray(ds.load(int(i))[0].resize((img_size, img_size))) for i in idx])
 
 
-def _norm_stats(cfg: Any, train: Dataset, img_size: int) -> tuple[tuple, tuple]:
-    def pick(value: Any, imagenet: tuple, key: str, computed: tuple | None) -> tuple:
+def _norm_stats(cfg: DataConfig, train: Dataset, img_size: int) -> tuple[tuple, tuple]:
+    def pick(value: Normalization, imagenet: tuple, key: str, computed: tuple | None) -> tuple:
         if value == "imagenet":
             return imagenet
         if value == "dataset":
@@ -91,7 +93,7 @@ def _norm_stats(cfg: Any, train: Dataset, img_size: int) -> tuple[tuple, tuple]:
     return pick(cfg.mean, IMAGENET_MEAN, "mean", computed[0]), pick(cfg.std, IMAGENET_STD, "std", computed[1])
 
 
-def build_data(cfg: Any, *, img_size: int, bad_log: Path | None = None) -> DataSplits:
+def build_data(cfg: DataConfig, *, img_size: int, bad_log: Path | None = None) -> DataSplits:
     """Datasets for a run: validation from `val_path`/the official test split, else a seeded stratified
     `val_split` of train; optional decoded cache; transforms from the recipe; normalisation statistics."""
     train, val, classes = _load_raw(cfg, bad_log)

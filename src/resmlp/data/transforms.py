@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from resmlp.data.randaugment import rand_augment_from_string
-from resmlp.data.random_erasing import MODES as ERASING_MODES
-from resmlp.data.random_erasing import RandomErasing
+from .randaugment import rand_augment_from_string
+from .random_erasing import MODES as ERASING_MODES
+from .random_erasing import RandomErasing
+
+if TYPE_CHECKING:  # the metadata record only; data does not depend on the models
+    from ..models import Preprocess
 
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -260,3 +263,9 @@ def build_eval_transform(
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Eval pipeline: resize shorter side to ``floor(img_size / crop_pct)`` -> centre crop -> tensor + normalise."""
     return Compose([ResizeCenterCrop(img_size, crop_pct, interpolation), ToTensorNormalize(mean, std)])
+
+
+def eval_transform_from(preprocess: "Preprocess") -> Callable[[Image.Image], torch.Tensor]:
+    """The eval pipeline a model's preprocessing metadata (`model.spec.preprocess`) describes."""
+    return build_eval_transform(preprocess.img_size, mean=preprocess.mean, std=preprocess.std,
+                                crop_pct=preprocess.crop_pct, interpolation=preprocess.interpolation)

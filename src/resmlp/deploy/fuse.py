@@ -125,9 +125,8 @@ class FusedClassifier(nn.Module):
                 self.head = _linear(w * alpha, b + w @ beta)  # mean(alpha x + beta) = alpha mean(x) + beta
             else:  # a headless model returns the pooled features, still with the final affine applied
                 self.head = _linear(torch.diag(alpha), beta.clone())
-        for attr in ("model_name", "model_args", "preprocess", "classes"):
-            if hasattr(model, attr):
-                setattr(self, attr, copy.deepcopy(getattr(model, attr)))
+        if hasattr(model, "spec"):  # the fused model is still described by (and exports as) the original's spec
+            self.spec = model.spec
         self.requires_grad_(False)
         self.eval()
 

@@ -7,19 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
-import os
-import tempfile
-import warnings
-from pathlib import Path
-from typing import Iterator
-
-import numpy as np
 import torch
 from torch import nn
 
 from .fuse import FusedClassifier, fusable, fuse
-from .quantize import cpu_flags, quantize_int8, smooth
+from .onnx import onnx_runtime_model
+from .quantize import cpu_flags, quantize_int8
 
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNTIMES = ("eager", "compile", "onnx")
@@ -43,17 +36,6 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of auto, {', '.join(PRECISIONS)}")
     return precision
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # torch.ao's dynamic quantisation and the TorchScript ONNX exporter still work in torch 2.x but warn
-    # about their deprecation on every call; the warnings say nothing about the user's model.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
 
 
 class OptimizedModel(nn.Module):
@@ -121,74 +103,6 @@ def optimize(model: nn.Module, precision: str = "auto", compile: bool = False,
         inner = torch.compile(inner, dynamic=False)
     return OptimizedModel(inner, dtype=dtype, device=device, precision=precision,
                           runtime="compile" if compile else "eager")
-
-
-class OnnxRuntimeModel(nn.Module):
-    """An ONNX Runtime session behind the same contract (CPU). Holds the .onnx file it runs."""
-
-    def __init__(self, onnx_path: str | os.PathLike, *, precision: str = "fp32", threads: int | None = None) -> None:
-        super().__init__()
-        ort = _onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.log_severity_level = 3  # errors only: ORT's optimiser notes are not the user's concern
-        self.path = Path(onnx_path)
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.precision, self.runtime = precision, "onnx"
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0]).float()
-
-    def extra_repr(self) -> str:
-        return f"precision={self.precision}, runtime=onnx"
-
-
-def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ValueError("the onnx runtime needs onnxruntime: pip install 'resmlp[onnx]'") from None
-    return onnxruntime
-
-
-def onnx_runtime_model(model: nn.Module, precision: str = "fp32", *, threads: int | None = None,
-                       workdir: str | os.PathLike | None = None,
-                       calibration: torch.Tensor | None = None) -> OnnxRuntimeModel:
-    """Export `model` (fused) to ONNX and open it in ONNX Runtime; int8 = ORT's dynamic quantisation,
-    after the same calibrated smoothing as `optimize` when `calibration` images are given.
-
-    ORT's CPU provider has no bf16 kernels for these ops, so precision is fp32 or int8.
-    """
-    precision = "fp32" if precision == "auto" else precision
-    if precision not in ("fp32", "int8"):
-        raise ValueError(f"ONNX Runtime (CPU) runs fp32 or int8, not {precision}")
-    from .export import export_onnx  # export imports optimize's helpers; import here to avoid a cycle
-
-    _onnxruntime()
-    tmp = None if workdir else tempfile.TemporaryDirectory(prefix="resmlp-onnx-")
-    folder = Path(workdir) if workdir else Path(tmp.name)
-    path = folder / "model.onnx"
-    if precision == "int8" and calibration is not None and fusable(model):
-        model = smooth(fuse(model), calibration)[0]
-    export_onnx(model, path, check=False)
-    if precision == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantized = folder / "model.int8.onnx"
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # ORT logs a generic "run pre-processing first" hint through root
-        try:
-            with _quiet():
-                quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
-        finally:
-            root.setLevel(level)
-        path = quantized
-    runner = OnnxRuntimeModel(path, precision=precision, threads=threads)
-    runner._tmp = tmp  # the temporary folder lives (and is deleted) with the runner
-    return runner
 
 
 def build_runtime(model: nn.Module, *, precision: str = "auto", runtime: str = "eager",

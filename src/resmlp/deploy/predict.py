@@ -19,7 +19,7 @@ from PIL import UnidentifiedImageError
 from torch import nn
 
 from ..data.datasets import IMAGE_EXTENSIONS, load_rgb
-from ..data.transforms import build_eval_transform
+from ..data.transforms import eval_transform_from
 from ..models import Preprocess
 
 FORMATS = ("table", "json", "csv")
@@ -72,18 +72,13 @@ def _load(path: str, transform: Callable) -> torch.Tensor | str:
         return f"cannot read image ({type(e).__name__}: {e})"
 
 
-def _transform(preprocess: Preprocess) -> Callable:
-    return build_eval_transform(preprocess.img_size, mean=preprocess.mean, std=preprocess.std,
-                                crop_pct=preprocess.crop_pct, interpolation=preprocess.interpolation)
-
-
 def calibration_images(paths: Sequence[str], preprocess: Preprocess, *, limit: int = 256,
                        workers: int = 2) -> torch.Tensor:
     """Up to `limit` readable images of `paths`, evenly spread over the list, preprocessed for the model:
     the calibration batch int8 smoothing needs (unreadable files are skipped)."""
     step = max(1, len(paths) // max(1, limit))
     chosen = list(paths)[::step][:limit]
-    transform = _transform(preprocess)
+    transform = eval_transform_from(preprocess)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         images = [x for x in pool.map(lambda p: _load(p, transform), chosen) if isinstance(x, torch.Tensor)]
     if not images:
@@ -104,7 +99,7 @@ def predict_files(model: nn.Module, paths: Sequence[str], *, preprocess: Preproc
     `pad_batches` repeats the last image so every batch has `batch_size` images (a compiled model then
     never sees a new shape and does not recompile); the padding rows are dropped.
     """
-    transform = _transform(preprocess)
+    transform = eval_transform_from(preprocess)
     k = max(1, min(topk, len(classes)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL decodes and resizes without the GIL
         for chunk in _batches(list(paths), batch_size):

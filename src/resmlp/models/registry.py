@@ -1,10 +1,15 @@
-"""Named model variants with their preprocessing metadata: `create_model(name, **overrides)`."""
+"""Named model variants with their preprocessing metadata: `create_model(name, **overrides)`.
+
+Every model `create_model` builds carries `model.spec`, a `ModelSpec`: the one description of what a
+model is (registered name, every constructor argument, preprocessing, class names). Checkpoints and
+packaged exports store `spec.to_dict()` and rebuild the model with `ModelSpec.from_dict(...).build()`.
+"""
 from __future__ import annotations
 
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from torch import nn
 
@@ -85,11 +90,6 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
 ]}
 
 
-def is_patch_model(name: str) -> bool:
-    """ResMLP and Mixer variants (the ones with patch stems, token mixing and the paper's analyses)."""
-    return get_variant(name).arch in ("resmlp", "mixer")
-
-
 def list_models() -> list[str]:
     """Names of every registered variant, sorted."""
     return sorted(VARIANTS)
@@ -113,15 +113,75 @@ def model_args(name: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
     return variant.arch, {**defaults, **variant.args, **overrides}
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is: registered variant `name`, every constructor argument (`args`), how its images
+    are prepared (`preprocess`) and its class names (`classes`, None when unknown)."""
+
+    name: str
+    args: dict[str, Any]
+    preprocess: Preprocess
+    classes: Optional[tuple[str, ...]] = None
+
+    @property
+    def arch(self) -> str:
+        return get_variant(self.name).arch
+
+    @property
+    def num_classes(self) -> int:
+        return self.args["num_classes"]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model takes."""
+        size = self.args["img_size"]
+        return self.args.get("in_chans", 3), size, size
+
+    def class_names(self) -> list[str]:
+        """The class names, or class_0, class_1, ... when the spec has none."""
+        return list(self.classes) if self.classes is not None else [f"class_{i}" for i in range(self.num_classes)]
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        if changes.get("classes") is not None:
+            changes["classes"] = tuple(changes["classes"])
+        return dataclasses.replace(self, **changes)
+
+    def build(self) -> nn.Module:
+        """A freshly initialised model of this spec (with `model.spec` = self)."""
+        model = create_model(self.name, **self.args)
+        model.spec = self
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML/torch.save-ready: model_name, model_args, preprocess, classes."""
+        pre = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.preprocess).items()}
+        return {"model_name": self.name, "model_args": dict(self.args), "preprocess": pre,
+                "classes": list(self.classes) if self.classes is not None else None}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "ModelSpec":
+        """The inverse of `to_dict` (extra keys are ignored); ValueError names what does not fit."""
+        name = record.get("model_name")
+        if name not in VARIANTS:
+            raise ValueError(f"unknown model_name {name!r}")
+        _, args = model_args(name, **dict(record.get("model_args") or {}))
+        pre = dict(record.get("preprocess") or {})
+        known = {f.name for f in dataclasses.fields(Preprocess)}
+        if set(pre) - known:
+            raise ValueError(f"unknown preprocess keys {sorted(set(pre) - known)}")
+        pre.update({k: tuple(pre[k]) for k in ("mean", "std") if k in pre})
+        classes = record.get("classes")
+        return cls(name, args, Preprocess(**{"img_size": args["img_size"], **pre}),
+                   tuple(classes) if classes is not None else None)
+
+
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build registered variant `name`; `overrides` replace constructor arguments such as `img_size`,
     `in_chans`, `num_classes` or `drop_path_rate` (the token count N follows from img_size / patch_size).
 
-    The model carries `model_name`, `model_args` (everything needed to rebuild it) and `preprocess`.
+    The model carries `model.spec` (a ModelSpec: everything needed to rebuild it and feed it images).
     """
     arch, args = model_args(name, **overrides)
     model = ARCHITECTURES[arch](**args)
-    model.model_name = name
-    model.model_args = args
-    model.preprocess = dataclasses.replace(get_variant(name).preprocess, img_size=args["img_size"])
+    model.spec = ModelSpec(name, args, dataclasses.replace(get_variant(name).preprocess, img_size=args["img_size"]))
     return model

@@ -9,12 +9,14 @@ common "ndim <= 1" rule alone would wrongly decay them.
 
 from __future__ import annotations
 
+import typing
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from resmlp.optim.lamb import Lamb
+from ..config import OptimizerName
+from .lamb import Lamb
 
 NO_DECAY_LEAF_NAMES = frozenset({"alpha", "beta", "bias"})
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
@@ -25,7 +27,7 @@ NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.BatchNorm3d,
     nn.SyncBatchNorm,
 ) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-OPTIMIZER_NAMES = ("lamb", "adamw", "sgd")
+OPTIMIZER_NAMES = typing.get_args(OptimizerName)  # the config's optim.name choices
 
 
 def _norm_param_names(model: nn.Module) -> set[str]:
@@ -107,8 +109,8 @@ def build_optimizer(
     ``eps`` defaults to 1e-6 for LAMB (the recipe's value) and 1e-8 for AdamW; SGD uses Nesterov
     ``momentum``. ``max_grad_norm`` is used only by LAMB, which clips the global gradient norm
     inside its step as in the paper's recipe; with AdamW or SGD clipping is the caller's job
-    (``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``). ``skip`` is passed on to
-    :func:`param_groups`.
+    (``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``, see :func:`clips_internally`).
+    ``skip`` is passed on to :func:`param_groups`.
     """
     groups = param_groups(model, weight_decay, skip=skip)
     if name == "lamb":
@@ -129,3 +131,9 @@ def build_optimizer(
             groups, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
         )
     raise ValueError(f"unknown optimizer name {name!r}; valid names: {', '.join(OPTIMIZER_NAMES)}")
+
+
+def clips_internally(optimizer: torch.optim.Optimizer) -> bool:
+    """True when ``optimizer`` clips the global gradient norm inside its step (LAMB with a
+    ``max_grad_norm``): the caller must then not clip again."""
+    return isinstance(optimizer, Lamb) and optimizer.defaults["max_grad_norm"] is not None

@@ -96,6 +96,18 @@ class CosineWarmupSchedule:
         self.last_step += 1
         self._apply()
 
+    def shorten(self, total_steps: int) -> None:
+        """End the schedule at ``total_steps`` instead (e.g. when a time budget cannot fit the plan), so
+        the lr still anneals fully. The warmup is capped at a quarter of the new length, leaving the cosine
+        room to decay; the current step's lr follows the new schedule at once."""
+        if not 0 < total_steps <= self.total_steps:
+            raise ValueError(
+                f"CosineWarmupSchedule.shorten: total_steps must be in (0, {self.total_steps}], got {total_steps}"
+            )
+        self.total_steps = total_steps
+        self.warmup_steps = min(self.warmup_steps, total_steps // 4)
+        self._apply()
+
     def get_last_lr(self) -> list[float]:
         """The lr of every group at the current iteration (for logging)."""
         return [group["lr"] for group in self.optimizer.param_groups]

@@ -5,7 +5,7 @@ import contextlib
 import copy
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,11 +17,6 @@ from . import distributed as dist
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf: the run stops and the last good checkpoint is kept."""
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against soft targets (mixed, label-smoothed one-hots): mean_b sum_k -t_bk log p_bk."""
-    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
 class ModelEma:
@@ -50,6 +45,18 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+class Criterion(Protocol):
+    """(images, logits, soft targets) -> loss. A criterion that runs a teacher reports its time and
+    identity; the plain cross-entropy returns None for both."""
+
+    identity: Optional[dict]  # what a checkpoint records about the teacher
+
+    def __call__(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+    def pop_teacher_time(self) -> Optional[float]:
+        """Seconds spent in the teacher since the last call."""
+
+
 @dataclass
 class StepContext:
     """Everything one optimisation step needs besides the batch."""
@@ -57,7 +64,7 @@ class StepContext:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: object  # CosineWarmupSchedule: .step() once per optimizer step
-    criterion: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (images, logits, targets)
+    criterion: Criterion
     device: torch.device
     precision: str = "fp32"
     accum_steps: int = 1
@@ -67,9 +74,27 @@ class StepContext:
     mixup: Optional[Callable] = None  # (x, y) -> (x, soft targets)
 
 
+@dataclass(frozen=True)
+class TrainStats:
+    train_loss: float  # mean over the epoch's images (all processes)
+    images_per_s: float  # all processes together
+    lr: float  # of the first parameter group, after the last step
+    epoch_time_s: float
+    steps: int  # optimizer steps taken
+
+
+@dataclass(frozen=True)
+class EvalStats:
+    loss: float  # mean cross-entropy
+    top1: float  # percent
+    top5: float  # percent (top-k with k = min(5, classes))
+    count: int  # images evaluated
+    confusion: torch.Tensor  # (classes, classes) int64 counts, rows = true class
+
+
 def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress: bool = True,
-                    max_steps: int | None = None) -> dict[str, float]:
-    """One pass over `loader`; returns mean loss, images/s and the last lr."""
+                    max_steps: int | None = None) -> TrainStats:
+    """One pass over `loader` (or `max_steps` optimizer steps)."""
     model, opt = ctx.model, ctx.optimizer
     model.train()
     total_loss, seen, steps = torch.zeros((), device=ctx.device), 0, 0
@@ -105,9 +130,9 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
             break
     elapsed = time.perf_counter() - start
     mean_loss = dist.all_reduce_sum(torch.stack([total_loss, torch.tensor(float(seen), device=ctx.device)]))
-    return {"train_loss": (mean_loss[0] / mean_loss[1].clamp_min(1)).item(),
-            "images_per_s": seen * dist.world_size() / max(elapsed, 1e-9),
-            "lr": opt.param_groups[0]["lr"], "epoch_time_s": elapsed, "steps": steps}
+    return TrainStats(train_loss=(mean_loss[0] / mean_loss[1].clamp_min(1)).item(),
+                      images_per_s=seen * dist.world_size() / max(elapsed, 1e-9),
+                      lr=opt.param_groups[0]["lr"], epoch_time_s=elapsed, steps=steps)
 
 
 def _optimizer_step(ctx: StepContext) -> None:
@@ -129,7 +154,7 @@ def _optimizer_step(ctx: StepContext) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, num_classes: int,
-             precision: str = "fp32", progress: bool = False) -> dict:
+             precision: str = "fp32", progress: bool = False) -> EvalStats:
     """Top-1/top-5 (percent), mean cross-entropy and the confusion matrix (rows = true class), summed over
     all processes when distributed (each process evaluates its own shard)."""
     model.eval()
@@ -148,5 +173,5 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, num_cl
                              accumulate=True)
     sums, confusion = dist.all_reduce_sum(sums), dist.all_reduce_sum(confusion)
     n = max(sums[2].item(), 1.0)
-    return {"loss": sums[0].item() / n, "top1": 100.0 * confusion.trace().item() / n,
-            "top5": 100.0 * sums[1].item() / n, "count": int(sums[2].item()), "confusion": confusion.long().cpu()}
+    return EvalStats(loss=sums[0].item() / n, top1=100.0 * confusion.trace().item() / n, top5=100.0 * sums[1].item() / n,
+                     count=int(sums[2].item()), confusion=confusion.long().cpu())

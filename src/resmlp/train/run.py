@@ -7,6 +7,8 @@ Run directory (the contract between commands):
     summary.json       best_val_top1, final_val_top1, epochs, train_images_per_s, wall_time_s, ...
     tb/                TensorBoard events (when the tensorboard package is installed)
     bad_files.tsv      images that could not be decoded (path, reason), if any
+
+`train` = `build` (everything wired, fresh) -> `restore` (a resumed run's states) -> `run_epochs` -> `summarize`.
 """
 from __future__ import annotations
 
@@ -14,33 +16,28 @@ import json
 import random
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 
 from ..checkpoint import atomic_save, model_record, read_checkpoint
+from ..config import ConfigError, ModelConfig, RunConfig, TrainConfig, config_from_dict, config_to_dict, save_config
 from ..data.build import DataSplits, build_data
 from ..data.datasets import read_bad_log
 from ..data.mixup import Mixup
 from ..data.sampler import RepeatedAugSampler
-from ..models import Preprocess, count_params, create_model, model_args
-from ..optim import CosineWarmupSchedule, build_optimizer, scale_lr
+from ..device import resolve_device
+from ..models import Preprocess, count_params, create_model, get_variant, model_args
+from ..optim import CosineWarmupSchedule, build_optimizer, clips_internally, scale_lr
 from ..weights import load_weights
 from . import distributed as dist
-from .config import TrainConfig, config_from_dict, config_to_dict, save_config
-from .engine import ModelEma, StepContext, evaluate, soft_target_cross_entropy, train_one_epoch
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{dist.env_local_rank()}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run.device={name}: CUDA is not available on this machine; use run.device=cpu")
-    return device
+from .engine import ModelEma, StepContext, evaluate, train_one_epoch
+from .losses import soft_target_cross_entropy
 
 
 def seed_everything(seed: int) -> None:
@@ -69,6 +66,84 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.model.name}-{cfg.data.source}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def model_arguments(cfg: ModelConfig) -> dict[str, Any]:
+    """Every constructor argument of variant `cfg.name` with the config's model fields applied; a field
+    the variant does not take is a ConfigError naming `model.<field>` and the ones it takes."""
+    try:
+        get_variant(cfg.name)
+    except ValueError as e:
+        raise ConfigError(f"model.name: {e}") from None
+    for key, value in cfg.overrides().items():
+        try:
+            model_args(cfg.name, **{key: value})
+        except ValueError as e:
+            raise ConfigError(f"model.{key}: {e}") from None
+    return model_args(cfg.name, **cfg.overrides())[1]
+
+
+def init_process(cfg: RunConfig) -> tuple[torch.device, int, int]:
+    """This process's device, rank and world size (several under torchrun), and its intra-op threads."""
+    device = resolve_device(cfg.device, local_rank=dist.env_local_rank())
+    rank, _, world = dist.init(device.type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.set_num_threads(cfg.threads or dist.default_threads())
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ValueError("run.precision=fp16 needs CUDA (loss scaling); on CPU use run.precision=bf16")
+    return device, rank, world
+
+
+class CrossEntropyCriterion:
+    """The plain objective: cross-entropy against the (mixed, smoothed) soft targets; no teacher."""
+
+    identity = None
+
+    def __call__(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return soft_target_cross_entropy(logits, targets)
+
+    def pop_teacher_time(self) -> None:
+        return None
+
+
+def build_criterion(cfg: TrainConfig, device: torch.device, preprocess: Preprocess, classes: list[str]):
+    """(images, logits, soft targets) -> loss; with `distill.teacher` set, the distillation loss."""
+    if cfg.distill.teacher and cfg.distill.teacher != "none":
+        from .distill import build_distillation  # noqa: PLC0415 - only runs that distil need it
+
+        return build_distillation(cfg.distill, device=device, student_preprocess=preprocess, classes=classes)
+    return CrossEntropyCriterion()
+
+
+@dataclass
+class Run:
+    """The wired parts of a run: what `build` makes, `restore` fills and `run_epochs` drives."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    rank: int
+    world: int
+    data: DataSplits
+    model: nn.Module  # unwrapped (what checkpoints hold); ctx.model is the DDP / compiled one
+    ctx: StepContext  # optimizer, schedule, criterion, EMA, loss scaler, Mixup
+    train_loader: DataLoader
+    sampler: Sampler
+    val_loader: DataLoader
+    mixup_rng: torch.Generator
+    global_batch: int
+    lr: float  # the peak lr after the linear scaling rule
+    steps_per_epoch: int
+
+
+@dataclass
+class Progress:
+    """Where a run stands after its last finished epoch (checkpointed; restored on resume)."""
+
+    planned_epochs: int
+    epoch: int = 0  # epochs done
+    best_val_top1: float = -1.0
+    wall_time_s: float = 0.0
+
+
 def _loaders(data: DataSplits, cfg: TrainConfig, rank: int, world: int, device: torch.device):
     d = cfg.data
     if d.repeated_aug:
@@ -87,13 +162,74 @@ def _loaders(data: DataSplits, cfg: TrainConfig, rank: int, world: int, device: 
     return train, sampler, val
 
 
-def build_criterion(cfg: TrainConfig, device: torch.device, preprocess: Preprocess, classes: list[str]):
-    """(images, logits, soft targets) -> loss; with `distill.teacher` set, the distillation loss."""
-    if cfg.distill.teacher and cfg.distill.teacher != "none":
-        from ..distill import build_distillation  # noqa: PLC0415 - only runs that distil need it
+def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetune: str | Path | None) -> nn.Module:
+    """The configured variant with the data's classes and preprocessing, optionally from `finetune` weights."""
+    img_size = model_arguments(cfg.model)["img_size"]
+    model = create_model(cfg.model.name, **cfg.model.overrides(), num_classes=len(data.classes))
+    model.spec = model.spec.replace(classes=data.classes, preprocess=Preprocess(
+        img_size=img_size, crop_pct=cfg.data.crop_pct, interpolation=cfg.data.interpolation, mean=data.mean, std=data.std))
+    if finetune:
+        load_weights(model, finetune, allow_head_mismatch=True)
+    return model.to(device)
 
-        return build_distillation(cfg.distill, device=device, student_preprocess=preprocess, classes=classes)
-    return lambda images, logits, targets: soft_target_cross_entropy(logits, targets)
+
+def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 0, world: int = 1,
+          finetune: str | Path | None = None) -> Run:
+    """Data, model, loaders, optimizer, schedule, EMA, loss scaler, Mixup and criterion, freshly initialised."""
+    d, o = cfg.data, cfg.optim
+    data = build_data(d, img_size=model_arguments(cfg.model)["img_size"], bad_log=run_dir / "bad_files.tsv")
+    model = build_model(cfg, data, device, finetune)
+    train_loader, sampler, val_loader = _loaders(data, cfg, rank, world, device)
+    global_batch = d.batch_size * world * o.accum_steps
+    lr = scale_lr(o.lr, global_batch, o.lr_batch)
+    optimizer = build_optimizer(model, name=o.name, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum,
+                                max_grad_norm=o.max_grad_norm)
+    steps_per_epoch = max(1, len(train_loader) // o.accum_steps)
+    schedule = CosineWarmupSchedule(optimizer, total_steps=o.epochs * steps_per_epoch,
+                                    warmup_steps=round(o.warmup_epochs * steps_per_epoch),
+                                    base_lr=lr, warmup_lr=o.warmup_lr, min_lr=o.min_lr)
+    mixup_rng = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank)
+    mixup = Mixup(num_classes=len(data.classes), mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha,
+                  prob=d.mixup_prob, switch_prob=d.switch_prob, label_smoothing=d.label_smoothing, generator=mixup_rng)
+    wrapped = dist.wrap(model, device)
+    ctx = StepContext(model=torch.compile(wrapped) if cfg.run.compile else wrapped, optimizer=optimizer,
+                      schedule=schedule, criterion=build_criterion(cfg, device, model.spec.preprocess, data.classes),
+                      device=device, precision=cfg.run.precision, accum_steps=o.accum_steps,
+                      clip_grad_norm=None if clips_internally(optimizer) else o.max_grad_norm,
+                      scaler=torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None,
+                      ema=ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None, mixup=mixup)
+    return Run(cfg, run_dir, rank, world, data, model, ctx, train_loader, sampler, val_loader, mixup_rng,
+               global_batch, lr, steps_per_epoch)
+
+
+def restore(run: Run, ckpt: dict) -> Progress:
+    """Load a checkpoint's model, optimizer, schedule, EMA, loss scaler and RNG states (this process's)."""
+    ctx = run.ctx
+    load_weights(run.model, ckpt["model"])
+    ctx.optimizer.load_state_dict(ckpt["optimizer"])
+    ctx.schedule.load_state_dict(ckpt["schedule"])
+    if ctx.ema is not None and ckpt.get("ema") is not None:
+        ctx.ema.module.load_state_dict(ckpt["ema"])
+    if ctx.scaler is not None and ckpt.get("scaler"):
+        ctx.scaler.load_state_dict(ckpt["scaler"])
+    run.mixup_rng.set_state(ckpt["mixup_rng"])
+    rng_file = run.run_dir / "checkpoints" / f"rng_rank{run.rank}.pt"
+    set_rng_state(torch.load(rng_file, weights_only=True) if run.rank else ckpt["rng"])
+    # A time-budgeted run keeps the plan it shortened itself to; otherwise the (possibly raised) optim.epochs.
+    fitted = run.cfg.run.fit_to_time_limit and "planned_epochs" in ckpt
+    return Progress(planned_epochs=ckpt["planned_epochs"] if fitted else run.cfg.optim.epochs, epoch=ckpt["epoch"],
+                    best_val_top1=ckpt["best_val_top1"], wall_time_s=ckpt["wall_time_s"])
+
+
+def checkpoint_state(run: Run, progress: Progress, rng: dict) -> dict:
+    """Everything `restore` reads besides the model weights, after the epoch `progress` describes."""
+    ctx = run.ctx
+    return {"epoch": progress.epoch, "best_val_top1": progress.best_val_top1, "wall_time_s": progress.wall_time_s,
+            "rng": rng, "optimizer": ctx.optimizer.state_dict(), "schedule": ctx.schedule.state_dict(),
+            "ema": ctx.ema.module.state_dict() if ctx.ema is not None else None,
+            "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
+            "mixup_rng": run.mixup_rng.get_state(), "teacher": ctx.criterion.identity,
+            "planned_epochs": progress.planned_epochs}
 
 
 class _Logger:
@@ -121,142 +257,72 @@ class _Logger:
             self.tb.flush()
 
 
-def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path | None = None,
-          finetune: str | Path | None = None) -> dict[str, Any]:
-    """Run (or resume) training as configured; returns the summary written to `summary.json`."""
-    device = resolve_device(cfg.run.device)
-    rank, _, world = dist.init(device.type)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    torch.set_num_threads(cfg.run.threads or dist.default_threads())
-    if cfg.run.precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"run.precision={cfg.run.precision!r}: expected fp32, bf16 or fp16")
-    if cfg.run.precision == "fp16" and device.type != "cuda":
-        raise ValueError("run.precision=fp16 needs CUDA (loss scaling); on CPU use run.precision=bf16")
-    ckpt = read_checkpoint(Path(resume) / "checkpoints" / "last.pt") if resume else None
-    run_dir = Path(resume) if resume else Path(out) if out else default_run_dir(cfg)
-    if dist.is_main():
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    seed_everything(cfg.run.seed + rank)
+def train_epoch(run: Run, epoch: int, planned_epochs: int) -> dict[str, Any]:
+    """Train one epoch, evaluate when due; the epoch's metrics row (without wall_time_s)."""
+    cfg, ctx = run.cfg, run.ctx
+    run.sampler.set_epoch(epoch)
+    run.train_loader.generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)  # worker seeds
+    stats = train_one_epoch(ctx, run.train_loader, epoch=epoch, progress=cfg.run.progress)
+    row = {"epoch": epoch + 1, "train_loss": stats.train_loss, "lr": stats.lr, "images_per_s": stats.images_per_s,
+           "epoch_time_s": stats.epoch_time_s}
+    if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == planned_epochs:
+        classes = len(run.data.classes)
+        ev = evaluate(ctx.model, run.val_loader, ctx.device, num_classes=classes, precision=cfg.run.precision)
+        row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
+        if ctx.ema is not None:
+            ev = evaluate(ctx.ema.module, run.val_loader, ctx.device, num_classes=classes, precision=cfg.run.precision)
+            row.update(val_top1_ema=ev.top1, val_top5_ema=ev.top5)
+    teacher_time = ctx.criterion.pop_teacher_time()
+    if teacher_time is not None:
+        row["teacher_time_s"] = teacher_time
+    return row
 
-    img_size = cfg.data.img_size or model_args(cfg.model.name, **cfg.model.overrides)[1]["img_size"]
-    data = build_data(cfg.data, img_size=img_size, bad_log=run_dir / "bad_files.tsv")
-    overrides = {**cfg.model.overrides, "img_size": img_size, "num_classes": len(data.classes),
-                 "drop_path_rate": cfg.model.drop_path_rate}
-    model = create_model(cfg.model.name, **overrides)
-    model.preprocess = Preprocess(img_size=img_size, crop_pct=cfg.data.crop_pct,
-                                  interpolation=cfg.data.interpolation, mean=data.mean, std=data.std)
-    if finetune and not ckpt:
-        load_weights(model, finetune, allow_head_mismatch=True)
-    model.to(device)
 
-    train_loader, sampler, val_loader = _loaders(data, cfg, rank, world, device)
-    accum = cfg.optim.accum_steps
-    global_batch = cfg.data.batch_size * world * accum
-    lr = scale_lr(cfg.optim.lr, global_batch, cfg.optim.lr_batch)
-    optimizer = build_optimizer(model, name=cfg.optim.name, lr=lr, weight_decay=cfg.optim.weight_decay,
-                                momentum=cfg.optim.momentum, max_grad_norm=cfg.optim.max_grad_norm)
-    steps_per_epoch = max(1, len(train_loader) // accum)
-    schedule = CosineWarmupSchedule(optimizer, total_steps=cfg.optim.epochs * steps_per_epoch,
-                                    warmup_steps=round(cfg.optim.warmup_epochs * steps_per_epoch),
-                                    base_lr=lr, warmup_lr=cfg.optim.warmup_lr, min_lr=cfg.optim.min_lr)
-    ema = ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None
-    scaler = torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None
-    mix_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank)
-    d = cfg.data
-    mixup = Mixup(num_classes=len(data.classes), mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha,
-                  prob=d.mixup_prob, switch_prob=d.switch_prob, label_smoothing=d.label_smoothing, generator=mix_gen)
-
-    start_epoch, best, elapsed_before, planned_epochs = 0, -1.0, 0.0, cfg.optim.epochs
-    if ckpt:
-        load_weights(model, ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
-        if ema is not None and ckpt.get("ema") is not None:
-            ema.module.load_state_dict(ckpt["ema"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        mix_gen.set_state(ckpt["mixup_rng"])
-        start_epoch, best, elapsed_before = ckpt["epoch"], ckpt["best_val_top1"], ckpt["wall_time_s"]
-        if cfg.run.fit_to_time_limit:
-            planned_epochs = ckpt.get("planned_epochs", cfg.optim.epochs)
-        rng_file = run_dir / "checkpoints" / f"rng_rank{rank}.pt"
-        set_rng_state(torch.load(rng_file, weights_only=True) if rank else ckpt["rng"])
-
-    wrapped = dist.wrap(model, device)
-    if cfg.run.compile:
-        wrapped = torch.compile(wrapped)
-    ctx = StepContext(model=wrapped, optimizer=optimizer, schedule=schedule,
-                      criterion=build_criterion(cfg, device, model.preprocess, data.classes), device=device, precision=cfg.run.precision,
-                      accum_steps=accum, clip_grad_norm=cfg.optim.max_grad_norm if cfg.optim.name != "lamb" else None,
-                      scaler=scaler, ema=ema, mixup=mixup)
-    logger = _Logger(run_dir, cfg.run.tensorboard) if dist.is_main() else None
-    if dist.is_main():
-        print(f"run {run_dir}: {cfg.model.name} ({count_params(model):,} params), {len(data.train)} train / "
-              f"{len(data.val)} val images, {len(data.classes)} classes, {world} process(es) on {device}, "
-              f"global batch {global_batch}, lr {lr:.3g}, {cfg.optim.epochs} epochs x {steps_per_epoch} steps")
-
-    t0 = time.perf_counter() - elapsed_before
-    images_per_s: list[float] = []
-    last: dict = {}
-    epoch = start_epoch
-    while epoch < planned_epochs:
-        sampler.set_epoch(epoch)
-        train_loader.generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)  # worker seeds
-        stats = train_one_epoch(ctx, train_loader, epoch=epoch, progress=cfg.run.progress)
-        images_per_s.append(stats["images_per_s"])
-        row = {"epoch": epoch + 1, "train_loss": stats["train_loss"], "lr": stats["lr"],
-               "images_per_s": stats["images_per_s"], "epoch_time_s": stats["epoch_time_s"]}
-        if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == planned_epochs:
-            ev = evaluate(wrapped, val_loader, device, num_classes=len(data.classes), precision=cfg.run.precision)
-            row.update(val_loss=ev["loss"], val_top1=ev["top1"], val_top5=ev["top5"])
-            if ema is not None:
-                ev_ema = evaluate(ema.module, val_loader, device, num_classes=len(data.classes),
-                                  precision=cfg.run.precision)
-                row.update(val_top1_ema=ev_ema["top1"], val_top5_ema=ev_ema["top5"])
-            last = row
-        if hasattr(ctx.criterion, "teacher_time_s"):
-            row["teacher_time_s"] = ctx.criterion.pop_teacher_time()
+def run_epochs(run: Run, progress: Progress, *, may_fit_budget: bool) -> list[dict[str, Any]]:
+    """Train epoch by epoch (logging and checkpointing each) until the plan or the time limit ends; returns
+    this session's metrics rows. `may_fit_budget`: a fresh run may shorten its plan after the first epoch."""
+    cfg = run.cfg.run
+    logger = _Logger(run.run_dir, cfg.tensorboard) if dist.is_main() else None
+    t0 = time.perf_counter() - progress.wall_time_s
+    rows: list[dict[str, Any]] = []
+    while progress.epoch < progress.planned_epochs:
+        row = train_epoch(run, progress.epoch, progress.planned_epochs)
         row["wall_time_s"] = time.perf_counter() - t0
-        if cfg.run.fit_to_time_limit and cfg.run.time_limit_min and epoch == start_epoch and not ckpt:
-            planned_epochs = _fit_epochs_to_budget(planned_epochs, row["wall_time_s"], cfg.run.time_limit_min,
-                                                   schedule, steps_per_epoch)
-        improved = "val_top1" in row and row["val_top1"] > best
-        best = max(best, row.get("val_top1", best))
-        state = {"epoch": epoch + 1, "best_val_top1": best, "wall_time_s": row["wall_time_s"], "rng": rng_state(),
-                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                 "ema": ema.module.state_dict() if ema is not None else None,
-                 "scaler": scaler.state_dict() if scaler is not None else None, "mixup_rng": mix_gen.get_state(),
-                 "teacher": getattr(ctx.criterion, "identity", None), "planned_epochs": planned_epochs}
-        if rank:
-            atomic_save(state["rng"], run_dir / "checkpoints" / f"rng_rank{rank}.pt")
-        if dist.is_main():
-            logger.log(row)
-            _save(run_dir, model, data, cfg, state, improved)
-            if cfg.run.progress:
-                print(_epoch_line(row, planned_epochs), flush=True)
-        dist.barrier()
-        limit = cfg.run.time_limit_min
-        epoch += 1
-        if limit is not None and row["wall_time_s"] >= limit * 60 and epoch < planned_epochs:
-            if dist.is_main():
-                print(f"time limit of {limit} min reached after epoch {epoch}; resume with "
-                      f"`resmlp train --resume {run_dir} --set run.time_limit_min=null`")
+        if may_fit_budget and not rows and cfg.fit_to_time_limit and cfg.time_limit_min:
+            progress.planned_epochs = _fit_epochs_to_budget(progress.planned_epochs, row["wall_time_s"],
+                                                            cfg.time_limit_min, run.ctx.schedule, run.steps_per_epoch)
+        improved = "val_top1" in row and row["val_top1"] > progress.best_val_top1
+        progress.epoch += 1
+        progress.best_val_top1 = max(progress.best_val_top1, row.get("val_top1", progress.best_val_top1))
+        progress.wall_time_s = row["wall_time_s"]
+        _end_epoch(run, progress, row, improved, logger)
+        rows.append(row)
+        if _out_of_time(run, progress, cfg.time_limit_min):
             break
+    progress.wall_time_s = time.perf_counter() - t0
+    return rows
 
-    summary = {
-        "run_dir": str(run_dir), "model": cfg.model.name, "params": count_params(model),
-        "epochs": epoch, "planned_epochs": planned_epochs, "best_val_top1": best,
-        "final_val_top1": last.get("val_top1"), "final_val_top5": last.get("val_top5"),
-        "train_images_per_s": float(np.median(images_per_s)) if images_per_s else None,
-        "wall_time_s": time.perf_counter() - t0, "processes": world, "device": str(device),
-        "classes": len(data.classes), "bad_files": len(read_bad_log(run_dir / "bad_files.tsv")),
-        "teacher": getattr(ctx.criterion, "identity", None),
-    }
+
+def _end_epoch(run: Run, progress: Progress, row: dict, improved: bool, logger: Optional[_Logger]) -> None:
+    """Log the row and write the checkpoints (rank 0; other ranks keep their RNG state), then synchronise."""
+    state = checkpoint_state(run, progress, rng_state())
+    if run.rank:
+        atomic_save(state["rng"], run.run_dir / "checkpoints" / f"rng_rank{run.rank}.pt")
     if dist.is_main():
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        logger.log(row)
+        _save(run.run_dir, run.model, run.cfg, state, improved)
+        if run.cfg.run.progress:
+            print(_epoch_line(row, progress.planned_epochs), flush=True)
+    dist.barrier()
+
+
+def _out_of_time(run: Run, progress: Progress, limit_min: float | None) -> bool:
+    if limit_min is None or progress.wall_time_s < limit_min * 60 or progress.epoch >= progress.planned_epochs:
+        return False
+    if dist.is_main():
+        print(f"time limit of {limit_min} min reached after epoch {progress.epoch}; resume with "
+              f"`resmlp train --resume {run.run_dir} --set run.time_limit_min=null`")
+    return True
 
 
 def _fit_epochs_to_budget(planned: int, first_epoch_s: float, limit_min: float, schedule: CosineWarmupSchedule,
@@ -267,20 +333,26 @@ def _fit_epochs_to_budget(planned: int, first_epoch_s: float, limit_min: float, 
     fit = max(1, int(limit_min * 60 // max(first_epoch_s, 1e-9)))
     if fit >= planned:
         return planned
-    schedule.total_steps = fit * steps_per_epoch
-    schedule.warmup_steps = min(schedule.warmup_steps, schedule.total_steps // 4)
+    schedule.shorten(fit * steps_per_epoch)
     if dist.is_main():
         print(f"time budget {limit_min} min: the first epoch took {first_epoch_s:.0f} s, so the schedule now "
               f"ends after {fit} epochs instead of {planned}")
     return fit
 
 
-def _save(run_dir: Path, model, data: DataSplits, cfg: TrainConfig, state: dict, improved: bool) -> None:
-    record = {**model_record(model, classes=data.classes), "config": config_to_dict(cfg), **state}
+def _save(run_dir: Path, model: nn.Module, cfg: TrainConfig, state: dict, improved: bool) -> None:
+    record = {**model_record(model), "config": config_to_dict(cfg), **state}
     atomic_save(record, run_dir / "checkpoints" / "last.pt")
     if improved:
         best = {k: v for k, v in record.items() if k not in ("optimizer", "rng", "schedule", "scaler", "mixup_rng")}
         atomic_save(best, run_dir / "checkpoints" / "best.pt")
+
+
+def _start_line(run: Run) -> str:
+    cfg, data = run.cfg, run.data
+    return (f"run {run.run_dir}: {cfg.model.name} ({count_params(run.model):,} params), {len(data.train)} train / "
+            f"{len(data.val)} val images, {len(data.classes)} classes, {run.world} process(es) on {run.ctx.device}, "
+            f"global batch {run.global_batch}, lr {run.lr:.3g}, {cfg.optim.epochs} epochs x {run.steps_per_epoch} steps")
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
@@ -291,6 +363,43 @@ def _epoch_line(row: dict, epochs: int) -> str:
         parts.append(f"ema top-1 {row['val_top1_ema']:.2f}%")
     parts += [f"lr {row['lr']:.2e}", f"{row['images_per_s']:.0f} img/s", f"{row['wall_time_s'] / 60:.1f} min"]
     return " | ".join(parts)
+
+
+def summarize(run: Run, progress: Progress, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json: the best and final accuracy, the epochs done, median throughput and wall time."""
+    last = next((r for r in reversed(rows) if "val_top1" in r), {})
+    speeds = [r["images_per_s"] for r in rows]
+    return {
+        "run_dir": str(run.run_dir), "model": run.cfg.model.name, "params": count_params(run.model),
+        "epochs": progress.epoch, "planned_epochs": progress.planned_epochs, "best_val_top1": progress.best_val_top1,
+        "final_val_top1": last.get("val_top1"), "final_val_top5": last.get("val_top5"),
+        "train_images_per_s": float(np.median(speeds)) if speeds else None,
+        "wall_time_s": progress.wall_time_s, "processes": run.world, "device": str(run.ctx.device),
+        "classes": len(run.data.classes), "bad_files": len(read_bad_log(run.run_dir / "bad_files.tsv")),
+        "teacher": run.ctx.criterion.identity,
+    }
+
+
+def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path | None = None,
+          finetune: str | Path | None = None) -> dict[str, Any]:
+    """Run (or resume) training as configured; returns the summary written to `summary.json`."""
+    model_arguments(cfg.model)  # a model field the variant does not take fails before any file is written
+    device, rank, world = init_process(cfg.run)
+    ckpt = read_checkpoint(Path(resume) / "checkpoints" / "last.pt") if resume else None
+    run_dir = Path(resume) if resume else Path(out) if out else default_run_dir(cfg)
+    if dist.is_main():
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    seed_everything(cfg.run.seed + rank)
+    run = build(cfg, run_dir, device, rank=rank, world=world, finetune=None if ckpt else finetune)
+    progress = restore(run, ckpt) if ckpt else Progress(planned_epochs=cfg.optim.epochs)
+    if dist.is_main():
+        print(_start_line(run))
+    rows = run_epochs(run, progress, may_fit_budget=ckpt is None)
+    summary = summarize(run, progress, rows)
+    if dist.is_main():
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def config_of_run(run_dir: str | Path) -> TrainConfig:

@@ -1,14 +1,10 @@
-"""Knowledge distillation from a teacher (DeiT's procedure, as used for the paper's best ResMLP results).
+"""Knowledge distillation from a teacher (DeiT's procedure; the objective is in `losses`).
 
-ResMLP has a single head, so both terms act on the same student logits z_s; with mixed soft targets y:
-    hard:  L = (1 - alpha) CE(z_s, y) + alpha CE(z_s, argmax z_t)
-    soft:  L = (1 - alpha) CE(z_s, y) + alpha tau^2 KL(softmax(z_t / tau) || softmax(z_s / tau))
 The teacher sees the student's exact augmented, mixed batch, in eval mode and without gradients; if it
 expects another resolution or normalisation the batch is converted on the fly.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -17,38 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import model_from_checkpoint, read_checkpoint
-from .models import Preprocess, create_model
-from .train.engine import autocast, soft_target_cross_entropy
-from .weights import WeightsError, load_weights
-
-KINDS = ("hard", "soft")
-
-
-def distillation_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor, *,
-                      kind: str, alpha: float, tau: float) -> torch.Tensor:
-    """The DeiT distillation objective on one set of student logits (see the module docstring)."""
-    base = soft_target_cross_entropy(student_logits, targets)
-    if alpha == 0:
-        return base
-    s = student_logits.float()
-    t = teacher_logits.float()
-    if kind == "hard":
-        distill = F.cross_entropy(s, t.argmax(dim=-1))
-    elif kind == "soft":
-        distill = F.kl_div(F.log_softmax(s / tau, dim=-1), F.log_softmax(t / tau, dim=-1), reduction="batchmean",
-                           log_target=True) * (tau * tau)
-    else:
-        raise ValueError(f"distill.kind={kind!r}: expected one of {', '.join(KINDS)}")
-    return (1 - alpha) * base + alpha * distill
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ..config import DistillConfig
+from ..files import file_sha256
+from ..loading import load_model
+from ..models import Preprocess
+from ..weights import WeightsError
+from .engine import autocast
+from .losses import DISTILL_KINDS, distillation_loss, soft_target_cross_entropy
 
 
 def load_teacher(source: str, *, model_name: Optional[str] = None) -> tuple[nn.Module, Optional[Preprocess], dict]:
@@ -71,21 +42,15 @@ def _build_teacher(path: Path, model_name: Optional[str], identity: dict) -> tup
         identity.update(path=str(path), sha256=file_sha256(path), kind="torchscript")
         return torch.jit.load(str(path), map_location="cpu"), None  # preprocessing unknown: the student's batch as is
     try:
-        ckpt = read_checkpoint(path)
-    except WeightsError:
-        ckpt = None
-    if ckpt is not None:
-        teacher = model_from_checkpoint(ckpt)
-        identity.update(path=ckpt["path"], sha256=file_sha256(ckpt["path"]), model=ckpt.get("model_name"),
-                        val_top1=ckpt.get("best_val_top1"), kind="checkpoint")
-        return teacher, teacher.preprocess
-    if model_name:
-        teacher = create_model(model_name)
-        load_weights(teacher, path)
-        identity.update(path=str(path), sha256=file_sha256(path), model=model_name, kind="weights")
-        return teacher, teacher.preprocess
-    raise ValueError(f"distill.teacher: {path} is neither a resmlp checkpoint nor a TorchScript file; for a "
-                     "bare state dict also set distill.teacher_model=NAME")
+        loaded = load_model(path, model_name=model_name)
+    except WeightsError as e:
+        raise ValueError(f"distill.teacher: {e} (expected one of our checkpoints or run directories, a "
+                         "TorchScript file, or a bare state dict with distill.teacher_model=NAME)") from None
+    identity.update(path=str(loaded.path), sha256=file_sha256(loaded.path), model=loaded.spec.name,
+                    kind="checkpoint" if loaded.checkpoint else "weights")
+    if loaded.checkpoint:
+        identity["val_top1"] = loaded.checkpoint.get("best_val_top1")
+    return loaded.model, loaded.spec.preprocess
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -126,8 +91,8 @@ class DistillationCriterion:
 
     def __init__(self, teacher: nn.Module, adapter: BatchAdapter, *, kind: str, alpha: float, tau: float,
                  device: torch.device, teacher_bf16: bool = False, identity: Optional[dict] = None) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"distill.kind={kind!r}: expected one of {', '.join(KINDS)}")
+        if kind not in DISTILL_KINDS:
+            raise ValueError(f"distill.kind={kind!r}: expected one of {', '.join(DISTILL_KINDS)}")
         if not 0 <= alpha <= 1:
             raise ValueError(f"distill.alpha={alpha}: expected a value in [0, 1]")
         if tau <= 0:
@@ -162,10 +127,10 @@ class DistillationCriterion:
                                  alpha=self.alpha, tau=self.tau)
 
 
-def build_distillation(cfg: Any, *, device: torch.device, student_preprocess: Preprocess,
+def build_distillation(cfg: DistillConfig, *, device: torch.device, student_preprocess: Preprocess,
                        classes: Sequence[str]) -> DistillationCriterion:
     teacher, pre, identity = load_teacher(cfg.teacher, model_name=cfg.teacher_model)
-    t_classes = getattr(teacher, "classes", None)
+    t_classes = teacher.spec.classes if hasattr(teacher, "spec") else None  # TorchScript teachers carry none
     if t_classes is not None and list(t_classes) != list(classes):
         raise ValueError(f"distill.teacher {cfg.teacher}: its classes {list(t_classes)[:5]}... differ from the "
                          f"data's {list(classes)[:5]}...; the teacher must be trained on the same label set")

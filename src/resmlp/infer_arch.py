@@ -18,8 +18,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..models.registry import VARIANTS, model_args
-from ..weights import WeightsError
+from .models import VARIANTS, ModelSpec, create_model, model_args
+from .weights import WeightsError
 
 # Arguments that define the body; the others (img_size, num_classes, in_chans) are plain overrides.
 _BODY = ("patch_size", "embed_dim", "depth", "mlp_ratio", "token_mlp_ratio")
@@ -76,10 +76,11 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, A
     return best[1], best[2]
 
 
-def input_shape(model: nn.Module) -> tuple[int, int, int]:
-    """(C, H, W) of the images `model` takes: from its recorded constructor arguments, else its patch stem."""
-    args = getattr(model, "model_args", None) or {}
-    if "img_size" in args:
-        return args.get("in_chans", 3), args["img_size"], args["img_size"]
-    stem = model.stem
-    return stem.in_chans, stem.img_size, stem.img_size
+def spec_of(model: nn.Module) -> ModelSpec:
+    """`model.spec`, or for a model built by hand (no spec) the registered variant its shapes match."""
+    spec = getattr(model, "spec", None)
+    if spec is not None:
+        return spec
+    name, overrides = infer_architecture(model.state_dict())
+    with torch.device("meta"):  # only the spec is wanted, not the weights
+        return create_model(name, **overrides).spec

@@ -1,7 +1,9 @@
 """Typed run configuration: frozen dataclasses, loaded from YAML recipes with `--set key=value` overrides.
 
 One name per idea: dataclass field = YAML key = CLI override = metric key (`optim.lr`, `data.batch_size`).
-Unknown keys and values of the wrong type are errors that name the key.
+Unknown keys, values of the wrong type and choices outside a `Literal` are errors that name the key.
+A recipe may start from another (`base: imagenet_s12`) and list only what differs.
+This module sits below data/, optim/ and train/: it imports only the standard library and yaml.
 """
 from __future__ import annotations
 
@@ -10,11 +12,21 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+# The choices of each choice field, checked on load (data.build and optim take their lists from here).
+Source = Literal["digits", "cifar10", "cifar100", "folder"]
+OnBad = Literal["skip", "fail"]
+Crop = Literal["rrc", "pad"]  # RandomResizedCrop, or pad-and-crop for tiny images
+Interpolation = Literal["bilinear", "bicubic", "nearest"]  # the filters RandAugment's geometric ops accept
+Normalization = Union[Literal["dataset", "imagenet"], list[float]]  # or explicit per-channel values
+OptimizerName = Literal["lamb", "adamw", "sgd"]
+DistillKind = Literal["hard", "soft"]  # DeiT hard-label, or KL at temperature tau
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class ConfigError(ValueError):
@@ -23,33 +35,48 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """A registered variant and the constructor arguments that replace its values (None keeps the
+    variant's). Which fields a variant takes is checked when a run starts (`train.run.model_arguments`)."""
+
     name: str = "resmlp_micro8"
     drop_path_rate: float = 0.0
-    # Any other constructor argument of the variant (embed_dim, depth, layer_scale_init, ...).
-    overrides: dict = field(default_factory=dict)
+    img_size: Optional[int] = None  # also the data pipeline's image size
+    in_chans: Optional[int] = None
+    embed_dim: Optional[int] = None
+    depth: Optional[int] = None
+    patch_size: Optional[int] = None  # ResMLP and Mixer
+    mlp_ratio: Optional[float] = None  # ResMLP and Mixer
+    token_mlp_ratio: Optional[float] = None  # Mixer
+    layer_scale_init: Optional[float] = None  # ResMLP
+    blocks_per_stage: Optional[int] = None  # ResNet
+    width: Optional[int] = None  # ResNet
+
+    def overrides(self) -> dict[str, Any]:
+        """The constructor arguments this config sets: every field but `name` that is not None."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "name" and getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
 class DataConfig:
     # "digits" (bundled with scikit-learn), "cifar10"/"cifar100" (official python archive at `path`, or
     # downloaded into `path` when online), or "folder" (root/<class>/*.jpg at `path`).
-    source: str = "digits"
+    source: Source = "digits"
     path: Optional[str] = None
     val_path: Optional[str] = None  # a separate validation folder; else `val_split` is carved from train
     val_split: float = 0.1
     split_seed: int = 0
-    img_size: Optional[int] = None  # default: the model variant's input size
     cache: bool = False  # decode every image once into memory (small images)
-    on_bad: str = "skip"  # corrupt/non-image files: "skip" (reported and counted) or "fail"
+    on_bad: OnBad = "skip"  # corrupt/non-image files: "skip" (reported and counted) or "fail"
     workers: int = 2
     batch_size: int = 128  # per process
     eval_batch_size: int = 256
     # Normalisation: "dataset" (per-channel stats of the training images), "imagenet", or explicit lists.
-    mean: Union[str, list] = "dataset"
-    std: Union[str, list] = "dataset"
+    mean: Normalization = "dataset"
+    std: Normalization = "dataset"
     # Augmentation (paper section 3.1, DeiT recipe).
-    crop: str = "rrc"  # "rrc" (RandomResizedCrop) or "pad" (pad-and-crop, for tiny images)
-    scale: list = field(default_factory=lambda: [0.08, 1.0])
+    crop: Crop = "rrc"
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     padding: int = 4
     hflip: float = 0.5
     auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1"
@@ -62,12 +89,12 @@ class DataConfig:
     repeated_aug: bool = True
     num_repeats: int = 3
     crop_pct: float = 0.9
-    interpolation: str = "bicubic"
+    interpolation: Interpolation = "bicubic"
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "lamb"
+    name: OptimizerName = "lamb"
     lr: float = 5e-3  # the learning rate for a global batch of `lr_batch`; scaled linearly (DeiT rule)
     lr_batch: int = 512
     weight_decay: float = 0.2
@@ -84,7 +111,7 @@ class OptimConfig:
 class DistillConfig:
     teacher: Optional[str] = None  # a checkpoint/run dir of ours, a TorchScript file, or "none"
     teacher_model: Optional[str] = None  # registered name when `teacher` is a bare state dict
-    kind: str = "hard"  # "hard" (DeiT hard-label) or "soft" (KL at temperature tau)
+    kind: DistillKind = "hard"
     alpha: float = 0.5
     tau: float = 1.0
     teacher_bf16: bool = False
@@ -94,7 +121,7 @@ class DistillConfig:
 class RunConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    precision: str = "fp32"  # "fp32", "bf16" (autocast, CPU and CUDA) or "fp16" (CUDA, loss scaling)
+    precision: Precision = "fp32"  # bf16: autocast on CPU and CUDA; fp16: CUDA with loss scaling
     compile: bool = False
     ema: bool = False
     ema_decay: float = 0.99996
@@ -131,7 +158,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        # The most specific complaint wins: "data.mean[1]: expected a number" over "data.mean: expected one of".
+        raise ConfigError(max(errors, key=lambda e: len(e.split(":")[0])) if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, str) and value in choices:
+            return value
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -149,13 +182,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     if tp is list or origin is list:
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        raise ConfigError(f"{key}: expected a list, got {value!r}")
-    if tp is dict or origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item = typing.get_args(tp)
+        return [_coerce(v, item[0], f"{key}[{i}]") for i, v in enumerate(value)] if item else list(value)
     raise ConfigError(f"{key}: unsupported type {tp}")
 
 
@@ -180,11 +210,35 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
 
 
 def config_from_dict(values: dict) -> TrainConfig:
-    return _build(TrainConfig, values or {}, "")
+    """Build and check a config from nested mappings (a recipe, a run's config.yaml or checkpoint)."""
+    return _build(TrainConfig, _migrate(values or {}), "")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def _migrate(values: dict) -> dict:
+    """Rename the keys of older run directories and recipes: `data.img_size` -> `model.img_size`, and
+    `model.overrides: {...}` -> the model fields (whose names are then checked like any other key)."""
+    model, data = values.get("model"), values.get("data")
+    if model is not None and not isinstance(model, dict):
+        return values  # _build names the problem
+    legacy_model = isinstance(model, dict) and "overrides" in model
+    legacy_data = isinstance(data, dict) and "img_size" in data
+    if not (legacy_model or legacy_data):
+        return values
+    model = dict(model) if isinstance(model, dict) else {}
+    moved = model.pop("overrides", None) or {}
+    if not isinstance(moved, dict):
+        raise ConfigError(f"model.overrides: expected a mapping of model fields, got {moved!r}")
+    model.update(moved)
+    if legacy_data:
+        data = dict(data)
+        img_size = data.pop("img_size")
+        if img_size is not None:  # it took precedence over the model's img_size before the move
+            model["img_size"] = img_size
+    return {**values, "model": model, **({"data": data} if legacy_data else {})}
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -216,9 +270,12 @@ def _looks_like_float(s: str) -> bool:
     return True
 
 
-def resolve_recipe(recipe: str) -> Path:
-    """A recipe name (`digits`, `cifar10_cpu`, ...) from the bundled recipes, or a YAML file path."""
+def resolve_recipe(recipe: str, relative_to: Path | None = None) -> Path:
+    """A recipe name (`digits`, `cifar10_cpu`, ...) from the bundled recipes, or a YAML file path
+    (relative to `relative_to` when given: the folder of the recipe that names it as its `base`)."""
     path = Path(recipe)
+    if relative_to is not None and not path.is_absolute():
+        path = relative_to / path
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
@@ -250,19 +307,37 @@ def _fix_floats(values: Any) -> Any:
     return values
 
 
+def load_recipe(recipe: str) -> dict:
+    """The values of a recipe merged over those of its `base:` recipe (and its base's, ...). Each file is
+    checked on its own, so an error names the file that holds the bad key."""
+    return _load_recipe(resolve_recipe(recipe), ())
+
+
+def _load_recipe(path: Path, chain: tuple[Path, ...]) -> dict:
+    chain = (*chain, path.resolve())
+    if chain[-1] in chain[:-1]:
+        raise ConfigError(f"recipe base cycle: {' -> '.join(map(str, chain))}")
+    values = load_yaml(path)
+    base = values.pop("base", None)
+    try:
+        values = _migrate(values)
+        config_from_dict(values)
+        if base is not None and not isinstance(base, str):
+            raise ConfigError(f"base: expected a recipe name or a YAML path, got {base!r}")
+        base_path = resolve_recipe(base, relative_to=path.parent) if base is not None else None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return values if base_path is None else _deep_merge(_load_recipe(base_path, chain), values)
+
+
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: dict | None = None) -> TrainConfig:
     """Defaults <- `base` (e.g. a resumed run's config) <- recipe YAML <- `--set` overrides."""
-    values: dict = dict(base or {})
+    values = _migrate(dict(base or {}))
     if recipe:
-        path = resolve_recipe(recipe)
-        try:
-            values = _deep_merge(values, load_yaml(path))
-            config_from_dict(values)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+        values = _deep_merge(values, load_recipe(recipe))
     for item in overrides:
-        values = _deep_merge(values, parse_override(item))
+        values = _deep_merge(values, _migrate(parse_override(item)))
     return config_from_dict(values)
 
 

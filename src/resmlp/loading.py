@@ -1,0 +1,148 @@
+"""The one loader: whatever weights a user points a command at -> a model with its `spec`.
+
+Sources, tried in this order (every command that takes weights uses `load_model`):
+    packaged directory (config.json + model.safetensors, written by `resmlp export --format safetensors`)
+    run directory                 -> checkpoints/best.pt, else checkpoints/last.pt
+    our checkpoint file           -> the model, preprocessing and class names it describes
+    a bare .pth/.pt/.safetensors  -> deit/timm state dict; the architecture from the tensor shapes (or
+                                     `model_name`), the variant's default preprocessing, no class names
+and the one rule for matching an image folder's classes to a model (`folder_dataset`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from torch import nn
+
+from .checkpoint import model_from_checkpoint, read_checkpoint
+from .data.datasets import ImageDataset, scan_image_folder
+from .data.transforms import eval_transform_from
+from .infer_arch import infer_architecture, shape_args
+from .models import ModelSpec, create_model
+from .weights import WeightsError, convert_state_dict, load_weights, read_state_dict
+
+PRETRAINED_FORMAT = "resmlp-pretrained"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class Loaded:
+    """A loaded model (eval mode, `model.spec` set) and where it came from."""
+
+    model: nn.Module
+    path: Path  # the file actually read (a run directory resolves to its checkpoint)
+    checkpoint: Optional[dict[str, Any]] = None  # our checkpoint's record (epoch, best_val_top1, ...) if one
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.model.spec
+
+    @property
+    def run_dir(self) -> Optional[Path]:
+        """The run directory when the weights came from `<run>/checkpoints/*.pt`."""
+        return self.path.parent.parent if self.checkpoint and self.path.parent.name == "checkpoints" else None
+
+
+def load_model(source: str | os.PathLike | Mapping, *, model_name: str | None = None, weights: str = "model",
+               key: str | None = None, overrides: Mapping[str, Any] | None = None) -> Loaded:
+    """Load `source` (see the module docstring). `model_name` names the variant a bare state dict holds
+    (and must match what a checkpoint holds); `weights="ema"` picks a checkpoint's EMA weights; `key`
+    picks an entry of a bare weights file; `overrides` (img_size, num_classes) apply to bare state dicts."""
+    if isinstance(source, Mapping):
+        loaded = Loaded(_from_state_dict(source, model_name, key, overrides), Path("<state dict>"))
+    else:
+        loaded = _from_path(Path(source), model_name, weights, key, overrides)
+    if model_name is not None and loaded.spec.name != model_name:
+        raise WeightsError(f"{source} holds {loaded.spec.name}, not {model_name}; drop --model or fix it")
+    if loaded.spec.classes is not None and len(loaded.spec.classes) != loaded.spec.num_classes:
+        raise WeightsError(f"{source}: {len(loaded.spec.classes)} class names for a "
+                           f"{loaded.spec.num_classes}-class head")
+    loaded.model.eval()
+    return loaded
+
+
+def _from_path(path: Path, model_name: str | None, weights: str, key: str | None,
+               overrides: Mapping[str, Any] | None) -> Loaded:
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file or directory")
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        return Loaded(read_packaged(path), path / WEIGHTS_NAME)
+    ckpt = read_checkpoint(path) if path.is_dir() else None if path.suffix == ".safetensors" else _our_checkpoint(path)
+    if ckpt is not None:
+        return Loaded(model_from_checkpoint(ckpt, weights=weights), Path(ckpt["path"]), ckpt)
+    return Loaded(_from_state_dict(path, model_name, key, overrides), path)
+
+
+def _our_checkpoint(path: Path) -> Optional[dict[str, Any]]:
+    """The record if `path` is one of our checkpoints, None if it is some other weights file."""
+    try:
+        return read_checkpoint(path)
+    except WeightsError as e:
+        if "not a resmlp checkpoint" in str(e):
+            return None
+        raise
+
+
+def _from_state_dict(source: str | os.PathLike | Mapping, model_name: str | None, key: str | None,
+                     overrides: Mapping[str, Any] | None) -> nn.Module:
+    sd = convert_state_dict(read_state_dict(source, key=key), to="timm")
+    if model_name is None:  # the architecture from the tensor shapes
+        model_name, found = infer_architecture(sd)
+    else:  # the user named the variant: only the plain overrides come from the shapes
+        try:
+            args = shape_args(sd)[1]
+            found = {k: args[k] for k in ("img_size", "num_classes", "in_chans")}
+        except WeightsError:  # not a patch model (a ResNet teacher): take the variant as registered
+            found = {}
+    model = create_model(model_name, **{**found, **{k: v for k, v in (overrides or {}).items() if v is not None}})
+    return load_weights(model, sd)
+
+
+def read_packaged(directory: str | os.PathLike) -> nn.Module:
+    """A packaged model directory (or its config.json) -> the model in eval mode with its spec."""
+    path = Path(directory)
+    folder = path.parent if path.name == CONFIG_NAME else path
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise WeightsError(f"{folder}: not a packaged model (no {CONFIG_NAME}); "
+                           f"create one with `resmlp export WEIGHTS --format safetensors --out DIR`")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{config_path}: invalid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != PRETRAINED_FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise WeightsError(f"{config_path}: not a resmlp config (format={found!r}, expected {PRETRAINED_FORMAT!r})")
+    try:
+        spec = ModelSpec.from_dict(config)
+    except ValueError as e:
+        raise WeightsError(f"{config_path}: {e}") from None
+    return load_weights(spec.build(), folder / WEIGHTS_NAME).eval()
+
+
+def folder_dataset(root: str | os.PathLike, spec: ModelSpec, *, on_bad: str = "skip") -> ImageDataset:
+    """An image folder root/<class>/* prepared as `spec` says, labelled with the model's label ids.
+
+    The one rule for matching classes: every class folder must be one of the model's classes (by name;
+    a folder may hold a subset, in any order). A model without class names (a bare state dict) takes the
+    sorted folder names as its classes 0..k-1, so k may not exceed its outputs.
+    """
+    paths, labels, folder_classes = scan_image_folder(root)
+    classes = spec.class_names()
+    if spec.classes is None:
+        if len(folder_classes) > spec.num_classes:
+            raise ValueError(f"{root}: {len(folder_classes)} class folders but the model has {spec.num_classes} outputs")
+        classes = list(folder_classes) + classes[len(folder_classes):]
+    unknown = [c for c in folder_classes if c not in classes]
+    if unknown:
+        raise ValueError(f"{root}: class folders {', '.join(unknown[:5])} are not among the model's classes "
+                         f"({', '.join(classes[:10])}{'...' if len(classes) > 10 else ''})")
+    remap = [classes.index(c) for c in folder_classes]  # folder label -> model label
+    return ImageDataset([(p, remap[y]) for p, y in zip(paths, labels)], transform=eval_transform_from(spec.preprocess),
+                        on_bad=on_bad, classes=classes)
+

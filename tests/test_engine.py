@@ -1,0 +1,65 @@
+"""The loop's two functions: `train_one_epoch` fits what it is shown, `evaluate` counts what it should."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import resmlp
+from resmlp.optim import CosineWarmupSchedule, build_optimizer
+from resmlp.train.engine import EvalStats, StepContext, TrainStats, evaluate, train_one_epoch
+
+
+def _context(model: nn.Module, lr: float = 1e-2, accum_steps: int = 1) -> StepContext:
+    opt = build_optimizer(model, name="adamw", lr=lr, weight_decay=0.0)
+    schedule = CosineWarmupSchedule(opt, total_steps=10_000, warmup_steps=0, min_lr=lr)  # ~constant lr
+    return StepContext(model=model, optimizer=opt, schedule=schedule, device=torch.device("cpu"),
+                       criterion=lambda images, logits, targets: F.cross_entropy(logits, targets),
+                       accum_steps=accum_steps)
+
+
+def test_train_one_epoch_overfits_one_repeated_batch():
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", embed_dim=16, depth=1)
+    images, labels = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    before = evaluate(model, [(images, labels)], torch.device("cpu"), num_classes=10)
+    stats = train_one_epoch(_context(model), [(images, labels)] * 60, epoch=0, progress=False)
+    after = evaluate(model, [(images, labels)], torch.device("cpu"), num_classes=10)
+    assert isinstance(stats, TrainStats) and stats.steps == 60 and stats.images_per_s > 0
+    assert before.loss > 1.5 and after.loss < before.loss / 20 and after.top1 == 100.0
+    assert stats.train_loss < before.loss  # the epoch's mean, over a falling loss
+
+
+def test_accumulation_steps_the_optimizer_every_k_batches_and_max_steps_stops():
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", embed_dim=16, depth=1)
+    batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))
+    ctx = _context(model, accum_steps=3)
+    assert train_one_epoch(ctx, [batch] * 7, epoch=0, progress=False).steps == 2
+    assert ctx.schedule.last_step == 2
+    assert train_one_epoch(_context(model), [batch] * 7, epoch=0, progress=False, max_steps=4).steps == 4
+
+
+class _Oracle(nn.Module):
+    """Logits from the label the 'image' is: the top one at label + shift, the true class second."""
+
+    def __init__(self, num_classes: int, shift: int = 0) -> None:
+        super().__init__()
+        self.num_classes, self.shift = num_classes, shift
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        top = F.one_hot((labels + self.shift) % self.num_classes, self.num_classes)
+        return 20.0 * top.float() + 10.0 * F.one_hot(labels, self.num_classes).float()
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_evaluate_counts_hits_and_the_confusion_matrix(shift):
+    labels = torch.arange(7).repeat(3)  # 21 images, 3 per class
+    loader = [(labels[:10], labels[:10]), (labels[10:], labels[10:])]  # the oracle reads the label as its image
+    res = evaluate(_Oracle(7, shift), loader, torch.device("cpu"), num_classes=7)
+    assert isinstance(res, EvalStats) and res.count == 21
+    expected = 3 * torch.roll(torch.eye(7, dtype=torch.long), shifts=shift, dims=1)  # rows = true class
+    torch.testing.assert_close(res.confusion, expected)
+    if shift == 0:
+        assert (res.top1, res.top5) == (100.0, 100.0) and res.loss < 1e-6
+    else:
+        assert (res.top1, res.top5) == (0.0, 100.0) and res.loss > 5
