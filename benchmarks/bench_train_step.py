@@ -17,7 +17,8 @@ import torch
 from resmlp import create_model
 from resmlp.models import count_macs
 from resmlp.optim import build_optimizer
-from resmlp.train.engine import autocast, soft_target_cross_entropy
+from resmlp.train.engine import autocast
+from resmlp.train.losses import soft_target_cross_entropy
 
 
 def parse_model(spec: str) -> tuple[str, dict]:

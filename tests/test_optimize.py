@@ -7,7 +7,7 @@ import torch
 import resmlp
 from resmlp.deploy import OnnxRuntimeModel, build_runtime, resolve_precision
 from resmlp.deploy.onnx import onnx_runtime_model
-from resmlp.deploy.optimize import native_bf16
+from resmlp.device import native_bf16
 
 
 

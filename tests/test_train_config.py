@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -36,7 +37,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("data.std=[0.2, x, 0.2]", r"data.std\[1\]: expected a number, got 'x'"),
     ("optim.name=adam", "optim.name: expected one of lamb, adamw, sgd, got 'adam'"),
     ("distill.kind=medium", "distill.kind: expected one of hard, soft, got 'medium'"),
-    ("run.precision=fp8", "run.precision: expected one of fp32, bf16, fp16, got 'fp8'"),
+    ("run.precision=fp8", "run.precision: expected one of auto, fp32, bf16, fp16, got 'fp8'"),
 ])
 def test_bad_overrides_name_the_key(item, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -122,3 +123,13 @@ def test_recipe_errors(tmp_path):
 def test_parse_override_reads_yaml_values():
     assert parse_override("optim.lr=5e-3") == {"optim": {"lr": 0.005}}
     assert parse_override("data.auto_augment=null") == {"data": {"auto_augment": None}}
+
+
+def test_training_levers_are_checked_choices_and_not_constructor_arguments():
+    cfg = load_config(None, ["run.precision=auto", "run.tta=flip+shift1", "model.token_mixing_init=local",
+                             "model.stem_init=pca", "model.embed_dim=32"])
+    assert cfg.model.overrides() == {"drop_path_rate": 0.0, "embed_dim": 32}  # the levers are not model args
+    for item, valid in (("run.tta=mirror", "none, flip, flip+shift1"), ("model.stem_init=lda", "default, pca, zca"),
+                        ("model.token_mixing_init=conv", "default, identity, local")):
+        with pytest.raises(ConfigError, match=re.escape(valid)):
+            load_config(None, [item])

@@ -185,3 +185,20 @@ def test_cifar_archive_trains_and_validates_on_the_official_test_split(tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert len(ckpt["classes"]) == 10 and summary["final_val_top1"] is not None
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1
+
+
+def test_initialisation_levers_reach_the_model_and_tta_the_validation(tmp_path):
+    from resmlp.train.run import build
+
+    levers = ["model.token_mixing_init=identity", "model.stem_init=pca", "model.stem_init_samples=200",
+              "run.precision=auto", "run.tta=flip"]
+    cfg = load_config("digits", TINY + ["optim.epochs=1"] + levers)
+    run = build(cfg, tmp_path / "built", torch.device("cpu"))
+    a = run.model.blocks[0].linear_tokens
+    torch.testing.assert_close(a.weight, torch.eye(a.weight.shape[0]))  # A = I: local, not noise
+    patches = run.model.stem.proj.weight.flatten(1)[:12]  # 2x2x3 = 12 whitened directions of the digits patches
+    gram = patches @ patches.T
+    torch.testing.assert_close(gram * torch.eye(12), gram, atol=1e-4, rtol=0)  # PCA rows are orthogonal
+    assert run.ctx.precision in ("fp32", "bf16")  # auto resolved for this CPU
+    summary = train(cfg, out=tmp_path / "run")
+    assert summary["epochs"] == 1 and 0 <= summary["best_val_top1"] <= 100

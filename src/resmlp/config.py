@@ -26,7 +26,10 @@ Interpolation = Literal["bilinear", "bicubic", "nearest"]  # the filters RandAug
 Normalization = Union[Literal["dataset", "imagenet"], list[float]]  # or explicit per-channel values
 OptimizerName = Literal["lamb", "adamw", "sgd"]
 DistillKind = Literal["hard", "soft"]  # DeiT hard-label, or KL at temperature tau
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the hardware has it, else fp32
+TokenMixingInit = Literal["default", "identity", "local"]  # models.init.KINDS
+StemInit = Literal["default", "pca", "zca"]  # "default" or a whitening of training patches (models.whiten)
+TTA = Literal["none", "flip", "flip+shift1"]  # views averaged at evaluation (models.tta)
 
 
 class ConfigError(ValueError):
@@ -50,11 +53,18 @@ class ModelConfig:
     layer_scale_init: Optional[float] = None  # ResMLP
     blocks_per_stage: Optional[int] = None  # ResNet
     width: Optional[int] = None  # ResNet
+    # Initialisation levers (ResMLP): A from a local kernel instead of noise; the stem from whitened patches.
+    token_mixing_init: TokenMixingInit = "default"
+    stem_init: StemInit = "default"
+    stem_init_samples: int = 5000  # training images whose patches the whitening is fitted on
 
     def overrides(self) -> dict[str, Any]:
-        """The constructor arguments this config sets: every field but `name` that is not None."""
+        """The constructor arguments this config sets: every such field that is not None."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "name" and getattr(self, f.name) is not None}
+                if f.name not in _NOT_CONSTRUCTOR_ARGS and getattr(self, f.name) is not None}
+
+
+_NOT_CONSTRUCTOR_ARGS = ("name", "token_mixing_init", "stem_init", "stem_init_samples")
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,8 @@ class DistillConfig:
 class RunConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    precision: Precision = "fp32"  # bf16: autocast on CPU and CUDA; fp16: CUDA with loss scaling
+    precision: Precision = "fp32"  # bf16: autocast on CPU and CUDA; fp16: CUDA with loss scaling; auto
+    tta: TTA = "none"  # test-time augmentation of the validation pass (mean logits over the views)
     compile: bool = False
     ema: bool = False
     ema_decay: float = 0.99996

@@ -1,5 +1,8 @@
-"""Which device a command runs on: one rule for `--device` / `run.device`."""
+"""Which device a command runs on (one rule for `--device` / `run.device`) and what its hardware does fast."""
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 import torch
 
@@ -16,3 +19,31 @@ def resolve_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name}: CUDA is not available on this machine; use cpu")
     return device
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS); read once."""
+    try:
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return frozenset()
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether `device` multiplies bf16 matrices in hardware (AVX512-BF16 / AMX on x86, Ampere+ on CUDA).
+
+    Elsewhere bf16 is emulated: on an AMD EPYC VM with AVX2 only, a bf16 training step of the CIFAR
+    recipe's model ran 24x slower than fp32 (3.8 vs 92 img/s), so "auto" precision stays fp32 there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def training_precision(precision: str, device: torch.device) -> str:
+    """`run.precision`: "auto" -> bf16 autocast where the device has native bf16, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision

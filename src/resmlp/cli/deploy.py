@@ -27,6 +27,8 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    help="auto = bf16 where the hardware multiplies bf16 natively, else fp32 (default: auto)")
     p.add_argument("--runtime", default="eager", choices=("eager", "compile", "onnx"),
                    help="eager PyTorch, torch.compile (slow first batch), or ONNX Runtime (default: eager)")
+    p.add_argument("--tta", default="none", choices=("none", "flip", "flip+shift1"),
+                   help="test-time augmentation: mean logits over the image and its mirror (and 1-px shifts)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +77,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from ..deploy import build_runtime
     from ..loading import load_model
+    from ..models.tta import with_tta
     from ..deploy.predict import calibration_images, expand_inputs, format_predictions, predict_files
 
     if args.topk < 1 or args.batch_size < 1:
@@ -92,7 +95,8 @@ def run_predict(args: argparse.Namespace) -> int:
         if not calib_paths:
             raise ValueError(f"--calibration {args.calibration}: {'; '.join(calib_problems)}")
         calibration = calibration_images(calib_paths, preprocess, workers=args.workers)
-    runner = build_runtime(loaded.model, precision=args.precision, runtime=args.runtime, calibration=calibration)
+    runner = with_tta(build_runtime(loaded.model, precision=args.precision, runtime=args.runtime,
+                                    calibration=calibration), args.tta)
     with tqdm(total=len(paths), desc="predict", unit="img", disable=None, file=sys.stderr) as bar:
         predictions = list(predict_files(runner, paths, preprocess=preprocess, classes=classes, topk=args.topk,
                                          batch_size=args.batch_size, workers=args.workers,

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.add_argument("--tta", default="none", choices=("none", "flip", "flip+shift1"),
+                   help="test-time augmentation: mean logits over the image and its mirror (and 1-px shifts)")
     p.set_defaults(func=run_eval)
 
 
@@ -83,7 +85,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..train.evaluate import evaluate_checkpoint  # noqa: PLC0415
 
     result = evaluate_checkpoint(args.checkpoint, args.data, out=args.out, batch_size=args.batch_size,
-                                 workers=args.workers, device=args.device, ema=args.ema)
+                                 workers=args.workers, device=args.device, ema=args.ema,
+                                 tta=args.tta)
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['count']} images")
     print(f"wrote {result['eval_json']} and {result['confusion_png']}")
     return 0

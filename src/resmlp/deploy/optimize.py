@@ -12,21 +12,11 @@ from torch import nn
 
 from .fuse import FusedClassifier, fusable, fuse
 from .onnx import onnx_runtime_model
-from .quantize import cpu_flags, quantize_int8
+from ..device import native_bf16
+from .quantize import quantize_int8
 
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNTIMES = ("eager", "compile", "onnx")
-
-
-def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether `device` multiplies bf16 matrices in hardware (AVX512-BF16 / AMX on x86, Ampere+ on CUDA).
-
-    Elsewhere bf16 is emulated and slower than fp32, so "auto" precision stays fp32 there.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:

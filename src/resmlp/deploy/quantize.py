@@ -22,25 +22,16 @@ on the logits directly).
 from __future__ import annotations
 
 import copy
-import functools
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import cpu_flags
+
 SMOOTHING_STRENGTHS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MAX_SEARCH_ROWS = 65536  # rows (tokens x images) of one layer's input used to score each strength
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS); read once."""
-    try:
-        return frozenset(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return frozenset()
 
 
 def has_vnni() -> bool:

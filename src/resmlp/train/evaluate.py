@@ -11,20 +11,23 @@ from ..device import resolve_device
 from ..figures import plot_confusion
 from ..files import write_text_atomic
 from ..loading import folder_dataset, load_model
+from ..models.tta import with_tta
 from .engine import evaluate
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, out: str | Path | None = None,
-                        batch_size: int = 256, workers: int = 2, device: str = "auto", ema: bool = False) -> dict[str, Any]:
+                        batch_size: int = 256, workers: int = 2, device: str = "auto", ema: bool = False,
+                        tta: str = "none") -> dict[str, Any]:
     """Evaluate any weights `load_model` reads on the image folder `data`; writes eval.json and
-    confusion.png into `out` (default: the run directory, else beside the weights)."""
+    confusion.png into `out` (default: the run directory, else beside the weights). `tta` ("flip",
+    "flip+shift1") averages the logits over those views of each image."""
     loaded = load_model(checkpoint, weights="ema" if ema else "model")
     spec = loaded.spec
     ds = folder_dataset(data, spec)
     classes = list(ds.classes)
     dev = resolve_device(device)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
-    res = evaluate(loaded.model.to(dev), loader, dev, num_classes=len(classes), progress=True)
+    res = evaluate(with_tta(loaded.model.to(dev), tta), loader, dev, num_classes=len(classes), progress=True)
     confusion = res.confusion.numpy()
     present = confusion.sum(1) > 0
     per_class = {c: 100.0 * confusion[i, i] / confusion[i].sum() for i, c in enumerate(classes) if present[i]}
@@ -33,7 +36,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, out: str | 
     png = out_dir / "confusion.png"
     plot_confusion(confusion, classes, png, f"{spec.name} on {Path(data).name}: top-1 {res.top1:.2f}%")
     result = {"checkpoint": str(loaded.path), "data": str(data), "top1": res.top1, "top5": res.top5,
-              "loss": res.loss, "count": res.count, "classes": classes, "per_class_top1": per_class,
+              "loss": res.loss, "count": res.count, "tta": tta, "classes": classes, "per_class_top1": per_class,
               "confusion": confusion.tolist(), "bad_files": {str(k): v for k, v in ds.bad_files.items()}}
     write_text_atomic(out_dir / "eval.json", json.dumps(result, indent=1))
     return {**result, "eval_json": str(out_dir / "eval.json"), "confusion_png": str(png)}

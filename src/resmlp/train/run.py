@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from ..checkpoint import atomic_save, model_record, read_checkpoint
 from ..config import ConfigError, ModelConfig, RunConfig, TrainConfig, config_from_dict, config_to_dict, save_config
@@ -31,7 +31,10 @@ from ..data.build import DataSplits, build_data
 from ..data.datasets import read_bad_log
 from ..data.mixup import Mixup
 from ..data.sampler import RepeatedAugSampler
-from ..device import resolve_device
+from ..device import resolve_device, training_precision
+from ..models.init import init_token_mixing
+from ..models.tta import with_tta
+from ..models.whiten import whiten_patch_embedding
 from ..models import Preprocess, count_params, create_model, get_variant, model_args
 from ..optim import CosineWarmupSchedule, build_optimizer, clips_internally, scale_lr
 from ..weights import load_weights
@@ -166,11 +169,21 @@ def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetu
     """The configured variant with the data's classes and preprocessing, optionally from `finetune` weights."""
     img_size = model_arguments(cfg.model)["img_size"]
     model = create_model(cfg.model.name, **cfg.model.overrides(), num_classes=len(data.classes))
+    init_token_mixing(model, cfg.model.token_mixing_init, generator=torch.Generator().manual_seed(cfg.run.seed))
+    if cfg.model.stem_init != "default":
+        sample = whitening_sample(data.train, cfg.model.stem_init_samples, seed=cfg.run.seed)
+        whiten_patch_embedding(model, sample, kind=cfg.model.stem_init)
     model.spec = model.spec.replace(classes=data.classes, preprocess=Preprocess(
         img_size=img_size, crop_pct=cfg.data.crop_pct, interpolation=cfg.data.interpolation, mean=data.mean, std=data.std))
     if finetune:
         load_weights(model, finetune, allow_head_mismatch=True)
     return model.to(device)
+
+
+def whitening_sample(dataset: Dataset, count: int, *, seed: int) -> torch.Tensor:
+    """`count` training images (a seeded choice, through the training transform) to fit the stem whitening on."""
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
+    return torch.stack([dataset[int(i)][0] for i in idx])
 
 
 def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 0, world: int = 1,
@@ -194,7 +207,7 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
     wrapped = dist.wrap(model, device)
     ctx = StepContext(model=torch.compile(wrapped) if cfg.run.compile else wrapped, optimizer=optimizer,
                       schedule=schedule, criterion=build_criterion(cfg, device, model.spec.preprocess, data.classes),
-                      device=device, precision=cfg.run.precision, accum_steps=o.accum_steps,
+                      device=device, precision=training_precision(cfg.run.precision, device), accum_steps=o.accum_steps,
                       clip_grad_norm=None if clips_internally(optimizer) else o.max_grad_norm,
                       scaler=torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None,
                       ema=ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None, mixup=mixup)
@@ -267,10 +280,12 @@ def train_epoch(run: Run, epoch: int, planned_epochs: int) -> dict[str, Any]:
            "epoch_time_s": stats.epoch_time_s}
     if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == planned_epochs:
         classes = len(run.data.classes)
-        ev = evaluate(ctx.model, run.val_loader, ctx.device, num_classes=classes, precision=cfg.run.precision)
+        ev = evaluate(with_tta(ctx.model, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
+                      precision=ctx.precision)
         row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
         if ctx.ema is not None:
-            ev = evaluate(ctx.ema.module, run.val_loader, ctx.device, num_classes=classes, precision=cfg.run.precision)
+            ev = evaluate(with_tta(ctx.ema.module, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
+                          precision=ctx.precision)
             row.update(val_top1_ema=ev.top1, val_top5_ema=ev.top5)
     teacher_time = ctx.criterion.pop_teacher_time()
     if teacher_time is not None:
