@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import OptimizerName
 from .lamb import Lamb
+from .muon import MuonAdamW, muon_param_names
 
 NO_DECAY_LEAF_NAMES = frozenset({"alpha", "beta", "bias"})
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
@@ -104,7 +105,8 @@ def build_optimizer(
     max_grad_norm: float | None = 1.0,
     skip: Iterable[str] = (),
 ) -> torch.optim.Optimizer:
-    """Build ``name`` in {"lamb", "adamw", "sgd"} over :func:`param_groups` of ``model``.
+    """Build ``name`` in {"lamb", "adamw", "sgd", "muon"} over :func:`param_groups` of ``model``
+    ("muon": Muon on the blocks' weight matrices, AdamW on the rest, see :mod:`resmlp.optim.muon`).
 
     ``eps`` defaults to 1e-6 for LAMB (the recipe's value) and 1e-8 for AdamW; SGD uses Nesterov
     ``momentum``. ``max_grad_norm`` is used only by LAMB, which clips the global gradient norm
@@ -112,6 +114,15 @@ def build_optimizer(
     (``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``, see :func:`clips_internally`).
     ``skip`` is passed on to :func:`param_groups`.
     """
+    if name == "muon":
+        params = dict(model.named_parameters())
+        matrices = [params[n] for n in muon_param_names(model)]
+        ids = {id(p) for p in matrices}
+        rest = [{**g, "params": [p for p in g["params"] if id(p) not in ids]}
+                for g in param_groups(model, weight_decay, skip=skip)]
+        return MuonAdamW([{"params": matrices, "weight_decay": weight_decay}],
+                         [g for g in rest if g["params"]], lr=lr, weight_decay=weight_decay, betas=betas,
+                         eps=1e-8 if eps is None else eps)
     groups = param_groups(model, weight_decay, skip=skip)
     if name == "lamb":
         return Lamb(

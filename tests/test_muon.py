@@ -1,0 +1,58 @@
+"""optim/muon.py: Muon on the blocks' matrices + AdamW on the rest, as one optimizer."""
+import torch
+
+import resmlp
+from resmlp.optim import CosineWarmupSchedule, MuonAdamW, build_optimizer, muon_param_names
+
+
+def tiny():
+    torch.manual_seed(0)
+    return resmlp.create_model("resmlp_micro8", depth=2, embed_dim=16, num_classes=3)
+
+
+def test_every_parameter_is_in_exactly_one_group_and_muon_gets_the_block_matrices():
+    model = tiny()
+    opt = build_optimizer(model, name="muon", lr=1e-3, weight_decay=0.05)
+    assert isinstance(opt, MuonAdamW)
+    grouped = [p for g in opt.param_groups for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
+    muon = {id(p) for g in opt.muon.param_groups for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in muon}
+    assert names == set(muon_param_names(model)) == {
+        f"blocks.{i}.{m}" for i in range(2)
+        for m in ("linear_tokens.weight", "mlp_channels.fc1.weight", "mlp_channels.fc2.weight")}
+    no_decay = [g for g in opt.adamw.param_groups if g["weight_decay"] == 0]
+    assert any(p is model.blocks[0].ls1 for g in no_decay for p in g["params"])  # LayerScale is not decayed
+
+
+def test_muon_trains_resumes_and_follows_the_schedule():
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,))
+
+    def steps(model, opt, n):
+        for _ in range(n):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return loss.item()
+
+    model = tiny()
+    opt = build_optimizer(model, name="muon", lr=2e-2, weight_decay=0.0)
+    first = torch.nn.functional.cross_entropy(model(x), y).item()
+    assert steps(model, opt, 40) < 0.5 * first  # overfits one batch
+    sched = CosineWarmupSchedule(opt, total_steps=10, warmup_steps=0, base_lr=1e-2, min_lr=0.0)
+    assert {g["lr"] for g in opt.muon.param_groups + opt.adamw.param_groups} == {1e-2}
+    sched.step()
+    assert opt.muon.param_groups[0]["lr"] == opt.adamw.param_groups[0]["lr"] < 1e-2
+
+    a, b = tiny(), tiny()  # k steps + save/load + k steps == 2k steps
+    oa, ob = (build_optimizer(m, name="muon", lr=3e-3, weight_decay=0.05) for m in (a, b))
+    steps(a, oa, 6)
+    steps(b, ob, 3)
+    b2 = tiny()
+    b2.load_state_dict(b.state_dict())
+    ob2 = build_optimizer(b2, name="muon", lr=3e-3, weight_decay=0.05)
+    ob2.load_state_dict(ob.state_dict())
+    steps(b2, ob2, 3)
+    for pa, pb in zip(a.parameters(), b2.parameters()):
+        torch.testing.assert_close(pa, pb)
