@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compile", action="store_true", help="also time each variant with torch.compile(model)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,17 +67,21 @@ def main() -> None:
         macs = count_macs(model, (1, 3, args.img_size, args.img_size))
         for prec in args.precisions.split(","):
             variants.append((spec, prec, model, opt, macs))
-    for v in variants:  # warm-up (allocator, oneDNN kernel selection)
-        step_time(v[2], v[3], x, targets, v[1], 2)
+            if args.compile:  # the same weights and optimizer, forward and backward through Inductor
+                variants.append((spec, prec + "+compile", torch.compile(model), opt, macs))
+    for v in variants:  # warm-up (allocator, oneDNN kernel selection, compilation)
+        step_time(v[2], v[3], x, targets, v[1].split("+")[0], 2)
     times: dict[tuple, list[float]] = {(v[0], v[1]): [] for v in variants}
     for _ in range(args.rounds):
         for spec, prec, model, opt, _m in variants:
-            times[(spec, prec)].append(step_time(model, opt, x, targets, prec, args.steps))
+            times[(spec, prec)].append(step_time(model, opt, x, targets, prec.split("+")[0], args.steps))
     print(f"batch {args.batch}, {args.img_size}px, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
-    print(f"{'model':<40}{'prec':<6}{'GMACs/img':>10}{'img/s median':>14}{'range':>18}")
+    print(f"{'model':<32}{'prec':<14}{'GMACs/img':>10}{'img/s median':>14}{'range':>14}{'GFLOP/s':>9}")
     for spec, prec, _model, _opt, macs in variants:
         ips = [args.batch / t for t in times[(spec, prec)]]
-        print(f"{spec:<40}{prec:<6}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}{min(ips):>9.0f}-{max(ips):<8.0f}")
+        flops = 6 * macs * statistics.median(ips) / 1e9  # forward 2 MACs->FLOPs, backward twice the forward
+        print(f"{spec:<32}{prec:<14}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}"
+              f"{min(ips):>7.0f}-{max(ips):<6.0f}{flops:>9.1f}")
 
 
 if __name__ == "__main__":

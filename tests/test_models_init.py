@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import resmlp
-from resmlp.models import (KINDS, freeze_stem, init_token_mixing, local_token_matrix, patch_vectors,
+from resmlp.models import (TOKEN_MIXING_INITS, freeze_stem, init_token_mixing, local_token_matrix, patch_vectors,
                            whiten_patch_embedding)
 
 
@@ -14,7 +14,7 @@ def tiny(name="resmlp_tiny32", **kw):
 
 
 def test_kinds_are_the_documented_ones():
-    assert KINDS == ("default", "identity", "local")
+    assert TOKEN_MIXING_INITS == ("default", "identity", "local")
 
 
 def test_default_leaves_the_weights_untouched():

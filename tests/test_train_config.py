@@ -35,7 +35,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("data.interpolation=lanczos", "data.interpolation: expected one of bilinear, bicubic, nearest, got 'lanczos'"),
     ("data.mean=cifar", "data.mean: expected one of dataset, imagenet, got 'cifar'"),
     ("data.std=[0.2, x, 0.2]", r"data.std\[1\]: expected a number, got 'x'"),
-    ("optim.name=adam", "optim.name: expected one of lamb, adamw, sgd, got 'adam'"),
+    ("optim.name=adam", "optim.name: expected one of lamb, adamw, sgd, muon, got 'adam'"),
     ("distill.kind=medium", "distill.kind: expected one of hard, soft, got 'medium'"),
     ("run.precision=fp8", "run.precision: expected one of auto, fp32, bf16, fp16, got 'fp8'"),
 ])
@@ -133,3 +133,14 @@ def test_training_levers_are_checked_choices_and_not_constructor_arguments():
                         ("model.token_mixing_init=conv", "default, identity, local")):
         with pytest.raises(ConfigError, match=re.escape(valid)):
             load_config(None, [item])
+
+
+def test_lever_choices_match_what_the_models_package_implements():
+    import typing
+
+    from resmlp.config import TTA, StemInit, TokenMixingInit
+    from resmlp.models import TOKEN_MIXING_INITS, WHITENINGS, tta_views
+
+    assert typing.get_args(TokenMixingInit) == TOKEN_MIXING_INITS
+    assert typing.get_args(StemInit) == ("default", *WHITENINGS)
+    assert [tta_views(v) for v in typing.get_args(TTA)]  # every choice parses

@@ -27,7 +27,7 @@ Normalization = Union[Literal["dataset", "imagenet"], list[float]]  # or explici
 OptimizerName = Literal["lamb", "adamw", "sgd", "muon"]  # muon: Muon on block matrices + AdamW
 DistillKind = Literal["hard", "soft"]  # DeiT hard-label, or KL at temperature tau
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the hardware has it, else fp32
-TokenMixingInit = Literal["default", "identity", "local"]  # models.init.KINDS
+TokenMixingInit = Literal["default", "identity", "local"]  # models.init.TOKEN_MIXING_INITS
 StemInit = Literal["default", "pca", "zca"]  # "default" or a whitening of training patches (models.whiten)
 TTA = Literal["none", "flip", "flip+shift1"]  # views averaged at evaluation (models.tta)
 

@@ -1,7 +1,7 @@
 """Model families: ResMLP (the paper) and MLP-Mixer (the baseline), and their registry."""
 from .backbone import PatchClassifier
 from .flops import count_macs, count_params
-from .init import KINDS, grid_shape, init_token_mixing, local_kernel, local_token_matrix
+from .init import TOKEN_MIXING_INITS, grid_shape, init_token_mixing, local_kernel, local_token_matrix
 from .layers import Affine, DropPath, Mlp, PatchStem
 from .mixer import MixerBlock, MlpMixer
 from .registry import VARIANTS, ModelSpec, Preprocess, Variant, create_model, get_variant, list_models, model_args
@@ -13,7 +13,7 @@ __all__ = [
     "Affine", "DropPath", "Mlp", "PatchStem", "PatchClassifier", "ResMLP", "ResMLPBlock", "MixerBlock",
     "MlpMixer", "VARIANTS", "ModelSpec", "Preprocess", "Variant", "create_model", "get_variant", "list_models",
     "model_args", "count_macs", "count_params",
-    "KINDS", "grid_shape", "init_token_mixing", "local_kernel", "local_token_matrix", "TestTimeAugment",
+    "TOKEN_MIXING_INITS", "grid_shape", "init_token_mixing", "local_kernel", "local_token_matrix", "TestTimeAugment",
     "shift_image", "tta_views", "with_tta", "WHITENINGS", "freeze_stem", "patch_vectors", "whiten_patch_embedding",
     "whitening_matrix",
 ]

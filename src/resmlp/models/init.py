@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-KINDS = ("default", "identity", "local")
+TOKEN_MIXING_INITS = ("default", "identity", "local")
 
 
 def grid_shape(model: nn.Module) -> tuple[int, int]:
@@ -59,8 +59,8 @@ def init_token_mixing(model: nn.Module, kind: str, *, generator: Optional[torch.
     by reading only itself); "local" sets A to a translation-invariant k x k kernel (`local_kernel`), one
     random kernel per block drawn from `generator`.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown token-mixing init {kind!r}; choose one of: {', '.join(KINDS)}")
+    if kind not in TOKEN_MIXING_INITS:
+        raise ValueError(f"unknown token-mixing init {kind!r}; choose one of: {', '.join(TOKEN_MIXING_INITS)}")
     if kind == "default":
         return model
     blocks = getattr(model, "blocks", None)
