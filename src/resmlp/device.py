@@ -42,8 +42,9 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def training_precision(precision: str, device: torch.device) -> str:
-    """`run.precision`: "auto" -> bf16 autocast where the device has native bf16, else fp32."""
+def auto_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """"auto" -> bf16 where `device` has native bf16, else fp32; any other precision as given. The one
+    rule for `run.precision` in training and `--precision` at inference."""
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision

@@ -12,7 +12,7 @@ from torch import nn
 
 from .fuse import FusedClassifier, fusable, fuse
 from .onnx import onnx_runtime_model
-from ..device import native_bf16
+from ..device import auto_precision
 from .quantize import quantize_int8
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -22,7 +22,7 @@ RUNTIMES = ("eager", "compile", "onnx")
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
     """'auto' -> the fastest precision that keeps predictions on `device`: bf16 where native, else fp32."""
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return auto_precision(precision, device)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of auto, {', '.join(PRECISIONS)}")
     return precision

@@ -31,7 +31,7 @@ from ..data.build import DataSplits, build_data
 from ..data.datasets import read_bad_log
 from ..data.mixup import Mixup
 from ..data.sampler import RepeatedAugSampler
-from ..device import resolve_device, training_precision
+from ..device import resolve_device, auto_precision
 from ..models.init import init_token_mixing
 from ..models.tta import with_tta
 from ..models.whiten import whiten_patch_embedding
@@ -207,7 +207,7 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
     wrapped = dist.wrap(model, device)
     ctx = StepContext(model=torch.compile(wrapped) if cfg.run.compile else wrapped, optimizer=optimizer,
                       schedule=schedule, criterion=build_criterion(cfg, device, model.spec.preprocess, data.classes),
-                      device=device, precision=training_precision(cfg.run.precision, device), accum_steps=o.accum_steps,
+                      device=device, precision=auto_precision(cfg.run.precision, device), accum_steps=o.accum_steps,
                       clip_grad_norm=None if clips_internally(optimizer) else o.max_grad_norm,
                       scaler=torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None,
                       ema=ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None, mixup=mixup)
