@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import resmlp
-from resmlp.deploy.fuse import FusedClassifier
+from resmlp.deploy.fuse import FusedClassifier, fusable
 
 PATCH_MODELS = [n for n in resmlp.list_models() if resmlp.models.get_variant(n).arch in ("resmlp", "mixer")]
 
@@ -113,3 +113,29 @@ def test_errors_name_the_problem():
     fused = resmlp.fuse(perturbed("resmlp_micro8"))
     with pytest.raises(ValueError, match=r"expects \(B, 3, 6, 6\)"):
         fused(torch.randn(1, 3, 8, 8))
+
+
+FUSABLE_ABLATIONS = [dict(norm="batchnorm"), dict(token_mixing="none"), dict(token_mixing="mlp"),
+                     dict(token_mixing="conv3x3"), dict(token_mixing="conv3x3_depthwise"),
+                     dict(token_mixing="conv3x3_separable"), dict(pooling="class_mlp"), dict(act="hardswish"),
+                     dict(norm="batchnorm", token_mixing="conv3x3_separable", pooling="class_mlp", act="silu")]
+
+
+@pytest.mark.parametrize("options", FUSABLE_ABLATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_fused_logits_match_every_ablation_variant(options):
+    model = perturbed("resmlp_micro8", img_size=8, **options)  # 4x4 patch grid: the convs see borders everywhere
+    with torch.no_grad():  # BatchNorm: statistics away from (0, 1), so a fold that ignores them shows
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    x = images(model)
+    with torch.no_grad():
+        torch.testing.assert_close(resmlp.fuse(model)(x), model(x), rtol=0, atol=1e-5)
+
+
+def test_layernorm_resmlp_is_refused_with_the_reason():
+    model = resmlp.create_model("resmlp_micro8", norm="layernorm")
+    with pytest.raises(ValueError, match="normalises each token by its own statistics"):
+        resmlp.fuse(model)
+    assert not fusable(model)

@@ -59,3 +59,27 @@ def test_unknown_model_and_override_errors_name_the_problem():
         resmlp.create_model("mixer_s16", layer_scale_init=0.1)
     with pytest.raises(ValueError, match="not divisible by patch_size=16"):
         resmlp.create_model("resmlp_s12", img_size=100)
+
+
+# Paper Table 3 at 224 px and 1000 classes: ResMLP-S12 with one option changed (rounded in the paper to
+# 14.9 / 18.6 / 30.8 / 14.9 / 16.7 / 17.7 / 15.6 / 22.1 M), and class-MLP pooling on S24 / S36 (32.4 / 47.1 M).
+ABLATION_PARAMS = [
+    ("resmlp_s12", dict(token_mixing="none"), 14_887_528),
+    ("resmlp_s12", dict(token_mixing="mlp"), 18_587_224),
+    ("resmlp_s12", dict(token_mixing="conv3x3"), 30_817_384),
+    ("resmlp_s12", dict(token_mixing="conv3x3_depthwise"), 14_933_608),
+    ("resmlp_s12", dict(token_mixing="conv3x3_separable"), 16_707_688),
+    ("resmlp_s12", dict(pooling="class_mlp"), 17_719_396),
+    ("resmlp_s24", dict(pooling="class_mlp"), 32_389_204),
+    ("resmlp_s36", dict(pooling="class_mlp"), 47_059_012),
+    ("resmlp_s12_p14", {}, 15_607_912),
+    ("resmlp_s12_p8", {}, 22_051_624),
+    ("resmlp_s12", dict(norm="layernorm"), 15_350_872),  # same as Aff: a scale and a shift per channel
+    ("resmlp_s12", dict(norm="batchnorm"), 15_350_872),
+    ("resmlp_s12", dict(act="relu"), 15_350_872),
+]
+
+
+@pytest.mark.parametrize("name,options,params", ABLATION_PARAMS, ids=lambda v: str(v))
+def test_ablation_parameter_counts_match_table_3(name, options, params):
+    assert count_params(meta_model(name, **options)) == params

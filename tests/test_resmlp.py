@@ -141,3 +141,87 @@ def test_hand_computed_tiny_resmlp():
     # The same numbers worked out on paper with a normal-CDF table: GELU(-0.5) = -0.15427, GELU(1.5) = 1.39979,
     # GELU(3.5) = 3.49919, GELU(3.75) = 3.74967, so pooled = (2 * 25.07205 / 4, (18.99735 - 4) / 4).
     torch.testing.assert_close(torch.tensor(pooled), torch.tensor([12.53602, 3.74934]), atol=5e-4, rtol=0)
+
+
+# Every ablation option (paper Table 3 / Appendix A), one at a time on a small ResMLP with a 4x4 patch grid.
+ABLATIONS = ([dict(norm=v) for v in resmlp.models.NORMS] + [dict(token_mixing=v) for v in resmlp.models.TOKEN_MIXINGS]
+             + [dict(pooling=v) for v in resmlp.models.POOLINGS] + [dict(act=v) for v in resmlp.models.ACTIVATIONS]
+             + [dict(norm="batchnorm", token_mixing="conv3x3_separable", pooling="class_mlp", act="hardswish")])
+
+
+@pytest.mark.parametrize("options", ABLATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_every_ablation_variant_trains_a_step(options):
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", num_classes=5, **options)  # 8 px, 2 px patches: 4x4 grid
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    opt.step()
+    assert torch.isfinite(model(x)).all()
+
+
+def test_token_mixing_modules_are_named_by_kind():
+    keys = lambda **o: {k.split(".", 2)[2] for k in resmlp.create_model("resmlp_micro8", **o).state_dict()  # noqa: E731
+                        if k.startswith("blocks.0.")}
+    assert "linear_tokens.weight" in keys()  # timm's key for A, unchanged
+    assert {"mlp_tokens.fc1.weight", "mlp_tokens.fc2.weight"} <= keys(token_mixing="mlp")
+    assert {"conv_tokens.conv.weight", "conv_tokens.pointwise.weight"} <= keys(token_mixing="conv3x3_separable")
+    assert not any("tokens" in k for k in keys(token_mixing="none"))
+    assert "norm1.running_mean" in keys(norm="batchnorm") and "norm1.weight" in keys(norm="layernorm")
+
+
+def test_conv_token_mixing_is_a_3x3_convolution_on_the_patch_grid():
+    torch.manual_seed(0)
+    block = resmlp.models.ResMLPBlock(dim=4, num_patches=12, grid=(3, 4), token_mixing="conv3x3_depthwise")
+    x = torch.randn(2, 12, 4)
+    want = torch.nn.functional.conv2d(x.transpose(1, 2).reshape(2, 4, 3, 4), block.conv_tokens.conv.weight,
+                                      block.conv_tokens.conv.bias, padding=1, groups=4)
+    torch.testing.assert_close(block.mix_tokens(x), want.flatten(2).transpose(1, 2))
+    # A planted "read the left neighbour" kernel moves each token's value one column to the right.
+    with torch.no_grad():
+        block.conv_tokens.conv.weight.zero_()
+        block.conv_tokens.conv.weight[:, 0, 1, 0] = 1.0
+        block.conv_tokens.conv.bias.zero_()
+    grid = block.mix_tokens(x).transpose(1, 2).reshape(2, 4, 3, 4)
+    torch.testing.assert_close(grid[..., 1:], x.transpose(1, 2).reshape(2, 4, 3, 4)[..., :-1])
+    assert grid[..., 0].abs().max() == 0
+
+
+def test_class_mlp_updates_only_the_class_token():
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", num_classes=5, pooling="class_mlp").eval()
+    x = torch.randn(3, 3, 8, 8)
+    tokens = model.forward_features(x)
+    assert tokens.shape == (3, 1 + model.num_patches, model.embed_dim)
+    patches = model.stem(x)
+    for block in model.blocks:
+        patches = block(patches)
+    torch.testing.assert_close(tokens[:, 1:], model.norm(patches))  # the patch tokens pass through untouched
+    torch.testing.assert_close(model(x), model.head(tokens[:, 0]))  # the head reads the class token
+    with torch.no_grad():
+        model.cls_token.add_(1.0)
+    moved = model.forward_features(x)
+    assert torch.equal(moved[:, 1:], tokens[:, 1:]) and not torch.allclose(moved[:, 0], tokens[:, 0])
+
+
+@pytest.mark.parametrize("option,value,valid", [("norm", "rmsnorm", "affine, layernorm, batchnorm"),
+                                                ("token_mixing", "attention", "linear, mlp, conv3x3"),
+                                                ("pooling", "max", "avg, class_mlp"),
+                                                ("act", "tanh", "gelu, silu, hardswish, relu")])
+def test_unknown_ablation_option_names_the_valid_values(option, value, valid):
+    with pytest.raises(ValueError, match=f"unknown {option} '{value}'; choose one of: {valid}"):
+        resmlp.create_model("resmlp_micro8", **{option: value})
+
+
+def test_default_options_keep_the_paper_model_bit_for_bit():
+    torch.manual_seed(0)
+    a = resmlp.create_model("resmlp_micro8")
+    torch.manual_seed(0)
+    b = resmlp.create_model("resmlp_micro8", norm="affine", token_mixing="linear", pooling="avg", act="gelu")
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())

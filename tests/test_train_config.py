@@ -72,7 +72,7 @@ def test_legacy_keys_migrate_to_the_model_fields(tmp_path):
     assert load_config(str(tmp_path / "config.yaml")).model.img_size is None
     assert load_config(None, ["model.overrides={depth: 3}", "data.img_size=16"]).model.overrides() == \
         {"drop_path_rate": 0.0, "depth": 3, "img_size": 16}
-    with pytest.raises(ConfigError, match="unknown key model.depht; valid keys in model: blocks_per_stage"):
+    with pytest.raises(ConfigError, match="unknown key model.depht; valid keys in model: act, blocks_per_stage"):
         load_config(None, ["model.overrides={depht: 3}"])
 
 
@@ -144,3 +144,30 @@ def test_lever_choices_match_what_the_models_package_implements():
     assert typing.get_args(TokenMixingInit) == TOKEN_MIXING_INITS
     assert typing.get_args(StemInit) == ("default", *WHITENINGS)
     assert [tta_views(v) for v in typing.get_args(TTA)]  # every choice parses
+
+
+def test_ablation_choices_match_what_the_models_package_implements():
+    import typing
+
+    from resmlp.config import Activation, Norm, Pooling, TokenMixing
+    from resmlp.models import ACTIVATIONS, NORMS, POOLINGS, TOKEN_MIXINGS
+
+    assert typing.get_args(Norm) == NORMS
+    assert typing.get_args(TokenMixing) == TOKEN_MIXINGS
+    assert typing.get_args(Pooling) == POOLINGS
+    assert typing.get_args(Activation) == tuple(ACTIVATIONS)
+
+
+def test_ablation_options_reach_the_model_arguments():
+    from resmlp.train.run import model_arguments
+
+    cfg = load_config(None, ["model.name=resmlp_micro8", "model.token_mixing=conv3x3_depthwise", "model.norm=batchnorm",
+                             "model.pooling=class_mlp", "model.act=silu"])
+    args = model_arguments(cfg.model)
+    assert (args["token_mixing"], args["norm"], args["pooling"], args["act"]) == (
+        "conv3x3_depthwise", "batchnorm", "class_mlp", "silu")
+    with pytest.raises(ConfigError, match="linear, mlp, conv3x3"):
+        load_config(None, ["model.token_mixing=attention"])
+    mixer = load_config(None, ["model.name=mixer_tiny32", "model.norm=layernorm"])
+    with pytest.raises(ConfigError, match="model.norm"):
+        model_arguments(mixer.model)

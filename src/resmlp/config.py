@@ -30,6 +30,11 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the hard
 TokenMixingInit = Literal["default", "identity", "local"]  # models.init.TOKEN_MIXING_INITS
 StemInit = Literal["default", "pca", "zca"]  # "default" or a whitening of training patches (models.whiten)
 TTA = Literal["none", "flip", "flip+shift1"]  # views averaged at evaluation (models.tta)
+# ResMLP's ablation options (paper Table 3 / Appendix A; models.resmlp and models.layers own the lists).
+Norm = Literal["affine", "layernorm", "batchnorm"]
+TokenMixing = Literal["linear", "mlp", "conv3x3", "conv3x3_depthwise", "conv3x3_separable", "none"]
+Pooling = Literal["avg", "class_mlp"]
+Activation = Literal["gelu", "silu", "hardswish", "relu"]
 
 
 class ConfigError(ValueError):
@@ -51,6 +56,10 @@ class ModelConfig:
     mlp_ratio: Optional[float] = None  # ResMLP and Mixer
     token_mlp_ratio: Optional[float] = None  # Mixer
     layer_scale_init: Optional[float] = None  # ResMLP
+    norm: Optional[Norm] = None  # ResMLP ablations (paper Table 3): None keeps the variant's
+    token_mixing: Optional[TokenMixing] = None
+    pooling: Optional[Pooling] = None
+    act: Optional[Activation] = None
     blocks_per_stage: Optional[int] = None  # ResNet
     width: Optional[int] = None  # ResNet
     # Initialisation levers (ResMLP): A from a local kernel instead of noise; the stem from whitened patches.

@@ -2,10 +2,10 @@
 from .backbone import PatchClassifier
 from .flops import count_macs, count_params
 from .init import TOKEN_MIXING_INITS, grid_shape, init_token_mixing, local_kernel, local_token_matrix
-from .layers import Affine, DropPath, Mlp, PatchStem
+from .layers import ACTIVATIONS, NORMS, Affine, DropPath, Mlp, PatchStem, TokenBatchNorm, make_norm
 from .mixer import MixerBlock, MlpMixer
 from .registry import VARIANTS, ModelSpec, Preprocess, Variant, create_model, get_variant, list_models, model_args
-from .resmlp import ResMLP, ResMLPBlock
+from .resmlp import POOLINGS, TOKEN_MIXINGS, ClassMlpBlock, ResMLP, ResMLPBlock, TokenConv
 from .tta import TestTimeAugment, shift_image, tta_views, with_tta
 from .whiten import WHITENINGS, freeze_stem, patch_vectors, whiten_patch_embedding, whitening_matrix
 
@@ -15,5 +15,6 @@ __all__ = [
     "model_args", "count_macs", "count_params",
     "TOKEN_MIXING_INITS", "grid_shape", "init_token_mixing", "local_kernel", "local_token_matrix", "TestTimeAugment",
     "shift_image", "tta_views", "with_tta", "WHITENINGS", "freeze_stem", "patch_vectors", "whiten_patch_embedding",
-    "whitening_matrix",
+    "whitening_matrix", "ACTIVATIONS", "NORMS", "POOLINGS", "TOKEN_MIXINGS", "ClassMlpBlock", "TokenBatchNorm",
+    "TokenConv", "make_norm",
 ]

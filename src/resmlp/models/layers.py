@@ -4,6 +4,8 @@ Shapes: B = batch, N = number of patches (tokens), D = embedding dim (channels).
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import nn
 
@@ -44,17 +46,51 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
-class Mlp(nn.Module):
-    """Two-layer perceptron fc1 -> GELU (exact, erf form) -> fc2, applied to the last dimension."""
+# The activations of the paper's Appendix A (GELU is the paper's choice, exact erf form).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "silu": nn.SiLU, "hardswish": nn.Hardswish,
+                                           "relu": nn.ReLU}
 
-    def __init__(self, in_features: int, hidden_features: int) -> None:
+
+def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
+    """`value` if it is one of `choices`, else a ValueError naming the option and the valid values."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"unknown {option} {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
+class Mlp(nn.Module):
+    """Two-layer perceptron fc1 -> activation (GELU, exact erf form, by default) -> fc2, on the last dimension."""
+
+    def __init__(self, in_features: int, hidden_features: int, act: str = "gelu") -> None:
         super().__init__()
         self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU()
+        self.act = ACTIVATIONS[check_choice("act", act, ACTIVATIONS)]()
         self.fc2 = nn.Linear(hidden_features, in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class TokenBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the D channels of (B, N, D) tokens (statistics over batch and patches)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)  # (B, N, D) -> (B, D, N) -> back
+
+
+# The pre-normalisations of the paper's Appendix A: Aff (the paper's), LayerNorm, BatchNorm.
+NORMS = ("affine", "layernorm", "batchnorm")
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    """The per-token normalisation `kind` over D channels of (B, N, D) tokens."""
+    check_choice("norm", kind, NORMS)
+    if kind == "affine":
+        return Affine(dim)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=1e-6)
+    return TokenBatchNorm(dim)
 
 
 class PatchStem(nn.Module):

@@ -53,6 +53,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("resmlp_s12", "resmlp", dict(patch_size=16, embed_dim=384, depth=12, layer_scale_init=0.1),
             description="ResMLP-S12 (paper Table 1)",
             urls={"no_dist": _DEIT + "resmlp_12_no_dist.pth", "dist": _DEIT + "resmlp_12_dist.pth"}),
+    # Table 3's patch-size rows: S12 with 14x14 patches (16 x 16 = 256 tokens) or 8x8 (28 x 28 = 784) at 224 px.
+    Variant("resmlp_s12_p14", "resmlp", dict(patch_size=14, embed_dim=384, depth=12, layer_scale_init=0.1),
+            description="ResMLP-S12 with 14x14 patches (paper Table 3)"),
+    Variant("resmlp_s12_p8", "resmlp", dict(patch_size=8, embed_dim=384, depth=12, layer_scale_init=0.1),
+            description="ResMLP-S12 with 8x8 patches (paper Table 3)"),
     Variant("resmlp_s24", "resmlp", dict(patch_size=16, embed_dim=384, depth=24, layer_scale_init=1e-5),
             description="ResMLP-S24 (paper Table 1)",
             urls={"no_dist": _DEIT + "resmlp_24_no_dist.pth", "dist": _DEIT + "resmlp_24_dist.pth"}),
