@@ -151,3 +151,30 @@ def test_user_errors_are_one_line(tmp_path, capsys):
             str(tmp_path / "val")]
     assert main(argv) == 2
     assert "class folders yak are not among the model's classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mixing", ["conv3x3", "conv3x3_depthwise", "conv3x3_separable"])
+def test_conv_variants_get_their_kernels_plotted_in_place_of_a(tmp_path, mixing):
+    model = tiny_model(token_mixing=mixing)
+    with torch.no_grad():  # a planted kernel: only the centre and the tap to the right
+        for block in model.blocks:
+            w = block.conv_tokens.conv.weight
+            w.zero_()
+            w[..., 1, 1] = 1.0
+            w[..., 1, 2] = 0.5
+    atomic_save(model_record(model, classes=CLASSES), tmp_path / "m.pt")
+    assert main(["analyze", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"), "--prune", "0.5"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["architecture"] == "resmlp" and (tmp_path / "o" / "offset_profile.png").is_file()
+    offsets = np.load(tmp_path / "o" / "maps" / "maps.npz")["layer00_offsets"]
+    centre = offsets.shape[0] // 2
+    kernel = offsets[centre - 1:centre + 2, centre - 1:centre + 2] / offsets[centre, centre]
+    np.testing.assert_allclose(kernel, [[0, 0, 0], [0, 1, 0.5], [0, 0, 0]], atol=1e-6)  # the planted taps
+    assert summary["layers"][0]["locality"]["share_3x3"] == pytest.approx(1.0)
+    assert "kernel" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_no_token_mixing_is_a_one_line_error(tmp_path, capsys):
+    atomic_save(model_record(tiny_model(token_mixing="none"), classes=CLASSES), tmp_path / "m.pt")
+    assert main(["analyze", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "token_mixing='none'" in capsys.readouterr().err

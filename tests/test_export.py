@@ -132,3 +132,16 @@ def test_cli_export_bare_state_dict_and_reload_everything_the_same(tmp_path):
 def test_cli_export_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing.pth"), "--format", "onnx", "--out", str(tmp_path / "m")]) == 2
     assert "missing.pth: no such file or directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [dict(norm="batchnorm", token_mixing="conv3x3_separable", pooling="class_mlp"),
+                                     dict(norm="layernorm", token_mixing="mlp", act="hardswish")], ids=str)
+def test_onnx_export_of_ablation_variants_fused_and_not(tmp_path, options):
+    pytest.importorskip("onnxruntime")
+    from resmlp.deploy.fuse import fusable, fuse
+
+    model = model_with_weights(depth=2, **options)
+    assert export_onnx(model, tmp_path / "m.onnx") <= 1e-4
+    if fusable(model):  # BatchNorm folds; a LayerNorm model exports unfused only
+        assert export_onnx(fuse(model), tmp_path / "fused.onnx") <= 1e-4

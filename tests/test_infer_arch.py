@@ -56,6 +56,24 @@ def test_errors_name_the_problem():
     sd["blocks.0.linear_tokens.weight"] = torch.zeros(15, 15, device="meta")
     with pytest.raises(WeightsError, match="15 tokens is not a square grid"):
         infer_architecture(sd)
-    sd = {k: v for k, v in meta_state_dict("resmlp_micro8").items() if "linear_tokens" not in k}
+    sd = {k: v for k, v in meta_state_dict("mixer_tiny32").items() if "mlp_tokens" not in k}
     with pytest.raises(WeightsError, match="neither linear_tokens"):
         infer_architecture(sd)
+    # A ResMLP (LayerScale ls1) without any token layer is the token_mixing="none" ablation, not an error.
+    sd = {k: v for k, v in meta_state_dict("resmlp_micro8").items() if "linear_tokens" not in k}
+    assert infer_architecture(sd)[1] == {"token_mixing": "none"}
+
+
+@pytest.mark.parametrize("options", [dict(norm="batchnorm"), dict(norm="layernorm"), dict(token_mixing="mlp"),
+                                     dict(token_mixing="conv3x3", pooling="class_mlp"),
+                                     dict(token_mixing="conv3x3_depthwise", pooling="class_mlp"),
+                                     dict(token_mixing="conv3x3_separable", pooling="class_mlp"),
+                                     dict(token_mixing="none", pooling="class_mlp"), dict(pooling="class_mlp")],
+                         ids=str)
+def test_ablation_options_are_read_from_key_names(options):
+    assert infer_architecture(meta_state_dict("resmlp_s12", **options)) == ("resmlp_s12", options)
+
+
+def test_conv_token_mixing_without_a_patch_count_keeps_the_variant_size():
+    name, overrides = infer_architecture(meta_state_dict("resmlp_tiny32", token_mixing="conv3x3_depthwise"))
+    assert (name, overrides) == ("resmlp_tiny32", {"token_mixing": "conv3x3_depthwise"})

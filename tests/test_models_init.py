@@ -83,6 +83,8 @@ def test_errors_name_the_problem():
         init_token_mixing(tiny(), "conv")
     with pytest.raises(ValueError, match="applies to ResMLP's linear_tokens"):
         init_token_mixing(tiny("mixer_tiny32"), "identity")
+    with pytest.raises(ValueError, match="this model has token_mixing='conv3x3'"):
+        init_token_mixing(resmlp.create_model("resmlp_micro8", token_mixing="conv3x3"), "local")
     init_token_mixing(tiny("mixer_tiny32"), "default")  # the default is valid for every model
     with pytest.raises(ValueError, match="odd k"):
         local_token_matrix(torch.ones(2, 2), 4, 4)

@@ -237,7 +237,7 @@ def build_report(
 
     # Maps: one mosaic per layer, then all layers together.
     tiles, map_rows, marks, arrays = [], [], [], {}
-    what = "A = linear_tokens" if arch == "resmlp" else "token-mixing fc1"
+    what = stats.token_weight_name(model)
     for i, ws in enumerate(stats.block_matrices(model)):
         rows = weights_maps.map_rows(arch, ws["A"], grid)
         maps = weights_maps.patch_maps(ws["A"], grid, rows)

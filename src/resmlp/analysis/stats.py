@@ -5,35 +5,73 @@ Names follow the paper: A is the cross-patch matrix (linear_tokens, N x N, row o
 i = input patch i, patches in the stem's row-major order), B and C the channel MLP's fc1 (D -> 4D) and fc2
 (4D -> D). For MLP-Mixer, A stands for the token-mixing MLP's fc1 (hidden x N): its rows have no output
 patch, so only the peak-centred locality applies to them.
+
+ResMLP's ablation variants (models.resmlp): a token MLP is analysed like Mixer's (A = its fc1); a 3x3 conv
+in place of A (full, depthwise or separable) is shown as the N x N matrix it applies per channel, A[o, i] =
+the RMS over channels of the kernel tap at offset position(i) - position(o) (zero beyond the 3x3), so its maps
+and offset profile show the kernel; its sparsity is that of the kernel weights themselves.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..models import local_token_matrix
+
 SPARSITY_THRESHOLD = 0.05  # paper Fig. 3: "entries below 5% of the maximum"
 
 
 def architecture(model: nn.Module) -> str:
-    """'resmlp' or 'mixer', from the blocks' modules."""
+    """'resmlp' (maps centred on output patches: A, or a conv in its place) or 'mixer' (token MLPs)."""
     block = model.blocks[0] if len(getattr(model, "blocks", [])) else None
-    if hasattr(block, "linear_tokens"):
+    if hasattr(block, "linear_tokens") or hasattr(block, "conv_tokens"):
         return "resmlp"
     if hasattr(block, "mlp_tokens"):
         return "mixer"
+    if getattr(block, "token_mixing", None) == "none":
+        raise ValueError("this ResMLP has token_mixing='none': there are no cross-patch weights to analyse")
     raise ValueError(f"{type(model).__name__} has neither ResMLP (linear_tokens) nor Mixer (mlp_tokens) blocks")
+
+
+def token_weight_name(model: nn.Module) -> str:
+    """What the analysis calls A for this model, for captions."""
+    block = model.blocks[0]
+    if hasattr(block, "conv_tokens"):
+        return f"{block.token_mixing} kernel (as an N x N matrix)"
+    return "A = linear_tokens" if hasattr(block, "linear_tokens") else "token-mixing fc1"
+
+
+def _token_weight(block: nn.Module) -> nn.Parameter:
+    if hasattr(block, "linear_tokens"):
+        return block.linear_tokens.weight
+    if hasattr(block, "conv_tokens"):
+        return block.conv_tokens.conv.weight  # (D, D or 1, 3, 3): the spatial kernel (pointwise mixes channels)
+    return block.mlp_tokens.fc1.weight
 
 
 def block_weights(model: nn.Module) -> list[dict[str, nn.Parameter]]:
     """Per block, the weight Parameters (not copies) named A, B, C as in the module docstring."""
-    arch = architecture(model)
-    return [{"A": b.linear_tokens.weight if arch == "resmlp" else b.mlp_tokens.fc1.weight,
-             "B": b.mlp_channels.fc1.weight, "C": b.mlp_channels.fc2.weight} for b in model.blocks]
+    architecture(model)  # a clear error for models without token-mixing weights
+    return [{"A": _token_weight(b), "B": b.mlp_channels.fc1.weight, "C": b.mlp_channels.fc2.weight}
+            for b in model.blocks]
+
+
+def kernel_as_matrix(kernel: torch.Tensor, grid: int) -> torch.Tensor:
+    """(N, N): the per-channel RMS of a (D, D or 1, k, k) conv kernel laid out as A (rows = output patches)."""
+    taps = kernel.detach().float().cpu().pow(2).mean(dim=(0, 1)).sqrt()  # (k, k)
+    return local_token_matrix(taps, grid, grid)
 
 
 def block_matrices(model: nn.Module) -> list[dict[str, torch.Tensor]]:
-    """`block_weights` as detached float32 CPU tensors."""
-    return [{k: w.detach().float().cpu() for k, w in ws.items()} for ws in block_weights(model)]
+    """`block_weights` as detached float32 CPU tensors, A always as an N x N (or hidden x N) matrix."""
+    grid = model.stem.grid_size
+    out = []
+    for ws in block_weights(model):
+        mats = {k: w.detach().float().cpu() for k, w in ws.items()}
+        if mats["A"].ndim == 4:
+            mats["A"] = kernel_as_matrix(mats["A"], grid)
+        out.append(mats)
+    return out
 
 
 def sparsity(weight: torch.Tensor, threshold: float = SPARSITY_THRESHOLD) -> float:
@@ -105,7 +143,7 @@ def peak_locality(rows: torch.Tensor, grid: int) -> dict[str, float | None]:
 
 def layer_scale(model: nn.Module) -> list[dict[str, float]]:
     """Mean |LayerScale| per block: ls1 (after the cross-patch sublayer) and ls2 (after the MLP); [] for Mixer."""
-    if architecture(model) != "resmlp":
+    if not all(hasattr(b, "ls1") for b in model.blocks):
         return []
     return [{"ls1": float(b.ls1.detach().abs().mean()), "ls2": float(b.ls2.detach().abs().mean())}
             for b in model.blocks]
@@ -116,8 +154,8 @@ def layer_stats(model: nn.Module, threshold: float = SPARSITY_THRESHOLD) -> list
     grid = model.stem.grid_size
     arch = architecture(model)
     out = []
-    for ws in block_matrices(model):
+    for ws, params in zip(block_matrices(model), block_weights(model)):
         loc = locality(ws["A"], grid) if arch == "resmlp" else {}
-        out.append({"sparsity": {k: sparsity(w, threshold) for k, w in ws.items()},
+        out.append({"sparsity": {k: sparsity(w, threshold) for k, w in params.items()},  # of the weights themselves
                     "locality": {**loc, **peak_locality(ws["A"], grid)}})
     return out

@@ -65,8 +65,10 @@ def init_token_mixing(model: nn.Module, kind: str, *, generator: Optional[torch.
         return model
     blocks = getattr(model, "blocks", None)
     if blocks is None or not all(hasattr(b, "linear_tokens") for b in blocks):
+        mixing = getattr(blocks[0], "token_mixing", None) if blocks else None
+        has = f"token_mixing={mixing!r}" if mixing else type(model).__name__
         raise ValueError(f"token-mixing init {kind!r} applies to ResMLP's linear_tokens (one N x N matrix A per "
-                         f"block); {type(model).__name__} has none")
+                         f"block, token_mixing='linear'); this model has {has}")
     h, w = grid_shape(model)
     for block in blocks:
         if kind == "identity":

@@ -2,7 +2,8 @@
 
 Only the weights of linear maps (the paper's A, B, C and the patch projection / head) are decayed.
 Biases, normalisation parameters, the Aff operator's ``alpha``/``beta`` and the LayerScale vectors
-``ls1``/``ls2`` are not: they are scales and offsets, and shrinking them towards 0 fights the
+``ls1``/``ls2`` (and class-MLP pooling's ``cls_token``, as timm does for class tokens) are not:
+they are scales and offsets, and shrinking them towards 0 fights the
 residual design (ResMLP Sec. 3, Eq. 1-2). Note the Aff parameters have shape [1, 1, D], so the
 common "ndim <= 1" rule alone would wrongly decay them.
 """
@@ -19,7 +20,7 @@ from ..config import OptimizerName
 from .lamb import Lamb
 from .muon import MuonAdamW, muon_param_names
 
-NO_DECAY_LEAF_NAMES = frozenset({"alpha", "beta", "bias"})
+NO_DECAY_LEAF_NAMES = frozenset({"alpha", "beta", "bias", "cls_token"})  # cls_token: class-MLP pooling
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
     nn.GroupNorm,

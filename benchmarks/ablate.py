@@ -1,0 +1,175 @@
+"""The paper's design table (Table 3 / Appendix A) at CPU scale: train every ablation row of ResMLP with one
+recipe, seed(s) and budget, and write a Markdown table (params, GFLOPs, images/s, top-1) and a bar chart.
+
+    python benchmarks/ablate.py --data /tmp/data/cifar10/train --epochs 2 --seeds 0 1 --out runs/ablate
+
+Each row changes one option of the recipe's model (`model.norm`, `model.token_mixing`, `model.pooling`,
+`model.act`, `model.patch_size`); `--rows baseline,none,mlp` picks some. Runs go one after the other through
+the sweep runner (benchmarks/sweep.py): OUT/ROW-sSEED are run directories, reused when finished, so an
+interrupted table resumes. `--per-class K` trains on a fixed subset (the first K images of each class, as
+symlinks under OUT/data) for quick tables. Writes OUT/ablations.md, OUT/ablations.png, OUT/ablations.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from resmlp.config import load_config
+from resmlp.models import count_macs, count_params, create_model
+from resmlp.train.run import model_arguments
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep import cpu_model, read_curve, run_one  # noqa: E402  (the sibling benchmark script)
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    group: str
+    overrides: tuple[str, ...]
+    paper: str  # the paper's Table 3 result for this row (ResMLP-S12, ImageNet)
+
+
+# `paper`: what the paper reports for the row where this project has the number on record (issue 13 quotes
+# Table 3's "none" row and the conv3x3 / MLP / linear relation); "" where it does not.
+ROWS = [
+    Row("baseline", "baseline", (), "reference row"),
+    Row("layernorm", "norm", ("model.norm=layernorm",), ""),
+    Row("batchnorm", "norm", ("model.norm=batchnorm",), ""),
+    Row("none", "token mixing", ("model.token_mixing=none",), "56.5: far below every mixing layer"),
+    Row("mlp", "token mixing", ("model.token_mixing=mlp",), "~ conv3x3 ~ linear + 0.7"),
+    Row("conv3x3", "token mixing", ("model.token_mixing=conv3x3",), "~ MLP ~ linear + 0.7"),
+    Row("depthwise", "token mixing", ("model.token_mixing=conv3x3_depthwise",), ""),
+    Row("separable", "token mixing", ("model.token_mixing=conv3x3_separable",), ""),
+    Row("class_mlp", "pooling", ("model.pooling=class_mlp",), ""),
+    Row("silu", "activation", ("model.act=silu",), ""),
+    Row("hardswish", "activation", ("model.act=hardswish",), ""),
+    Row("relu", "activation", ("model.act=relu",), ""),
+    Row("patch8", "patch size", ("model.patch_size=8",), ""),
+    Row("patch2", "patch size", ("model.patch_size=2",), ""),
+]
+
+
+def subset_folder(root: Path, per_class: int, out: Path) -> Path:
+    """OUT/data/<class>/ holding symlinks to the first `per_class` files (sorted) of each class of `root`."""
+    for cls in sorted(p for p in root.iterdir() if p.is_dir()):
+        target = out / cls.name
+        target.mkdir(parents=True, exist_ok=True)
+        for f in sorted(cls.iterdir())[:per_class]:
+            link = target / f.name
+            if not link.exists():
+                link.symlink_to(f.resolve())
+    return out
+
+
+def cost(recipe: str, overrides: list[str]) -> tuple[int, float]:
+    """(parameters, GFLOPs = multiply-adds of one image) of the model a run with `overrides` trains."""
+    cfg = load_config(recipe, overrides)
+    args = model_arguments(cfg.model)
+    with torch.device("meta"):
+        model = create_model(cfg.model.name, **args)
+    size = args["img_size"]
+    return count_params(model), count_macs(model, (1, args.get("in_chans", 3), size, size)) / 1e9
+
+
+def markdown(results: list[dict], recipe: str, common: list[str], machine: str) -> str:
+    base = results[0]["top1"]
+    head = ["group", "row", "params (M)", "GFLOPs", "images/s", "top-1", "per seed", "vs baseline",
+            "the paper (S12, ImageNet)"]
+    lines = [f"Recipe `{recipe}` with `{' '.join(common)}`; {machine}; {time.strftime('%Y-%m-%d')}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        lines.append("| " + " | ".join([
+            r["group"], f"`{r['name']}`", f"{r['params'] / 1e6:.3f}", f"{r['gflops']:.3f}", f"{r['images_per_s']:.0f}",
+            f"{r['top1']:.2f}", " / ".join(f"{t:.2f}" for t in r["per_seed"]), f"{r['top1'] - base:+.2f}",
+            r["paper"] or "-"]) + " |")
+    lines.append("")
+    lines.append("top-1: best validation top-1 (%), mean over the seeds; images/s: training throughput of the run "
+                 "(noisy when other jobs share the CPU).")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(results: list[dict], path: Path) -> None:
+    fig = Figure(figsize=(8, 4.2))
+    ax = fig.add_subplot()
+    groups = list(dict.fromkeys(r["group"] for r in results))
+    xs = range(len(results))
+    ax.bar(xs, [r["top1"] for r in results], color=[f"C{groups.index(r['group'])}" for r in results])
+    for x, r in zip(xs, results):
+        ax.plot([x] * len(r["per_seed"]), r["per_seed"], "k.", ms=4)
+    ax.axhline(results[0]["top1"], color="grey", lw=0.8, ls="--")
+    ax.set_xticks(list(xs), [r["name"] for r in results], rotation=45, ha="right", fontsize=8)
+    low = min(min(r["per_seed"]) for r in results)
+    ax.set(ylabel="validation top-1 (%)", ylim=(max(0.0, low - 5), None),
+           title="ResMLP design choices at CPU scale (bars: mean, dots: seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default="cifar10_cpu")
+    p.add_argument("--data", required=True, help="image folder with one sub-folder per class")
+    p.add_argument("--per-class", type=int, default=None, help="train on the first K images of each class")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget per run instead")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--rows", default=None, help=f"comma-separated subset of: {', '.join(r.name for r in ROWS)}")
+    p.add_argument("--set", dest="common", nargs="+", default=[], help="overrides for every row")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+
+    rows = ROWS
+    if args.rows:
+        wanted = args.rows.split(",")
+        unknown = sorted(set(wanted) - {r.name for r in ROWS})
+        if unknown:
+            raise SystemExit(f"error: --rows: unknown {', '.join(unknown)}; choose from {', '.join(r.name for r in ROWS)}")
+        rows = [r for r in ROWS if r.name in wanted]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data)
+    if not data.is_dir():
+        raise SystemExit(f"error: --data {data}: not a folder")
+    if args.per_class:
+        data = subset_folder(data, args.per_class, out / "data")
+    # The ablation compares architectures as the paper does: the paper's inits, none of the issue-11 levers.
+    common = ["data.source=folder", f"data.path={data}", "model.token_mixing_init=default", "model.stem_init=default",
+              *args.common]
+    if args.epochs is not None:
+        common.append(f"optim.epochs={args.epochs}")
+    if args.minutes is not None:
+        common += [f"run.time_limit_min={args.minutes}", "run.fit_to_time_limit=true"]
+    results = []
+    for row in rows:
+        per_seed, speed = [], []
+        for seed in args.seeds:
+            print(f"=== {row.name} seed {seed}: {' '.join(row.overrides) or '(recipe)'}", flush=True)
+            run_dir = out / f"{row.name}-s{seed}"
+            summary = run_one(args.recipe, [*common, f"run.seed={seed}", *row.overrides], run_dir)
+            per_seed.append(max(t for _, t in read_curve(run_dir)))
+            speed.append(summary["train_images_per_s"])
+        params, gflops = cost(args.recipe, [*common, *row.overrides])
+        results.append({"name": row.name, "group": row.group, "overrides": list(row.overrides), "paper": row.paper,
+                        "params": params, "gflops": gflops, "images_per_s": statistics.median(speed),
+                        "top1": statistics.mean(per_seed), "per_seed": per_seed, "seeds": args.seeds})
+        (out / "ablations.json").write_text(json.dumps({"recipe": args.recipe, "common": common, "cpu": cpu_model(),
+                                                         "results": results}, indent=1))
+    (out / "ablations.md").write_text(markdown(results, args.recipe, common, cpu_model()))
+    bar_chart(results, out / "ablations.png")
+    print((out / "ablations.md").read_text())
+    print(f"wrote {out / 'ablations.md'}, {out / 'ablations.png'}, {out / 'ablations.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
