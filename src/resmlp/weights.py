@@ -120,7 +120,7 @@ def convert_state_dict(sd: Mapping[str, torch.Tensor], to: str) -> StateDict:
     src = detect_layout(sd)
     if src == to:
         return dict(sd)
-    if to == "deit" and any(".mlp_tokens." in k for k in sd):
+    if to == "deit" and any(".mlp_tokens." in k for k in sd) and not any(k.endswith(".ls1") for k in sd):
         raise WeightsError("MLP-Mixer weights have no deit layout (the deit repo has no Mixer); use --to timm")
     out: StateDict = {}
     for k, v in sd.items():
