@@ -3,8 +3,8 @@ model.safetensors, see export.save_pretrained) plus a model card README.md writt
 config.yaml, summary.json and eval.json. `push_to_hub` is the only function here that uses the network."""
 from __future__ import annotations
 
-import os
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -60,13 +60,14 @@ def model_card(spec: ModelSpec, *, params: int, run_dir: Optional[Path] = None, 
         f"A {'ResMLP (Touvron et al. 2021)' if spec.arch == 'resmlp' else 'MLP-Mixer (Tolstikhin et al. 2021)'} "
         f"image classifier: {spec.args['depth']} blocks of width {spec.args['embed_dim']} over "
         f"{spec.args['patch_size']}x{spec.args['patch_size']} patches of {pre.img_size}x{pre.img_size} images, "
-        f"{spec.num_classes} classes, {params:,} parameters. Built and trained with "
-        "[resmlp](https://github.com/) (a PyTorch reference implementation).",
+        f"{spec.num_classes} classes, {params:,} parameters, packaged by the resmlp package (a PyTorch "
+        "reference implementation of ResMLP and MLP-Mixer).",
         "",
         "## How to use",
         "",
         "```python",
         "import resmlp",
+        "import huggingface_hub",
         f'model = resmlp.from_pretrained(huggingface_hub.snapshot_download("{repo}"))',
         "```",
     ]
