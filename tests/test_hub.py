@@ -75,11 +75,17 @@ def test_pretrained_by_name_from_the_hub_cache_offline(tmp_path, s12_weights):
     hub_cache(tmp_path / "hf" / "hub", "timm/resmlp_12_224.fb_distilled_in1k", {
         "model.safetensors": lambda p: save_file(s12_weights, str(p)),
         "config.json": lambda p: p.write_text(json.dumps(config))})
+    trunk = {k: v for k, v in s12_weights.items() if not k.startswith("head.")}
+    hub_cache(tmp_path / "hf" / "hub", "timm/resmlp_12_224.fb_dino", {  # weights only, no config.json
+        "model.safetensors": lambda p: save_file(trunk, str(p))})
     out = tmp_path / "loaded.pt"
     result = run_offline(tmp_path, f"""
 import torch, resmlp
 m = resmlp.create_model("resmlp_s12", pretrained="fb_distilled_in1k")
-torch.save({{"sd": m.state_dict(), "crop_pct": m.spec.preprocess.crop_pct, "classes": m.spec.num_classes}}, {str(out)!r})
+dino = resmlp.create_model("resmlp_s12", pretrained="fb_dino")
+torch.save({{"sd": m.state_dict(), "crop_pct": m.spec.preprocess.crop_pct, "classes": m.spec.num_classes,
+            "dino_sd": dino.state_dict(), "dino_classes": dino.num_classes,
+            "dino_pre": dino.spec.preprocess.crop_pct}}, {str(out)!r})
 try:
     resmlp.create_model("resmlp_s12", pretrained="fb_in1k")
 except resmlp.WeightsError as e:
@@ -91,6 +97,9 @@ except resmlp.WeightsError as e:
     assert loaded["sd"].keys() == s12_weights.keys()
     for k, v in s12_weights.items():
         torch.testing.assert_close(loaded["sd"][k], v, rtol=0, atol=0)
+    assert loaded["dino_classes"] == 0 and loaded["dino_sd"].keys() == trunk.keys()
+    assert loaded["dino_pre"] == 0.875  # no config.json in the cache: the registry's record of timm's config
+    torch.testing.assert_close(loaded["dino_sd"]["blocks.3.ls2"], trunk["blocks.3.ls2"], rtol=0, atol=0)
     # The tag that is not cached: one error line naming the repo and both caches, and no network attempt.
     assert "error: resmlp_s12 fb_in1k: offline (HF_HUB_OFFLINE is set) and not cached: " \
            "timm/resmlp_12_224.fb_in1k not reachable" in result.stdout
@@ -100,10 +109,11 @@ except resmlp.WeightsError as e:
 def test_pretrained_falls_back_to_the_original_file_once(tmp_path, monkeypatch, s12_weights):
     """Hub unreachable (online, no such cached repo): the deit file, downloaded once, in deit layout."""
     hf = pytest.importorskip("huggingface_hub")
+    from huggingface_hub.errors import LocalEntryNotFoundError
     calls = []
 
     def no_hub(repo_id, filename, **kw):
-        raise hf.errors.LocalEntryNotFoundError(f"cannot reach the Hub for {repo_id}/{filename}")
+        raise LocalEntryNotFoundError(f"cannot reach the Hub for {repo_id}/{filename}")
 
     def fake_download(url, dst, progress=True):
         calls.append(url)

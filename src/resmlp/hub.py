@@ -67,14 +67,27 @@ def huggingface_hub_module():
     return huggingface_hub
 
 
+class _HubUnavailable(Exception):
+    """The Hub copy cannot be had (no huggingface_hub, offline and not cached, no such repo, network)."""
+
+
 def _from_hub(repo_id: str, cache_dir: Optional[str | os.PathLike]) -> tuple[Path, Optional[dict[str, Any]]]:
-    """(weights file, parsed config.json or None) of `repo_id` through the Hub cache; raises what the Hub
-    raises when the weights cannot be had."""
-    hf = huggingface_hub_module()
-    weights = Path(hf.hf_hub_download(repo_id, HUB_WEIGHTS, cache_dir=cache_dir))
+    """(weights file, parsed config.json or None) of `repo_id` through the Hub cache."""
+    try:
+        hf = huggingface_hub_module()
+    except WeightsError as e:
+        raise _HubUnavailable(str(e)) from None
+    from huggingface_hub.errors import EntryNotFoundError  # a lazy submodule: import it by name
+
+    # Offline-and-not-cached, HTTP (incl. no such repo) and network errors are OSErrors; a missing file is not.
+    unavailable = (OSError, EntryNotFoundError)
+    try:
+        weights = Path(hf.hf_hub_download(repo_id, HUB_WEIGHTS, cache_dir=cache_dir))
+    except unavailable as e:
+        raise _HubUnavailable(f"{repo_id} not reachable and not in the HF cache ({type(e).__name__})") from None
     try:
         config = json.loads(Path(hf.hf_hub_download(repo_id, HUB_CONFIG, cache_dir=cache_dir)).read_text())
-    except (OSError, ValueError, hf.errors.EntryNotFoundError):  # the weights alone still say enough
+    except (*unavailable, ValueError):  # the weights alone still say enough (the registry has the rest)
         config = None
     return weights, config
 
@@ -84,13 +97,10 @@ def fetch_pretrained(name: str, tag: str, *, cache_dir: Optional[str | os.PathLi
     """The local weights file of `name`'s `tag` weights and the Hub config.json that came with it (None
     for the fallback file). `cache_dir` replaces the HF cache (and the torch hub cache for the fallback)."""
     published: PretrainedWeights = get_variant(name).weights[tag]
-    repo_id = hub_repo_id(name, tag)
     try:
-        return _from_hub(repo_id, cache_dir)
-    except WeightsError as e:  # no huggingface_hub: the original file is the only way
+        return _from_hub(hub_repo_id(name, tag), cache_dir)
+    except _HubUnavailable as e:
         hub_problem = str(e)
-    except Exception as e:  # noqa: BLE001 - offline/not cached, no such repo, HTTP or network errors
-        hub_problem = f"{repo_id} not reachable and not in the HF cache ({type(e).__name__})"
     fallback = download_path(published.url, cache_dir)
     if hub_offline() and not fallback.is_file():
         raise WeightsError(f"{name} {tag}: offline (HF_HUB_OFFLINE is set) and not cached: {hub_problem}; "
