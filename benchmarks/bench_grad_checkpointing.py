@@ -71,8 +71,8 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"off": [], "on": []}
     for r in range(args.repeats):
         for mode in ("off", "on"):
-            out = subprocess.run([sys.executable, "-c", CHILD, args.model, str(args.batch), "1" if mode == "on" else "0"],
-                                 env=env, capture_output=True, text=True, check=True)
+            argv = [sys.executable, "-c", CHILD, args.model, str(args.batch), "1" if mode == "on" else "0"]
+            out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
             runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"round {r + 1} checkpointing {mode:>3}: {runs[mode][-1]}", flush=True)
     saved = {mode: saved_for_backward_mb(args.model, args.batch, mode == "on") for mode in ("off", "on")}

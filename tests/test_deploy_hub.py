@@ -98,7 +98,8 @@ def test_cli_push_out_writes_the_directory_without_uploading(tmp_path, capsys):
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-    assert main(["push", str(run), "me/micro", "--out", str(tmp_path / "pkg2"), "--run-dir", str(tmp_path / "nope")]) == 2
+    assert main(["push", str(run), "me/micro", "--out", str(tmp_path / "pkg2"),
+                 "--run-dir", str(tmp_path / "nope")]) == 2
     assert f"error: {tmp_path / 'nope'}: no such run directory" in capsys.readouterr().err
     out = package_for_hub(model, tmp_path / "bare")  # a model without a run: card says what is not recorded
     assert "- not recorded" in (out / "README.md").read_text()

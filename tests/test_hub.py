@@ -32,8 +32,9 @@ def hub_cache(root: Path, repo_id: str, files: dict) -> Path:
 def run_offline(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter with HF_HUB_OFFLINE=1 and the HF cache under tmp_path (the variable
     is read when huggingface_hub is imported, so this cannot be done in-process)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
-           "TORCH_HOME": str(tmp_path / "torch"), "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "TORCH_HOME": str(tmp_path / "torch"),
+           "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -10,5 +10,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Affine", "MlpMixer", "Preprocess", "ResMLP", "ResMLPBlock", "WeightsError", "count_macs", "count_params",
     "convert_state_dict", "create_model", "pretrained", "list_models", "load_weights", "read_state_dict",
-    "from_pretrained", "fuse", "optimize", "Loaded", "load_model", "ModelSpec", "pretrained_tags", "push_to_hub", "save_pretrained",
+    "from_pretrained", "fuse", "optimize", "Loaded", "load_model", "ModelSpec", "pretrained_tags", "push_to_hub",
+    "save_pretrained",
 ]

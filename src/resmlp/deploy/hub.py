@@ -79,7 +79,8 @@ def model_card(spec: ModelSpec, *, params: int, run_dir: Optional[Path] = None, 
               f"{list(pre.std)}.", "", "## Data", ""]
     if data:
         where = data.get("path") or "bundled with scikit-learn" if data.get("source") == "digits" else data.get("path")
-        val = data.get("val_path") or f"{data.get('val_split', 0):.0%} of the training images held out (seed {data.get('split_seed', 0)})"
+        val = data.get("val_path") or (f"{data.get('val_split', 0):.0%} of the training images held out "
+                                       f"(seed {data.get('split_seed', 0)})")
         lines += [f"- training data: `{data.get('source')}` ({where})", f"- validation: {val}"]
     else:
         lines += ["- not recorded (the model was not packaged from a resmlp run directory)"]

@@ -4,8 +4,8 @@ from .flops import count_macs, count_params
 from .init import TOKEN_MIXING_INITS, grid_shape, init_token_mixing, local_kernel, local_token_matrix
 from .layers import Affine, DropPath, Mlp, PatchStem
 from .mixer import MixerBlock, MlpMixer
-from .registry import (VARIANTS, ModelSpec, Preprocess, PretrainedWeights, Variant, as_backbone, create_model, get_variant,
-                       list_models, model_args)
+from .registry import (VARIANTS, ModelSpec, Preprocess, PretrainedWeights, Variant, as_backbone, create_model,
+                       get_variant, list_models, model_args)
 from .timm_config import from_timm_config, timm_architecture, to_timm_config
 from .resmlp import ResMLP, ResMLPBlock
 from .tta import TestTimeAugment, shift_image, tta_views, with_tta
