@@ -157,3 +157,21 @@ def test_missing_huggingface_hub_falls_back_and_says_how_to_install(tmp_path, mo
                                            r"pip install 'resmlp\[hub\]'; the original file failed too: could not "
                                            r"download https://dl.fbaipublicfiles.com/deit/resmlp_12_no_dist.pth"):
         resmlp.create_model("resmlp_s12", pretrained=True, cache_dir=tmp_path)
+
+
+def test_commands_take_published_names_as_weights(tmp_path, monkeypatch, s12_weights, capsys):
+    """`resmlp export resmlp_s12.fb_in1k ...`: VARIANT.TAG works wherever WEIGHTS does (via load_model)."""
+    hf = pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(hf, "hf_hub_download", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, progress=True: torch.save(s12_weights, dst))
+    from resmlp.cli import main
+
+    assert main(["export", "resmlp_s12.fb_in1k", "--format", "safetensors", "--out", str(tmp_path / "pkg")]) == 0
+    config = json.loads((tmp_path / "pkg" / "config.json").read_text())
+    assert config["architecture"] == "resmlp_12_224" and "model_args" not in config
+    assert config["pretrained_cfg"]["crop_pct"] == 0.875
+    assert (tmp_path / "torch" / "hub" / "checkpoints" / "resmlp_12_no_dist.pth").is_file()
+    assert main(["export", "resmlp_s12.fb_nope", "--format", "safetensors", "--out", str(tmp_path / "x")]) == 2
+    assert "resmlp_s12.fb_nope: no such file or directory (nor a published model such as resmlp_s12.fb_in1k)" \
+        in capsys.readouterr().err

@@ -4,6 +4,7 @@ Sources, tried in this order (every command that takes weights uses `load_model`
     packaged directory (config.json + model.safetensors, written by `resmlp export --format safetensors`,
                                      or a timm Hub directory)
     run directory                 -> checkpoints/best.pt, else checkpoints/last.pt
+    VARIANT.TAG (no such path)    -> published weights by name (resmlp.hub), e.g. resmlp_s12.fb_in1k
     our checkpoint file           -> the model, preprocessing and class names it describes
     a bare .pth/.pt/.safetensors  -> deit/timm state dict; the architecture from the tensor shapes (or
                                      `model_name`), the variant's default preprocessing, no class names
@@ -23,7 +24,8 @@ from .checkpoint import model_from_checkpoint, read_checkpoint
 from .data.datasets import ImageDataset, scan_image_folder
 from .data.transforms import eval_transform_from
 from .infer_arch import infer_architecture, shape_args
-from .models import ModelSpec, create_model, from_timm_config
+from .hub import create_model as create_pretrained
+from .models import VARIANTS, ModelSpec, create_model, from_timm_config
 from .weights import WeightsError, convert_state_dict, load_weights, read_state_dict
 
 PRETRAINED_FORMAT = "resmlp-pretrained"
@@ -71,13 +73,22 @@ def load_model(source: str | os.PathLike | Mapping, *, model_name: str | None = 
 def _from_path(path: Path, model_name: str | None, weights: str, key: str | None,
                overrides: Mapping[str, Any] | None) -> Loaded:
     if not path.exists():
-        raise WeightsError(f"{path}: no such file or directory")
+        published = _published_name(str(path))
+        if published is not None:  # NAME.TAG: published weights by name, through the Hub cache
+            return Loaded(create_pretrained(published[0], pretrained=published[1]).eval(), path)
+        raise WeightsError(f"{path}: no such file or directory (nor a published model such as resmlp_s12.fb_in1k)")
     if path.is_dir() and (path / CONFIG_NAME).is_file():
         return Loaded(read_packaged(path), path / WEIGHTS_NAME)
     ckpt = read_checkpoint(path) if path.is_dir() else None if path.suffix == ".safetensors" else _our_checkpoint(path)
     if ckpt is not None:
         return Loaded(model_from_checkpoint(ckpt, weights=weights), Path(ckpt["path"]), ckpt)
     return Loaded(_from_state_dict(path, model_name, key, overrides), path)
+
+
+def _published_name(text: str) -> Optional[tuple[str, str]]:
+    """(variant, tag) when `text` is VARIANT.TAG of published weights, e.g. resmlp_s12.fb_distilled_in1k."""
+    name, _, tag = text.partition(".")
+    return (name, tag) if name in VARIANTS and tag in VARIANTS[name].weights else None
 
 
 def _our_checkpoint(path: Path) -> Optional[dict[str, Any]]:
