@@ -75,6 +75,7 @@ def _fb(stem: str, dino: bool = False) -> dict[str, PretrainedWeights]:
         out["fb_dino"] = PretrainedWeights(_DEIT + f"{stem}_dino.pth")
     return out
 
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # Paper Table 1 / Table 3. LayerScale init is depth dependent (0.1 for 12 blocks, 1e-5 for 24, 1e-6 beyond).
     Variant("resmlp_s12", "resmlp", dict(patch_size=16, embed_dim=384, depth=12, layer_scale_init=0.1),
