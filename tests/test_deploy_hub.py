@@ -41,7 +41,8 @@ def test_model_card_carries_data_recipe_metrics_and_intended_use(tmp_path):
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     assert yaml.safe_load(front) == {"license": "apache-2.0", "library_name": "resmlp",
                                      "pipeline_tag": "image-classification", "tags": ["image-classification", "resmlp"]}
-    for expected in ("# resmlp_micro8", "3 classes, 123,456 parameters",
+    for expected in ("# resmlp_micro8", "4 blocks of width 128 over 2x2 patches, for 8x8 images, 3 classes, "
+                     "123,456 parameters",
                      "training data: `folder` (/data/cifar3/train)", "10% of the training images held out (seed 0)",
                      "classes (3): airplane, bird, cat", "optimizer lamb, lr 0.005 per 512 images, weight decay 0.05, "
                      "40 epochs (3 warm-up), batch 64", "validation top-1: best 81.25%, final 80.50% (top-5 99.00%) "
@@ -59,6 +60,11 @@ def test_model_card_of_a_timm_architecture_without_a_run():
     assert "library_name: timm" in card and "- timm" in card and "(timm `resmlp_12_224`)" in card
     assert 'timm.create_model("hf-hub:me/s12", pretrained=True)' in card
     assert card.count("- not recorded") == 3  # data, recipe, metrics
+    assert "A ResMLP (Touvron et al. 2021) image classifier, 12 blocks of width 384 over 16x16 patches, for 32x32 " \
+           "images, 1000 classes" in card
+    teacher = resmlp.models.create_model("resnet20_cifar").spec
+    assert "A CIFAR ResNet-20 (He et al. 2016) image classifier for 32x32 images, 10 classes" in \
+        model_card(teacher, params=1)
 
 
 def test_push_to_hub_uploads_the_packaged_directory_with_its_card(tmp_path, monkeypatch):

@@ -132,6 +132,18 @@ def test_packaged_config_follows_timms_schema(tmp_path):
     assert config["pretrained_cfg"]["input_size"] == [1, 32, 32]
 
 
+def test_a_convnet_teacher_packages_and_reloads(tmp_path):
+    """Architectures timm does not build keep the schema (architecture = our name) and round-trip."""
+    model = model_with_weights("resnet20_cifar")
+    save_pretrained(model, tmp_path / "pkg", classes=CLASSES)
+    config = json.loads((tmp_path / "pkg" / "config.json").read_text())
+    assert config["architecture"] == "resnet20_cifar" and config["num_features"] == 64
+    assert config["pretrained_cfg"]["first_conv"] == "stem.0"
+    x = images(2, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(resmlp.from_pretrained(tmp_path / "pkg")(x), model(x), rtol=0, atol=0)
+
+
 def timm_written_directory(tmp_path, model, **cfg):
     """A directory as timm's push_to_hub writes it (no "resmlp" key): config.json + model.safetensors."""
     from safetensors.torch import save_file

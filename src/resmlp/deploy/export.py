@@ -37,7 +37,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, preproces
         raise ExportError(f"{out} exists and is not a directory; a packaged model is a folder")
     spec = spec_of(model)
     spec = spec.replace(preprocess=preprocess or spec.preprocess, classes=classes or spec.class_names())
-    config = to_timm_config(spec)
+    config = to_timm_config(spec, num_features=model.num_features)
     config["resmlp"].update(format=PRETRAINED_FORMAT, format_version=2)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_atomic(out / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))

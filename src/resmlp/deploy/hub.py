@@ -42,6 +42,15 @@ def _pct(value: Any) -> str:
     return f"{value:.2f}%" if isinstance(value, (int, float)) else "not recorded"
 
 
+def _what(spec: ModelSpec) -> str:
+    a = spec.args
+    if spec.arch == "resnet":
+        return f"A CIFAR ResNet-{6 * a['blocks_per_stage'] + 2} (He et al. 2016) image classifier"
+    family = "ResMLP (Touvron et al. 2021)" if spec.arch == "resmlp" else "MLP-Mixer (Tolstikhin et al. 2021)"
+    return (f"A {family} image classifier, {a['depth']} blocks of width {a['embed_dim']} over "
+            f"{a['patch_size']}x{a['patch_size']} patches,")
+
+
 def model_card(spec: ModelSpec, *, params: int, run_dir: Optional[Path] = None, repo_id: Optional[str] = None) -> str:
     """The README.md of a Hub repository holding a model of `spec`: front matter (tags, license, metrics),
     then what it is, how to load it, its data, recipe and metrics (from `run_dir`), and its intended use."""
@@ -57,11 +66,8 @@ def model_card(spec: ModelSpec, *, params: int, run_dir: Optional[Path] = None, 
     lines = [
         f"# {spec.name}" + (f" (timm `{timm_name}`)" if timm_name else ""),
         "",
-        f"A {'ResMLP (Touvron et al. 2021)' if spec.arch == 'resmlp' else 'MLP-Mixer (Tolstikhin et al. 2021)'} "
-        f"image classifier: {spec.args['depth']} blocks of width {spec.args['embed_dim']} over "
-        f"{spec.args['patch_size']}x{spec.args['patch_size']} patches of {pre.img_size}x{pre.img_size} images, "
-        f"{spec.num_classes} classes, {params:,} parameters, packaged by the resmlp package (a PyTorch "
-        "reference implementation of ResMLP and MLP-Mixer).",
+        f"{_what(spec)} for {pre.img_size}x{pre.img_size} images, {spec.num_classes} classes, {params:,} "
+        "parameters, packaged by the resmlp package (a PyTorch reference implementation of ResMLP and MLP-Mixer).",
         "",
         "## How to use",
         "",

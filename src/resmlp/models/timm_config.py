@@ -32,8 +32,9 @@ def timm_architecture(spec: ModelSpec) -> Optional[str]:
     return None
 
 
-def to_timm_config(spec: ModelSpec, *, tag: Optional[str] = None) -> dict[str, Any]:
-    """The config.json timm's hub loader reads for a model of `spec` (see the module docstring)."""
+def to_timm_config(spec: ModelSpec, *, num_features: int, tag: Optional[str] = None) -> dict[str, Any]:
+    """The config.json timm's hub loader reads for a model of `spec` whose pooled features have
+    `num_features` dims (see the module docstring)."""
     arch = timm_architecture(spec)
     pre, classes = spec.preprocess, spec.class_names()
     c, h, w = spec.input_shape
@@ -41,12 +42,13 @@ def to_timm_config(spec: ModelSpec, *, tag: Optional[str] = None) -> dict[str, A
         "tag": tag or "resmlp", "custom_load": False, "input_size": [c, h, w], "fixed_input_size": True,
         "interpolation": pre.interpolation, "crop_pct": pre.crop_pct, "crop_mode": "center",
         "mean": list(pre.mean), "std": list(pre.std), "num_classes": spec.num_classes, "pool_size": None,
-        "first_conv": "stem.proj", "classifier": "head", "label_names": classes,
+        "first_conv": "stem.proj" if spec.arch != "resnet" else "stem.0", "classifier": "head",
+        "label_names": classes,
     }
     config: dict[str, Any] = {"architecture": arch or spec.name, "num_classes": spec.num_classes,
-                              "num_features": spec.args["embed_dim"], "global_pool": "avg"}
+                              "num_features": num_features, "global_pool": "avg"}
     # timm's functions fix patch size, width and depth; a size they leave free goes in model_args.
-    sizes = {k: spec.args[k] for k, default in (("img_size", 224), ("in_chans", 3)) if spec.args.get(k, 3) != default}
+    sizes = {k: spec.args[k] for k, default in (("img_size", 224), ("in_chans", 3)) if spec.args[k] != default}
     if sizes:
         config["model_args"] = sizes
     config["pretrained_cfg"] = pretrained_cfg
