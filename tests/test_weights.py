@@ -166,19 +166,3 @@ def test_models_and_summary_cli(capsys):
     assert "total params 30,020,680" in out and "5.96 GFLOPs" in out
 
 
-def test_pretrained_downloads_the_official_file_once(tmp_path, monkeypatch):
-    """Online path, with the network replaced by a function that writes a deit-layout file."""
-    calls = []
-
-    def fake_download(url, dst, progress=True):
-        calls.append(url)
-        torch.save({"model": convert_state_dict(resmlp.create_model("resmlp_s12").state_dict(), to="deit")}, dst)
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    model = resmlp.pretrained("resmlp_s12", cache_dir=tmp_path)
-    assert calls == ["https://dl.fbaipublicfiles.com/deit/resmlp_12_no_dist.pth"]
-    assert (tmp_path / "resmlp_12_no_dist.pth").is_file() and model.blocks[11].ls1.shape == (384,)
-    resmlp.pretrained("resmlp_s12", cache_dir=tmp_path)
-    assert len(calls) == 1  # cached
-    with pytest.raises(WeightsError, match="no official 'no_dist' weights for resmlp_b24"):
-        resmlp.pretrained("resmlp_b24")

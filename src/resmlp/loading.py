@@ -1,8 +1,10 @@
 """The one loader: whatever weights a user points a command at -> a model with its `spec`.
 
 Sources, tried in this order (every command that takes weights uses `load_model`):
-    packaged directory (config.json + model.safetensors, written by `resmlp export --format safetensors`)
+    packaged directory (config.json + model.safetensors, written by `resmlp export --format safetensors`,
+                                     or a timm Hub directory)
     run directory                 -> checkpoints/best.pt, else checkpoints/last.pt
+    VARIANT.TAG (no such path)    -> published weights by name (resmlp.hub), e.g. resmlp_s12.fb_in1k
     our checkpoint file           -> the model, preprocessing and class names it describes
     a bare .pth/.pt/.safetensors  -> deit/timm state dict; the architecture from the tensor shapes (or
                                      `model_name`), the variant's default preprocessing, no class names
@@ -22,12 +24,14 @@ from .checkpoint import model_from_checkpoint, read_checkpoint
 from .data.datasets import ImageDataset, scan_image_folder
 from .data.transforms import eval_transform_from
 from .infer_arch import infer_architecture, shape_args
-from .models import ModelSpec, create_model
+from .hub import create_model as create_pretrained
+from .models import VARIANTS, ModelSpec, create_model, from_timm_config
 from .weights import WeightsError, convert_state_dict, load_weights, read_state_dict
 
 PRETRAINED_FORMAT = "resmlp-pretrained"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+TIMM_BIN_NAME = "pytorch_model.bin"  # what timm's save_for_hf writes without safe_serialization
 
 
 @dataclass
@@ -69,13 +73,22 @@ def load_model(source: str | os.PathLike | Mapping, *, model_name: str | None = 
 def _from_path(path: Path, model_name: str | None, weights: str, key: str | None,
                overrides: Mapping[str, Any] | None) -> Loaded:
     if not path.exists():
-        raise WeightsError(f"{path}: no such file or directory")
+        published = _published_name(str(path))
+        if published is not None:  # NAME.TAG: published weights by name, through the Hub cache
+            return Loaded(create_pretrained(published[0], pretrained=published[1]).eval(), path)
+        raise WeightsError(f"{path}: no such file or directory (nor a published model such as resmlp_s12.fb_in1k)")
     if path.is_dir() and (path / CONFIG_NAME).is_file():
         return Loaded(read_packaged(path), path / WEIGHTS_NAME)
     ckpt = read_checkpoint(path) if path.is_dir() else None if path.suffix == ".safetensors" else _our_checkpoint(path)
     if ckpt is not None:
         return Loaded(model_from_checkpoint(ckpt, weights=weights), Path(ckpt["path"]), ckpt)
     return Loaded(_from_state_dict(path, model_name, key, overrides), path)
+
+
+def _published_name(text: str) -> Optional[tuple[str, str]]:
+    """(variant, tag) when `text` is VARIANT.TAG of published weights, e.g. resmlp_s12.fb_distilled_in1k."""
+    name, _, tag = text.partition(".")
+    return (name, tag) if name in VARIANTS and tag in VARIANTS[name].weights else None
 
 
 def _our_checkpoint(path: Path) -> Optional[dict[str, Any]]:
@@ -104,7 +117,11 @@ def _from_state_dict(source: str | os.PathLike | Mapping, model_name: str | None
 
 
 def read_packaged(directory: str | os.PathLike) -> nn.Module:
-    """A packaged model directory (or its config.json) -> the model in eval mode with its spec."""
+    """A packaged model directory (or its config.json) -> the model in eval mode with its spec.
+
+    Reads ours (timm's config.json schema with our spec under "resmlp"; also the older format-1 config)
+    and timm's own Hub directories (config.json + model.safetensors or pytorch_model.bin) of the
+    architectures resmlp builds (see `resmlp.models.timm_config`)."""
     path = Path(directory)
     folder = path.parent if path.name == CONFIG_NAME else path
     config_path = folder / CONFIG_NAME
@@ -115,14 +132,19 @@ def read_packaged(directory: str | os.PathLike) -> nn.Module:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{config_path}: invalid JSON ({e})") from None
-    if not isinstance(config, dict) or config.get("format") != PRETRAINED_FORMAT:
-        found = config.get("format") if isinstance(config, dict) else None
-        raise WeightsError(f"{config_path}: not a resmlp config (format={found!r}, expected {PRETRAINED_FORMAT!r})")
     try:
-        spec = ModelSpec.from_dict(config)
+        if isinstance(config, dict) and config.get("format") == PRETRAINED_FORMAT:  # format 1 (ours, pre-timm)
+            spec = ModelSpec.from_dict(config)
+        elif isinstance(config, dict) and "architecture" in config:  # timm's schema (ours since format 2)
+            spec = from_timm_config(config)
+        else:
+            found = config.get("format") if isinstance(config, dict) else None
+            raise WeightsError(f"not a resmlp config (format={found!r}, expected {PRETRAINED_FORMAT!r}) "
+                               f"nor a timm config (no 'architecture')")
     except ValueError as e:
         raise WeightsError(f"{config_path}: {e}") from None
-    return load_weights(spec.build(), folder / WEIGHTS_NAME).eval()
+    weights = next((folder / n for n in (WEIGHTS_NAME, TIMM_BIN_NAME) if (folder / n).is_file()), folder / WEIGHTS_NAME)
+    return load_weights(spec.build(), weights).eval()
 
 
 def folder_dataset(root: str | os.PathLike, spec: ModelSpec, *, on_bad: str = "skip") -> ImageDataset:

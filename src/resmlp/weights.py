@@ -184,26 +184,19 @@ def _mismatches(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor],
     return out
 
 
+def download_path(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where `download_weights` keeps the file of `url` (the torch hub cache unless `cache_dir`)."""
+    cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
+    return cache / url.rsplit("/", 1)[-1]
+
+
 def download_weights(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Download an official checkpoint (online users only) into the torch hub cache; returns its path."""
-    cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
-    cache.mkdir(parents=True, exist_ok=True)
-    dst = cache / url.rsplit("/", 1)[-1]
+    dst = download_path(url, cache_dir)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     if not dst.exists():
         try:
             torch.hub.download_url_to_file(url, str(dst), progress=True)  # writes a temp file, then renames
         except OSError as e:
             raise WeightsError(f"could not download {url}: {e}") from None
     return dst
-
-
-def pretrained(name: str, tag: str = "no_dist", *, cache_dir: str | os.PathLike | None = None) -> nn.Module:
-    """A registered variant with its official deit-repo weights (`tag`: no_dist, dist, ...; online users:
-    the file is downloaded once into the torch hub cache)."""
-    from .models import create_model, get_variant  # noqa: PLC0415 - models import nothing from here
-
-    urls = get_variant(name).urls
-    if tag not in urls:
-        raise WeightsError(f"no official {tag!r} weights for {name}; available: {', '.join(urls) or 'none'}")
-    model = create_model(name)
-    return load_weights(model, download_weights(urls[tag], cache_dir))

@@ -1,4 +1,4 @@
-"""`resmlp predict`, `resmlp export`, `resmlp benchmark`: run, ship and time a model.
+"""`resmlp predict`, `resmlp export`, `resmlp push`, `resmlp benchmark`: run, ship and time a model.
 
 WEIGHTS is anything `resmlp.loading.load_model` accepts: our checkpoint or run directory, a packaged model
 directory, or a bare deit/timm state dict (architecture inferred from the shapes, or `--model`).
@@ -54,6 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output file (onnx/torchscript) or directory (safetensors)")
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
     p.set_defaults(func=run_export)
+
+    p = sub.add_parser("push", help="upload a model to the Hugging Face Hub with a model card (needs resmlp[hub])")
+    p.add_argument("weights", help="checkpoint, run directory, packaged directory or state dict")
+    p.add_argument("repo_id", help="Hub repository, e.g. user/resmlp-cifar10 (created if missing)")
+    p.add_argument("--run-dir", default=None, help="run whose config.yaml/summary.json/eval.json fill the model card "
+                                                   "(default: the run the weights come from)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--out", default=None, help="only write the directory that would be uploaded here (no network)")
+    p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
+    p.set_defaults(func=run_push)
 
     p = sub.add_parser("benchmark", help="images/s, latency, memory and MFU of precision x runtime variants")
     p.add_argument("--model", default=None, help="registered variant (default: resmlp_s12, or what --weights holds)")
@@ -122,6 +132,21 @@ def run_export(args: argparse.Namespace) -> int:
     out, diff = export_model(loaded.model, args.format, args.out)
     check = f"; max |{args.format} - eager| = {diff:.2e} (limit 1e-4)" if diff is not None else ""
     print(f"wrote {out} ({loaded.spec.name}, {args.format}{check})")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from ..deploy import package_for_hub, push_to_hub
+    from ..loading import load_model
+
+    loaded = load_model(args.weights, model_name=args.model)
+    run_dir = args.run_dir or loaded.run_dir
+    if args.out:
+        out = package_for_hub(loaded.model, args.out, run_dir=run_dir, repo_id=args.repo_id)
+        print(f"wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))}); not uploaded")
+    else:
+        url = push_to_hub(loaded.model, args.repo_id, run_dir=run_dir, private=args.private)
+        print(f"pushed {loaded.spec.name} to {args.repo_id}: {url}")
     return 0
 
 

@@ -1,8 +1,9 @@
 """Ship a model: ONNX (dynamic batch), TorchScript, or a packaged directory for `from_pretrained`.
 
-Packaged directory (the layout Hugging Face Hub users expect):
-    config.json          format, architecture, model_name, model_args, preprocess, classes
-    model.safetensors    the unfused weights in timm layout (so the model can also be fine-tuned)
+Packaged directory (the layout Hugging Face Hub and timm users expect):
+    config.json          timm's schema (architecture, num_classes, model_args, pretrained_cfg, label_names;
+                         see resmlp.models.timm_config) plus our spec under "resmlp"
+    model.safetensors    the unfused weights in timm's key layout (so timm and fine-tuning can use them)
 ONNX and TorchScript files hold the fused model (resmlp.fuse) and carry the same config as metadata
 (ONNX metadata_props["resmlp.config"], TorchScript extra file "config.json").
 """
@@ -17,8 +18,9 @@ import torch
 from torch import nn
 
 from ..files import write_atomic, write_text_atomic
-from ..loading import CONFIG_NAME, WEIGHTS_NAME, read_packaged
-from ..models import Preprocess
+from ..infer_arch import spec_of
+from ..loading import CONFIG_NAME, PRETRAINED_FORMAT, WEIGHTS_NAME, read_packaged
+from ..models import Preprocess, to_timm_config
 from .onnx import export_onnx, onnxruntime_module
 from .trace import ExportError, check_export, cpu_eval_copy, example_input, for_export, model_config, quiet
 
@@ -33,7 +35,10 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, preproces
     out = Path(directory)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory; a packaged model is a folder")
-    config = model_config(model, preprocess=preprocess, classes=classes)
+    spec = spec_of(model)
+    spec = spec.replace(preprocess=preprocess or spec.preprocess, classes=classes or spec.class_names())
+    config = to_timm_config(spec, num_features=model.num_features)
+    config["resmlp"].update(format=PRETRAINED_FORMAT, format_version=2)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     write_atomic(out / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     # config last: a directory with a config always has its weights
@@ -42,8 +47,8 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, preproces
 
 
 def from_pretrained(directory: str | os.PathLike) -> nn.Module:
-    """Load a packaged model directory (or its config.json): the model in eval mode with `model.spec`
-    (preprocessing, class names) from the config."""
+    """Load a packaged model directory (or its config.json), ours or a timm Hub directory: the model in
+    eval mode with `model.spec` (preprocessing, class names) from the config."""
     return read_packaged(directory)
 
 

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 
 from torch import nn
 
+from .backbone import FeatureMaps, Indices, PatchClassifier
 from .mixer import MlpMixer
 from .resmlp import ResMLP
 from .resnet import CifarResNet
@@ -35,45 +36,82 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class PretrainedWeights:
+    """One published set of weights for a variant: the fallback URL of the original file (used when the
+    Hub copy cannot be had), its class count and the preprocessing it was trained with (timm's
+    pretrained_cfg for that tag)."""
+
+    url: str
+    num_classes: int = 1000
+    preprocess: Preprocess = field(default_factory=lambda: Preprocess(crop_pct=0.875))
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     arch: str
     args: dict[str, Any]
     preprocess: Preprocess = field(default_factory=Preprocess)
     description: str = ""
-    # Official weights (deit repo), for users who are online: tag -> URL.
-    urls: dict[str, str] = field(default_factory=dict)
+    # timm's name for the same architecture (its Hub repos are timm/<timm_name>.<tag>), None if timm has none.
+    timm_name: Optional[str] = None
+    # Published weights by timm's tag (the first is the default); each also names the original file.
+    weights: dict[str, PretrainedWeights] = field(default_factory=dict)
 
 
 _DEIT = "https://dl.fbaipublicfiles.com/deit/"
+_JX = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/"
+_MIIL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-tresnet/"
 _SMALL = Preprocess(img_size=32, crop_pct=1.0, interpolation="bicubic")
+_HALF = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # Google's Mixer weights take [-1, 1] inputs
+_MIIL_PRE = Preprocess(crop_pct=0.875, interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+def _fb(stem: str, dino: bool = False) -> dict[str, PretrainedWeights]:
+    """The deit repo's ResMLP files, under timm's tags."""
+    out = {"fb_in1k": PretrainedWeights(_DEIT + f"{stem}_no_dist.pth"),
+           "fb_distilled_in1k": PretrainedWeights(_DEIT + f"{stem}_dist.pth")}
+    if dino:  # self-supervised (DINO) trunk
+        out["fb_dino"] = PretrainedWeights(_DEIT + f"{stem}_dino.pth")
+    return out
+
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
     # Paper Table 1 / Table 3. LayerScale init is depth dependent (0.1 for 12 blocks, 1e-5 for 24, 1e-6 beyond).
     Variant("resmlp_s12", "resmlp", dict(patch_size=16, embed_dim=384, depth=12, layer_scale_init=0.1),
-            description="ResMLP-S12 (paper Table 1)",
-            urls={"no_dist": _DEIT + "resmlp_12_no_dist.pth", "dist": _DEIT + "resmlp_12_dist.pth"}),
+            description="ResMLP-S12 (paper Table 1)", timm_name="resmlp_12_224", weights=_fb("resmlp_12", dino=True)),
     # Table 3's patch-size rows: S12 with 14x14 patches (16 x 16 = 256 tokens) or 8x8 (28 x 28 = 784) at 224 px.
     Variant("resmlp_s12_p14", "resmlp", dict(patch_size=14, embed_dim=384, depth=12, layer_scale_init=0.1),
             description="ResMLP-S12 with 14x14 patches (paper Table 3)"),
     Variant("resmlp_s12_p8", "resmlp", dict(patch_size=8, embed_dim=384, depth=12, layer_scale_init=0.1),
             description="ResMLP-S12 with 8x8 patches (paper Table 3)"),
     Variant("resmlp_s24", "resmlp", dict(patch_size=16, embed_dim=384, depth=24, layer_scale_init=1e-5),
-            description="ResMLP-S24 (paper Table 1)",
-            urls={"no_dist": _DEIT + "resmlp_24_no_dist.pth", "dist": _DEIT + "resmlp_24_dist.pth"}),
+            description="ResMLP-S24 (paper Table 1)", timm_name="resmlp_24_224", weights=_fb("resmlp_24", dino=True)),
     Variant("resmlp_s36", "resmlp", dict(patch_size=16, embed_dim=384, depth=36, layer_scale_init=1e-6),
-            description="ResMLP-S36 (paper Table 1)",
-            urls={"no_dist": _DEIT + "resmlp_36_no_dist.pth", "dist": _DEIT + "resmlp_36_dist.pth"}),
+            description="ResMLP-S36 (paper Table 1)", timm_name="resmlp_36_224", weights=_fb("resmlp_36")),
     Variant("resmlp_b24", "resmlp", dict(patch_size=16, embed_dim=768, depth=24, layer_scale_init=1e-6),
             description="ResMLP-B24 (paper Table 1)"),
     Variant("resmlp_b24_p8", "resmlp", dict(patch_size=8, embed_dim=768, depth=24, layer_scale_init=1e-6),
-            description="ResMLP-B24/8 (paper Table 1)",
-            urls={"no_dist": _DEIT + "resmlpB_24_no_dist.pth", "dist": _DEIT + "resmlpB_24_dist.pth",
-                  "in22k": _DEIT + "resmlpB_24_22k.pth"}),
+            description="ResMLP-B24/8 (paper Table 1)", timm_name="resmlp_big_24_224",
+            weights={**_fb("resmlpB_24"), "fb_in22k_ft_in1k": PretrainedWeights(_DEIT + "resmlpB_24_22k.pth")}),
     # MLP-Mixer baselines (Tolstikhin et al. 2021, Table 1).
-    Variant("mixer_s16", "mixer", dict(patch_size=16, embed_dim=512, depth=8), description="Mixer-S/16"),
-    Variant("mixer_b16", "mixer", dict(patch_size=16, embed_dim=768, depth=12), description="Mixer-B/16"),
-    Variant("mixer_l16", "mixer", dict(patch_size=16, embed_dim=1024, depth=24), description="Mixer-L/16"),
+    Variant("mixer_s16", "mixer", dict(patch_size=16, embed_dim=512, depth=8), description="Mixer-S/16",
+            timm_name="mixer_s16_224"),
+    Variant("mixer_b16", "mixer", dict(patch_size=16, embed_dim=768, depth=12), description="Mixer-B/16",
+            timm_name="mixer_b16_224", weights={
+                "goog_in21k_ft_in1k": PretrainedWeights(_JX + "jx_mixer_b16_224-76587d61.pth",
+                                                        preprocess=Preprocess(crop_pct=0.875, **_HALF)),
+                "goog_in21k": PretrainedWeights(_JX + "jx_mixer_b16_224_in21k-617b3de2.pth", 21843,
+                                                Preprocess(crop_pct=0.875, **_HALF)),
+                "miil_in21k_ft_in1k": PretrainedWeights(_MIIL + "mixer_b16_224_miil-9229a591.pth",
+                                                        preprocess=_MIIL_PRE),
+                "miil_in21k": PretrainedWeights(_MIIL + "mixer_b16_224_miil_in21k-2a558a71.pth", 11221, _MIIL_PRE)}),
+    Variant("mixer_l16", "mixer", dict(patch_size=16, embed_dim=1024, depth=24), description="Mixer-L/16",
+            timm_name="mixer_l16_224", weights={
+                "goog_in21k_ft_in1k": PretrainedWeights(_JX + "jx_mixer_l16_224-92f9adc4.pth",
+                                                        preprocess=Preprocess(crop_pct=0.875, **_HALF)),
+                "goog_in21k": PretrainedWeights(_JX + "jx_mixer_l16_224_in21k-846aa33c.pth", 21843,
+                                                Preprocess(crop_pct=0.875, **_HALF))}),
     # Small variants that train on a laptop CPU (ours, not in the papers).
     Variant("resmlp_micro8", "resmlp",
             dict(img_size=8, patch_size=2, embed_dim=128, depth=4, layer_scale_init=0.1, num_classes=10),
@@ -180,13 +218,26 @@ class ModelSpec:
                    tuple(classes) if classes is not None else None)
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, *, features_only: bool = False, out_indices: Indices = None,
+                 **overrides: Any) -> nn.Module:
     """Build registered variant `name`; `overrides` replace constructor arguments such as `img_size`,
     `in_chans`, `num_classes` or `drop_path_rate` (the token count N follows from img_size / patch_size).
 
     The model carries `model.spec` (a ModelSpec: everything needed to rebuild it and feed it images).
+    `features_only=True` returns it as a backbone (`FeatureMaps`): forward gives the (B, D, h, w) maps of
+    the blocks in `out_indices` (None = every block, n = the last n, or a list of indices).
+    (`resmlp.create_model` adds `pretrained=...` on top of this.)
     """
     arch, args = model_args(name, **overrides)
     model = ARCHITECTURES[arch](**args)
     model.spec = ModelSpec(name, args, dataclasses.replace(get_variant(name).preprocess, img_size=args["img_size"]))
-    return model
+    return as_backbone(model, out_indices) if features_only else model
+
+
+def as_backbone(model: nn.Module, out_indices: Indices = None) -> FeatureMaps:
+    """`model` (built by create_model, weights already loaded) as a FeatureMaps backbone."""
+    if not isinstance(model, PatchClassifier):
+        raise ValueError(f"features_only needs a ResMLP or Mixer model, not {type(model).__name__}")
+    features = FeatureMaps(model, out_indices)
+    features.spec = model.spec  # the model it was cut from (preprocessing for its inputs)
+    return features

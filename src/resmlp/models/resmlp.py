@@ -166,11 +166,9 @@ class ResMLP(PatchClassifier):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) tokens after the final norm; with class-MLP pooling (B, 1 + N, D), the class token first."""
-        x = self.stem(x)  # (B, C, H, W) -> (B, N, D)
-        for block in self.blocks:
-            x = block(x)
+    def finish_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """After the blocks: the final norm; with class-MLP pooling first the class stage, and the result is
+        (B, 1 + N, D), the class token first."""
         if self.pooling == "class_mlp":
             cls = self.cls_token.expand(x.shape[0], -1, -1)  # (1, 1, D) -> (B, 1, D)
             for block in self.class_blocks:
