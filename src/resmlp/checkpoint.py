@@ -21,7 +21,7 @@ from torch import nn
 from .files import write_atomic
 from .infer_arch import spec_of
 from .models import ModelSpec, Preprocess
-from .weights import WeightsError, load_weights
+from .weights import WeightsError, load_weights, torch_load_safely
 
 FORMAT = "resmlp-checkpoint"
 
@@ -56,10 +56,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise WeightsError(f"{path}: run directory has no checkpoints/best.pt or checkpoints/last.pt")
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a user-facing file problem
-        raise WeightsError(f"{path}: not a loadable checkpoint ({str(e).strip().splitlines()[0]})") from None
+    ckpt = torch_load_safely(path)
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
         raise WeightsError(f"{path}: not a resmlp checkpoint (no format={FORMAT!r}); use load_weights for plain weights")
     ckpt["path"] = str(path)

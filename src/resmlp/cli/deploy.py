@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="safetensors writes a directory (config.json + model.safetensors) for from_pretrained")
     p.add_argument("--out", required=True, help="output file (onnx/torchscript) or directory (safetensors)")
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest accepted max|exported - eager| as a fraction of max(1, max|logit|) (default 1e-4)")
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("benchmark", help="images/s, latency, memory and MFU of precision x runtime variants")
@@ -119,8 +121,9 @@ def run_export(args: argparse.Namespace) -> int:
     from ..loading import load_model
 
     loaded = load_model(args.weights, model_name=args.model)
-    out, diff = export_model(loaded.model, args.format, args.out)
-    check = f"; max |{args.format} - eager| = {diff:.2e} (limit 1e-4)" if diff is not None else ""
+    out, diff = export_model(loaded.model, args.format, args.out, tolerance=args.tolerance)
+    check = (f"; max |{args.format} - eager| = {diff:.2e} (limit {args.tolerance:g} x logit scale)"
+             if diff is not None else "")
     print(f"wrote {out} ({loaded.spec.name}, {args.format}{check})")
     return 0
 

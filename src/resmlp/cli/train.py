@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import config_to_dict, load_config
+from ..config import Override, config_to_dict, load_config
 from ..train.engine import NonFiniteLossError
 
 
@@ -40,17 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
 
-def data_overrides(data: str | None, val_data: str | None, val_split: float | None) -> list[str]:
-    """CLI data flags as config overrides: an archive picks cifar10/cifar100, anything else is a folder."""
-    out = []
+def data_overrides(data: str | None, val_data: str | None, val_split: float | None) -> list[Override]:
+    """CLI data flags as typed config overrides (the path reaches the config as typed: spaces, '#', ':',
+    quotes and digit-only names stay what they are): an archive picks cifar10/cifar100, else a folder."""
+    out: list[Override] = []
     if data is not None:
         name = Path(data).name.lower()
         source = "cifar100" if "cifar-100" in name else "cifar10" if name.endswith((".tar.gz", ".tgz")) else "folder"
-        out += [f"data.source={source}", f"data.path={data}"]
+        out += [("data.source", source), ("data.path", data)]
     if val_data is not None:
-        out.append(f"data.val_path={val_data}")
+        out.append(("data.val_path", val_data))
     if val_split is not None:
-        out.append(f"data.val_split={val_split}")
+        out.append(("data.val_split", val_split))
     return out
 
 
@@ -59,9 +60,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     overrides = list(data_overrides(args.data, args.val_data, args.val_split))
     if args.model:
-        overrides.append(f"model.name={args.model}")
+        overrides.append(("model.name", args.model))
     if args.epochs is not None:
-        overrides.append(f"optim.epochs={args.epochs}")
+        overrides.append(("optim.epochs", args.epochs))
     overrides += args.overrides
     if args.resume:
         cfg = load_config(args.recipe, overrides, base=config_to_dict(config_of_run(args.resume)))
