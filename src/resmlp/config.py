@@ -142,6 +142,8 @@ class RunConfig:
     time_limit_min: Optional[float] = None  # stop after the epoch that crosses this wall-clock budget
     # With a time limit: after the first epoch, shorten optim.epochs (and the cosine schedule) to what fits.
     fit_to_time_limit: bool = False
+    # Also write a mid-epoch checkpoint every this many minutes (for jobs killed without a warning signal).
+    checkpoint_every_min: Optional[float] = None
     tensorboard: bool = True  # used when the tensorboard package is installed
     progress: bool = True
 

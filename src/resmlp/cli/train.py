@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 from pathlib import Path
 
 from ..config import Override, config_to_dict, load_config
@@ -22,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. --set optim.lr=1e-3 data.batch_size=64")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a run from its newest checkpoint (mid-epoch after a stop signal)")
     p.add_argument("--finetune", default=None, metavar="WEIGHTS",
                    help="start from weights (deit/timm/ours); the head is re-initialised if the classes differ")
     p.set_defaults(func=run_train)
@@ -74,11 +77,16 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(str(e)) from None
     from ..train import distributed as dist  # noqa: PLC0415
 
-    if dist.is_main():
+    main_process = dist.is_main()
+    dist.shutdown()
+    if summary.get("stopped_by"):  # preempted: a checkpoint is written; the exit status says which signal
+        if "message" in summary:
+            print(summary["message"], file=sys.stderr, flush=True)
+        return 128 + int(getattr(signal, summary["stopped_by"]))
+    if main_process:
         print("summary: " + json.dumps({k: summary[k] for k in (
             "best_val_top1", "final_val_top1", "epochs", "train_images_per_s", "wall_time_s")}))
         print(f"run directory: {summary['run_dir']}")
-    dist.shutdown()
     return 0
 
 
