@@ -194,3 +194,51 @@ def test_sigkill_inside_a_checkpoint_write_leaves_a_loadable_checkpoint_and_resu
     assert "took over the lock of a run that is gone" in resumed.stdout
     assert not [p.name for p in (out / "checkpoints").iterdir() if ".tmp" in p.name]
     assert_same_run(full_run, out)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+DDP = [s for s in TINY if not s.startswith("data.batch_size")] + ["data.batch_size=16", "run.threads=1"]
+
+
+def _ddp_worker(rank, world, port, out, signal_rank, signal_call, resume):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    from resmlp.config import load_config
+    from resmlp.train import distributed as dist
+
+    if rank == signal_rank:
+        real, calls = run_mod.soft_target_cross_entropy, {"n": 0}
+
+        def loss(logits, targets):
+            calls["n"] += 1
+            if calls["n"] == signal_call:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real(logits, targets)
+
+        run_mod.soft_target_cross_entropy = loss
+    cfg = load_config("digits", DDP) if not resume else run_mod.config_of_run(out)
+    summary = run_mod.train(cfg, out=None if resume else out, resume=out if resume else None)
+    if signal_rank >= 0:
+        assert summary["stopped_by"] == "SIGTERM"  # every rank stopped, not only the one signalled
+    dist.shutdown()
+
+
+@pytest.mark.slow
+def test_two_processes_stop_at_the_same_step_when_one_is_signalled_and_resume_exactly(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path / "full", -1, 0, False), nprocs=2, join=True)
+    out = tmp_path / "run"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out, 1, 13, False), nprocs=2, join=True)  # only rank 1 signalled
+    ckpt = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (0, 13)  # rank 0 wrote it, at the step rank 1 got the signal
+    assert (out / "checkpoints" / "rank1" / "e0-s13.pt").is_file()  # rank 1's own generators
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out, -1, 0, True), nprocs=2, join=True)
+    assert_same_run(tmp_path / "full", out)
