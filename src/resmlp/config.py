@@ -79,6 +79,8 @@ class DataConfig:
     split_seed: int = 0
     cache: bool = False  # decode every image once into memory (small images)
     on_bad: OnBad = "skip"  # corrupt/non-image files: "skip" (reported and counted) or "fail"
+    # Images above this many pixels are refused from their header (decompression bombs); null: no limit.
+    max_image_pixels: Optional[int] = 100_000_000
     workers: int = 2
     batch_size: int = 128  # per process
     eval_batch_size: int = 256

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="threads decoding images (default: 2)")
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
     p.add_argument("--out", default=None, help="write the output here instead of stdout")
+    p.add_argument("--max-image-pixels", type=int, default=100_000_000, metavar="N",
+                   help="refuse images above N pixels before decoding them (decompression bombs); 0 = no limit "
+                        "(default: 100,000,000)")
     _add_runtime_flags(p)
     p.add_argument("--calibration", default=None, metavar="FOLDER|GLOB",
                    help="int8 only: typical images (up to 256 used) to fit the int8 smoothing on "
@@ -102,7 +105,8 @@ def run_predict(args: argparse.Namespace) -> int:
     with tqdm(total=len(paths), desc="predict", unit="img", disable=None, file=sys.stderr) as bar:
         predictions = list(predict_files(runner, paths, preprocess=preprocess, classes=classes, topk=args.topk,
                                          batch_size=args.batch_size, workers=args.workers,
-                                         pad_batches=args.runtime == "compile", progress=bar.update))
+                                         pad_batches=args.runtime == "compile", progress=bar.update,
+                                         max_pixels=args.max_image_pixels or None))
     failed = [p for p in predictions if p.error is not None]
     for p in failed:
         print(f"error: {p.path}: {p.error}", file=sys.stderr)
