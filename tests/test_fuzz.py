@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings, strategies as st  # noqa: E402
 
 from resmlp.checkpoint import model_record, read_checkpoint  # noqa: E402
 from resmlp.config import ConfigError, TrainConfig, load_config  # noqa: E402
@@ -86,7 +86,9 @@ def test_image_loader_decodes_or_reports_a_bad_image(data, suffix):
             image, label = ds.load(0)
         except BadImageError as e:
             assert str(path) in str(e)
+            event("BadImageError")
         else:
+            event("decoded")
             assert image.mode == "RGB" and image.width * image.height <= 1_000_000 and label == 0
     finally:
         path.unlink()
@@ -131,12 +133,14 @@ def test_checkpoint_reader_reads_or_reports_a_bad_file(data):
             ckpt = read_checkpoint(path)
         except WeightsError as e:
             assert str(path) in str(e) and "weights_only=False" not in str(e)
+            event("WeightsError on read")
         else:
             assert ckpt["format"] == "resmlp-checkpoint"
             try:  # what a damaged-but-readable checkpoint does to the one loader
                 load_model(path)
-            except ValueError:  # WeightsError / ConfigError: printed as one `error:` line by the CLI
-                pass
+                event("read and loaded")
+            except ValueError as e:  # WeightsError / ConfigError: printed as one `error:` line by the CLI
+                event(f"read, then {type(e).__name__} on load")
     finally:
         path.unlink()
 
@@ -150,7 +154,9 @@ def test_safetensors_reader_reads_or_reports_a_bad_file(data):
             sd = read_state_dict(path)
         except WeightsError as e:
             assert str(path) in str(e)
+            event("WeightsError")
         else:
+            event("read")
             assert all(isinstance(v, torch.Tensor) for v in sd.values())
     finally:
         path.unlink()
@@ -197,8 +203,9 @@ def test_config_loader_builds_a_config_or_names_the_problem(text):
         try:
             cfg = load_config(str(path))
         except ConfigError:
-            pass
+            event("ConfigError")
         else:
+            event("valid config")
             assert isinstance(cfg, TrainConfig)
     finally:
         path.unlink()
@@ -213,6 +220,7 @@ def test_set_overrides_build_a_config_or_name_the_problem(items):
     try:
         cfg = load_config(None, items)
     except ConfigError:
-        pass
+        event("ConfigError")
     else:
+        event("valid config")
         assert isinstance(cfg, TrainConfig)

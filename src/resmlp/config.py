@@ -162,7 +162,7 @@ class TrainConfig:
 def _short(value: Any, limit: int = 60) -> str:
     """repr(value) cut to one readable length (a fuzzed or pasted value can be megabytes long)."""
     if isinstance(value, int) and abs(value) >= 10**30:  # repr of a huge int can itself fail (> 4300 digits)
-        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return f"an integer of about {max(1, int(value.bit_length() * 0.30103))} digits"
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -303,8 +303,8 @@ def parse_override(item: Override) -> dict:
     key, raw = item.split("=", 1)
     try:
         value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else None
-    except (yaml.YAMLError, RecursionError) as e:
-        raise ConfigError(f"override {item!r}: the value is not valid YAML ({_first_line(e)}); "
+    except (yaml.YAMLError, RecursionError, ValueError) as e:
+        raise ConfigError(f"override {_short(item)}: the value is not valid YAML ({_first_line(e)[:120]}); "
                           "quote strings that hold ': ' or start with special characters") from None
     if isinstance(value, str) and _looks_like_float(value):
         value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
@@ -364,6 +364,8 @@ def load_yaml(path: Path) -> dict:
         values = yaml.load(text, Loader=_NoAliasLoader)
     except (yaml.YAMLError, RecursionError) as e:
         raise ConfigError(f"{path}: not valid YAML ({_first_line(e)})") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: holds a value that cannot be read ({_first_line(e)[:120]})") from None
     if values is None:
         raise ConfigError(f"{path}: the file is empty; a recipe is a mapping of sections "
                           "(model, data, optim, distill, run)")

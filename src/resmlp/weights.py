@@ -92,18 +92,18 @@ def _load_failure(path: Path, error: Exception) -> str:
     text = str(error)
     if size == 0:
         return "empty file (0 bytes); not a weights file"
-    if isinstance(error, OSError) and error.errno is not None:
-        return f"cannot read ({error.strerror})"
     blocked = re.search(r"GLOBAL ([\w.]+)", text)
     if blocked:
         return (f"refused: the pickle references {blocked.group(1)}, which a weights file never needs "
                 "(loading it could run code); only tensors and plain containers are read")
     if magic.startswith(b"PK"):
         return f"truncated or corrupt PyTorch zip archive ({size} bytes); the file is damaged or incomplete"
+    if isinstance(error, PermissionError):
+        return f"cannot read ({error.strerror})"
     if isinstance(error, pickle.UnpicklingError) or "Unsupported operand" in text:
         return ("not a PyTorch weights file: its pickle holds something other than tensors and plain "
                 "containers (or is not a pickle at all)")
-    return f"not a loadable PyTorch weights file ({type(error).__name__})"
+    return f"not a PyTorch weights file (neither a readable zip archive nor a pickle of tensors; {type(error).__name__})"
 
 
 def read_safetensors(path: str | os.PathLike) -> StateDict:

@@ -57,7 +57,7 @@ def check_export(model: nn.Module, run_exported: Callable[[torch.Tensor], torch.
     x = example_input(model, batch, seed=1)
     with torch.no_grad():
         want = model.eval()(x)
-    diff = float((run_exported(x) - want).abs().max())
+        diff = float((run_exported(x) - want).abs().max())
     scale = max(1.0, float(want.abs().max()))
     if not diff <= atol * scale:
         raise ExportError(f"{what} output differs from eager by {diff:.3g} > {atol:g} x logit scale {scale:.3g}; "
