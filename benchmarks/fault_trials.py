@@ -7,7 +7,8 @@ Faults, each in its own run directory, compared with one uninterrupted reference
 augmentation, Mixup/CutMix, drop-path and EMA on):
     sigterm    a real SIGTERM / SIGINT / SIGUSR1 at a random optimizer step (the process signals itself from
                inside the loss), then `--resume`: exit status, message, bit-exact weights and EMA
-    external   `resmlp train` in a subprocess, SIGTERM from outside after a random delay, then `--resume`
+    external   `resmlp train` in a subprocess, SIGTERM from outside at a random time after its start line, then
+               `--resume`
     sigkill    a subprocess SIGKILLed inside a checkpoint write (after a random fraction of the bytes), then
                `--resume`: the previous checkpoint loads and the resumed run is bit-exact
     enospc     the disk "fills" during a random checkpoint write: one error line, the old checkpoint kept,
@@ -97,17 +98,18 @@ def _env() -> dict:
 
 
 def trial_external(rng: random.Random, work: Path, reference: Path) -> str:
-    proc = subprocess.Popen([sys.executable, "-m", "resmlp", *train_args(work, ("optim.epochs=2",))], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not (work / "checkpoints").is_dir() and proc.poll() is None:  # the run directory exists: set up
-        time.sleep(0.05)
-    time.sleep(rng.uniform(1.0, 6.0))  # set-up (data, model) then some training steps
+    proc = subprocess.Popen([sys.executable, "-m", "resmlp", *train_args(work)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the start line: set-up is done and the stop handlers are in place
+        if line.startswith("run "):
+            break
+    time.sleep(rng.uniform(0.0, 8.0))  # a random point of the ~10-20 s of training on the loaded 2-core host
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate()
     if proc.returncode == 0:
         return "finished before the signal (not counted as a stop)"
     if proc.returncode == -signal.SIGTERM:
-        return "signal arrived before the handler was installed (killed during set-up; no checkpoint)"
+        return "FAILED (killed by the signal after the start line)"
     ok = proc.returncode == 128 + signal.SIGTERM and resume(work) == 0 and same_as(reference, work)
     return "stopped, resumed bit-exact" if ok else f"FAILED (exit {proc.returncode}: {err.strip()[-200:]})"
 

@@ -539,14 +539,14 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
         ckpt = latest_checkpoint(run_dir) if resume else None
         if dist.is_main():
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(run_dir / "checkpoints")
             save_config(cfg, run_dir / "config.yaml")
+        remove_stale_temporaries(run_dir / "checkpoints" / (f"rank{rank}" if rank else ""))  # a killed writer's
         seed_everything(cfg.run.seed + rank)
         run = build(cfg, run_dir, device, rank=rank, world=world, finetune=None if ckpt else finetune)
         progress = restore(run, ckpt) if ckpt else Progress(planned_epochs=cfg.optim.epochs)
-        if dist.is_main():
-            print(_start_line(run))
         with StopSignals() as signals:
+            if dist.is_main():  # from this line on, a stop signal ends the run with a checkpoint
+                print(_start_line(run), flush=True)
             gate = StepGate(signals, every_min=cfg.run.checkpoint_every_min, device=device)
             rows = run_epochs(run, progress, gate, may_fit_budget=ckpt is None)
         summary = summarize(run, progress, rows)
