@@ -60,7 +60,8 @@ def signal_at_call(monkeypatch, call, signum=signal.SIGTERM):
     monkeypatch.setattr(run_mod, "soft_target_cross_entropy", loss)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+                                    pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)])
 def test_stop_signal_writes_a_mid_epoch_checkpoint_and_resume_is_bit_exact(tmp_path, monkeypatch, capsys, full_run,
                                                                           signum):
     step = random.Random(int(signum)).randrange(2, 2 * STEPS_PER_EPOCH - 1)  # a seeded "random" step
