@@ -131,7 +131,7 @@ def test_loading_never_executes_pickled_code(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
         pickle.dump({"model": Evil()}, f)
-    with pytest.raises(WeightsError, match="evil.pth: not a loadable weights file"):
+    with pytest.raises(WeightsError, match="evil.pth: not a PyTorch weights file"):
         read_state_dict(path)
     assert "pickled code ran" not in capsys.readouterr().out
 

@@ -12,6 +12,7 @@ Layout of a checkpoint (a dict; loadable with `torch.load(weights_only=True)`):
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -21,14 +22,37 @@ from torch import nn
 from .files import write_atomic
 from .infer_arch import spec_of
 from .models import ModelSpec, Preprocess
-from .weights import WeightsError, load_weights
+from .weights import WeightsError, load_weights, torch_load_safely
 
 FORMAT = "resmlp-checkpoint"
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+RESUME_NAMES = ("last.pt", "previous.pt")  # what a run keeps to resume from, newest first
+
+
+def atomic_save(obj: Any, path: str | os.PathLike, *, keep_previous: str | os.PathLike | None = None) -> Path:
     """torch.save through the atomic writer: a crash never leaves half a checkpoint."""
-    return write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    return write_atomic(path, lambda tmp: torch.save(obj, tmp), keep_previous=keep_previous)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The newest checkpoint of a run that loads (by epoch and step): checkpoints/last.pt, or previous.pt
+    when last.pt is missing or damaged (a warning names the one skipped)."""
+    folder = Path(run_dir) / "checkpoints"
+    found, problems = [], []
+    for name in RESUME_NAMES:
+        if not (folder / name).is_file():
+            continue
+        try:
+            found.append(read_checkpoint(folder / name))
+        except WeightsError as e:
+            problems.append(str(e))
+    if not found:
+        why = f" ({'; '.join(problems)})" if problems else ""
+        raise WeightsError(f"{run_dir}: no loadable checkpoint to resume from in {folder}{why}")
+    for problem in problems:
+        warnings.warn(f"skipped a damaged checkpoint: {problem}", stacklevel=2)
+    return max(found, key=lambda c: (c.get("epoch", 0), c.get("step", 0)))
 
 
 def model_record(model: nn.Module, *, classes: Sequence[str] | None = None,
@@ -56,10 +80,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise WeightsError(f"{path}: run directory has no checkpoints/best.pt or checkpoints/last.pt")
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a user-facing file problem
-        raise WeightsError(f"{path}: not a loadable checkpoint ({str(e).strip().splitlines()[0]})") from None
+    ckpt = torch_load_safely(path)
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
         raise WeightsError(f"{path}: not a resmlp checkpoint (no format={FORMAT!r}); use load_weights for plain weights")
     ckpt["path"] = str(path)

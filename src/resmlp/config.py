@@ -8,11 +8,12 @@ This module sits below data/, optim/ and train/: it imports only the standard li
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
@@ -87,6 +88,8 @@ class DataConfig:
     split_seed: int = 0
     cache: bool = False  # decode every image once into memory (small images)
     on_bad: OnBad = "skip"  # corrupt/non-image files: "skip" (reported and counted) or "fail"
+    # Images above this many pixels are refused from their header (decompression bombs); null: no limit.
+    max_image_pixels: Optional[int] = 100_000_000
     workers: int = 2
     batch_size: int = 128  # per process
     eval_batch_size: int = 256
@@ -150,6 +153,8 @@ class RunConfig:
     time_limit_min: Optional[float] = None  # stop after the epoch that crosses this wall-clock budget
     # With a time limit: after the first epoch, shorten optim.epochs (and the cosine schedule) to what fits.
     fit_to_time_limit: bool = False
+    # Also write a mid-epoch checkpoint every this many minutes (for jobs killed without a warning signal).
+    checkpoint_every_min: Optional[float] = None
     tensorboard: bool = True  # used when the tensorboard package is installed
     progress: bool = True
 
@@ -161,6 +166,14 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value) cut to one readable length (a fuzzed or pasted value can be megabytes long)."""
+    if isinstance(value, int) and abs(value) >= 10**30:  # repr of a huge int can itself fail (> 4300 digits)
+        return f"an integer of about {max(1, int(value.bit_length() * 0.30103))} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -184,26 +197,34 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         choices = typing.get_args(tp)
         if isinstance(value, str) and value in choices:
             return value
-        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {_short(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        raise ConfigError(f"{key}: expected true/false, got {_short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2**63:
+                raise ConfigError(f"{key}: {_short(value)} is too large (expected an integer below 2**63)")
             return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {_short(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {_short(value)}")
+            return number
+        raise ConfigError(f"{key}: expected a number, got {_short(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {_short(value)}")
     if tp is list or origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_short(value)}")
         item = typing.get_args(tp)
         return [_coerce(v, item[0], f"{key}[{i}]") for i, v in enumerate(value)] if item else list(value)
     raise ConfigError(f"{key}: unsupported type {tp}")
@@ -212,7 +233,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _build(cls: type, values: dict, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(set(values) - names, key=str)  # YAML keys may be numbers, null, ...
     if unknown:
         raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys in {prefix.rstrip('.') or 'the config'}: "
                           f"{', '.join(sorted(names))}")
@@ -268,18 +289,35 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def parse_override(item: str) -> dict:
-    """'optim.lr=1e-3' -> {'optim': {'lr': 0.001}} (the value is parsed as YAML: numbers, lists, null)."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
-    key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
-    if isinstance(value, str) and _looks_like_float(value):
-        value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
-    out: dict = value
+# An override is a `--set` string ("optim.lr=1e-3", its value parsed as YAML) or a typed (key, value) pair
+# (what dedicated CLI flags such as --data give: the value reaches the config as it is, never re-parsed).
+Override = Union[str, tuple[str, Any]]
+
+
+def override_dict(key: str, value: Any) -> dict:
+    """('data.path', '/my data #1') -> {'data': {'path': '/my data #1'}}: the value is taken as given."""
+    out: Any = value
     for part in reversed(key.strip().split(".")):
         out = {part: out}
     return out
+
+
+def parse_override(item: Override) -> dict:
+    """'optim.lr=1e-3' -> {'optim': {'lr': 0.001}} (the value is parsed as YAML: numbers, lists, null);
+    a (key, value) pair is taken as typed."""
+    if isinstance(item, tuple):
+        return override_dict(*item)
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=1e-3)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else None
+    except (yaml.YAMLError, RecursionError, ValueError) as e:
+        raise ConfigError(f"override {_short(item)}: the value is not valid YAML ({_first_line(e)[:120]}); "
+                          "quote strings that hold ': ' or start with special characters") from None
+    if isinstance(value, str) and _looks_like_float(value):
+        value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
+    return override_dict(key, value)
 
 
 def _looks_like_float(s: str) -> bool:
@@ -307,14 +345,45 @@ def resolve_recipe(recipe: str, relative_to: Path | None = None) -> Path:
     return bundled
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without anchors/aliases: a recipe has no use for them, and nested aliases expand to
+    exponentially many values ("billion laughs") once the config is walked."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def load_yaml(path: Path) -> dict:
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        values = yaml.load(text, Loader=_NoAliasLoader)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{path}: not valid YAML ({_first_line(e)})") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: holds a value that cannot be read ({_first_line(e)[:120]})") from None
+    if values is None:
+        raise ConfigError(f"{path}: the file is empty; a recipe is a mapping of sections "
+                          "(model, data, optim, distill, run)")
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (model, data, optim, distill, run)")
-    return _fix_floats(values)
+    try:
+        return _fix_floats(values)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
 
 
 def _fix_floats(values: Any) -> Any:
@@ -350,9 +419,10 @@ def _load_recipe(path: Path, chain: tuple[Path, ...]) -> dict:
     return values if base_path is None else _deep_merge(_load_recipe(base_path, chain), values)
 
 
-def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+def load_config(recipe: str | None = None, overrides: Sequence[Override] = (),
                 base: dict | None = None) -> TrainConfig:
-    """Defaults <- `base` (e.g. a resumed run's config) <- recipe YAML <- `--set` overrides."""
+    """Defaults <- `base` (e.g. a resumed run's config) <- recipe YAML <- overrides (`--set` strings or
+    typed (key, value) pairs, see `parse_override`)."""
     values = _migrate(dict(base or {}))
     if recipe:
         values = _deep_merge(values, load_recipe(recipe))

@@ -10,6 +10,9 @@ Loading never unpickles code: `torch.load(weights_only=True)` or safetensors.
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Mapping, Union
 
@@ -29,6 +32,10 @@ class WeightsError(ValueError):
     """A weights file or state dict that does not fit the model; the message says what and where."""
 
 
+class NonFiniteWeightsWarning(UserWarning):
+    """Loaded weights hold NaN/inf values."""
+
+
 def read_state_dict(source: Source, *, key: str | None = None) -> StateDict:
     """Read a `.pth`/`.pt`/`.safetensors` file (or take a mapping) and return the bare tensor dict.
 
@@ -43,18 +50,7 @@ def read_state_dict(source: Source, *, key: str | None = None) -> StateDict:
         name = str(path)
         if not path.is_file():
             raise WeightsError(f"{path}: no such weights file")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path))
-        else:
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - any unpickling failure is a user-facing file problem
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise WeightsError(
-                    f"{path}: not a loadable weights file (torch.load with weights_only=True failed: {first})"
-                ) from None
+        obj = read_safetensors(path) if path.suffix == ".safetensors" else torch_load_safely(path)
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             raise WeightsError(f"{name}: has no entry {key!r}")
@@ -70,6 +66,64 @@ def read_state_dict(source: Source, *, key: str | None = None) -> StateDict:
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{name}: expected a dict of tensors, got {type(obj).__name__}")
     return {_strip_prefixes(k): v for k, v in obj.items()}
+
+
+def torch_load_safely(path: str | os.PathLike) -> object:
+    """`torch.load(weights_only=True)` on CPU: tensors and plain containers only, never pickled code. Any
+    failure is a WeightsError that says what the file is not (and never suggests unsafe loading)."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": noise for a user
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a user-facing file problem
+        raise WeightsError(f"{path}: {_load_failure(path, e)}") from None
+
+
+def _load_failure(path: Path, error: Exception) -> str:
+    """Why torch.load(weights_only=True) refused `path`, in our words (torch's own message ends with advice
+    to retry with weights_only=False, which is exactly what must not be done with a stranger's file)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    text = str(error)
+    if size == 0:
+        return "empty file (0 bytes); not a weights file"
+    blocked = re.search(r"GLOBAL ([\w.]+)", text)
+    if blocked:
+        return (f"refused: the pickle references {blocked.group(1)}, which a weights file never needs "
+                "(loading it could run code); only tensors and plain containers are read")
+    if magic.startswith(b"PK"):
+        return f"truncated or corrupt PyTorch zip archive ({size} bytes); the file is damaged or incomplete"
+    if isinstance(error, PermissionError):
+        return f"cannot read ({error.strerror})"
+    if isinstance(error, pickle.UnpicklingError) or "Unsupported operand" in text:
+        return ("not a PyTorch weights file: its pickle holds something other than tensors and plain "
+                "containers (or is not a pickle at all)")
+    return f"not a PyTorch weights file (neither a readable zip archive nor a pickle of tensors; {type(error).__name__})"
+
+
+def read_safetensors(path: str | os.PathLike) -> StateDict:
+    """A .safetensors file's tensors; a malformed file (bad header, sizes that do not add up) is a WeightsError."""
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: a user-facing file problem
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path}: not a valid safetensors file ({first})") from None
+
+
+def warn_if_nonfinite(sd: Mapping[str, torch.Tensor], where: str) -> None:
+    """Warn (NonFiniteWeightsWarning) when floating-point tensors hold NaN or inf: such a model outputs NaN."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        warnings.warn(f"{where}: {len(bad)} tensor(s) hold NaN or inf values: {', '.join(bad[:3])}{more}; "
+                      "the model's outputs will not be finite", NonFiniteWeightsWarning, stacklevel=3)
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:
@@ -156,6 +210,7 @@ def load_weights(
         where = source if not isinstance(source, Mapping) else "state dict"
         raise WeightsError(f"{where} does not fit {_model_name(model)}: "
                            + "; ".join(problems))
+    warn_if_nonfinite(sd, str(source) if not isinstance(source, Mapping) else "state dict")
     model.load_state_dict(sd, strict=True)
     return model
 

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="threads decoding images (default: 2)")
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
     p.add_argument("--out", default=None, help="write the output here instead of stdout")
+    p.add_argument("--max-image-pixels", type=int, default=100_000_000, metavar="N",
+                   help="refuse images above N pixels before decoding them (decompression bombs); 0 = no limit "
+                        "(default: 100,000,000)")
     _add_runtime_flags(p)
     p.add_argument("--calibration", default=None, metavar="FOLDER|GLOB",
                    help="int8 only: typical images (up to 256 used) to fit the int8 smoothing on "
@@ -53,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="safetensors writes a directory (config.json + model.safetensors) for from_pretrained")
     p.add_argument("--out", required=True, help="output file (onnx/torchscript) or directory (safetensors)")
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest accepted max|exported - eager| as a fraction of max(1, max|logit|) (default 1e-4)")
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("push", help="upload a model to the Hugging Face Hub with a model card (needs resmlp[hub])")
@@ -110,7 +115,8 @@ def run_predict(args: argparse.Namespace) -> int:
     with tqdm(total=len(paths), desc="predict", unit="img", disable=None, file=sys.stderr) as bar:
         predictions = list(predict_files(runner, paths, preprocess=preprocess, classes=classes, topk=args.topk,
                                          batch_size=args.batch_size, workers=args.workers,
-                                         pad_batches=args.runtime == "compile", progress=bar.update))
+                                         pad_batches=args.runtime == "compile", progress=bar.update,
+                                         max_pixels=args.max_image_pixels or None))
     failed = [p for p in predictions if p.error is not None]
     for p in failed:
         print(f"error: {p.path}: {p.error}", file=sys.stderr)
@@ -129,8 +135,9 @@ def run_export(args: argparse.Namespace) -> int:
     from ..loading import load_model
 
     loaded = load_model(args.weights, model_name=args.model)
-    out, diff = export_model(loaded.model, args.format, args.out)
-    check = f"; max |{args.format} - eager| = {diff:.2e} (limit 1e-4)" if diff is not None else ""
+    out, diff = export_model(loaded.model, args.format, args.out, tolerance=args.tolerance)
+    check = (f"; max |{args.format} - eager| = {diff:.2e} (limit {args.tolerance:g} x logit scale)"
+             if diff is not None else "")
     print(f"wrote {out} ({loaded.spec.name}, {args.format}{check})")
     return 0
 

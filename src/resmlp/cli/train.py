@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 from pathlib import Path
 
-from ..config import config_to_dict, load_config
+from ..config import Override, config_to_dict, load_config
 from ..train.engine import NonFiniteLossError
 
 
@@ -22,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. --set optim.lr=1e-3 data.batch_size=64")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a run from its newest checkpoint (mid-epoch after a stop signal)")
     p.add_argument("--finetune", default=None, metavar="WEIGHTS",
                    help="start from weights (deit/timm/ours); the head is re-initialised if the classes differ")
     p.set_defaults(func=run_train)
@@ -40,17 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
 
-def data_overrides(data: str | None, val_data: str | None, val_split: float | None) -> list[str]:
-    """CLI data flags as config overrides: an archive picks cifar10/cifar100, anything else is a folder."""
-    out = []
+def data_overrides(data: str | None, val_data: str | None, val_split: float | None) -> list[Override]:
+    """CLI data flags as typed config overrides (the path reaches the config as typed: spaces, '#', ':',
+    quotes and digit-only names stay what they are): an archive picks cifar10/cifar100, else a folder."""
+    out: list[Override] = []
     if data is not None:
         name = Path(data).name.lower()
         source = "cifar100" if "cifar-100" in name else "cifar10" if name.endswith((".tar.gz", ".tgz")) else "folder"
-        out += [f"data.source={source}", f"data.path={data}"]
+        out += [("data.source", source), ("data.path", data)]
     if val_data is not None:
-        out.append(f"data.val_path={val_data}")
+        out.append(("data.val_path", val_data))
     if val_split is not None:
-        out.append(f"data.val_split={val_split}")
+        out.append(("data.val_split", val_split))
     return out
 
 
@@ -59,9 +63,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     overrides = list(data_overrides(args.data, args.val_data, args.val_split))
     if args.model:
-        overrides.append(f"model.name={args.model}")
+        overrides.append(("model.name", args.model))
     if args.epochs is not None:
-        overrides.append(f"optim.epochs={args.epochs}")
+        overrides.append(("optim.epochs", args.epochs))
     overrides += args.overrides
     if args.resume:
         cfg = load_config(args.recipe, overrides, base=config_to_dict(config_of_run(args.resume)))
@@ -73,11 +77,16 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(str(e)) from None
     from ..train import distributed as dist  # noqa: PLC0415
 
-    if dist.is_main():
+    main_process = dist.is_main()
+    dist.shutdown()
+    if summary.get("stopped_by"):  # preempted: a checkpoint is written; the exit status says which signal
+        if "message" in summary:
+            print(summary["message"], file=sys.stderr, flush=True)
+        return 128 + int(getattr(signal, summary["stopped_by"]))
+    if main_process:
         print("summary: " + json.dumps({k: summary[k] for k in (
             "best_val_top1", "final_val_top1", "epochs", "train_images_per_s", "wall_time_s")}))
         print(f"run directory: {summary['run_dir']}")
-    dist.shutdown()
     return 0
 
 

@@ -1,6 +1,7 @@
 """From a DataConfig to train/val datasets with the recipe's transforms (the one place that wires data)."""
 from __future__ import annotations
 
+import functools
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from torch.utils.data import Dataset
 from ..config import DataConfig, Normalization, Source
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .datasets import (ArrayDataset, ImageDataset, cache_decoded, dataset_stats, download_cifar, load_cifar,
-                       load_digits_arrays, scan_image_folder, stratified_split)
+                       load_digits_arrays, load_rgb, scan_image_folder, stratified_split)
 from .transforms import build_eval_transform, build_train_transform
 
 SOURCES = typing.get_args(Source)
@@ -34,7 +35,8 @@ def _subset_array(ds: ArrayDataset, idx: Sequence[int]) -> ArrayDataset:
 
 
 def _subset_images(ds: ImageDataset, idx: Sequence[int], bad_log: Path | None) -> ImageDataset:
-    return ImageDataset([ds.samples[i] for i in idx], on_bad=ds.on_bad, classes=ds.classes, bad_log=bad_log)
+    return ImageDataset([ds.samples[i] for i in idx], loader=ds.loader, on_bad=ds.on_bad, classes=ds.classes,
+                        bad_log=bad_log)
 
 
 def _load_raw(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset | None, list[str]]:
@@ -55,13 +57,16 @@ def _load_raw(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset |
         if cfg.path is None:
             raise ValueError("data.path: give the image folder (root/<class>/*.jpg)")
         paths, labels, classes = scan_image_folder(cfg.path)
-        train = ImageDataset(list(zip(paths, labels)), on_bad=cfg.on_bad, classes=classes, bad_log=bad_log)
+        loader = functools.partial(load_rgb, max_pixels=cfg.max_image_pixels)
+        train = ImageDataset(list(zip(paths, labels)), loader=loader, on_bad=cfg.on_bad, classes=classes,
+                             bad_log=bad_log)
         val = None
         if cfg.val_path:
             vpaths, vlabels, vclasses = scan_image_folder(cfg.val_path)
             if vclasses != classes:
                 raise ValueError(f"data.val_path {cfg.val_path}: classes {vclasses} differ from the train folder's {classes}")
-            val = ImageDataset(list(zip(vpaths, vlabels)), on_bad=cfg.on_bad, classes=classes, bad_log=bad_log)
+            val = ImageDataset(list(zip(vpaths, vlabels)), loader=loader, on_bad=cfg.on_bad, classes=classes,
+                               bad_log=bad_log)
         return train, val, classes
     raise ValueError(f"data.source: unknown {cfg.source!r}; expected one of {', '.join(SOURCES)}")
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import tarfile
 import tempfile
 import urllib.error
@@ -79,10 +80,40 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file as RGB; decoding errors surface here, not later."""
+# The largest image decoded by default: 100 Mpx (10,000 x 10,000) is far above any training or photo input,
+# and far below what a "decompression bomb" claims (a 30,000 x 30,000 PNG of a few KB would need 2.7 GB as RGB).
+# `data.max_image_pixels` / `resmlp predict --max-image-pixels` raise it (null / 0: no limit).
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+def _allow_pixels(max_pixels: int | None) -> None:
+    """Keep Pillow's own bomb check (an error above 2 x Image.MAX_IMAGE_PIXELS) from undercutting ours."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    if pil_limit is not None and (max_pixels is None or max_pixels > 2 * pil_limit):
+        Image.MAX_IMAGE_PIXELS = None if max_pixels is None else max_pixels
+
+
+def _too_large(size: Any, max_pixels: int | None) -> str:
+    if isinstance(size, re.Match):
+        size = f"{int(size.group(1)) / 1e6:.0f} Mpx"
+    return (f"{size or 'the image'} is above the limit of {(max_pixels or 0) / 1e6:g} Mpx (a decompression bomb?); "
+            "raise data.max_image_pixels (--max-image-pixels) to read it")
+
+
+def load_rgb(path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and fully decode an image file as RGB; decoding errors surface here, not later. An image of
+    more than `max_pixels` pixels (None: no limit) is refused from its header, before any decoding."""
+    _allow_pixels(max_pixels)
     with open(path, "rb") as handle:
-        image = Image.open(handle)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides
+            try:
+                image = Image.open(handle)
+            except Image.DecompressionBombError as err:  # Pillow's limit, above ours (see _allow_pixels)
+                raise BadImageError(path, _too_large(re.search(r"\((\d+) pixels\)", str(err)), max_pixels)) from None
+        pixels = image.width * image.height
+        if max_pixels is not None and pixels > max_pixels:
+            raise BadImageError(path, _too_large(f"{image.width}x{image.height} = {pixels / 1e6:.0f} Mpx", max_pixels))
         image.load()  # force the decode while the file is open (truncation raises OSError here)
     return to_rgb(image)
 
@@ -91,7 +122,9 @@ def _decode(loader: Loader, key: Any) -> Image.Image:
     """Run ``loader(key)``, turning whatever the decoder raises into a BadImageError."""
     try:
         return to_rgb(loader(key))
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+    except BadImageError:
+        raise
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error, MemoryError, ...
         raise BadImageError(key, f"{type(err).__name__}: {err}") from err
 
 
@@ -126,7 +159,7 @@ def read_bad_log(path: str | Path) -> dict[str, str]:
     if not path.exists():
         return {}
     entries = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
         key, _, reason = line.partition("\t")
         entries[key] = reason
     return entries
@@ -150,6 +183,15 @@ def _class_images(class_dir: Path, extensions: frozenset[str]) -> list[Path]:
     return sorted(found)
 
 
+def _is_utf8(name: str) -> bool:
+    """False for a name the OS handed over as undecodable bytes (Python keeps them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def scan_image_folder(
     root: str | Path, *, extensions: Sequence[str] = IMAGE_EXTENSIONS
 ) -> tuple[list[Path], list[int], list[str]]:
@@ -162,9 +204,14 @@ def scan_image_folder(
     """
     root = Path(root)
     if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
+        what = ("is not a directory" if root.exists() else
+                "is a broken symbolic link or a symbolic-link loop" if root.is_symlink() else "does not exist")
         raise ValueError(f"image folder {root} {what}; expected root/<class_name>/<image files>")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    undecodable = [name for name in classes if not _is_utf8(name)]
+    if undecodable:
+        raise ValueError(f"{root}: class folder name {os.fsencode(undecodable[0])!r} is not valid UTF-8; rename it "
+                         "(class names are stored as text in checkpoints and reports)")
     if not classes:
         raise ValueError(f"{root}: no class folders found; expected root/<class_name>/<image files>")
     exts = _normalise_extensions(extensions)
@@ -236,7 +283,8 @@ class ImageDataset(Dataset):
         self.bad_files[err.path] = err.reason
         warnings.warn(f"skipping bad image {err}", BadImageWarning, stacklevel=3)
         if self.bad_log is not None:  # one short append per bad file; O_APPEND keeps lines whole
-            with open(self.bad_log, "a", encoding="utf-8") as handle:
+            # surrogateescape: a file name that is not UTF-8 is written back as the bytes it was
+            with open(self.bad_log, "a", encoding="utf-8", errors="surrogateescape") as handle:
                 handle.write(f"{err.path}\t{err.reason}\n")
 
     def load(self, index: int) -> tuple[Image.Image, int]:

@@ -22,7 +22,7 @@ from ..infer_arch import spec_of
 from ..loading import CONFIG_NAME, PRETRAINED_FORMAT, WEIGHTS_NAME, read_packaged
 from ..models import Preprocess, to_timm_config
 from .onnx import export_onnx, onnxruntime_module
-from .trace import ExportError, check_export, cpu_eval_copy, example_input, for_export, model_config, quiet
+from .trace import DEFAULT_TOLERANCE, ExportError, check_export, cpu_eval_copy, example_input, for_export, model_config, quiet
 
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 
@@ -77,8 +77,9 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, *, config: dic
 
 
 def export_model(model: nn.Module, fmt: str, out: str | os.PathLike, *, preprocess: Preprocess | None = None,
-                 classes: Sequence[str] | None = None) -> tuple[Path, float | None]:
-    """Dispatch on `fmt` (onnx | torchscript | safetensors); returns (written path, max diff or None)."""
+                 classes: Sequence[str] | None = None, tolerance: float = DEFAULT_TOLERANCE) -> tuple[Path, float | None]:
+    """Dispatch on `fmt` (onnx | torchscript | safetensors); returns (written path, max diff or None).
+    `tolerance`: the check's limit relative to the logits' scale (see `check_export`)."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "safetensors":
@@ -86,5 +87,5 @@ def export_model(model: nn.Module, fmt: str, out: str | os.PathLike, *, preproce
     config = model_config(model, preprocess=preprocess, classes=classes)
     if fmt == "onnx":
         onnxruntime_module()  # fail early with an install hint
-        return Path(out), export_onnx(model, out, config=config)
-    return Path(out), export_torchscript(model, out, config=config)
+        return Path(out), export_onnx(model, out, config=config, atol=tolerance)
+    return Path(out), export_torchscript(model, out, config=config, atol=tolerance)

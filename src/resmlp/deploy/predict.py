@@ -18,7 +18,7 @@ import torch
 from PIL import UnidentifiedImageError
 from torch import nn
 
-from ..data.datasets import IMAGE_EXTENSIONS, load_rgb
+from ..data.datasets import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, BadImageError, load_rgb
 from ..data.transforms import eval_transform_from
 from ..models import Preprocess
 
@@ -63,9 +63,11 @@ def expand_inputs(inputs: Sequence[str], extensions: Sequence[str] = IMAGE_EXTEN
     return unique, problems
 
 
-def _load(path: str, transform: Callable) -> torch.Tensor | str:
+def _load(path: str, transform: Callable, max_pixels: int | None = MAX_IMAGE_PIXELS) -> torch.Tensor | str:
     try:
-        return transform(load_rgb(path))
+        return transform(load_rgb(path, max_pixels=max_pixels))
+    except BadImageError as e:
+        return e.reason
     except UnidentifiedImageError:
         return "not an image format Pillow can decode"
     except Exception as e:  # noqa: BLE001 - PIL raises many types; each is reported for that one file
@@ -93,17 +95,19 @@ def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 def predict_files(model: nn.Module, paths: Sequence[str], *, preprocess: Preprocess, classes: Sequence[str],
                   topk: int = 5, batch_size: int = 32, workers: int = 2, pad_batches: bool = False,
-                  progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:
+                  progress: Callable[[int], None] | None = None,
+                  max_pixels: int | None = MAX_IMAGE_PIXELS) -> Iterator[Prediction]:
     """Yield one Prediction per path, in order. `model` maps float32 images to logits.
 
     `pad_batches` repeats the last image so every batch has `batch_size` images (a compiled model then
-    never sees a new shape and does not recompile); the padding rows are dropped.
+    never sees a new shape and does not recompile); the padding rows are dropped. Images above
+    `max_pixels` (None: no limit) are error rows, refused before decoding.
     """
     transform = eval_transform_from(preprocess)
     k = max(1, min(topk, len(classes)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL decodes and resizes without the GIL
         for chunk in _batches(list(paths), batch_size):
-            loaded = list(pool.map(lambda p: _load(p, transform), chunk))
+            loaded = list(pool.map(lambda p: _load(p, transform, max_pixels), chunk))
             good = [i for i, x in enumerate(loaded) if isinstance(x, torch.Tensor)]
             results: dict[int, list[tuple[str, int, float]]] = {}
             if good:

@@ -64,6 +64,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    if tdist.is_initialized() and tdist.get_world_size() > 1:
+        t = t.clone()
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return t
+
+
 def barrier() -> None:
     if tdist.is_initialized():
         tdist.barrier()

@@ -75,12 +75,22 @@ class StepContext:
 
 
 @dataclass(frozen=True)
+class EpochCarry:
+    """Where an epoch stands after an optimizer step: what a mid-epoch checkpoint keeps of it."""
+
+    step: int = 0  # optimizer steps done in this epoch
+    loss_sum: float | torch.Tensor = 0.0  # training loss summed over the images seen (this process)
+    seen: int = 0  # images seen in this epoch (this process)
+
+
+@dataclass(frozen=True)
 class TrainStats:
     train_loss: float  # mean over the epoch's images (all processes)
     images_per_s: float  # all processes together
     lr: float  # of the first parameter group, after the last step
     epoch_time_s: float
-    steps: int  # optimizer steps taken
+    steps: int  # optimizer steps taken in the epoch (including those before a resume)
+    stopped: bool = False  # `after_step` asked to stop before the loader ended
 
 
 @dataclass(frozen=True)
@@ -93,11 +103,16 @@ class EvalStats:
 
 
 def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress: bool = True,
-                    max_steps: int | None = None) -> TrainStats:
-    """One pass over `loader` (or `max_steps` optimizer steps)."""
+                    max_steps: int | None = None, carry: EpochCarry | None = None,
+                    after_step: Callable[[EpochCarry], bool] | None = None) -> TrainStats:
+    """One pass over `loader` (or up to `max_steps` optimizer steps). A resumed epoch passes the `carry`
+    its checkpoint kept (and a loader that skips the batches already done); `after_step(carry)` runs after
+    every optimizer step and returns True to stop there."""
     model, opt = ctx.model, ctx.optimizer
     model.train()
-    total_loss, seen, steps = torch.zeros((), device=ctx.device), 0, 0
+    carry = carry or EpochCarry()
+    total_loss = torch.tensor(float(carry.loss_sum), device=ctx.device)
+    seen, steps, stopped = carry.seen, carry.step, False
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", disable=None if (progress and dist.is_main()) else True, leave=False,
                dynamic_ncols=True)
@@ -122,17 +137,20 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
             steps += 1
         total_loss += loss.detach() * images.shape[0]
         seen += images.shape[0]
+        if boundary and after_step is not None and after_step(EpochCarry(steps, total_loss, seen)):
+            stopped = True
+            break
         if not bar.disable and i % 10 == 0:
             elapsed = time.perf_counter() - start
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}",
-                            img_s=f"{seen * dist.world_size() / max(elapsed, 1e-9):.0f}")
+                            img_s=f"{(seen - carry.seen) * dist.world_size() / max(elapsed, 1e-9):.0f}")
         if max_steps is not None and steps >= max_steps:
             break
     elapsed = time.perf_counter() - start
     mean_loss = dist.all_reduce_sum(torch.stack([total_loss, torch.tensor(float(seen), device=ctx.device)]))
     return TrainStats(train_loss=(mean_loss[0] / mean_loss[1].clamp_min(1)).item(),
-                      images_per_s=seen * dist.world_size() / max(elapsed, 1e-9),
-                      lr=opt.param_groups[0]["lr"], epoch_time_s=elapsed, steps=steps)
+                      images_per_s=(seen - carry.seen) * dist.world_size() / max(elapsed, 1e-9),
+                      lr=opt.param_groups[0]["lr"], epoch_time_s=elapsed, steps=steps, stopped=stopped)
 
 
 def _optimizer_step(ctx: StepContext) -> None:

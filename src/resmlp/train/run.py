@@ -3,33 +3,41 @@
 Run directory (the contract between commands):
     config.yaml        the resolved configuration
     metrics.jsonl      one JSON line per epoch (train_loss, val_loss, val_top1, val_top5, lr, images_per_s, ...)
-    checkpoints/       last.pt (every epoch) and best.pt (best val_top1), written atomically
-    summary.json       best_val_top1, final_val_top1, epochs, train_images_per_s, wall_time_s, ...
+    checkpoints/       last.pt (every epoch, on a stop signal and every run.checkpoint_every_min), previous.pt
+                       (the one before), best.pt (best val_top1), all written atomically; rank<r>/ the RNG
+                       states of the other processes under torchrun
+    summary.json       best_val_top1, final_val_top1, epochs, train_images_per_s, wall_time_s, stopped_by, ...
     tb/                TensorBoard events (when the tensorboard package is installed)
     bad_files.tsv      images that could not be decoded (path, reason), if any
+    .lock              held while a run trains here: its pid and host (see train.lock)
 
 `train` = `build` (everything wired, fresh) -> `restore` (a resumed run's states) -> `run_epochs` -> `summarize`.
+SIGTERM / SIGINT / SIGUSR1 stop a run after the current optimizer step with a checkpoint that `--resume`
+continues exactly (mid-epoch: same samples, augmentations, Mixup draws, dropout, EMA and schedule).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import shlex
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from ..checkpoint import atomic_save, model_record, read_checkpoint
+from ..checkpoint import atomic_save, latest_checkpoint, model_record
 from ..config import ConfigError, ModelConfig, RunConfig, TrainConfig, config_from_dict, config_to_dict, save_config
 from ..data.build import DataSplits, build_data
 from ..data.datasets import read_bad_log
 from ..data.mixup import Mixup
+from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
 from ..device import resolve_device, auto_precision
 from ..models.init import init_token_mixing
@@ -37,9 +45,12 @@ from ..models.tta import with_tta
 from ..models.whiten import whiten_patch_embedding
 from ..models import Preprocess, count_params, create_model, get_variant, model_args
 from ..optim import CosineWarmupSchedule, build_optimizer, clips_internally, scale_lr
-from ..weights import load_weights
+from ..files import remove_stale_temporaries, write_text_atomic
+from ..weights import WeightsError, load_weights
 from . import distributed as dist
-from .engine import ModelEma, StepContext, evaluate, train_one_epoch
+from .engine import EpochCarry, ModelEma, StepContext, evaluate, train_one_epoch
+from .lock import run_lock
+from .preempt import StepGate, StopSignals, ignore_stop_signals, signal_name
 from .losses import soft_target_cross_entropy
 
 
@@ -129,7 +140,7 @@ class Run:
     model: nn.Module  # unwrapped (what checkpoints hold); ctx.model is the DDP / compiled one
     ctx: StepContext  # optimizer, schedule, criterion, EMA, loss scaler, Mixup
     train_loader: DataLoader
-    sampler: Sampler
+    sampler: PositionSampler  # the epoch order from a start position (mid-epoch resume)
     val_loader: DataLoader
     mixup_rng: torch.Generator
     global_batch: int
@@ -139,29 +150,45 @@ class Run:
 
 @dataclass
 class Progress:
-    """Where a run stands after its last finished epoch (checkpointed; restored on resume)."""
+    """Where a run stands (checkpointed; restored on resume)."""
 
     planned_epochs: int
     epoch: int = 0  # epochs done
     best_val_top1: float = -1.0
     wall_time_s: float = 0.0
+    carry: EpochCarry = EpochCarry()  # how far into epoch `epoch` (a mid-epoch checkpoint)
+    stopped_by: Optional[int] = None  # the signal that stopped this session
+
+
+class CheckpointWriteError(ValueError):
+    """A checkpoint could not be written (a full disk, ...); the previous one is kept."""
+
+
+def loader_workers(requested: int) -> int:
+    """A recipe's worker count is a ceiling: no more than the cores this process has (under torchrun, the
+    machine's cores divided among its processes), so a recipe tuned on a big host does not oversubscribe
+    a small one."""
+    return max(0, min(requested, dist.default_threads()))
 
 
 def _loaders(data: DataSplits, cfg: TrainConfig, rank: int, world: int, device: torch.device):
     d = cfg.data
+    epoch_order: Sampler
     if d.repeated_aug:
-        sampler = RepeatedAugSampler(len(data.train), num_repeats=d.num_repeats, num_replicas=world, rank=rank,
-                                     seed=cfg.run.seed)
+        epoch_order = RepeatedAugSampler(len(data.train), num_repeats=d.num_repeats, num_replicas=world, rank=rank,
+                                         seed=cfg.run.seed)
     else:
-        sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.run.seed)
-    if len(sampler) < d.batch_size:
-        raise ValueError(f"data.batch_size={d.batch_size} is larger than the {len(sampler)} training samples "
+        epoch_order = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.run.seed)
+    if len(epoch_order) < d.batch_size:
+        raise ValueError(f"data.batch_size={d.batch_size} is larger than the {len(epoch_order)} training samples "
                          f"per process; lower data.batch_size")
-    pin = device.type == "cuda"
-    train = DataLoader(data.train, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers,
-                       drop_last=True, pin_memory=pin)
+    sampler = PositionSampler(epoch_order, seed=cfg.run.seed, rank=rank)
+    pin, workers = device.type == "cuda", loader_workers(d.workers)
+    train = DataLoader(SeededDataset(data.train), batch_size=d.batch_size, sampler=sampler, num_workers=workers,
+                       drop_last=True, pin_memory=pin, worker_init_fn=ignore_stop_signals if workers else None)
     shard = Subset(data.val, list(range(rank, len(data.val), world)))  # each process evaluates its own shard
-    val = DataLoader(shard, batch_size=d.eval_batch_size, shuffle=False, num_workers=d.workers, pin_memory=pin)
+    val = DataLoader(shard, batch_size=d.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=pin,
+                     worker_init_fn=ignore_stop_signals if workers else None)
     return train, sampler, val
 
 
@@ -225,24 +252,55 @@ def restore(run: Run, ckpt: dict) -> Progress:
         ctx.ema.module.load_state_dict(ckpt["ema"])
     if ctx.scaler is not None and ckpt.get("scaler"):
         ctx.scaler.load_state_dict(ckpt["scaler"])
-    run.mixup_rng.set_state(ckpt["mixup_rng"])
-    rng_file = run.run_dir / "checkpoints" / f"rng_rank{run.rank}.pt"
-    set_rng_state(torch.load(rng_file, weights_only=True) if run.rank else ckpt["rng"])
+    position = (ckpt["epoch"], ckpt.get("step", 0))
+    mine = ckpt if run.rank == 0 else _read_rank_state(run.run_dir, run.rank, position)
+    run.mixup_rng.set_state(mine["mixup_rng"])
+    set_rng_state(mine["rng"])
     # A time-budgeted run keeps the plan it shortened itself to; otherwise the (possibly raised) optim.epochs.
     fitted = run.cfg.run.fit_to_time_limit and "planned_epochs" in ckpt
+    carry = EpochCarry(step=position[1], loss_sum=mine.get("epoch_loss_sum", 0.0), seen=mine.get("epoch_seen", 0))
     return Progress(planned_epochs=ckpt["planned_epochs"] if fitted else run.cfg.optim.epochs, epoch=ckpt["epoch"],
-                    best_val_top1=ckpt["best_val_top1"], wall_time_s=ckpt["wall_time_s"])
+                    best_val_top1=ckpt["best_val_top1"], wall_time_s=ckpt["wall_time_s"], carry=carry)
 
 
-def checkpoint_state(run: Run, progress: Progress, rng: dict) -> dict:
-    """Everything `restore` reads besides the model weights, after the epoch `progress` describes."""
+def rank_state(run: Run, progress: Progress) -> dict:
+    """What each process keeps for itself: its RNG states and its share of the epoch's loss so far."""
+    return {"rng": rng_state(), "mixup_rng": run.mixup_rng.get_state(),
+            "epoch_loss_sum": float(progress.carry.loss_sum), "epoch_seen": progress.carry.seen}
+
+
+def checkpoint_state(run: Run, progress: Progress, mine: dict) -> dict:
+    """Everything `restore` reads besides the model weights, at the position `progress` describes
+    (`epoch` epochs done, plus `step` optimizer steps of the next one); `mine`: rank 0's `rank_state`."""
     ctx = run.ctx
-    return {"epoch": progress.epoch, "best_val_top1": progress.best_val_top1, "wall_time_s": progress.wall_time_s,
-            "rng": rng, "optimizer": ctx.optimizer.state_dict(), "schedule": ctx.schedule.state_dict(),
-            "ema": ctx.ema.module.state_dict() if ctx.ema is not None else None,
+    return {"epoch": progress.epoch, "step": progress.carry.step, "best_val_top1": progress.best_val_top1,
+            "wall_time_s": progress.wall_time_s, **mine, "optimizer": ctx.optimizer.state_dict(),
+            "schedule": ctx.schedule.state_dict(), "ema": ctx.ema.module.state_dict() if ctx.ema is not None else None,
             "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-            "mixup_rng": run.mixup_rng.get_state(), "teacher": ctx.criterion.identity,
-            "planned_epochs": progress.planned_epochs}
+            "teacher": ctx.criterion.identity, "planned_epochs": progress.planned_epochs}
+
+
+def _rank_file(run_dir: Path, rank: int, position: tuple[int, int]) -> Path:
+    return run_dir / "checkpoints" / f"rank{rank}" / f"e{position[0]}-s{position[1]}.pt"
+
+
+def _read_rank_state(run_dir: Path, rank: int, position: tuple[int, int]) -> dict:
+    path = _rank_file(run_dir, rank, position)
+    if not path.is_file():
+        raise WeightsError(f"{path}: process {rank}'s state for epoch {position[0]} step {position[1]} is missing; "
+                           "resume with the same number of processes as the run that wrote the checkpoint")
+    return torch.load(path, weights_only=True)
+
+
+def _prune_rank_files(run_dir: Path, rank: int, keep: int = 2) -> None:
+    """Keep the newest `keep` states of this process (those of last.pt and previous.pt)."""
+    def position(p: Path) -> tuple[int, int]:
+        e, s = p.stem.split("-")
+        return int(e[1:]), int(s[1:])
+
+    files = sorted((run_dir / "checkpoints" / f"rank{rank}").glob("e*-s*.pt"), key=position)
+    for p in files[:-keep]:
+        p.unlink(missing_ok=True)
 
 
 class _Logger:
@@ -270,12 +328,17 @@ class _Logger:
             self.tb.flush()
 
 
-def train_epoch(run: Run, epoch: int, planned_epochs: int) -> dict[str, Any]:
-    """Train one epoch, evaluate when due; the epoch's metrics row (without wall_time_s)."""
+def train_epoch(run: Run, epoch: int, planned_epochs: int, *, carry: EpochCarry,
+                after_step: Callable[[EpochCarry], bool]) -> Optional[dict[str, Any]]:
+    """Train epoch `epoch` from `carry` on, evaluate when due; the epoch's metrics row (without
+    wall_time_s), or None when `after_step` stopped it early."""
     cfg, ctx = run.cfg, run.ctx
-    run.sampler.set_epoch(epoch)
+    run.sampler.set_epoch(epoch, start=carry.step * cfg.optim.accum_steps * cfg.data.batch_size)
     run.train_loader.generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)  # worker seeds
-    stats = train_one_epoch(ctx, run.train_loader, epoch=epoch, progress=cfg.run.progress)
+    stats = train_one_epoch(ctx, run.train_loader, epoch=epoch, progress=cfg.run.progress, carry=carry,
+                            after_step=after_step)
+    if stats.stopped:
+        return None
     row = {"epoch": epoch + 1, "train_loss": stats.train_loss, "lr": stats.lr, "images_per_s": stats.images_per_s,
            "epoch_time_s": stats.epoch_time_s}
     if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == planned_epochs:
@@ -293,15 +356,23 @@ def train_epoch(run: Run, epoch: int, planned_epochs: int) -> dict[str, Any]:
     return row
 
 
-def run_epochs(run: Run, progress: Progress, *, may_fit_budget: bool) -> list[dict[str, Any]]:
-    """Train epoch by epoch (logging and checkpointing each) until the plan or the time limit ends; returns
-    this session's metrics rows. `may_fit_budget`: a fresh run may shorten its plan after the first epoch."""
+def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: bool) -> list[dict[str, Any]]:
+    """Train epoch by epoch (logging and checkpointing each) until the plan or the time limit ends or `gate`
+    says stop; returns this session's metrics rows. `may_fit_budget`: a fresh run may shorten its plan
+    after the first epoch."""
     cfg = run.cfg.run
     logger = _Logger(run.run_dir, cfg.tensorboard) if dist.is_main() else None
     t0 = time.perf_counter() - progress.wall_time_s
     rows: list[dict[str, Any]] = []
+
+    def after_step(carry: EpochCarry) -> bool:
+        return _after_step(run, progress, gate, carry, t0)
+
     while progress.epoch < progress.planned_epochs:
-        row = train_epoch(run, progress.epoch, progress.planned_epochs)
+        row = train_epoch(run, progress.epoch, progress.planned_epochs, carry=progress.carry, after_step=after_step)
+        if row is None:  # stopped by a signal; the checkpoint is written
+            break
+        progress.carry = EpochCarry()
         row["wall_time_s"] = time.perf_counter() - t0
         if may_fit_budget and not rows and cfg.fit_to_time_limit and cfg.time_limit_min:
             progress.planned_epochs = _fit_epochs_to_budget(progress.planned_epochs, row["wall_time_s"],
@@ -311,24 +382,64 @@ def run_epochs(run: Run, progress: Progress, *, may_fit_budget: bool) -> list[di
         progress.best_val_top1 = max(progress.best_val_top1, row.get("val_top1", progress.best_val_top1))
         progress.wall_time_s = row["wall_time_s"]
         _end_epoch(run, progress, row, improved, logger)
+        gate.saved()
         rows.append(row)
         if _out_of_time(run, progress, cfg.time_limit_min):
+            break
+        progress.stopped_by = gate.poll().stop  # a signal during evaluation: the epoch's checkpoint is written
+        if progress.stopped_by is not None:
             break
     progress.wall_time_s = time.perf_counter() - t0
     return rows
 
 
+def _after_step(run: Run, progress: Progress, gate: StepGate, carry: EpochCarry, t0: float) -> bool:
+    """After an optimizer step: write a mid-epoch checkpoint when a signal or the periodic timer asks for
+    one (every rank decides alike, see StepGate); True to stop here."""
+    decision = gate.poll()
+    if decision.stop is None and not decision.save:
+        return False
+    progress.carry = carry
+    progress.wall_time_s = time.perf_counter() - t0
+    write_checkpoint(run, progress, improved=False)
+    gate.saved()
+    progress.stopped_by = decision.stop
+    return decision.stop is not None
+
+
 def _end_epoch(run: Run, progress: Progress, row: dict, improved: bool, logger: Optional[_Logger]) -> None:
-    """Log the row and write the checkpoints (rank 0; other ranks keep their RNG state), then synchronise."""
-    state = checkpoint_state(run, progress, rng_state())
-    if run.rank:
-        atomic_save(state["rng"], run.run_dir / "checkpoints" / f"rng_rank{run.rank}.pt")
+    """Log the row and write the checkpoints."""
     if dist.is_main():
         logger.log(row)
-        _save(run.run_dir, run.model, run.cfg, state, improved)
-        if run.cfg.run.progress:
-            print(_epoch_line(row, progress.planned_epochs), flush=True)
-    dist.barrier()
+    write_checkpoint(run, progress, improved=improved)
+    if dist.is_main() and run.cfg.run.progress:
+        print(_epoch_line(row, progress.planned_epochs), flush=True)
+
+
+def write_checkpoint(run: Run, progress: Progress, *, improved: bool) -> None:
+    """Every process writes its own state (rank<r>/), rank 0 the checkpoint; then all agree that every write
+    succeeded. A failed write (a full disk) keeps the previous checkpoint and is a CheckpointWriteError on
+    every rank, so none waits forever for the others."""
+    mine = rank_state(run, progress)
+    position = (progress.epoch, progress.carry.step)
+    failure = None
+    try:
+        if run.rank:
+            atomic_save(mine, _rank_file(run.run_dir, run.rank, position))
+        else:
+            _save(run.run_dir, run.model, run.cfg, checkpoint_state(run, progress, mine), improved)
+    except OSError as e:
+        failure = e
+    failed = dist.all_reduce_sum(torch.tensor([float(failure is not None)], device=run.ctx.device))
+    if failed.item():
+        last = run.run_dir / "checkpoints" / "last.pt"
+        kept = f"the previous checkpoint {last} is kept" if last.is_file() else "no checkpoint was written before"
+        why = f"{failure.strerror or failure}" if failure is not None else "another process failed to write its state"
+        raise CheckpointWriteError(f"cannot write the checkpoint at {_position(run, progress)} ({why}); {kept}; "
+                                   f"free space, then resume with "
+                                   f"`{resume_command(run.run_dir)}`")
+    if run.rank:
+        _prune_rank_files(run.run_dir, run.rank)
 
 
 def _out_of_time(run: Run, progress: Progress, limit_min: float | None) -> bool:
@@ -357,10 +468,28 @@ def _fit_epochs_to_budget(planned: int, first_epoch_s: float, limit_min: float, 
 
 def _save(run_dir: Path, model: nn.Module, cfg: TrainConfig, state: dict, improved: bool) -> None:
     record = {**model_record(model), "config": config_to_dict(cfg), **state}
-    atomic_save(record, run_dir / "checkpoints" / "last.pt")
+    folder = run_dir / "checkpoints"
+    atomic_save(record, folder / "last.pt", keep_previous=folder / "previous.pt")
     if improved:
         best = {k: v for k, v in record.items() if k not in ("optimizer", "rng", "schedule", "scaler", "mixup_rng")}
-        atomic_save(best, run_dir / "checkpoints" / "best.pt")
+        atomic_save(best, folder / "best.pt")
+
+
+def _position(run: Run, progress: Progress) -> str:
+    step = progress.carry.step
+    if step:
+        return f"epoch {progress.epoch + 1}, step {step} of {run.steps_per_epoch}"
+    return f"the end of epoch {progress.epoch}"
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"resmlp train --resume {shlex.quote(str(run_dir))}"
+
+
+def stop_message(run: Run, progress: Progress) -> str:
+    """What a stopped run tells its user: where it stopped, where the checkpoint is, how to go on."""
+    return (f"stopped by {signal_name(progress.stopped_by)} at {_position(run, progress)}; checkpoint "
+            f"{run.run_dir / 'checkpoints' / 'last.pt'}; resume with `{resume_command(run.run_dir)}`")
 
 
 def _start_line(run: Run) -> str:
@@ -392,6 +521,7 @@ def summarize(run: Run, progress: Progress, rows: list[dict[str, Any]]) -> dict[
         "wall_time_s": progress.wall_time_s, "processes": run.world, "device": str(run.ctx.device),
         "classes": len(run.data.classes), "bad_files": len(read_bad_log(run.run_dir / "bad_files.tsv")),
         "teacher": run.ctx.criterion.identity,
+        "stopped_by": signal_name(progress.stopped_by) if progress.stopped_by else None,
     }
 
 
@@ -400,23 +530,33 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
     """Run (or resume) training as configured; returns the summary written to `summary.json`."""
     model_arguments(cfg.model)  # a model field the variant does not take fails before any file is written
     device, rank, world = init_process(cfg.run)
-    ckpt = read_checkpoint(Path(resume) / "checkpoints" / "last.pt") if resume else None
+    if resume and not (Path(resume) / "checkpoints").is_dir():
+        raise WeightsError(f"{resume}: not a run directory (no checkpoints/ folder) to resume")
     run_dir = Path(resume) if resume else Path(out) if out else default_run_dir(cfg)
-    if dist.is_main():
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    seed_everything(cfg.run.seed + rank)
-    run = build(cfg, run_dir, device, rank=rank, world=world, finetune=None if ckpt else finetune)
-    progress = restore(run, ckpt) if ckpt else Progress(planned_epochs=cfg.optim.epochs)
-    if dist.is_main():
-        print(_start_line(run))
-    rows = run_epochs(run, progress, may_fit_budget=ckpt is None)
-    summary = summarize(run, progress, rows)
-    if dist.is_main():
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    with run_lock(run_dir) if dist.is_main() else contextlib.nullcontext() as stale:
+        if stale:
+            print(f"{run_dir}: took over the lock of a run that is gone ({stale})")
+        ckpt = latest_checkpoint(run_dir) if resume else None
+        if dist.is_main():
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+        remove_stale_temporaries(run_dir / "checkpoints" / (f"rank{rank}" if rank else ""))  # a killed writer's
+        seed_everything(cfg.run.seed + rank)
+        run = build(cfg, run_dir, device, rank=rank, world=world, finetune=None if ckpt else finetune)
+        progress = restore(run, ckpt) if ckpt else Progress(planned_epochs=cfg.optim.epochs)
+        with StopSignals() as signals:
+            if dist.is_main():  # from this line on, a stop signal ends the run with a checkpoint
+                print(_start_line(run), flush=True)
+            gate = StepGate(signals, every_min=cfg.run.checkpoint_every_min, device=device)
+            rows = run_epochs(run, progress, gate, may_fit_budget=ckpt is None)
+        summary = summarize(run, progress, rows)
+        if dist.is_main():
+            write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
+            if progress.stopped_by is not None:
+                summary["message"] = stop_message(run, progress)
     return summary
 
 
 def config_of_run(run_dir: str | Path) -> TrainConfig:
-    """The configuration a run was started with (from its last checkpoint)."""
-    return config_from_dict(read_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")["config"])
+    """The configuration a run was started with (from its newest loadable checkpoint)."""
+    return config_from_dict(latest_checkpoint(run_dir)["config"])
