@@ -1,7 +1,7 @@
 """resmlp: ResMLP (Touvron et al. 2021) and MLP-Mixer, exact architectures, checkpoint interop,
 data-efficient training, paper analyses and deployment."""
 from .models import (Affine, MlpMixer, ModelSpec, Preprocess, ResMLP, ResMLPBlock, count_macs, count_params,
-                     create_model, list_models)
+                     create_model, list_models, resample_token_mixing)
 from .loading import Loaded, load_model
 from .weights import WeightsError, convert_state_dict, load_weights, pretrained, read_state_dict
 from .deploy import from_pretrained, fuse, optimize
@@ -11,4 +11,5 @@ __all__ = [
     "Affine", "MlpMixer", "Preprocess", "ResMLP", "ResMLPBlock", "WeightsError", "count_macs", "count_params",
     "convert_state_dict", "create_model", "pretrained", "list_models", "load_weights", "read_state_dict",
     "from_pretrained", "fuse", "optimize", "Loaded", "load_model", "ModelSpec",
+    "resample_token_mixing",
 ]

@@ -5,6 +5,8 @@ from .init import TOKEN_MIXING_INITS, grid_shape, init_token_mixing, local_kerne
 from .layers import Affine, DropPath, Mlp, PatchStem
 from .mixer import MixerBlock, MlpMixer
 from .registry import VARIANTS, ModelSpec, Preprocess, Variant, create_model, get_variant, list_models, model_args
+from .resample import METHODS as RESAMPLE_METHODS
+from .resample import resample_optimizer_state, resample_state_dict, resample_token_mixing
 from .resmlp import ResMLP, ResMLPBlock
 from .tta import TestTimeAugment, shift_image, tta_views, with_tta
 from .whiten import WHITENINGS, freeze_stem, patch_vectors, whiten_patch_embedding, whitening_matrix
@@ -15,5 +17,5 @@ __all__ = [
     "model_args", "count_macs", "count_params",
     "TOKEN_MIXING_INITS", "grid_shape", "init_token_mixing", "local_kernel", "local_token_matrix", "TestTimeAugment",
     "shift_image", "tta_views", "with_tta", "WHITENINGS", "freeze_stem", "patch_vectors", "whiten_patch_embedding",
-    "whitening_matrix",
+    "whitening_matrix", "RESAMPLE_METHODS", "resample_optimizer_state", "resample_state_dict", "resample_token_mixing",
 ]
