@@ -133,3 +133,48 @@ def test_unknown_method_and_bad_sizes_are_errors():
         model.set_input_size((8, 9))
     with pytest.raises(ValueError, match=r"set_input_size\(\(12, 12\)\)"):
         model(torch.randn(1, 3, 12, 12))
+
+
+def test_cli_eval_export_and_predict_at_another_size(tmp_path, capsys):
+    from PIL import Image
+
+    from resmlp.checkpoint import atomic_save, model_record
+    from resmlp.cli import main
+    from resmlp.loading import load_model
+
+    model = resmlp.create_model("resmlp_micro8", num_classes=2)
+    atomic_save(model_record(model, classes=["a", "b"]), tmp_path / "ck.pt")
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (200 if c == "a" else 20, 0, 0)).save(tmp_path / "data" / c / "x.png")
+    assert main(["eval", "--checkpoint", str(tmp_path / "ck.pt"), "--data", str(tmp_path / "data"),
+                 "--img-size", "12x16", "--resample", "interp", "--workers", "0", "--out", str(tmp_path)]) == 0
+    result = __import__("json").loads((tmp_path / "eval.json").read_text())
+    assert result["img_size"] == [12, 16] and result["resample"] == "interp" and result["count"] == 2
+    assert main(["predict", str(tmp_path / "ck.pt"), str(tmp_path / "data"), "--img-size", "12",
+                 "--format", "json", "--precision", "fp32"]) == 0
+    assert main(["export", str(tmp_path / "ck.pt"), "--format", "safetensors", "--img-size", "12x16",
+                 "--out", str(tmp_path / "pkg")]) == 0
+    packaged = load_model(tmp_path / "pkg")
+    assert packaged.spec.input_shape == (3, 12, 16) and packaged.spec.preprocess.img_size == (12, 16)
+    assert packaged.model(torch.randn(1, 3, 12, 16)).shape == (1, 2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["eval", "--checkpoint", str(tmp_path / "ck.pt"), "--data", str(tmp_path / "data"), "--img-size", "12x"])
+    assert "expected a size like 48 or 24x32" in capsys.readouterr().err
+
+
+def test_finetune_at_another_size_resamples_the_weights(tmp_path):
+    from resmlp.config import load_config
+    from resmlp.train.run import train
+
+    tiny = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.epochs=1",
+            "run.progress=false", "run.tensorboard=false"]
+    train(load_config("digits", tiny), out=tmp_path / "a")
+    summary = train(load_config("digits", tiny + ["model.img_size=[8, 12]", "data.crop=rrc"]),
+                    out=tmp_path / "b", finetune=tmp_path / "a" / "checkpoints" / "last.pt")
+    assert summary["epochs"] == 1
+    from resmlp.checkpoint import read_checkpoint
+
+    ck = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert tuple(ck["model_args"]["img_size"]) == (8, 12) and ck["model"]["blocks.0.linear_tokens.weight"].shape == (24, 24)

@@ -180,17 +180,18 @@ class ResizeCenterCrop:
         self.crop_pct = crop_pct
         self.interpolation = interpolation
         self.resample = resolve_interpolation(interpolation)
-        self.resize_to = math.floor(self.height / crop_pct), math.floor(self.width / crop_pct)
+        self.resize_hw = math.floor(self.height / crop_pct), math.floor(self.width / crop_pct)
+        self.resize_to = self.resize_hw[0]  # the shorter side's target (square sizes)
 
     def __call__(self, img: Image.Image) -> Image.Image:
         width, height = img.size
         if self.height == self.width:
             short, long = min(width, height), max(width, height)
-            new_long = int(self.resize_to[0] * long / short)
-            new_size = (self.resize_to[0], new_long) if width <= height else (new_long, self.resize_to[0])
+            new_long = int(self.resize_to * long / short)
+            new_size = (self.resize_to, new_long) if width <= height else (new_long, self.resize_to)
         else:  # cover both target sides, aspect kept
-            scale = max(self.resize_to[0] / height, self.resize_to[1] / width)
-            new_size = (max(self.resize_to[1], round(width * scale)), max(self.resize_to[0], round(height * scale)))
+            scale = max(self.resize_hw[0] / height, self.resize_hw[1] / width)
+            new_size = (max(self.resize_hw[1], round(width * scale)), max(self.resize_hw[0], round(height * scale)))
         img = img.resize(new_size, self.resample)
         top = int(round((img.height - self.height) / 2))
         left = int(round((img.width - self.width) / 2))

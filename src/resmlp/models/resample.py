@@ -198,6 +198,7 @@ def resample_model_(model: nn.Module, grid: Union[int, Sequence[int]], *, method
     old, new = _model_grid(model), to_pair(grid)
     for _, p, kind in token_parameters(model):
         p.data = resample_tensor(p.data, kind, old, new, method=method)
+        p.grad = None  # a gradient of the old shape cannot be accumulated into
     for m in model.modules():  # keep nn.Linear's attributes true to its weight
         if isinstance(m, nn.Linear):
             m.out_features, m.in_features = m.weight.shape

@@ -177,7 +177,8 @@ def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetu
     model.spec = model.spec.replace(classes=data.classes, preprocess=Preprocess(
         img_size=tuple(img_size) if isinstance(img_size, list) else img_size, crop_pct=cfg.data.crop_pct, interpolation=cfg.data.interpolation, mean=data.mean, std=data.std))
     if finetune:
-        load_weights(model, finetune, allow_head_mismatch=True)
+        # weights made for another input size: their token mixing is carried to this run's patch grid
+        load_weights(model, finetune, allow_head_mismatch=True, resample=True)
     return model.to(device)
 
 
