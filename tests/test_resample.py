@@ -131,8 +131,10 @@ def test_unknown_method_and_bad_sizes_are_errors():
         model.set_input_size(12, method="bicubic")
     with pytest.raises(ValueError, match="not divisible by patch_size=2"):
         model.set_input_size((8, 9))
-    with pytest.raises(ValueError, match=r"set_input_size\(\(12, 12\)\)"):
+    with pytest.raises(ValueError, match=r"set_input_size\(12\)"):
         model(torch.randn(1, 3, 12, 12))
+    with pytest.raises(ValueError, match=r"set_input_size\(\(12, 16\)\)"):
+        model(torch.randn(1, 3, 12, 16))
 
 
 def test_cli_eval_export_and_predict_at_another_size(tmp_path, capsys):

@@ -174,9 +174,15 @@ def test_bad_arguments_raise(make, message):
         make()
 
 
-def test_crop_pad_rejects_small_images():
-    with pytest.raises(ValueError, match="smaller than the crop size"):
-        RandomCropPad(32, padding=2)(_image(20, 20))
+def test_crop_pad_resizes_images_of_another_size_first():
+    """A 32 px image for a model run at 16 px: the crop sees the whole (downscaled) scene, not a window."""
+    _seed_all(0)
+    img = Image.new("RGB", (32, 32), (255, 255, 255))
+    img.paste((0, 0, 0), (0, 0, 16, 32))  # left half black, right half white
+    out = np.asarray(RandomCropPad(16, padding=0)(img))
+    assert out.shape == (16, 16, 3)
+    assert out[:, :6].max() < 30 and out[:, 10:].min() > 225  # both halves, each 8 px wide
+    assert RandomCropPad(32, padding=2)(_image(20, 20)).size == (32, 32)
 
 
 def test_compose_applies_in_order():

@@ -128,22 +128,23 @@ class RandomResizedCrop:
 class RandomCropPad:
     """CIFAR-style augmentation: zero-pad ``padding`` pixels on every side, then a random size x size crop.
 
-    Zero (black) padding, as in DeiT's small-image crop (``RandomCrop(size, padding=4)``).
+    Zero (black) padding, as in DeiT's small-image crop (``RandomCrop(size, padding=4)``). An image of
+    another size is first resized to `size` (e.g. 32 px CIFAR for a model run at 24 px), so the crop
+    keeps the whole scene rather than a window of it.
     """
 
-    def __init__(self, size: Size, padding: int = 4) -> None:
+    def __init__(self, size: Size, padding: int = 4, interpolation: str = "bicubic") -> None:
         self.height, self.width = _check_size(size)
+        self.resample = resolve_interpolation(interpolation)
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}")
         self.size = size
         self.padding = padding
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        if img.size != (self.width, self.height):
+            img = img.resize((self.width, self.height), self.resample)
         padded = ImageOps.expand(img, border=self.padding, fill=0) if self.padding else img
-        if padded.width < self.width or padded.height < self.height:
-            raise ValueError(f"padded image {padded.width}x{padded.height} is smaller than the crop size "
-                             f"{self.width}x{self.height}; crop='pad' does not resize: use crop='rrc' or "
-                             f"images of about the model's size")
         top = random.randint(0, padded.height - self.height)
         left = random.randint(0, padded.width - self.width)
         return padded.crop((left, top, left + self.width, top + self.height))
@@ -237,8 +238,8 @@ def build_train_transform(
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Training pipeline: crop -> flip -> RandAugment -> tensor + normalise -> Random Erasing.
 
-    ``crop="rrc"``: RandomResizedCrop with ``scale``; ``crop="pad"``: zero-pad ``padding`` + random
-    crop (no resize: input must be about ``img_size``). RandAugment fills with the mean colour and
+    ``crop="rrc"``: RandomResizedCrop with ``scale``; ``crop="pad"``: resize to ``img_size`` when the
+    image has another size, zero-pad ``padding`` + random crop. RandAugment fills with the mean colour and
     uses ``interpolation`` for its geometric ops (nearest/bilinear/bicubic only), as DeiT does.
     ``auto_augment`` None/"" and ``hflip``/``re_prob`` 0 skip those steps.
     """
@@ -248,7 +249,7 @@ def build_train_transform(
     if crop == "rrc":
         steps: list[Callable] = [RandomResizedCrop(img_size, scale=scale, interpolation=interpolation)]
     elif crop == "pad":
-        steps = [RandomCropPad(img_size, padding=padding)]
+        steps = [RandomCropPad(img_size, padding=padding, interpolation=interpolation)]
     else:
         raise ValueError(f"unknown crop {crop!r}; valid: {list(CROPS)}")
     if re_mode not in ERASING_MODES:  # checked even when erasing is off, so a typo never hides

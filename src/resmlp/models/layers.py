@@ -100,11 +100,12 @@ class PatchStem(nn.Module):
         h, w = to_pair(self.img_size)
         expected = (self.in_chans, h, w)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            got = f"{x.shape[-2]}x{x.shape[-1]}" if x.ndim == 4 else "..."
+            size = "..." if x.ndim != 4 else x.shape[-1] if x.shape[-2] == x.shape[-1] else tuple(x.shape[-2:])
             raise ValueError(
                 f"input of shape {tuple(x.shape)} does not match the model, which expects "
-                f"(B, {expected[0]}, {h}, {w}); resize/crop the images to {h}x{w}, or carry the model to "
-                f"{got} with model.set_input_size(({got.replace('x', ', ')})) (resamples the token mixing)"
+                f"(B, {expected[0]}, {h}, {w}); resize/crop the images to {h}x{w}, carry the model to the "
+                f"input's size with model.set_input_size({size}) (resamples the token mixing), or build it "
+                f"with create_model(name, img_size={size}, in_chans=...)"
             )
         x = self.proj(x)  # (B, C, H, W) -> (B, D, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D), row-major tokens
