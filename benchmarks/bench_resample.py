@@ -97,7 +97,8 @@ def run_finetune(args) -> dict:
 def run_steps(args) -> dict:
     """Median seconds per train step (forward, backward, LAMB) at each size, sizes interleaved per round."""
     torch.manual_seed(0)
-    models = {s: create_model("resmlp_tiny32", img_size=s) for s in args.sizes}
+    shape = {k: v for k, v in (("embed_dim", args.embed_dim), ("depth", args.depth)) if v is not None}
+    models = {s: create_model("resmlp_tiny32", img_size=s, **shape) for s in args.sizes}
     opts = {s: build_optimizer(m, name="lamb", lr=1e-3, weight_decay=0.05) for s, m in models.items()}
     times = {s: [] for s in args.sizes}
     for _ in range(args.rounds):
@@ -115,7 +116,7 @@ def run_steps(args) -> dict:
              "vs_largest": statistics.median(times[s]) / ref} for s in args.sizes]
     for r in rows:
         print(json.dumps(r), flush=True)
-    return {"rows": rows, "rounds": args.rounds, "steps": args.steps, "batch": 128}
+    return {"rows": rows, "rounds": args.rounds, "steps": args.steps, "batch": 128, "model_args": shape}
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -155,6 +156,8 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[16, 24, 32])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--embed-dim", type=int, default=None, help="narrow resmlp_tiny32 as the trained runs were")
+    p.add_argument("--depth", type=int, default=None)
     p = sub.add_parser("compare")
     p.add_argument("--fixed", type=Path, required=True)
     p.add_argument("--progressive", type=Path, required=True)
