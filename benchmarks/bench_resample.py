@@ -163,14 +163,16 @@ def main() -> None:
     p.add_argument("--progressive", type=Path, required=True)
     for p in sub.choices.values():
         p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     result = {"eval": run_eval, "finetune": run_finetune, "steps": run_steps, "compare": run_compare}[args.command](args)
     result.update(command=args.command, cpu=cpu_model(), torch=torch.__version__, threads=torch.get_num_threads(),
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), seconds=round(time.time() - t0))
-    (args.out / f"{args.command}.json").write_text(json.dumps(result, indent=1))
+    name = args.command if args.threads == 2 else f"{args.command}_threads{args.threads}"
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from .data.transforms import eval_transform_from
 from .infer_arch import infer_architecture, shape_args
 from .models import ModelSpec, create_model
 from .models.layers import to_pair
+from .models.resample import DEFAULT_METHOD
 from .weights import WeightsError, convert_state_dict, load_weights, read_state_dict
 
 PRETRAINED_FORMAT = "resmlp-pretrained"
@@ -51,7 +52,7 @@ class Loaded:
 
 def load_model(source: str | os.PathLike | Mapping, *, model_name: str | None = None, weights: str = "model",
                key: str | None = None, overrides: Mapping[str, Any] | None = None,
-               img_size: int | Sequence[int] | None = None, resample: str = "offset") -> Loaded:
+               img_size: int | Sequence[int] | None = None, resample: str = DEFAULT_METHOD) -> Loaded:
     """Load `source` (see the module docstring). `model_name` names the variant a bare state dict holds
     (and must match what a checkpoint holds); `weights="ema"` picks a checkpoint's EMA weights; `key`
     picks an entry of a bare weights file; `overrides` (img_size, num_classes) apply to bare state dicts.

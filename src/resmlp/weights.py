@@ -18,7 +18,7 @@ from torch import nn
 
 from .models.init import grid_shape
 from .models.layers import to_pair
-from .models.resample import grid_of, resample_state_dict, token_axis_kind
+from .models.resample import DEFAULT_METHOD, grid_of, resample_state_dict, token_axis_kind
 
 StateDict = dict[str, torch.Tensor]
 Source = Union[str, os.PathLike, Mapping[str, object]]
@@ -147,7 +147,7 @@ def load_weights(
     (fine-tuning to a new label set).
 
     Weights made for another patch grid (another input size) fail with an error naming both grids, unless
-    `resample` is True (method "offset") or a method name ("offset", "kernel", "interp"): then the token
+    `resample` is True (the default method, "interp") or a method name ("interp", "offset", "kernel"): then the token
     mixing is carried to the model's grid (`resmlp.resample_token_mixing`). `source_grid` gives the
     checkpoint's (h, w) grid when it is not square.
     """
@@ -198,7 +198,7 @@ def _fit_grid(model: nn.Module, own: Mapping[str, torch.Tensor], sd: StateDict, 
         raise WeightsError(f"{where} was made for {describe(ck_grid, sd[key].shape[-1])}, the model "
                            f"{_model_name(model)} has {describe(model_grid, own[key].shape[-1])}; to resample the "
                            f"token mixing to the model's grid use {how}")
-    method = resample if isinstance(resample, str) else "offset"
+    method = resample if isinstance(resample, str) else DEFAULT_METHOD
     try:
         return resample_state_dict(sd, model_grid, old_grid=ck_grid, method=method)
     except ValueError as e:

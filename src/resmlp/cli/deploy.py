@@ -35,13 +35,13 @@ def img_size_arg(text: str) -> int | tuple[int, int]:
 
 def add_size_flags(p: argparse.ArgumentParser) -> None:
     """--img-size / --resample: run a patch model at another input size (its token mixing resampled)."""
-    from ..models import RESAMPLE_METHODS
+    from ..models.resample import DEFAULT_METHOD, METHODS
 
     p.add_argument("--img-size", type=img_size_arg, default=None, metavar="SIZE",
                    help="run at this input size, 48 or HxW (24x32): the token mixing is resampled to the new "
                         "patch grid (default: the size the weights were made for)")
-    p.add_argument("--resample", default="offset", choices=RESAMPLE_METHODS,
-                   help="how --img-size resamples the token mixing (default: offset)")
+    p.add_argument("--resample", default=DEFAULT_METHOD, choices=METHODS,
+                   help=f"how --img-size resamples the token mixing (default: {DEFAULT_METHOD})")
 
 
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .layers import PatchStem, to_pair
-from .resample import resample_model_
+from .resample import DEFAULT_METHOD, resample_model_
 
 
 class PatchClassifier(nn.Module):
@@ -44,9 +44,9 @@ class PatchClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def set_input_size(self, img_size: Union[int, Sequence[int]], *, method: str = "offset") -> "PatchClassifier":
+    def set_input_size(self, img_size: Union[int, Sequence[int]], *, method: str = DEFAULT_METHOD) -> "PatchClassifier":
         """Take images of `img_size` (an int or (h, w)) from now on, in place (timm's name). The token-mixing
-        layers are carried to the new patch grid (`models.resample`, `method` = offset, kernel or interp);
+        layers are carried to the new patch grid (`models.resample`, `method` = interp, offset or kernel);
         stem, channel MLPs and head do not depend on the size. `model.spec` follows. Returns the model."""
         h, w = to_pair(img_size)
         patch = self.stem.patch_size

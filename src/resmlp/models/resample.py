@@ -13,7 +13,8 @@ as an (h, w) map. Methods, for a grid (h, w) -> (H, W):
   "interp"  bilinear interpolation of the 4-D kernel (output and input positions in image coordinates, as
             ViT interpolates position embeddings), then every row rescaled so that it keeps its sum.
 
-The bias is interpolated bilinearly by every method. Mixer's token MLP (`mlp_tokens.fc1`: N -> hidden,
+The bias is interpolated bilinearly by every method. The default is "interp" (`DEFAULT_METHOD`): on CIFAR-10
+it kept the most accuracy at every other size (docs/benchmarks.md). Mixer's token MLP (`mlp_tokens.fc1`: N -> hidden,
 `fc2`: hidden -> N) has no offset structure, so its N axes are interpolated by every method (fc1's
 input axis keeping each hidden unit's sum, fc2's output axis and bias). On the same grid every method
 is the identity.
@@ -31,6 +32,7 @@ from torch import nn
 from .layers import to_pair
 
 METHODS = ("offset", "kernel", "interp")
+DEFAULT_METHOD = "interp"  # the best zero-shot and fine-tuning start measured (docs/benchmarks.md, issue 12)
 Grid = tuple[int, int]
 
 # Which tensors have a token axis, and which: "matrix" (N, N), "in" (hidden, N), "out" (N, hidden), "bias" (N,).
@@ -123,7 +125,7 @@ def _resample_matrix(a: torch.Tensor, old: Grid, new: Grid, method: str, keep_su
     return full.reshape(hh * ww, -1).gather(1, idx)  # (N', N'): A'[out, in] = full[out, offset(out, in)]
 
 
-def resample_tensor(t: torch.Tensor, kind: str, old: Grid, new: Grid, *, method: str = "offset",
+def resample_tensor(t: torch.Tensor, kind: str, old: Grid, new: Grid, *, method: str = DEFAULT_METHOD,
                     keep_sum: bool = True) -> torch.Tensor:
     """One token-axis tensor of `kind` ("matrix", "in", "out", "bias"; see `token_axis_kind`) from grid
     `old` to grid `new`. `keep_sum=False` skips the row-sum rescaling (optimizer moments)."""
@@ -171,7 +173,7 @@ def token_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter, str]
 
 
 def resample_state_dict(sd: Mapping[str, torch.Tensor], grid: Union[int, Sequence[int]], *,
-                        old_grid: Union[int, Sequence[int], None] = None, method: str = "offset"
+                        old_grid: Union[int, Sequence[int], None] = None, method: str = DEFAULT_METHOD
                         ) -> dict[str, torch.Tensor]:
     """A copy of state dict `sd` with every token-axis tensor carried to patch grid `grid` (h, w). The old
     grid is `old_grid`, or the square grid of A's (or fc1's) size when not given."""
@@ -190,7 +192,7 @@ def resample_state_dict(sd: Mapping[str, torch.Tensor], grid: Union[int, Sequenc
     return out
 
 
-def resample_model_(model: nn.Module, grid: Union[int, Sequence[int]], *, method: str = "offset") -> nn.Module:
+def resample_model_(model: nn.Module, grid: Union[int, Sequence[int]], *, method: str = DEFAULT_METHOD) -> nn.Module:
     """Carry a model's token-mixing parameters to patch grid `grid`, in place. The Parameter objects are
     kept (their data is replaced), so an optimizer built on the model still holds them; see
     `resample_optimizer_state` for its moments. Only the blocks change: `set_input_size` also updates the stem."""
@@ -206,7 +208,7 @@ def resample_model_(model: nn.Module, grid: Union[int, Sequence[int]], *, method
 
 
 def resample_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, old: Union[int, Sequence[int]],
-                             new: Union[int, Sequence[int]], *, method: str = "offset") -> None:
+                             new: Union[int, Sequence[int]], *, method: str = DEFAULT_METHOD) -> None:
     """After `set_input_size`, carry the optimizer's per-parameter tensors of the token-mixing parameters
     (Adam/LAMB exp_avg and exp_avg_sq, SGD momentum) from grid `old` to `new` with the same method, without
     the row-sum rescaling (moments are not operators); second moments are clamped at >= 0."""
@@ -238,7 +240,7 @@ def _model_grid(model: nn.Module) -> Grid:
 
 
 def resample_token_mixing(model_or_state_dict: Union[nn.Module, Mapping[str, torch.Tensor]],
-                          grid: Union[int, Sequence[int]], *, method: str = "offset",
+                          grid: Union[int, Sequence[int]], *, method: str = DEFAULT_METHOD,
                           old_grid: Union[int, Sequence[int], None] = None):
     """Carry ResMLP's A (and Mixer's token MLP) to patch grid `grid` = (h, w) (or an int for h = w).
 

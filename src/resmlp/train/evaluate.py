@@ -11,6 +11,7 @@ from ..device import resolve_device
 from ..figures import plot_confusion
 from ..files import write_text_atomic
 from ..loading import folder_dataset, load_model
+from ..models.resample import DEFAULT_METHOD
 from ..models.tta import with_tta
 from .engine import evaluate
 
@@ -18,7 +19,7 @@ from .engine import evaluate
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, out: str | Path | None = None,
                         batch_size: int = 256, workers: int = 2, device: str = "auto", ema: bool = False,
                         tta: str = "none", img_size: int | tuple[int, int] | None = None,
-                        resample: str = "offset") -> dict[str, Any]:
+                        resample: str = DEFAULT_METHOD) -> dict[str, Any]:
     """Evaluate any weights `load_model` reads on the image folder `data`; writes eval.json and
     confusion.png into `out` (default: the run directory, else beside the weights). `tta` ("flip",
     "flip+shift1") averages the logits over those views of each image. `img_size` runs the model at another

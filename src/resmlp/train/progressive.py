@@ -1,8 +1,8 @@
 """Progressive resizing (`run.progressive_sizes`): train the first epochs on smaller images, which cost less
 per image (ResMLP's cost is about linear in the number of patches), and switch to larger ones later.
 
-At each switch the token-mixing layers are resampled to the new patch grid (`models.resample`, method
-"offset"), and so are their optimizer moments (LAMB/AdamW exp_avg and exp_avg_sq), the EMA copy and the
+At each switch the token-mixing layers are resampled to the new patch grid (`models.resample`, its default
+method), and so are their optimizer moments (LAMB/AdamW exp_avg and exp_avg_sq), the EMA copy and the
 output size of the train and validation transforms (the crop and augmentation run at `model.img_size`,
 then `ResizeTensor` brings each image to the current size). A checkpoint holds the model at the size of
 the epoch it ends; resuming builds the model, moves it to that size, then loads the states.
@@ -18,11 +18,11 @@ from ..config import ConfigError, TrainConfig
 from ..data.transforms import with_output_size
 from ..models.init import grid_shape
 from ..models.layers import to_pair
-from ..models.resample import resample_optimizer_state
+from ..models.resample import DEFAULT_METHOD, resample_optimizer_state
 from . import distributed as dist
 
 Size = Union[int, tuple[int, int]]
-METHOD = "offset"  # measured against "interp" and "kernel" in docs/benchmarks.md (resolution freedom)
+METHOD = DEFAULT_METHOD
 
 
 def schedule_of(cfg: TrainConfig) -> list[tuple[int, tuple[int, int]]]:
