@@ -52,6 +52,7 @@ def test_optimizer_moments_follow_the_switch():
     opt.step()  # the optimizer keeps working on the resampled parameters and moments
 
 
+@pytest.mark.slow
 def test_progressive_run_switches_sizes_and_resumes_across_a_switch(tmp_path):
     """k epochs + resume + k epochs == 2k epochs when the sizes switch at the resumed epoch (model, moments,
     EMA, data transforms), and every epoch trains at its scheduled size."""

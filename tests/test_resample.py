@@ -166,6 +166,7 @@ def test_cli_eval_export_and_predict_at_another_size(tmp_path, capsys):
     assert "expected a size like 48 or 24x32" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_finetune_at_another_size_resamples_the_weights(tmp_path):
     from resmlp.config import load_config
     from resmlp.train.run import train
@@ -180,3 +181,17 @@ def test_finetune_at_another_size_resamples_the_weights(tmp_path):
 
     ck = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
     assert tuple(ck["model_args"]["img_size"]) == (8, 12) and ck["model"]["blocks.0.linear_tokens.weight"].shape == (24, 24)
+
+
+def test_non_square_models_export_and_analyse(tmp_path):
+    from resmlp.analysis.report import build_report
+    from resmlp.deploy import export_torchscript
+
+    model = resmlp.create_model("resmlp_micro8", img_size=(8, 12)).eval()
+    assert export_torchscript(model, tmp_path / "m.ts") < 1e-4  # traced on (B, 3, 8, 12), checked against eager
+    traced = torch.jit.load(str(tmp_path / "m.ts"))
+    x = torch.randn(2, 3, 8, 12)
+    torch.testing.assert_close(traced(x), model(x), rtol=1e-4, atol=1e-4)
+    summary = build_report(model, tmp_path / "report", source="random init")
+    assert tuple(summary["grid_size"]) == (4, 6) and summary["num_patches"] == 24
+    assert (tmp_path / "report" / "cross_patch_overview.png").is_file()
