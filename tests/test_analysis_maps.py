@@ -87,3 +87,17 @@ def test_offset_profile_of_identity_and_shift():
     prof = offset_profile(2.0 * a, grid, radius=3)
     assert prof.shape == (7, 7) and prof[4, 3] == 2.0 and prof.abs().sum() == 2.0
     torch.testing.assert_close(offset_profile(torch.full((16, 16), -0.5), grid), torch.full((5, 5), -0.5))
+
+
+def test_non_square_grids_map_rows_and_offsets_where_their_patches_sit():
+    h, w = 4, 6  # a 16x24 px input at patch 4
+    rows = central_patches((h, w))
+    assert mosaic_side((h, w)) == 2 and {(o // w, o % w) for o in rows} == {(1, 2), (1, 3), (2, 2), (2, 3)}
+    maps = patch_maps(torch.eye(h * w), (h, w), rows)
+    assert maps.shape == (4, h, w)
+    tile = mosaic(maps)
+    assert tile.shape == (2 * h + 1, 2 * w + 1)
+    assert sorted(zip(*np.nonzero(tile == 1))) == sorted(output_marks(rows, (h, w)))
+    a = torch.diag(torch.ones(h * w - 1), diagonal=1)  # output (r, c) reads input (r, c + 1)
+    prof = offset_profile(a, (h, w))
+    assert prof.shape == (5, 5) and prof[2, 3] == 1 and prof.sum() == 1

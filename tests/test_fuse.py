@@ -35,8 +35,7 @@ def perturbed(name, depth=2, num_classes=5, seed=0, **kw):
 
 def images(model, batch=3, seed=1):
     torch.manual_seed(seed)
-    s = model.spec.args["img_size"]
-    return torch.randn(batch, model.spec.args["in_chans"], s, s)
+    return torch.randn(batch, *model.spec.input_shape)
 
 
 @pytest.mark.parametrize("name", PATCH_MODELS)
@@ -139,3 +138,12 @@ def test_layernorm_resmlp_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="normalises each token by its own statistics"):
         resmlp.fuse(model)
     assert not fusable(model)
+@pytest.mark.parametrize("name", ["resmlp_micro8", "mixer_tiny32"])
+def test_non_square_models_fuse(name):
+    patch = resmlp.models.get_variant(name).args["patch_size"]
+    model = perturbed(name, img_size=(2 * patch, 3 * patch))
+    fused = resmlp.fuse(model)
+    x = torch.randn(2, 3, 2 * patch, 3 * patch)
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=f"expects \\(B, 3, {2 * patch}, {3 * patch}\\)"):
+        fused(torch.randn(1, 3, 3 * patch, 2 * patch))

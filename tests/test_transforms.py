@@ -174,10 +174,42 @@ def test_bad_arguments_raise(make, message):
         make()
 
 
-def test_crop_pad_rejects_small_images():
-    with pytest.raises(ValueError, match="smaller than the crop size"):
-        RandomCropPad(32, padding=2)(_image(20, 20))
+def test_crop_pad_resizes_images_of_another_size_first():
+    """A 32 px image for a model run at 16 px: the crop sees the whole (downscaled) scene, not a window."""
+    _seed_all(0)
+    img = Image.new("RGB", (32, 32), (255, 255, 255))
+    img.paste((0, 0, 0), (0, 0, 16, 32))  # left half black, right half white
+    out = np.asarray(RandomCropPad(16, padding=0)(img))
+    assert out.shape == (16, 16, 3)
+    assert out[:, :6].max() < 30 and out[:, 10:].min() > 225  # both halves, each 8 px wide
+    assert RandomCropPad(32, padding=2)(_image(20, 20)).size == (32, 32)
 
 
 def test_compose_applies_in_order():
     assert Compose([lambda v: v + 1, lambda v: v * 3])(1) == 6
+
+
+def test_non_square_sizes_crop_and_resize_to_height_by_width():
+    _seed_all(0)
+    img = _image(40, 50)
+    assert RandomResizedCrop((24, 32))(img).size == (32, 24)  # PIL sizes are (width, height)
+    assert RandomCropPad((24, 32), padding=2)(_image(24, 32)).size == (32, 24)
+    assert ResizeCenterCrop((24, 32), crop_pct=1.0)(img).size == (32, 24)
+    assert ResizeCenterCrop((32, 24), crop_pct=0.875)(_image(100, 50)).size == (24, 32)
+    assert ResizeCenterCrop(32, crop_pct=1.0)(img).size == (32, 32)
+    x = build_eval_transform([24, 32], mean=MEAN, std=STD, crop_pct=1.0)(img)
+    assert x.shape == (3, 24, 32)
+    with pytest.raises(ValueError, match=r"positive int or \(height, width\)"):
+        ResizeCenterCrop((24, 32, 3))
+
+
+def test_output_size_can_change_after_the_pipeline_is_built():
+    from resmlp.data.transforms import ResizeTensor, with_output_size
+
+    base = build_train_transform(32, mean=MEAN, std=STD, crop="pad", auto_augment=None, re_prob=0.0)
+    small = with_output_size(base, 16)
+    assert small(_image(32, 32)).shape == (3, 16, 16)
+    again = with_output_size(small, (8, 12))
+    assert sum(isinstance(t, ResizeTensor) for t in again.transforms) == 1
+    assert again(_image(32, 32)).shape == (3, 8, 12)
+    assert with_output_size(again, None)(_image(32, 32)).shape == (3, 32, 32)

@@ -49,7 +49,7 @@ class ModelConfig:
 
     name: str = "resmlp_micro8"
     drop_path_rate: float = 0.0
-    img_size: Optional[int] = None  # also the data pipeline's image size
+    img_size: Optional[Union[int, list[int]]] = None  # an int or [height, width]; also the data pipeline's size
     in_chans: Optional[int] = None
     embed_dim: Optional[int] = None
     depth: Optional[int] = None
@@ -67,6 +67,10 @@ class ModelConfig:
     token_mixing_init: TokenMixingInit = "default"
     stem_init: StemInit = "default"
     stem_init_samples: int = 5000  # training images whose patches the whitening is fitted on
+
+    def __post_init__(self) -> None:
+        if isinstance(self.img_size, list) and (len(self.img_size) != 2 or min(self.img_size) < 1):
+            raise ConfigError(f"model.img_size: expected an int or [height, width], got {self.img_size!r}")
 
     def overrides(self) -> dict[str, Any]:
         """The constructor arguments this config sets: every such field that is not None."""
@@ -155,8 +159,22 @@ class RunConfig:
     fit_to_time_limit: bool = False
     # Also write a mid-epoch checkpoint every this many minutes (for jobs killed without a warning signal).
     checkpoint_every_min: Optional[float] = None
+    # Progressive resizing (train.progressive): [[epoch, size], ...] or [[epoch, height, width], ...], from
+    # that epoch (0-based) on train at that size; the token mixing and its optimizer moments are resampled
+    # at each switch. Before the first entry, model.img_size. E.g. [[0, 16], [4, 24], [8, 32]].
+    progressive_sizes: Optional[list[list[int]]] = None
     tensorboard: bool = True  # used when the tensorboard package is installed
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        sizes = self.progressive_sizes or []
+        for i, entry in enumerate(sizes):
+            if len(entry) not in (2, 3) or entry[0] < 0 or min(entry[1:]) < 1:
+                raise ConfigError(f"run.progressive_sizes[{i}]: expected [epoch, size] or [epoch, height, width] "
+                                  f"with epoch >= 0 and sizes >= 1, got {entry!r}")
+        epochs = [e[0] for e in sizes]
+        if epochs != sorted(set(epochs)):
+            raise ConfigError(f"run.progressive_sizes: the epochs must increase, got {epochs}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from torch import nn
 
@@ -26,6 +26,8 @@ from .data.transforms import eval_transform_from
 from .infer_arch import infer_architecture, shape_args
 from .hub import create_model as create_pretrained
 from .models import VARIANTS, ModelSpec, create_model, from_timm_config
+from .models.layers import to_pair
+from .models.resample import DEFAULT_METHOD
 from .weights import WeightsError, convert_state_dict, load_weights, read_state_dict
 
 PRETRAINED_FORMAT = "resmlp-pretrained"
@@ -53,10 +55,13 @@ class Loaded:
 
 
 def load_model(source: str | os.PathLike | Mapping, *, model_name: str | None = None, weights: str = "model",
-               key: str | None = None, overrides: Mapping[str, Any] | None = None) -> Loaded:
+               key: str | None = None, overrides: Mapping[str, Any] | None = None,
+               img_size: int | Sequence[int] | None = None, resample: str = DEFAULT_METHOD) -> Loaded:
     """Load `source` (see the module docstring). `model_name` names the variant a bare state dict holds
     (and must match what a checkpoint holds); `weights="ema"` picks a checkpoint's EMA weights; `key`
-    picks an entry of a bare weights file; `overrides` (img_size, num_classes) apply to bare state dicts."""
+    picks an entry of a bare weights file; `overrides` (img_size, num_classes) apply to bare state dicts.
+    `img_size` (an int or (h, w)) carries the loaded model to that input size (`set_input_size`, token
+    mixing resampled with method `resample`); its spec, hence its preprocessing, follows."""
     if isinstance(source, Mapping):
         loaded = Loaded(_from_state_dict(source, model_name, key, overrides), Path("<state dict>"))
     else:
@@ -66,6 +71,13 @@ def load_model(source: str | os.PathLike | Mapping, *, model_name: str | None = 
     if loaded.spec.classes is not None and len(loaded.spec.classes) != loaded.spec.num_classes:
         raise WeightsError(f"{source}: {len(loaded.spec.classes)} class names for a "
                            f"{loaded.spec.num_classes}-class head")
+    if img_size is not None and to_pair(img_size) != loaded.spec.input_shape[1:]:
+        if not hasattr(loaded.model, "set_input_size"):
+            raise WeightsError(f"{source}: {loaded.spec.name} is not a patch model; it cannot change its input size")
+        try:
+            loaded.model.set_input_size(img_size, method=resample)
+        except ValueError as e:
+            raise WeightsError(f"{source}: {e}") from None
     loaded.model.eval()
     return loaded
 

@@ -19,6 +19,10 @@ from typing import Mapping, Union
 import torch
 from torch import nn
 
+from .models.init import grid_shape
+from .models.layers import to_pair
+from .models.resample import DEFAULT_METHOD, grid_of, resample_state_dict, token_axis_kind
+
 StateDict = dict[str, torch.Tensor]
 Source = Union[str, os.PathLike, Mapping[str, object]]
 
@@ -186,7 +190,8 @@ def convert_state_dict(sd: Mapping[str, torch.Tensor], to: str) -> StateDict:
 
 
 def load_weights(
-    model: nn.Module, source: Source, *, key: str | None = None, allow_head_mismatch: bool = False
+    model: nn.Module, source: Source, *, key: str | None = None, allow_head_mismatch: bool = False,
+    resample: Union[bool, str] = False, source_grid: Union[int, tuple[int, int], None] = None,
 ) -> nn.Module:
     """Load `source` (path to .pth/.pt/.safetensors, or a state dict) into `model`, in place.
 
@@ -194,9 +199,15 @@ def load_weights(
     WeightsError listing missing keys, unexpected keys and shape conflicts. With
     `allow_head_mismatch=True` a head of a different class count is skipped and re-initialised
     (fine-tuning to a new label set).
+
+    Weights made for another patch grid (another input size) fail with an error naming both grids, unless
+    `resample` is True (the default method, "interp") or a method name ("interp", "offset", "kernel"): then the token
+    mixing is carried to the model's grid (`resmlp.resample_token_mixing`). `source_grid` gives the
+    checkpoint's (h, w) grid when it is not square.
     """
     sd = convert_state_dict(read_state_dict(source, key=key), to="timm")
     own = model.state_dict()
+    sd = _fit_grid(model, own, sd, source, resample, source_grid)
     if allow_head_mismatch:
         head_differs = any(k.startswith("head.") and k in own and own[k].shape != v.shape for k, v in sd.items())
         if head_differs:  # keep the model's own head, freshly initialised
@@ -213,6 +224,40 @@ def load_weights(
     warn_if_nonfinite(sd, str(source) if not isinstance(source, Mapping) else "state dict")
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def _fit_grid(model: nn.Module, own: Mapping[str, torch.Tensor], sd: StateDict, source: Source,
+              resample: Union[bool, str], source_grid: Union[int, tuple[int, int], None]) -> StateDict:
+    """`sd` with its token mixing resampled to the model's patch grid when asked; a WeightsError naming both
+    grids when they differ and it was not asked."""
+    key = next((k for k in sd if token_axis_kind(k) in ("matrix", "in") and k in own), None)
+    if key is None or sd[key].shape[-1] == own[key].shape[-1]:
+        return sd
+    model_grid = grid_shape(model)
+    try:
+        ck_grid = to_pair(source_grid) if source_grid is not None else grid_of(sd[key].shape[-1])
+    except ValueError:
+        ck_grid = None
+    patch = model.stem.patch_size
+    where = source if not isinstance(source, Mapping) else "state dict"
+
+    def describe(grid: tuple[int, int] | None, n: int) -> str:
+        if grid is None:
+            return f"{n} tokens (not a square grid)"
+        return f"a {grid[0]}x{grid[1]} patch grid ({n} tokens, {grid[0] * patch}x{grid[1] * patch} px at patch {patch})"
+
+    if not resample or ck_grid is None:
+        how = ("load_weights(..., resample=True) (CLI: --resample), or resmlp.resample_token_mixing(state_dict, "
+               f"grid={model_grid}) first; or build the model at the checkpoint's size") if ck_grid is not None else \
+            "pass source_grid=(h, w) with resample=True"
+        raise WeightsError(f"{where} was made for {describe(ck_grid, sd[key].shape[-1])}, the model "
+                           f"{_model_name(model)} has {describe(model_grid, own[key].shape[-1])}; to resample the "
+                           f"token mixing to the model's grid use {how}")
+    method = resample if isinstance(resample, str) else DEFAULT_METHOD
+    try:
+        return resample_state_dict(sd, model_grid, old_grid=ck_grid, method=method)
+    except ValueError as e:
+        raise WeightsError(f"{where}: {e}") from None
 
 
 def _model_name(model: nn.Module) -> str:

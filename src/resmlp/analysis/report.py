@@ -217,6 +217,11 @@ def plot_pruning(results: list[dict], path: Path) -> None:
 # --------------------------------------------------------------------------- report
 
 
+def grid_text(grid) -> str:
+    """'8x8' for a square grid (an int), 'HxW' for a non-square one ((h, w) or [h, w])."""
+    return f"{grid}x{grid}" if isinstance(grid, int) else f"{grid[0]}x{grid[1]}"
+
+
 def build_report(
     model: nn.Module, out_dir: str | Path, *, source: str, reference: nn.Module | None = None,
     run_dir: Path | None = None, pruning: list[dict] | None = None, pruning_targets: Sequence[str] = (),
@@ -262,7 +267,8 @@ def build_report(
 
     plot_sparsity(layers, ref_layers, out / "sparsity.png")
     centred = "output" if arch == "resmlp" else "peak"
-    uniform = stats.locality(torch.ones(grid * grid, grid * grid), grid)  # no locality at all
+    num_patches = model.stem.num_patches
+    uniform = stats.locality(torch.ones(num_patches, num_patches), grid)  # no locality at all
     uniform["peak_in_3x3"] = uniform["share_3x3"]  # chance that a uniformly random peak falls in the 3x3
     plot_locality(layers, ref_layers, out / "locality.png", centred=centred,
                   uniform=uniform if arch == "resmlp" else None)
@@ -292,8 +298,8 @@ def build_report(
         "model_name": spec_of(model).name,
         "model_args": dict(spec_of(model).args),
         "architecture": arch,
-        "grid_size": grid,
-        "num_patches": grid * grid,
+        "grid_size": grid,  # an int, or [h, w] for a non-square grid
+        "num_patches": num_patches,
         "sparsity_threshold": stats.SPARSITY_THRESHOLD,
         "distance": "chebyshev (max(|dr|, |dc|)) between patch grid positions; euclidean also given",
         "locality_centre": "output patch" if arch == "resmlp" else "peak patch of each fc1 row",
@@ -336,7 +342,7 @@ def write_html(out: Path, summary: dict) -> Path:
         "figure{margin:1.5em 0}figcaption{font-size:13px;color:#444}.maps img{margin:2px}</style></head><body>",
         f"<h1>Weight analysis: {esc(str(summary['model_name']))}</h1>",
         f"<p>Source: <code>{esc(summary['source'])}</code><br>Architecture: {esc(arch)} ({esc(args)})<br>"
-        f"Patch grid {summary['grid_size']}x{summary['grid_size']}; distance: {esc(summary['distance'])}; "
+        f"Patch grid {grid_text(summary['grid_size'])}; distance: {esc(summary['distance'])}; "
         f"locality measured from the {esc(summary['locality_centre'])}.</p>",
         "<p><b>Locality across depth</b>, first third of the layers vs last third (random init in brackets): "
         + "; ".join(f"{label} {_num(trend[k]['first_third'])} vs {_num(trend[k]['last_third'])}"

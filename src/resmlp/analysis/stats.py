@@ -13,10 +13,15 @@ and offset profile show the kernel; its sparsity is that of the kernel weights t
 """
 from __future__ import annotations
 
+from typing import Union
+
 import torch
 from torch import nn
 
 from ..models import local_token_matrix
+from ..models.layers import to_pair
+
+Grid = Union[int, tuple[int, int]]  # a patch grid: an int (square) or (h, w)
 
 SPARSITY_THRESHOLD = 0.05  # paper Fig. 3: "entries below 5% of the maximum"
 
@@ -56,10 +61,10 @@ def block_weights(model: nn.Module) -> list[dict[str, nn.Parameter]]:
             for b in model.blocks]
 
 
-def kernel_as_matrix(kernel: torch.Tensor, grid: int) -> torch.Tensor:
+def kernel_as_matrix(kernel: torch.Tensor, grid: Grid) -> torch.Tensor:
     """(N, N): the per-channel RMS of a (D, D or 1, k, k) conv kernel laid out as A (rows = output patches)."""
     taps = kernel.detach().float().cpu().pow(2).mean(dim=(0, 1)).sqrt()  # (k, k)
-    return local_token_matrix(taps, grid, grid)
+    return local_token_matrix(taps, *to_pair(grid))
 
 
 def block_matrices(model: nn.Module) -> list[dict[str, torch.Tensor]]:
@@ -83,14 +88,16 @@ def sparsity(weight: torch.Tensor, threshold: float = SPARSITY_THRESHOLD) -> flo
     return float((w < threshold * peak).float().mean())
 
 
-def patch_distances(grid: int, metric: str = "chebyshev") -> torch.Tensor:
-    """(N, N) grid distance between patches o and i, N = grid**2, row-major: patch n sits at (n // grid, n % grid).
+def patch_distances(grid: Grid, metric: str = "chebyshev") -> torch.Tensor:
+    """(N, N) grid distance between patches o and i on an h x w grid (`grid` an int for h = w), N = h * w,
+    row-major: patch n sits at (n // w, n % w).
 
     Chebyshev (max(|dr|, |dc|)) makes the 3x3 neighbourhood exactly "distance <= 1".
     """
-    n = torch.arange(grid * grid)
-    dr = (n[:, None] // grid - n[None, :] // grid).abs().float()
-    dc = (n[:, None] % grid - n[None, :] % grid).abs().float()
+    h, w = to_pair(grid)
+    n = torch.arange(h * w)
+    dr = (n[:, None] // w - n[None, :] // w).abs().float()
+    dc = (n[:, None] % w - n[None, :] % w).abs().float()
     if metric == "chebyshev":
         return torch.maximum(dr, dc)
     if metric == "euclidean":
@@ -106,16 +113,17 @@ def _weighted(w: torch.Tensor, dist: torch.Tensor) -> tuple[float | None, float 
     return float((w * dist).sum() / total), float((w * (dist <= 1)).sum() / total)
 
 
-def locality(a: torch.Tensor, grid: int) -> dict[str, float | None]:
+def locality(a: torch.Tensor, grid: Grid) -> dict[str, float | None]:
     """How local the cross-patch matrix A is: |A|-weighted mean distance between output and input patch
     (Chebyshev and Euclidean), the share of |A| inside each output patch's 3x3 neighbourhood, and the
     fraction of output patches whose largest |A| entry lies in that neighbourhood.
 
     Identity A gives 0 and 1.0; A mixing each patch only with a direct neighbour gives 1 and 1.0.
     """
-    n = grid * grid
+    h, w_ = to_pair(grid)
+    n = h * w_
     if tuple(a.shape) != (n, n):
-        raise ValueError(f"A has shape {tuple(a.shape)}, expected ({n}, {n}) for a {grid}x{grid} patch grid")
+        raise ValueError(f"A has shape {tuple(a.shape)}, expected ({n}, {n}) for a {h}x{w_} patch grid")
     w = a.detach().abs().float()
     cheb = patch_distances(grid, "chebyshev")
     mean_cheb, share = _weighted(w, cheb)
@@ -129,12 +137,13 @@ def locality(a: torch.Tensor, grid: int) -> dict[str, float | None]:
             "peak_in_3x3": peak_near}
 
 
-def peak_locality(rows: torch.Tensor, grid: int) -> dict[str, float | None]:
+def peak_locality(rows: torch.Tensor, grid: Grid) -> dict[str, float | None]:
     """Locality of maps that have no output patch (Mixer's token-MLP fc1 rows): distances are measured
     from each row's own peak |w| patch. Applies to ResMLP's A too, so the two can be compared."""
-    n = grid * grid
+    h, w_ = to_pair(grid)
+    n = h * w_
     if rows.ndim != 2 or rows.shape[1] != n:
-        raise ValueError(f"maps have shape {tuple(rows.shape)}, expected (rows, {n}) for a {grid}x{grid} grid")
+        raise ValueError(f"maps have shape {tuple(rows.shape)}, expected (rows, {n}) for a {h}x{w_} grid")
     w = rows.detach().abs().float()
     dist = patch_distances(grid, "chebyshev")[w.argmax(dim=1)]  # (rows, N): distance from each row's peak
     mean, share = _weighted(w, dist)

@@ -1,10 +1,13 @@
 """Cross-patch weight maps (paper Fig. 2 / B.1): each row of A reshaped to the input-patch grid.
 
 Row o of A = linear_tokens.weight says how much every input patch contributes to output patch o; the stem
-flattens patches row-major, so reshaping the row to (grid, grid) puts each weight where its input patch
+flattens patches row-major, so reshaping the row to (h, w) puts each weight where its input patch
 sits in the image. The paper shows the central 6x6 output patches of a 14x14 grid; other grids scale that.
+A grid is an int (square) or (h, w) for non-square inputs.
 """
 from __future__ import annotations
+
+from typing import Union
 
 import numpy as np
 import torch
@@ -12,17 +15,24 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..models.layers import to_pair
 
-def mosaic_side(grid: int) -> int:
-    """How many output patches per side the mosaic shows: 6 for a 14x14 grid, in proportion otherwise."""
-    return max(1, min(grid, round(6 * grid / 14)))
+Grid = Union[int, tuple[int, int]]
 
 
-def central_patches(grid: int, side: int | None = None) -> list[int]:
+def mosaic_side(grid: Grid) -> int:
+    """How many output patches per side the mosaic shows: 6 for a 14x14 grid, in proportion otherwise
+    (to the shorter side of a non-square grid)."""
+    short = min(to_pair(grid))
+    return max(1, min(short, round(6 * short / 14)))
+
+
+def central_patches(grid: Grid, side: int | None = None) -> list[int]:
     """Row-major indices of the central side x side output patches."""
+    h, w = to_pair(grid)
     side = mosaic_side(grid) if side is None else side
-    start = (grid - side) // 2
-    return [r * grid + c for r in range(start, start + side) for c in range(start, start + side)]
+    top, left = (h - side) // 2, (w - side) // 2
+    return [r * w + c for r in range(top, top + side) for c in range(left, left + side)]
 
 
 def strongest_rows(matrix: torch.Tensor, count: int) -> list[int]:
@@ -32,51 +42,54 @@ def strongest_rows(matrix: torch.Tensor, count: int) -> list[int]:
     return torch.argsort(norms, descending=True, stable=True)[:count].tolist()
 
 
-def map_rows(kind: str, matrix: torch.Tensor, grid: int) -> list[int]:
+def map_rows(kind: str, matrix: torch.Tensor, grid: Grid) -> list[int]:
     """The rows a mosaic shows: central output patches for ResMLP, strongest hidden units for Mixer."""
     if kind == "resmlp":
         return central_patches(grid)
     return strongest_rows(matrix, mosaic_side(grid) ** 2)
 
 
-def patch_maps(matrix: torch.Tensor, grid: int, rows: list[int]) -> torch.Tensor:
-    """(len(rows), grid, grid): the chosen rows of a (R, N) matrix on the input-patch grid."""
-    if matrix.ndim != 2 or matrix.shape[1] != grid * grid:
-        raise ValueError(f"matrix of shape {tuple(matrix.shape)} has no {grid}x{grid} patch grid along dim 1")
-    return matrix.detach().float().cpu()[rows].reshape(len(rows), grid, grid)  # (R, N) -> (R, g, g), row-major
+def patch_maps(matrix: torch.Tensor, grid: Grid, rows: list[int]) -> torch.Tensor:
+    """(len(rows), h, w): the chosen rows of a (R, N) matrix on the input-patch grid."""
+    h, w = to_pair(grid)
+    if matrix.ndim != 2 or matrix.shape[1] != h * w:
+        raise ValueError(f"matrix of shape {tuple(matrix.shape)} has no {h}x{w} patch grid along dim 1")
+    return matrix.detach().float().cpu()[rows].reshape(len(rows), h, w)  # (R, N) -> (R, h, w), row-major
 
 
 def mosaic(maps: torch.Tensor, pad: int = 1) -> np.ndarray:
-    """Tile (side*side, g, g) maps into one array, separated by NaN lines (drawn as background)."""
-    count, g, _ = maps.shape
+    """Tile (side*side, h, w) maps into one array, separated by NaN lines (drawn as background)."""
+    count, h, w = maps.shape
     side = int(round(count ** 0.5))
     if side * side != count:
         raise ValueError(f"a mosaic needs a square number of maps, got {count}")
-    size = side * g + (side - 1) * pad
-    out = np.full((size, size), np.nan, dtype=np.float32)
+    out = np.full((side * h + (side - 1) * pad, side * w + (side - 1) * pad), np.nan, dtype=np.float32)
     for k, m in enumerate(maps.numpy()):
         r, c = divmod(k, side)
-        out[r * (g + pad):r * (g + pad) + g, c * (g + pad):c * (g + pad) + g] = m
+        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = m
     return out
 
 
-def output_marks(rows: list[int], grid: int, pad: int = 1) -> list[tuple[int, int]]:
+def output_marks(rows: list[int], grid: Grid, pad: int = 1) -> list[tuple[int, int]]:
     """(y, x) mosaic pixel of each tile's own output patch (ResMLP), to show where "local" is."""
+    h, w = to_pair(grid)
     side = int(round(len(rows) ** 0.5))
     marks = []
     for k, o in enumerate(rows):
         r, c = divmod(k, side)
-        marks.append((r * (grid + pad) + o // grid, c * (grid + pad) + o % grid))
+        marks.append((r * (h + pad) + o // w, c * (w + pad) + o % w))
     return marks
 
 
-def offset_profile(a: torch.Tensor, grid: int, radius: int | None = None) -> torch.Tensor:
+def offset_profile(a: torch.Tensor, grid: Grid, radius: int | None = None) -> torch.Tensor:
     """(2r+1, 2r+1): mean A[o, i] over the output patches o, indexed by the input's offset i - o (centre =
     the patch itself), for offsets up to r = grid // 2 (farther offsets exist for few patch pairs, so their
-    means are noise). A convolution-like A shows a compact kernel around the centre."""
-    r = grid // 2 if radius is None else radius
-    n = grid * grid
-    row, col = torch.arange(n) // grid, torch.arange(n) % grid
+    means are noise; the shorter side's for a non-square grid). A convolution-like A shows a compact
+    kernel around the centre."""
+    h, w = to_pair(grid)
+    r = min(h, w) // 2 if radius is None else radius
+    n = h * w
+    row, col = torch.arange(n) // w, torch.arange(n) % w
     dr = (row[None, :] - row[:, None]).flatten()  # (N, N) -> (N*N,) offsets input - output
     dc = (col[None, :] - col[:, None]).flatten()
     keep = (dr.abs() <= r) & (dc.abs() <= r)

@@ -57,10 +57,10 @@ def _loader(args: argparse.Namespace, spec) -> DataLoader:
 
 
 def print_summary(summary: dict, out: Path) -> None:
-    from ..analysis.report import layer_table
+    from ..analysis.report import grid_text, layer_table
 
-    g = summary["grid_size"]
-    print(f"{summary['model_name']} ({summary['architecture']}, {g}x{g} patches) from {summary['source']}")
+    print(f"{summary['model_name']} ({summary['architecture']}, {grid_text(summary['grid_size'])} patches) "
+          f"from {summary['source']}")
     head, rows = layer_table(summary)
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(head)]
     for cells in [head, *rows]:

@@ -22,6 +22,28 @@ def _csv(kind):
     return parse
 
 
+def img_size_arg(text: str) -> int | tuple[int, int]:
+    """--img-size: "48" (square) or "24x32" (height x width)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts, default=0) < 1:
+        raise argparse.ArgumentTypeError(f"expected a size like 48 or 24x32 (height x width), got {text!r}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def add_size_flags(p: argparse.ArgumentParser) -> None:
+    """--img-size / --resample: run a patch model at another input size (its token mixing resampled)."""
+    from ..models.resample import DEFAULT_METHOD, METHODS
+
+    p.add_argument("--img-size", type=img_size_arg, default=None, metavar="SIZE",
+                   help="run at this input size, 48 or HxW (24x32): the token mixing is resampled to the new "
+                        "patch grid (default: the size the weights were made for)")
+    p.add_argument("--resample", default=DEFAULT_METHOD, choices=METHODS,
+                   help=f"how --img-size resamples the token mixing (default: {DEFAULT_METHOD})")
+
+
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
                    help="auto = bf16 where the hardware multiplies bf16 natively, else fp32 (default: auto)")
@@ -45,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="refuse images above N pixels before decoding them (decompression bombs); 0 = no limit "
                         "(default: 100,000,000)")
     _add_runtime_flags(p)
+    add_size_flags(p)
     p.add_argument("--calibration", default=None, metavar="FOLDER|GLOB",
                    help="int8 only: typical images (up to 256 used) to fit the int8 smoothing on "
                         "(default: the inputs themselves)")
@@ -58,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest accepted max|exported - eager| as a fraction of max(1, max|logit|) (default 1e-4)")
+    add_size_flags(p)
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("push", help="upload a model to the Hugging Face Hub with a model card (needs resmlp[hub])")
@@ -102,7 +126,7 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"warning: {problem}", file=sys.stderr)
     if not paths:
         raise ValueError("no image files to classify")
-    loaded = load_model(args.weights, model_name=args.model)
+    loaded = load_model(args.weights, model_name=args.model, img_size=args.img_size, resample=args.resample)
     preprocess, classes = loaded.spec.preprocess, loaded.spec.class_names()
     calibration = None
     if args.precision == "int8":
@@ -134,7 +158,7 @@ def run_export(args: argparse.Namespace) -> int:
     from ..deploy import export_model
     from ..loading import load_model
 
-    loaded = load_model(args.weights, model_name=args.model)
+    loaded = load_model(args.weights, model_name=args.model, img_size=args.img_size, resample=args.resample)
     out, diff = export_model(loaded.model, args.format, args.out, tolerance=args.tolerance)
     check = (f"; max |{args.format} - eager| = {diff:.2e} (limit {args.tolerance:g} x logit scale)"
              if diff is not None else "")

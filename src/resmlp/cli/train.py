@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import Override, config_to_dict, load_config
 from ..train.engine import NonFiniteLossError
+from .deploy import add_size_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     p.add_argument("--tta", default="none", choices=("none", "flip", "flip+shift1"),
                    help="test-time augmentation: mean logits over the image and its mirror (and 1-px shifts)")
+    add_size_flags(p)
     p.set_defaults(func=run_eval)
 
 
@@ -95,7 +97,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, args.data, out=args.out, batch_size=args.batch_size,
                                  workers=args.workers, device=args.device, ema=args.ema,
-                                 tta=args.tta)
+                                 tta=args.tta, img_size=args.img_size, resample=args.resample)
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['count']} images")
     print(f"wrote {result['eval_json']} and {result['confusion_png']}")
     return 0

@@ -11,6 +11,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..config import DataConfig, Normalization, Source
+from ..models.layers import to_pair
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .datasets import (ArrayDataset, ImageDataset, cache_decoded, dataset_stats, download_cifar, load_cifar,
                        load_digits_arrays, load_rgb, scan_image_folder, stratified_split)
@@ -75,13 +76,13 @@ def _labels(ds: Dataset) -> np.ndarray:
     return np.asarray(ds.labels, dtype=np.int64)
 
 
-def _stats_images(ds: Dataset, img_size: int, limit: int = 2000) -> np.ndarray:
+def _stats_images(ds: Dataset, img_size, limit: int = 2000) -> np.ndarray:
     """uint8 images for normalisation statistics: the whole cache, or up to `limit` decoded files."""
     if isinstance(ds, ArrayDataset):
         return ds.images
     rng = np.random.default_rng(0)
     idx = rng.choice(len(ds), size=min(limit, len(ds)), replace=False)
-    return np.stack([np.asarray(ds.load(int(i))[0].resize((img_size, img_size))) for i in idx])
+    return np.stack([np.asarray(ds.load(int(i))[0].resize(to_pair(img_size)[::-1])) for i in idx])
 
 
 def _norm_stats(cfg: DataConfig, train: Dataset, img_size: int) -> tuple[tuple, tuple]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ INTERPOLATIONS = {
     "hamming": Image.Resampling.HAMMING,
 }
 CROPS = ("rrc", "pad")
+Size = Union[int, Sequence[int]]  # an int (square) or (height, width)
 
 
 def resolve_interpolation(name: str) -> Image.Resampling:
@@ -43,9 +44,12 @@ def resolve_interpolation(name: str) -> Image.Resampling:
     return INTERPOLATIONS[name]
 
 
-def _check_size(size: int) -> None:
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+def _check_size(size: Size) -> tuple[int, int]:
+    """`size` (an int for a square, or (height, width)) as (h, w); ValueError unless positive ints."""
+    pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise ValueError(f"size must be a positive int or (height, width), got {size!r}")
+    return pair
 
 
 class Compose:
@@ -64,16 +68,16 @@ class Compose:
 
 
 class RandomResizedCrop:
-    """Inception-style crop (Szegedy et al. 2015): random area fraction and aspect, resized to size x size."""
+    """Inception-style crop (Szegedy et al. 2015): random area fraction and aspect, resized to `size`."""
 
     def __init__(
         self,
-        size: int,
+        size: Size,
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         interpolation: str = "bicubic",
     ) -> None:
-        _check_size(size)
+        self.height, self.width = _check_size(size)
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}")
         if not 0 < ratio[0] <= ratio[1]:
@@ -112,7 +116,7 @@ class RandomResizedCrop:
 
     def __call__(self, img: Image.Image) -> Image.Image:
         top, left, h, w = self.get_params(img.height, img.width, self.scale, self.ratio)
-        return img.crop((left, top, left + w, top + h)).resize((self.size, self.size), self.resample)
+        return img.crop((left, top, left + w, top + h)).resize((self.width, self.height), self.resample)
 
     def __repr__(self) -> str:
         return (
@@ -124,25 +128,26 @@ class RandomResizedCrop:
 class RandomCropPad:
     """CIFAR-style augmentation: zero-pad ``padding`` pixels on every side, then a random size x size crop.
 
-    Zero (black) padding, as in DeiT's small-image crop (``RandomCrop(size, padding=4)``).
+    Zero (black) padding, as in DeiT's small-image crop (``RandomCrop(size, padding=4)``). An image of
+    another size is first resized to `size` (e.g. 32 px CIFAR for a model run at 24 px), so the crop
+    keeps the whole scene rather than a window of it.
     """
 
-    def __init__(self, size: int, padding: int = 4) -> None:
-        _check_size(size)
+    def __init__(self, size: Size, padding: int = 4, interpolation: str = "bicubic") -> None:
+        self.height, self.width = _check_size(size)
+        self.resample = resolve_interpolation(interpolation)
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}")
         self.size = size
         self.padding = padding
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        if img.size != (self.width, self.height):
+            img = img.resize((self.width, self.height), self.resample)
         padded = ImageOps.expand(img, border=self.padding, fill=0) if self.padding else img
-        if padded.width < self.size or padded.height < self.size:
-            raise ValueError(
-                f"padded image {padded.width}x{padded.height} is smaller than the crop size {self.size}"
-            )
-        top = random.randint(0, padded.height - self.size)
-        left = random.randint(0, padded.width - self.size)
-        return padded.crop((left, top, left + self.size, top + self.size))
+        top = random.randint(0, padded.height - self.height)
+        left = random.randint(0, padded.width - self.width)
+        return padded.crop((left, top, left + self.width, top + self.height))
 
     def __repr__(self) -> str:
         return f"RandomCropPad(size={self.size}, padding={self.padding})"
@@ -164,27 +169,34 @@ class RandomHorizontalFlip:
 
 
 class ResizeCenterCrop:
-    """Eval crop: resize the shorter side to ``floor(size / crop_pct)`` (aspect kept), centre-crop size x size."""
+    """Eval crop: resize the shorter side to ``floor(size / crop_pct)`` (aspect kept), centre-crop size x size.
+    For a (height, width) size the image is resized (aspect kept) to cover ``floor(height / crop_pct)`` x
+    ``floor(width / crop_pct)``, then centre-cropped to height x width."""
 
-    def __init__(self, size: int, crop_pct: float = 0.9, interpolation: str = "bicubic") -> None:
-        _check_size(size)
+    def __init__(self, size: Size, crop_pct: float = 0.9, interpolation: str = "bicubic") -> None:
+        self.height, self.width = _check_size(size)
         if not 0 < crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
         self.size = size
         self.crop_pct = crop_pct
         self.interpolation = interpolation
         self.resample = resolve_interpolation(interpolation)
-        self.resize_to = math.floor(size / crop_pct)
+        self.resize_hw = math.floor(self.height / crop_pct), math.floor(self.width / crop_pct)
+        self.resize_to = self.resize_hw[0]  # the shorter side's target (square sizes)
 
     def __call__(self, img: Image.Image) -> Image.Image:
         width, height = img.size
-        short, long = min(width, height), max(width, height)
-        new_long = int(self.resize_to * long / short)
-        new_size = (self.resize_to, new_long) if width <= height else (new_long, self.resize_to)
+        if self.height == self.width:
+            short, long = min(width, height), max(width, height)
+            new_long = int(self.resize_to * long / short)
+            new_size = (self.resize_to, new_long) if width <= height else (new_long, self.resize_to)
+        else:  # cover both target sides, aspect kept
+            scale = max(self.resize_hw[0] / height, self.resize_hw[1] / width)
+            new_size = (max(self.resize_hw[1], round(width * scale)), max(self.resize_hw[0], round(height * scale)))
         img = img.resize(new_size, self.resample)
-        top = int(round((img.height - self.size) / 2))
-        left = int(round((img.width - self.size) / 2))
-        return img.crop((left, top, left + self.size, top + self.size))
+        top = int(round((img.height - self.height) / 2))
+        left = int(round((img.width - self.width) / 2))
+        return img.crop((left, top, left + self.width, top + self.height))
 
     def __repr__(self) -> str:
         return f"ResizeCenterCrop(size={self.size}, crop_pct={self.crop_pct}, interpolation={self.interpolation!r})"
@@ -211,7 +223,7 @@ class ToTensorNormalize:
 
 
 def build_train_transform(
-    img_size: int,
+    img_size: Size,
     *,
     mean: Sequence[float],
     std: Sequence[float],
@@ -226,8 +238,8 @@ def build_train_transform(
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Training pipeline: crop -> flip -> RandAugment -> tensor + normalise -> Random Erasing.
 
-    ``crop="rrc"``: RandomResizedCrop with ``scale``; ``crop="pad"``: zero-pad ``padding`` + random
-    crop (no resize: input must be about ``img_size``). RandAugment fills with the mean colour and
+    ``crop="rrc"``: RandomResizedCrop with ``scale``; ``crop="pad"``: resize to ``img_size`` when the
+    image has another size, zero-pad ``padding`` + random crop. RandAugment fills with the mean colour and
     uses ``interpolation`` for its geometric ops (nearest/bilinear/bicubic only), as DeiT does.
     ``auto_augment`` None/"" and ``hflip``/``re_prob`` 0 skip those steps.
     """
@@ -237,7 +249,7 @@ def build_train_transform(
     if crop == "rrc":
         steps: list[Callable] = [RandomResizedCrop(img_size, scale=scale, interpolation=interpolation)]
     elif crop == "pad":
-        steps = [RandomCropPad(img_size, padding=padding)]
+        steps = [RandomCropPad(img_size, padding=padding, interpolation=interpolation)]
     else:
         raise ValueError(f"unknown crop {crop!r}; valid: {list(CROPS)}")
     if re_mode not in ERASING_MODES:  # checked even when erasing is off, so a typo never hides
@@ -254,7 +266,7 @@ def build_train_transform(
 
 
 def build_eval_transform(
-    img_size: int,
+    img_size: Size,
     *,
     mean: Sequence[float],
     std: Sequence[float],
@@ -269,3 +281,28 @@ def eval_transform_from(preprocess: "Preprocess") -> Callable[[Image.Image], tor
     """The eval pipeline a model's preprocessing metadata (`model.spec.preprocess`) describes."""
     return build_eval_transform(preprocess.img_size, mean=preprocess.mean, std=preprocess.std,
                                 crop_pct=preprocess.crop_pct, interpolation=preprocess.interpolation)
+
+
+class ResizeTensor:
+    """Resize a (C, H, W) tensor to `size` (bilinear, antialiased when shrinking): the last step of a
+    pipeline whose output size changes during training (progressive resizing) while the steps before it
+    (crop, augmentation) keep working at the recipe's size."""
+
+    def __init__(self, size: Size) -> None:
+        self.height, self.width = _check_size(size)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == (self.height, self.width):
+            return x
+        return torch.nn.functional.interpolate(x[None], size=(self.height, self.width), mode="bilinear",
+                                               align_corners=False, antialias=True)[0]
+
+    def __repr__(self) -> str:
+        return f"ResizeTensor(size=({self.height}, {self.width}))"
+
+
+def with_output_size(transform: Compose, size: Size | None) -> Compose:
+    """`transform` (a Compose) ending in a `ResizeTensor(size)` (replacing one it ended with before);
+    `size=None` removes it again."""
+    steps = [t for t in transform.transforms if not isinstance(t, ResizeTensor)]
+    return Compose(steps + ([ResizeTensor(size)] if size is not None else []))

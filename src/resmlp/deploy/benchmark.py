@@ -198,7 +198,7 @@ def run_benchmark(model: nn.Module, *, batches: list[int], precisions: list[str]
     spec = spec_of(model)
     shape = spec.input_shape
     macs = count_macs(model, (1, *shape))
-    report = {"model": spec.name, "img_size": shape[-1],
+    report = {"model": spec.name, "img_size": shape[-1] if shape[-1] == shape[-2] else f"{shape[-2]}x{shape[-1]}",
               "params": count_params(model), "gmacs_per_image": macs / 1e9, "machine": machine_info(),
               "device": str(device), "rounds": rounds, "results": [], "matmul_peak_gflops": {}}
 

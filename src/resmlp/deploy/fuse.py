@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import Affine, ClassMlpBlock, MixerBlock, MlpMixer, ResMLP, ResMLPBlock, TokenBatchNorm
+from ..models.layers import to_pair
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
@@ -47,10 +48,10 @@ def _frozen(t: torch.Tensor) -> nn.Parameter:
 class FusedStem(nn.Module):
     """Patch projection straight into the tokens-first layout: (B, C, H, W) -> (N, B, D)."""
 
-    def __init__(self, proj: nn.Conv2d, img_size: int, in_chans: int) -> None:
+    def __init__(self, proj: nn.Conv2d, img_size: int | tuple[int, int], in_chans: int) -> None:
         super().__init__()
         self.proj = copy.deepcopy(proj)
-        self.expected = (in_chans, img_size, img_size)
+        self.expected = (in_chans, *to_pair(img_size))  # (C, H, W); H != W for non-square models
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing() and tuple(x.shape[1:]) != self.expected:

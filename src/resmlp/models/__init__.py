@@ -7,6 +7,8 @@ from .mixer import MixerBlock, MlpMixer
 from .registry import (VARIANTS, ModelSpec, Preprocess, PretrainedWeights, Variant, as_backbone, create_model,
                        get_variant, list_models, model_args)
 from .timm_config import from_timm_config, timm_architecture, to_timm_config
+from .resample import METHODS as RESAMPLE_METHODS
+from .resample import resample_optimizer_state, resample_state_dict, resample_token_mixing
 from .resmlp import POOLINGS, TOKEN_MIXINGS, ClassMlpBlock, ResMLP, ResMLPBlock, TokenConv
 from .tta import TestTimeAugment, shift_image, tta_views, with_tta
 from .whiten import WHITENINGS, freeze_stem, patch_vectors, whiten_patch_embedding, whitening_matrix
@@ -19,5 +21,6 @@ __all__ = [
     "TOKEN_MIXING_INITS", "grid_shape", "init_token_mixing", "local_kernel", "local_token_matrix", "TestTimeAugment",
     "shift_image", "tta_views", "with_tta", "WHITENINGS", "freeze_stem", "patch_vectors", "whiten_patch_embedding",
     "whitening_matrix", "ACTIVATIONS", "NORMS", "POOLINGS", "TOKEN_MIXINGS", "ClassMlpBlock", "TokenBatchNorm",
-    "TokenConv", "make_norm",
+    "TokenConv", "make_norm", "RESAMPLE_METHODS", "resample_optimizer_state", "resample_state_dict",
+    "resample_token_mixing",
 ]

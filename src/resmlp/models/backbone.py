@@ -2,13 +2,15 @@
 and the backbone seams timm users expect (intermediate feature maps, pruning, activation checkpointing)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence, Union
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import PatchStem
+from .layers import PatchStem, to_pair
+from .resample import DEFAULT_METHOD, resample_model_
 
 Indices = Union[int, Sequence[int], None]
 
@@ -39,7 +41,7 @@ class PatchClassifier(nn.Module):
     `forward_intermediates(x, indices=...)`, `prune_intermediate_layers(indices)`, `set_grad_checkpointing()`.
     """
 
-    def __init__(self, *, img_size: int, patch_size: int, in_chans: int, num_classes: int, embed_dim: int) -> None:
+    def __init__(self, *, img_size: Union[int, Sequence[int]], patch_size: int, in_chans: int, num_classes: int, embed_dim: int) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.embed_dim = embed_dim
@@ -125,6 +127,24 @@ class PatchClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def set_input_size(self, img_size: Union[int, Sequence[int]], *, method: str = DEFAULT_METHOD) -> "PatchClassifier":
+        """Take images of `img_size` (an int or (h, w)) from now on, in place (timm's name). The token-mixing
+        layers are carried to the new patch grid (`models.resample`, `method` = interp, offset or kernel);
+        stem, channel MLPs and head do not depend on the size. `model.spec` follows. Returns the model."""
+        h, w = to_pair(img_size)
+        patch = self.stem.patch_size
+        if h % patch or w % patch:
+            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch}; "
+                             f"choose img_size as a multiple of {patch}")
+        resample_model_(self, (h // patch, w // patch), method=method)
+        self.stem.set_img_size((h, w))
+        spec = getattr(self, "spec", None)
+        if spec is not None:  # a ModelSpec (registry): the one description of the model follows the size
+            size = self.stem.img_size
+            self.spec = spec.replace(args={**spec.args, "img_size": size},
+                                     preprocess=dataclasses.replace(spec.preprocess, img_size=size))
+        return self
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head (fine-tuning to a new label set); the new head gets the model's init."""

@@ -4,7 +4,7 @@ Shapes: B = batch, N = number of patches (tokens), D = embedding dim (channels).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence, Union
 
 import torch
 from torch import nn
@@ -91,37 +91,53 @@ def make_norm(kind: str, dim: int) -> nn.Module:
     if kind == "layernorm":
         return nn.LayerNorm(dim, eps=1e-6)
     return TokenBatchNorm(dim)
+def to_pair(size: Union[int, Sequence[int]]) -> tuple[int, int]:
+    """An image or grid size given as an int (square) or as (h, w) -> (h, w)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size, size
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return int(size[0]), int(size[1])
+    raise ValueError(f"expected a size as an int or (height, width), got {size!r}")
 
 
 class PatchStem(nn.Module):
     """Split the image into non-overlapping p x p patches and project each to D dims (a strided conv).
 
+    `img_size` is an int (square) or (height, width); `grid_size` is then an int or an (h, w) pair.
     Patches are flattened row-major, so token n = row * (W / p) + col: the cross-patch weight maps in
     the analysis module rely on this order.
     """
 
-    def __init__(self, *, img_size: int, patch_size: int, in_chans: int, embed_dim: int) -> None:
+    def __init__(self, *, img_size: Union[int, Sequence[int]], patch_size: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()
-        if img_size % patch_size != 0:
-            raise ValueError(
-                f"img_size={img_size} is not divisible by patch_size={patch_size}; "
-                f"choose img_size as a multiple of {patch_size}"
-            )
-        self.img_size = img_size
         self.patch_size = patch_size
         self.in_chans = in_chans
-        self.grid_size = img_size // patch_size
-        self.num_patches = self.grid_size**2
+        self.set_img_size(img_size)
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
+    def set_img_size(self, img_size: Union[int, Sequence[int]]) -> None:
+        """Take images of `img_size` from now on (the projection does not depend on it)."""
+        h, w = to_pair(img_size)
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(
+                f"img_size={img_size} is not divisible by patch_size={self.patch_size}; "
+                f"choose img_size as a multiple of {self.patch_size}"
+            )
+        square = h == w
+        self.img_size = h if square else (h, w)
+        self.grid_size = h // self.patch_size if square else (h // self.patch_size, w // self.patch_size)
+        self.num_patches = (h // self.patch_size) * (w // self.patch_size)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        expected = (self.in_chans, self.img_size, self.img_size)
+        h, w = to_pair(self.img_size)
+        expected = (self.in_chans, h, w)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            size = "..." if x.ndim != 4 else x.shape[-1] if x.shape[-2] == x.shape[-1] else tuple(x.shape[-2:])
             raise ValueError(
                 f"input of shape {tuple(x.shape)} does not match the model, which expects "
-                f"(B, {expected[0]}, {expected[1]}, {expected[2]}); resize/crop the images to "
-                f"{self.img_size}x{self.img_size} or build the model with "
-                f"create_model(name, img_size={x.shape[-1] if x.ndim == 4 else '...'}, in_chans=...)"
+                f"(B, {expected[0]}, {h}, {w}); resize/crop the images to {h}x{w}, carry the model to the "
+                f"input's size with model.set_input_size({size}) (resamples the token mixing), or build it "
+                f"with create_model(name, img_size={size}, in_chans=...)"
             )
         x = self.proj(x)  # (B, C, H, W) -> (B, D, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D), row-major tokens

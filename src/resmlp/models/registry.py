@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from torch import nn
 
 from .backbone import FeatureMaps, Indices, PatchClassifier
+from .layers import to_pair
 from .mixer import MlpMixer
 from .resmlp import ResMLP
 from .resnet import CifarResNet
@@ -28,7 +29,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"resmlp": ResMLP, "mixer": MlpMixer
 class Preprocess:
     """How images must be prepared for a model (stored with every checkpoint and export)."""
 
-    img_size: int = 224
+    img_size: Union[int, tuple[int, int]] = 224  # an int (square) or (height, width)
     crop_pct: float = 0.9
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -177,8 +178,7 @@ class ModelSpec:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the images the model takes."""
-        size = self.args["img_size"]
-        return self.args.get("in_chans", 3), size, size
+        return (self.args.get("in_chans", 3), *to_pair(self.args["img_size"]))
 
     def class_names(self) -> list[str]:
         """The class names, or class_0, class_1, ... when the spec has none."""
@@ -207,15 +207,23 @@ class ModelSpec:
         name = record.get("model_name")
         if name not in VARIANTS:
             raise ValueError(f"unknown model_name {name!r}")
-        _, args = model_args(name, **dict(record.get("model_args") or {}))
+        _, args = model_args(name, **_sizes_as_tuples(dict(record.get("model_args") or {})))
         pre = dict(record.get("preprocess") or {})
         known = {f.name for f in dataclasses.fields(Preprocess)}
         if set(pre) - known:
             raise ValueError(f"unknown preprocess keys {sorted(set(pre) - known)}")
         pre.update({k: tuple(pre[k]) for k in ("mean", "std") if k in pre})
+        if isinstance(pre.get("img_size"), list):  # JSON/YAML keep (h, w) as a list
+            pre["img_size"] = tuple(pre["img_size"])
         classes = record.get("classes")
         return cls(name, args, Preprocess(**{"img_size": args["img_size"], **pre}),
                    tuple(classes) if classes is not None else None)
+
+
+def _sizes_as_tuples(args: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(args.get("img_size"), list):
+        args["img_size"] = tuple(args["img_size"])
+    return args
 
 
 def create_model(name: str, *, features_only: bool = False, out_indices: Indices = None,
@@ -228,7 +236,7 @@ def create_model(name: str, *, features_only: bool = False, out_indices: Indices
     the blocks in `out_indices` (None = every block, n = the last n, or a list of indices).
     (`resmlp.create_model` adds `pretrained=...` on top of this.)
     """
-    arch, args = model_args(name, **overrides)
+    arch, args = model_args(name, **_sizes_as_tuples(dict(overrides)))
     model = ARCHITECTURES[arch](**args)
     model.spec = ModelSpec(name, args, dataclasses.replace(get_variant(name).preprocess, img_size=args["img_size"]))
     return as_backbone(model, out_indices) if features_only else model

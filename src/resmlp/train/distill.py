@@ -17,6 +17,7 @@ from ..config import DistillConfig
 from ..files import file_sha256
 from ..loading import load_model
 from ..models import Preprocess
+from ..models.layers import to_pair
 from ..weights import WeightsError
 from .engine import autocast
 from .losses import DISTILL_KINDS, distillation_loss, soft_target_cross_entropy
@@ -68,22 +69,20 @@ class BatchAdapter(nn.Module):
     def __init__(self, student: Preprocess, teacher: Optional[Preprocess]) -> None:
         super().__init__()
         teacher = teacher or student
-        self.size = teacher.img_size if teacher.img_size != student.img_size else None
+        self.size = to_pair(teacher.img_size)  # the teacher's (h, w); a progressive run's batches change size
+        self.resize = teacher.img_size != student.img_size
         s_mean, s_std = torch.tensor(student.mean), torch.tensor(student.std)
         t_mean, t_std = torch.tensor(teacher.mean), torch.tensor(teacher.std)
         # x_t = (x_s * s_std + s_mean - t_mean) / t_std = x_s * scale + shift
         self.register_buffer("scale", (s_std / t_std).view(1, 3, 1, 1))
         self.register_buffer("shift", ((s_mean - t_mean) / t_std).view(1, 3, 1, 1))
-        self.identity = self.size is None and torch.allclose(self.scale, torch.ones(1)) and \
+        self.identity = not self.resize and torch.allclose(self.scale, torch.ones(1)) and \
             torch.allclose(self.shift, torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.identity:
-            return x
-        x = x * self.scale + self.shift
-        if self.size is not None:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
-        return x
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bicubic", align_corners=False)
+        return x if self.identity else x * self.scale + self.shift
 
 
 class DistillationCriterion:

@@ -11,17 +11,20 @@ from ..device import resolve_device
 from ..figures import plot_confusion
 from ..files import write_text_atomic
 from ..loading import folder_dataset, load_model
+from ..models.resample import DEFAULT_METHOD
 from ..models.tta import with_tta
 from .engine import evaluate
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, out: str | Path | None = None,
                         batch_size: int = 256, workers: int = 2, device: str = "auto", ema: bool = False,
-                        tta: str = "none") -> dict[str, Any]:
+                        tta: str = "none", img_size: int | tuple[int, int] | None = None,
+                        resample: str = DEFAULT_METHOD) -> dict[str, Any]:
     """Evaluate any weights `load_model` reads on the image folder `data`; writes eval.json and
     confusion.png into `out` (default: the run directory, else beside the weights). `tta` ("flip",
-    "flip+shift1") averages the logits over those views of each image."""
-    loaded = load_model(checkpoint, weights="ema" if ema else "model")
+    "flip+shift1") averages the logits over those views of each image. `img_size` runs the model at another
+    input size (token mixing resampled with method `resample`; images prepared at that size)."""
+    loaded = load_model(checkpoint, weights="ema" if ema else "model", img_size=img_size, resample=resample)
     spec = loaded.spec
     ds = folder_dataset(data, spec)
     classes = list(ds.classes)
@@ -36,7 +39,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, out: str | 
     png = out_dir / "confusion.png"
     plot_confusion(confusion, classes, png, f"{spec.name} on {Path(data).name}: top-1 {res.top1:.2f}%")
     result = {"checkpoint": str(loaded.path), "data": str(data), "top1": res.top1, "top5": res.top5,
-              "loss": res.loss, "count": res.count, "tta": tta, "classes": classes, "per_class_top1": per_class,
+              "loss": res.loss, "count": res.count, "tta": tta,
+              "img_size": spec.preprocess.img_size, "resample": resample if img_size is not None else None, "classes": classes, "per_class_top1": per_class,
               "confusion": confusion.tolist(), "bad_files": {str(k): v for k, v in ds.bad_files.items()}}
     write_text_atomic(out_dir / "eval.json", json.dumps(result, indent=1))
     return {**result, "eval_json": str(out_dir / "eval.json"), "confusion_png": str(png)}

@@ -51,6 +51,7 @@ from . import distributed as dist
 from .engine import EpochCarry, ModelEma, StepContext, evaluate, train_one_epoch
 from .lock import run_lock
 from .preempt import StepGate, StopSignals, ignore_stop_signals, signal_name
+from .progressive import check_schedule, schedule_of, set_run_size, size_at
 from .losses import soft_target_cross_entropy
 
 
@@ -201,9 +202,10 @@ def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetu
         sample = whitening_sample(data.train, cfg.model.stem_init_samples, seed=cfg.run.seed)
         whiten_patch_embedding(model, sample, kind=cfg.model.stem_init)
     model.spec = model.spec.replace(classes=data.classes, preprocess=Preprocess(
-        img_size=img_size, crop_pct=cfg.data.crop_pct, interpolation=cfg.data.interpolation, mean=data.mean, std=data.std))
+        img_size=tuple(img_size) if isinstance(img_size, list) else img_size, crop_pct=cfg.data.crop_pct, interpolation=cfg.data.interpolation, mean=data.mean, std=data.std))
     if finetune:
-        load_weights(model, finetune, allow_head_mismatch=True)
+        # weights made for another input size: their token mixing is carried to this run's patch grid
+        load_weights(model, finetune, allow_head_mismatch=True, resample=True)
     return model.to(device)
 
 
@@ -245,6 +247,9 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
 def restore(run: Run, ckpt: dict) -> Progress:
     """Load a checkpoint's model, optimizer, schedule, EMA, loss scaler and RNG states (this process's)."""
     ctx = run.ctx
+    # A progressive run's checkpoint holds the model at the size of its last epoch: move there first.
+    if schedule_of(run.cfg):
+        set_run_size(run, ckpt["model_args"]["img_size"], base_size=_base_size(run), moments=False)
     load_weights(run.model, ckpt["model"])
     ctx.optimizer.load_state_dict(ckpt["optimizer"])
     ctx.schedule.load_state_dict(ckpt["schedule"])
@@ -364,15 +369,20 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
     logger = _Logger(run.run_dir, cfg.tensorboard) if dist.is_main() else None
     t0 = time.perf_counter() - progress.wall_time_s
     rows: list[dict[str, Any]] = []
+    schedule = schedule_of(run.cfg)
 
     def after_step(carry: EpochCarry) -> bool:
         return _after_step(run, progress, gate, carry, t0)
 
     while progress.epoch < progress.planned_epochs:
+        if schedule:  # progressive resizing: switch (resample A and its moments) when the schedule says
+            set_run_size(run, size_at(schedule, progress.epoch, _base_size(run)), base_size=_base_size(run))
         row = train_epoch(run, progress.epoch, progress.planned_epochs, carry=progress.carry, after_step=after_step)
         if row is None:  # stopped by a signal; the checkpoint is written
             break
         progress.carry = EpochCarry()
+        if schedule:
+            row["img_size"] = run.model.stem.img_size
         row["wall_time_s"] = time.perf_counter() - t0
         if may_fit_budget and not rows and cfg.fit_to_time_limit and cfg.time_limit_min:
             progress.planned_epochs = _fit_epochs_to_budget(progress.planned_epochs, row["wall_time_s"],
@@ -405,6 +415,9 @@ def _after_step(run: Run, progress: Progress, gate: StepGate, carry: EpochCarry,
     gate.saved()
     progress.stopped_by = decision.stop
     return decision.stop is not None
+def _base_size(run: Run) -> Any:
+    """The configured image size (the transforms' crop size; progressive sizes are reached from it)."""
+    return model_arguments(run.cfg.model)["img_size"]
 
 
 def _end_epoch(run: Run, progress: Progress, row: dict, improved: bool, logger: Optional[_Logger]) -> None:
@@ -528,7 +541,7 @@ def summarize(run: Run, progress: Progress, rows: list[dict[str, Any]]) -> dict[
 def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path | None = None,
           finetune: str | Path | None = None) -> dict[str, Any]:
     """Run (or resume) training as configured; returns the summary written to `summary.json`."""
-    model_arguments(cfg.model)  # a model field the variant does not take fails before any file is written
+    check_schedule(cfg, model_arguments(cfg.model).get("patch_size"))  # before any file is written
     device, rank, world = init_process(cfg.run)
     if resume and not (Path(resume) / "checkpoints").is_dir():
         raise WeightsError(f"{resume}: not a run directory (no checkpoints/ folder) to resume")

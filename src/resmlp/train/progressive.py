@@ -1,0 +1,78 @@
+"""Progressive resizing (`run.progressive_sizes`): train the first epochs on smaller images, which cost less
+per image (ResMLP's cost is about linear in the number of patches), and switch to larger ones later.
+
+At each switch the token-mixing layers are resampled to the new patch grid (`models.resample`, its default
+method), and so are their optimizer moments (LAMB/AdamW exp_avg and exp_avg_sq), the EMA copy and the
+output size of the train and validation transforms (the crop and augmentation run at `model.img_size`,
+then `ResizeTensor` brings each image to the current size). A checkpoint holds the model at the size of
+the epoch it ends; resuming builds the model, moves it to that size, then loads the states.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, TrainConfig
+from ..data.transforms import with_output_size
+from ..models.init import grid_shape
+from ..models.layers import to_pair
+from ..models.resample import DEFAULT_METHOD, resample_optimizer_state
+from . import distributed as dist
+
+Size = Union[int, tuple[int, int]]
+METHOD = DEFAULT_METHOD
+
+
+def schedule_of(cfg: TrainConfig) -> list[tuple[int, tuple[int, int]]]:
+    """[(first epoch, (h, w)), ...] of `run.progressive_sizes` (empty without one)."""
+    return [(e[0], to_pair(e[1] if len(e) == 2 else list(e[1:]))) for e in cfg.run.progressive_sizes or []]
+
+
+def check_schedule(cfg: TrainConfig, patch_size: Optional[int]) -> None:
+    """ConfigError naming `run.progressive_sizes` for a schedule the model or the run cannot follow."""
+    schedule = schedule_of(cfg)
+    if not schedule:
+        return
+    if patch_size is None:
+        raise ConfigError(f"run.progressive_sizes: {cfg.model.name} is not a patch model (ResMLP, Mixer); "
+                          f"only those have token mixing to resample")
+    for i, (_, (h, w)) in enumerate(schedule):
+        if h % patch_size or w % patch_size:
+            raise ConfigError(f"run.progressive_sizes[{i}]: size {h}x{w} is not a multiple of the patch size "
+                              f"{patch_size} of {cfg.model.name}")
+    if cfg.run.fit_to_time_limit:
+        raise ConfigError("run.progressive_sizes: run.fit_to_time_limit plans the run from its first epoch, "
+                          "which runs at another size; set run.fit_to_time_limit=false")
+
+
+def size_at(schedule: Sequence[tuple[int, tuple[int, int]]], epoch: int, default: Any) -> tuple[int, int]:
+    """The (h, w) size epoch `epoch` (0-based) trains at: the last entry starting at or before it."""
+    size = to_pair(default)
+    for start, entry in schedule:
+        if start <= epoch:
+            size = entry
+    return size
+
+
+def set_run_size(run: Any, size: Size, *, base_size: Size, moments: bool = True) -> bool:
+    """Move a `train.run.Run` to images of `size`: the model (and EMA) resampled, with its optimizer moments
+    when `moments`, and the transforms' output size. Returns whether anything changed."""
+    model: nn.Module = run.model
+    new = to_pair(size)
+    if to_pair(model.stem.img_size) == new:
+        return False
+    old_grid = grid_shape(model)
+    model.set_input_size(new, method=METHOD)
+    if moments:
+        resample_optimizer_state(run.ctx.optimizer, model, old_grid, grid_shape(model), method=METHOD)
+    if run.ctx.ema is not None:
+        run.ctx.ema.module.set_input_size(new, method=METHOD)
+    if run.world > 1:  # DDP's buckets were laid out for the old shapes
+        wrapped = dist.wrap(model, run.ctx.device)
+        run.ctx.model = torch.compile(wrapped) if run.cfg.run.compile else wrapped
+    out = None if new == to_pair(base_size) else new
+    run.data.train.transform = with_output_size(run.data.train.transform, out)
+    run.data.val.transform = with_output_size(run.data.val.transform, out)
+    return True
