@@ -195,3 +195,33 @@ def test_non_square_models_export_and_analyse(tmp_path):
     summary = build_report(model, tmp_path / "report", source="random init")
     assert tuple(summary["grid_size"]) == (4, 6) and summary["num_patches"] == 24
     assert (tmp_path / "report" / "cross_patch_overview.png").is_file()
+
+
+@pytest.mark.parametrize("options", [dict(token_mixing="conv3x3_separable"), dict(token_mixing="none"),
+                                     dict(token_mixing="conv3x3_depthwise", norm="batchnorm")], ids=str)
+def test_size_free_ablation_variants_change_input_size_exactly(options):
+    # A conv in place of A (or no token mixing) has no size-bound weights: any size, and back, is exact.
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", num_classes=3, **options).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = model(x)
+        model.set_input_size((12, 16))  # 6x8 patches
+        assert model(torch.randn(2, 3, 12, 16)).shape == (2, 3)
+        model.set_input_size(8)
+        torch.testing.assert_close(model(x), want, rtol=0, atol=0)
+
+
+def test_class_mlp_row_and_token_mlp_follow_the_grid():
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", num_classes=3, pooling="class_mlp", token_mixing="mlp").eval()
+    row = model.class_blocks[0].linear_tokens.weight.detach().clone()  # (1, 1 + 16)
+    model.set_input_size((12, 16))  # 6x8 patches
+    new = model.class_blocks[0].linear_tokens.weight
+    assert new.shape == (1, 1 + 48) and model.blocks[0].mlp_tokens.fc1.weight.shape == (64, 48)
+    assert new[0, 0] == row[0, 0]  # the class token's own weight stays
+    torch.testing.assert_close(new[0, 1:].sum(), row[0, 1:].sum())  # what the class token reads in total
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(2, 3, 12, 16))).all()
+    sd = resample_state_dict(model.state_dict(), 4, old_grid=(6, 8))  # a state dict too, back to 4x4
+    assert sd["class_blocks.1.linear_tokens.weight"].shape == (1, 17)

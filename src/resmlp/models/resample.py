@@ -35,8 +35,12 @@ METHODS = ("offset", "kernel", "interp")
 DEFAULT_METHOD = "interp"  # the best zero-shot and fine-tuning start measured (docs/benchmarks.md, issue 12)
 Grid = tuple[int, int]
 
-# Which tensors have a token axis, and which: "matrix" (N, N), "in" (hidden, N), "out" (N, hidden), "bias" (N,).
+# Which tensors have a token axis, and which: "matrix" (N, N), "in" (hidden, N), "out" (N, hidden), "bias" (N,),
+# "class_row" (1, 1 + N): class-MLP pooling's token weights, the class token's column first (its bias has no
+# token axis). The first pattern that matches decides. Conv token mixing has no token axis (TokenConv.grid).
 _TOKEN_TENSORS = (
+    (re.compile(r"(^|\.)class_blocks\.\d+\.linear_tokens\.weight$"), "class_row"),
+    (re.compile(r"(^|\.)class_blocks\.\d+\.linear_tokens\.bias$"), None),
     (re.compile(r"(^|\.)linear_tokens\.weight$"), "matrix"),
     (re.compile(r"(^|\.)linear_tokens\.bias$"), "bias"),
     (re.compile(r"(^|\.)mlp_tokens\.fc1\.weight$"), "in"),
@@ -132,9 +136,15 @@ def resample_tensor(t: torch.Tensor, kind: str, old: Grid, new: Grid, *, method:
     _check_method(method)
     old, new = to_pair(old), to_pair(new)
     n_old = old[0] * old[1]
-    token_axes = {"matrix": (0, 1), "in": (1,), "out": (0,), "bias": (0,)}
+    token_axes = {"matrix": (0, 1), "in": (1,), "out": (0,), "bias": (0,), "class_row": (1,)}
     if kind not in token_axes:
         raise ValueError(f"unknown token-axis kind {kind!r}; expected one of {', '.join(token_axes)}")
+    if kind == "class_row":  # the class token's own weight stays; its weights over the patches are an "in" row
+        if t.ndim != 2 or t.shape[1] != n_old + 1:
+            raise ValueError(f"a class_row tensor of shape {tuple(t.shape)} does not have 1 + {n_old} tokens "
+                             f"(a {old[0]}x{old[1]} patch grid)")
+        patches = resample_tensor(t[:, 1:], "in", old, new, method=method, keep_sum=keep_sum)
+        return torch.cat([t[:, :1].detach().clone(), patches], dim=1).contiguous()
     axes = token_axes[kind]
     if any(t.shape[ax] != n_old for ax in axes):
         raise ValueError(f"a {kind} tensor of shape {tuple(t.shape)} does not have {n_old} tokens "
@@ -183,8 +193,9 @@ def resample_state_dict(sd: Mapping[str, torch.Tensor], grid: Union[int, Sequenc
     if not keyed:
         raise ValueError("no token-mixing tensors (linear_tokens / mlp_tokens) in the state dict")
     if old_grid is None:
-        k, kind = next((k, kind) for k, kind in keyed if kind in ("matrix", "in", "bias"))
-        old_grid = grid_of(sd[k].shape[-1] if kind != "bias" else sd[k].shape[0])
+        k, kind = next((k, kind) for k, kind in keyed if kind in ("matrix", "in", "bias", "class_row"))
+        tokens = {"bias": sd[k].shape[0], "class_row": sd[k].shape[-1] - 1}.get(kind, sd[k].shape[-1])
+        old_grid = grid_of(tokens)
     old, new = to_pair(old_grid), to_pair(grid)
     out = dict(sd)
     for k, kind in keyed:
@@ -204,6 +215,8 @@ def resample_model_(model: nn.Module, grid: Union[int, Sequence[int]], *, method
     for m in model.modules():  # keep nn.Linear's attributes true to its weight
         if isinstance(m, nn.Linear):
             m.out_features, m.in_features = m.weight.shape
+        elif isinstance(getattr(m, "grid", None), tuple):  # a conv in place of A (TokenConv): only its grid
+            m.grid = new
     return model
 
 
