@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=None, help=f"comma-separated subset of: {', '.join(r.name for r in ROWS)}")
     p.add_argument("--set", dest="common", nargs="+", default=[], help="overrides for every row")
     p.add_argument("--out", required=True)
+    p.add_argument("--only-finished", action="store_true",
+                   help="train nothing: tabulate the runs under OUT that have finished (seeds may differ by row)")
     args = p.parse_args(argv)
 
     rows = ROWS
@@ -152,16 +154,22 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for row in rows:
         per_seed, speed = [], []
+        seeds = []
         for seed in args.seeds:
-            print(f"=== {row.name} seed {seed}: {' '.join(row.overrides) or '(recipe)'}", flush=True)
             run_dir = out / f"{row.name}-s{seed}"
+            if args.only_finished and not (run_dir / "summary.json").is_file():
+                continue
+            print(f"=== {row.name} seed {seed}: {' '.join(row.overrides) or '(recipe)'}", flush=True)
             summary = run_one(args.recipe, [*common, f"run.seed={seed}", *row.overrides], run_dir)
             per_seed.append(max(t for _, t in read_curve(run_dir)))
             speed.append(summary["train_images_per_s"])
+            seeds.append(seed)
+        if not seeds:
+            continue
         params, gflops = cost(args.recipe, [*common, *row.overrides])
         results.append({"name": row.name, "group": row.group, "overrides": list(row.overrides), "paper": row.paper,
                         "params": params, "gflops": gflops, "images_per_s": statistics.median(speed),
-                        "top1": statistics.mean(per_seed), "per_seed": per_seed, "seeds": args.seeds})
+                        "top1": statistics.mean(per_seed), "per_seed": per_seed, "seeds": seeds})
         (out / "ablations.json").write_text(json.dumps({"recipe": args.recipe, "common": common, "cpu": cpu_model(),
                                                          "results": results}, indent=1))
     (out / "ablations.md").write_text(markdown(results, args.recipe, common, cpu_model()))
