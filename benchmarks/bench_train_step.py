@@ -4,7 +4,7 @@ Used to choose the CPU recipe's model. Each round runs every (model, precision) 
 after round, so a noisy host slows all variants alike; we report the median and range over rounds.
 
     python benchmarks/bench_train_step.py --img-size 32 --batch 128 --rounds 5 \
-        --models resmlp_tiny32 "resmlp_tiny32:embed_dim=128,depth=8"
+        --models resmlp_tiny32 "resmlp_tiny32:embed_dim=128,depth=8" "resmlp_tiny32:token_mixing=conv3x3"
 """
 from __future__ import annotations
 
@@ -23,10 +23,15 @@ from resmlp.train.losses import soft_target_cross_entropy
 
 def parse_model(spec: str) -> tuple[str, dict]:
     name, _, rest = spec.partition(":")
-    kw = {}
+    kw: dict = {}
     for item in filter(None, rest.split(",")):
         k, v = item.split("=")
-        kw[k] = float(v) if "." in v else int(v)
+        for kind in (int, float, str):  # numbers as numbers; option names (token_mixing=conv3x3) as strings
+            try:
+                kw[k] = kind(v)
+                break
+            except ValueError:
+                continue
     return name, kw
 
 
