@@ -10,8 +10,9 @@ from resmlp.cli import main
 from resmlp.config import ConfigError, load_config
 from resmlp.optim import build_optimizer
 from resmlp.models import create_model, resample_optimizer_state
-from resmlp.train.progressive import size_at
-from resmlp.train.run import train
+from resmlp.train import run as run_module
+from resmlp.train.progressive import relative_epoch_cost, schedule_of, size_at
+from resmlp.train.run import fit_epochs, train
 
 TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.warmup_epochs=1",
         "run.progress=false", "run.tensorboard=false", "data.crop=pad", "data.padding=1"]
@@ -73,3 +74,49 @@ def test_progressive_run_switches_sizes_and_resumes_across_a_switch(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [r["img_size"] for r in rows] == [4, [4, 6], 8]
     assert all(r["val_top1"] > 10 for r in rows)  # evaluated at each epoch's size (10 classes: chance is 10%)
+
+
+def test_a_fitted_plan_moves_the_switches_to_the_same_fraction_of_the_run():
+    cfg = load_config("digits", ["optim.epochs=10", "run.progressive_sizes=[[0, 16], [4, 24], [8, 32]]"])
+    assert schedule_of(cfg) == [(0, (16, 16)), (4, (24, 24)), (8, (32, 32))]
+    assert schedule_of(cfg, 10) == schedule_of(cfg)
+    assert schedule_of(cfg, 5) == [(0, (16, 16)), (2, (24, 24)), (4, (32, 32))]
+    assert schedule_of(cfg, 1) == [(0, (16, 16)), (1, (24, 24)), (1, (32, 32))]  # a later entry never moves to 0
+    late = load_config("digits", ["optim.epochs=10", "run.progressive_sizes=[[3, 16]]"])
+    assert schedule_of(late, 2) == [(1, (16, 16))]
+
+
+def test_epoch_cost_is_the_patch_count_relative_to_the_first_epoch():
+    schedule = [(0, (16, 16)), (2, (24, 24)), (4, (32, 32))]
+    assert [relative_epoch_cost(schedule, e, 32, 4) for e in range(5)] == [1, 1, 36 / 16, 36 / 16, 4]
+    assert relative_epoch_cost([(0, (16, 32))], 0, 32, 4) == 1
+
+
+def test_fit_epochs_keeps_the_longest_plan_that_fits():
+    assert fit_epochs(25, 100.0, 1000.0) == 10  # every epoch like the first
+    assert fit_epochs(5, 100.0, 1000.0) == 5  # never longer than planned
+    assert fit_epochs(25, 5000.0, 1000.0) == 1  # at least the epoch already done
+    doubling = lambda planned, epoch: 2.0 if epoch else 1.0  # noqa: E731  every epoch after the first costs 2x
+    assert fit_epochs(25, 100.0, 1000.0, doubling) == 5  # 100 + 4 x 200 = 900 <= 1000 < 1100
+    seen = []
+    fit_epochs(3, 1.0, 0.0, lambda planned, epoch: seen.append((planned, epoch)) or 1.0)
+    assert seen == [(3, 0), (3, 1), (3, 2), (2, 0), (2, 1)]  # each candidate plan priced with its own schedule
+
+
+def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tmp_path, monkeypatch):
+    """run.fit_to_time_limit with run.progressive_sizes: the plan is priced per epoch by its size, and the
+    shortened run switches sizes at the same fractions of its length."""
+    priced = {}
+
+    def fake_fit(planned, first_epoch_s, budget_s, epoch_cost=None):
+        priced["costs"] = [epoch_cost(planned, e) for e in range(planned)]
+        return 2
+
+    monkeypatch.setattr(run_module, "fit_epochs", fake_fit)
+    cfg = load_config("digits", TINY + ["optim.epochs=4", "run.progressive_sizes=[[0, 4], [2, 6], [3, 8]]",
+                                        "run.time_limit_min=60", "run.fit_to_time_limit=true"])
+    train(cfg, out=tmp_path / "r")
+    assert priced["costs"] == [1, 1, 9 / 4, 4]  # patches of 4, 4, 6, 8 px images with 2 px patches
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["img_size"] for r in rows] == [4, 6]  # the 4-epoch schedule squeezed into 2 epochs: 4 px, 6 px
+    assert read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["planned_epochs"] == 2

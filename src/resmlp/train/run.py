@@ -51,7 +51,7 @@ from . import distributed as dist
 from .engine import EpochCarry, ModelEma, StepContext, evaluate, train_one_epoch
 from .lock import run_lock
 from .preempt import StepGate, StopSignals, ignore_stop_signals, signal_name
-from .progressive import check_schedule, schedule_of, set_run_size, size_at
+from .progressive import check_schedule, relative_epoch_cost, schedule_of, set_run_size, size_at
 from .losses import soft_target_cross_entropy
 
 
@@ -369,12 +369,12 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
     logger = _Logger(run.run_dir, cfg.tensorboard) if dist.is_main() else None
     t0 = time.perf_counter() - progress.wall_time_s
     rows: list[dict[str, Any]] = []
-    schedule = schedule_of(run.cfg)
 
     def after_step(carry: EpochCarry) -> bool:
         return _after_step(run, progress, gate, carry, t0)
 
     while progress.epoch < progress.planned_epochs:
+        schedule = schedule_of(run.cfg, progress.planned_epochs)  # a fitted plan moves the switches with it
         if schedule:  # progressive resizing: switch (resample A and its moments) when the schedule says
             set_run_size(run, size_at(schedule, progress.epoch, _base_size(run)), base_size=_base_size(run))
         row = train_epoch(run, progress.epoch, progress.planned_epochs, carry=progress.carry, after_step=after_step)
@@ -386,7 +386,8 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
         row["wall_time_s"] = time.perf_counter() - t0
         if may_fit_budget and not rows and cfg.fit_to_time_limit and cfg.time_limit_min:
             progress.planned_epochs = _fit_epochs_to_budget(progress.planned_epochs, row["wall_time_s"],
-                                                            cfg.time_limit_min, run.ctx.schedule, run.steps_per_epoch)
+                                                            cfg.time_limit_min, run.ctx.schedule, run.steps_per_epoch,
+                                                            epoch_cost=_epoch_cost(run) if schedule else None)
         improved = "val_top1" in row and row["val_top1"] > progress.best_val_top1
         progress.epoch += 1
         progress.best_val_top1 = max(progress.best_val_top1, row.get("val_top1", progress.best_val_top1))
@@ -464,18 +465,38 @@ def _out_of_time(run: Run, progress: Progress, limit_min: float | None) -> bool:
     return True
 
 
+def _epoch_cost(run: Run) -> Callable[[int, int], float]:
+    """(plan length, epoch) -> that epoch's cost relative to the first one, for a progressive run."""
+    patch_size = model_arguments(run.cfg.model)["patch_size"]
+    return lambda planned, epoch: relative_epoch_cost(schedule_of(run.cfg, planned), epoch, _base_size(run),
+                                                      patch_size)
+
+
+def fit_epochs(planned: int, first_epoch_s: float, budget_s: float,
+               epoch_cost: Optional[Callable[[int, int], float]] = None) -> int:
+    """The longest plan of at most `planned` epochs (at least 1) whose estimated time fits in `budget_s`: every
+    epoch costs `first_epoch_s` times `epoch_cost(plan length, epoch)` (1 without progressive resizing)."""
+    for n in range(planned, 1, -1):
+        relative = n if epoch_cost is None else sum(epoch_cost(n, e) for e in range(n))
+        if first_epoch_s * relative <= budget_s:
+            return n
+    return 1
+
+
 def _fit_epochs_to_budget(planned: int, first_epoch_s: float, limit_min: float, schedule: CosineWarmupSchedule,
-                          steps_per_epoch: int) -> int:
+                          steps_per_epoch: int, epoch_cost: Optional[Callable[[int, int], float]] = None) -> int:
     """Time-budgeted runs: after the first epoch, shorten the plan (and the cosine schedule with it) to the
-    number of epochs that fit in `limit_min`, so the lr anneals fully before the budget ends. Such runs
-    depend on the machine's speed, so they are not bit-reproducible."""
-    fit = max(1, int(limit_min * 60 // max(first_epoch_s, 1e-9)))
+    number of epochs that fit in `limit_min`, so the lr anneals fully before the budget ends; a progressive
+    run's switches move with it (`schedule_of`). Such runs depend on the machine's speed, so they are not
+    bit-reproducible."""
+    fit = fit_epochs(planned, first_epoch_s, limit_min * 60, epoch_cost)
     if fit >= planned:
         return planned
     schedule.shorten(fit * steps_per_epoch)
     if dist.is_main():
-        print(f"time budget {limit_min} min: the first epoch took {first_epoch_s:.0f} s, so the schedule now "
-              f"ends after {fit} epochs instead of {planned}")
+        sizes = " (later epochs priced by their number of patches)" if epoch_cost is not None else ""
+        print(f"time budget {limit_min} min: the first epoch took {first_epoch_s:.0f} s{sizes}, so the schedule "
+              f"now ends after {fit} epochs instead of {planned}")
     return fit
 
 
