@@ -120,3 +120,24 @@ def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tm
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["img_size"] for r in rows] == [4, 6]  # the 4-epoch schedule squeezed into 2 epochs: 4 px, 6 px
     assert read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["planned_epochs"] == 2
+
+
+def test_crop_mode_trains_on_full_scale_windows_and_carries_a_by_offset(tmp_path, monkeypatch):
+    from resmlp.train import progressive
+
+    with pytest.raises(ConfigError, match="run.progressive_mode"):
+        load_config("digits", ["run.progressive_mode=zoom"])
+    with pytest.raises(ConfigError, match=r"progressive_sizes\[0\]: run.progressive_mode=crop .* 10x10 is larger"):
+        train(load_config("digits", TINY + ["run.progressive_mode=crop", "run.progressive_sizes=[[0, 10]]"]),
+              out=tmp_path / "bad")
+    methods = []
+    real = progressive.resample_optimizer_state
+    monkeypatch.setattr(progressive, "resample_optimizer_state",
+                        lambda *a, method: methods.append(method) or real(*a, method=method))
+    cfg = load_config("digits", TINY + ["optim.epochs=2", "run.progressive_mode=crop",
+                                        "run.progressive_sizes=[[0, 4], [1, 8]]"])
+    train(cfg, out=tmp_path / "crop")
+    rows = [json.loads(x) for x in (tmp_path / "crop" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["img_size"] for r in rows] == [4, 8]
+    assert methods == ["offset", "offset"]  # 8 -> 4 px before epoch 0, 4 -> 8 at epoch 1: A keeps its reach in patches
+    assert rows[-1]["val_top1"] > 10  # 10 classes: chance is 10%

@@ -213,3 +213,28 @@ def test_output_size_can_change_after_the_pipeline_is_built():
     assert sum(isinstance(t, ResizeTensor) for t in again.transforms) == 1
     assert again(_image(32, 32)).shape == (3, 8, 12)
     assert with_output_size(again, None)(_image(32, 32)).shape == (3, 32, 32)
+
+
+def test_crop_mode_cuts_windows_at_full_scale():
+    """Progressive resizing's "crop" mode: a random window in training, the central one in validation, the
+    pixels untouched (same scale), and one size-changing step at a time whatever the mode."""
+    from resmlp.data.transforms import CropTensor, ResizeTensor, with_output_size
+
+    x = torch.arange(3 * 8 * 10, dtype=torch.float32).view(3, 8, 10)
+    assert torch.equal(CropTensor((4, 6), train=False)(x), x[:, 2:6, 2:8])
+    random.seed(0)
+    windows = {tuple(CropTensor(4, train=True)(x)[0, 0, :1].tolist()) for _ in range(50)}
+    assert len(windows) > 5  # random positions
+    for _ in range(20):
+        w = CropTensor(4, train=True)(x)
+        top, left = divmod(int(w[0, 0, 0]), 10)
+        assert torch.equal(w, x[:, top:top + 4, left:left + 4])  # a window of the input, not a resize
+    with pytest.raises(ValueError, match="cannot crop 9x9 out of a 8x10 image"):
+        CropTensor(9, train=True)(x)
+    base = build_train_transform(32, mean=MEAN, std=STD, crop="pad", auto_augment=None, re_prob=0.0)
+    cropped = with_output_size(with_output_size(base, 16), 16, mode="crop", train=True)
+    assert [type(t) for t in cropped.transforms[-1:]] == [CropTensor]
+    assert not any(isinstance(t, ResizeTensor) for t in cropped.transforms)
+    assert cropped(_image(32, 32)).shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="unknown mode 'zoom'"):
+        with_output_size(base, 16, mode="zoom")

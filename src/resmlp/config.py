@@ -28,6 +28,9 @@ Normalization = Union[Literal["dataset", "imagenet"], list[float]]  # or explici
 OptimizerName = Literal["lamb", "adamw", "sgd", "muon"]  # muon: Muon on block matrices + AdamW
 DistillKind = Literal["hard", "soft"]  # DeiT hard-label, or KL at temperature tau
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the hardware has it, else fp32
+# Progressive resizing: "resize" shrinks the whole image (a patch covers more of the scene), "crop" takes a
+# window of that size at full scale (a patch covers the same pixels; the grid covers less of the scene).
+ProgressiveMode = Literal["resize", "crop"]
 TokenMixingInit = Literal["default", "identity", "local"]  # models.init.TOKEN_MIXING_INITS
 StemInit = Literal["default", "pca", "zca"]  # "default" or a whitening of training patches (models.whiten)
 TTA = Literal["none", "flip", "flip+shift1"]  # views averaged at evaluation (models.tta)
@@ -164,6 +167,7 @@ class RunConfig:
     # that epoch (0-based) on train at that size; the token mixing and its optimizer moments are resampled
     # at each switch. Before the first entry, model.img_size. E.g. [[0, 16], [4, 24], [8, 32]].
     progressive_sizes: Optional[list[list[int]]] = None
+    progressive_mode: ProgressiveMode = "resize"
     tensorboard: bool = True  # used when the tensorboard package is installed
     progress: bool = True
 

@@ -301,8 +301,37 @@ class ResizeTensor:
         return f"ResizeTensor(size=({self.height}, {self.width}))"
 
 
-def with_output_size(transform: Compose, size: Size | None) -> Compose:
-    """`transform` (a Compose) ending in a `ResizeTensor(size)` (replacing one it ended with before);
-    `size=None` removes it again."""
-    steps = [t for t in transform.transforms if not isinstance(t, ResizeTensor)]
-    return Compose(steps + ([ResizeTensor(size)] if size is not None else []))
+class CropTensor:
+    """Cut a `size` window out of a (C, H, W) tensor at full scale: a random one (`train=True`) or the centre
+    one (`train=False`, validation). The last step of a pipeline in progressive resizing's "crop" mode."""
+
+    def __init__(self, size: Size, *, train: bool) -> None:
+        self.height, self.width = _check_size(size)
+        self.train = train
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if (h, w) == (self.height, self.width):
+            return x
+        if h < self.height or w < self.width:
+            raise ValueError(f"cannot crop {self.height}x{self.width} out of a {h}x{w} image")
+        if self.train:
+            top, left = random.randint(0, h - self.height), random.randint(0, w - self.width)
+        else:
+            top, left = (h - self.height) // 2, (w - self.width) // 2
+        return x[..., top:top + self.height, left:left + self.width]
+
+    def __repr__(self) -> str:
+        return f"CropTensor(size=({self.height}, {self.width}), train={self.train})"
+
+
+def with_output_size(transform: Compose, size: Size | None, *, mode: str = "resize", train: bool = True) -> Compose:
+    """`transform` (a Compose) ending in a step that brings its output to `size` (replacing one it ended with
+    before): `ResizeTensor` (mode "resize") or a window at full scale, `CropTensor` (mode "crop", random when
+    `train`, else central). `size=None` removes it again."""
+    if mode not in ("resize", "crop"):
+        raise ValueError(f"unknown mode {mode!r}; valid: ['resize', 'crop']")
+    steps = [t for t in transform.transforms if not isinstance(t, (ResizeTensor, CropTensor))]
+    if size is None:
+        return Compose(steps)
+    return Compose(steps + [ResizeTensor(size) if mode == "resize" else CropTensor(size, train=train)])

@@ -1,11 +1,14 @@
 """Progressive resizing (`run.progressive_sizes`): train the first epochs on smaller images, which cost less
 per image (ResMLP's cost is about linear in the number of patches), and switch to larger ones later.
 
-At each switch the token-mixing layers are resampled to the new patch grid (`models.resample`, its default
-method), and so are their optimizer moments (LAMB/AdamW exp_avg and exp_avg_sq), the EMA copy and the
-output size of the train and validation transforms (the crop and augmentation run at `model.img_size`,
-then `ResizeTensor` brings each image to the current size). A checkpoint holds the model at the size of
-the epoch it ends; resuming builds the model, moves it to that size, then loads the states.
+At each switch the token-mixing layers are resampled to the new patch grid, and so are their optimizer
+moments (LAMB/AdamW exp_avg and exp_avg_sq), the EMA copy and the output size of the train and validation
+transforms (the crop and augmentation run at `model.img_size`, then the last step brings each image to the
+current size). `run.progressive_mode` says how: "resize" shrinks the whole image (A resampled with
+`interp`, which keeps its reach as a fraction of the image), "crop" cuts a window at full scale (random in
+training, central in validation; A resampled with `offset`, which keeps its reach in patches). A checkpoint
+holds the model at the size of the epoch it ends; resuming builds the model, moves it to that size, then loads
+the states.
 """
 from __future__ import annotations
 
@@ -18,11 +21,11 @@ from ..config import ConfigError, TrainConfig
 from ..data.transforms import with_output_size
 from ..models.init import grid_shape
 from ..models.layers import to_pair
-from ..models.resample import DEFAULT_METHOD, resample_optimizer_state
+from ..models.resample import resample_optimizer_state
 from . import distributed as dist
 
 Size = Union[int, tuple[int, int]]
-METHOD = DEFAULT_METHOD
+METHODS = {"resize": "interp", "crop": "offset"}  # run.progressive_mode -> how A is carried to the new grid
 
 
 def schedule_of(cfg: TrainConfig, planned_epochs: Optional[int] = None) -> list[tuple[int, tuple[int, int]]]:
@@ -47,7 +50,7 @@ def relative_epoch_cost(schedule: Sequence[tuple[int, tuple[int, int]]], epoch: 
     return patches(size_at(schedule, epoch, default)) / patches(size_at(schedule, 0, default))
 
 
-def check_schedule(cfg: TrainConfig, patch_size: Optional[int]) -> None:
+def check_schedule(cfg: TrainConfig, patch_size: Optional[int], img_size: Size) -> None:
     """ConfigError naming `run.progressive_sizes` for a schedule the model or the run cannot follow."""
     schedule = schedule_of(cfg)
     if not schedule:
@@ -59,6 +62,10 @@ def check_schedule(cfg: TrainConfig, patch_size: Optional[int]) -> None:
         if h % patch_size or w % patch_size:
             raise ConfigError(f"run.progressive_sizes[{i}]: size {h}x{w} is not a multiple of the patch size "
                               f"{patch_size} of {cfg.model.name}")
+        full = to_pair(img_size)
+        if cfg.run.progressive_mode == "crop" and (h > full[0] or w > full[1]):
+            raise ConfigError(f"run.progressive_sizes[{i}]: run.progressive_mode=crop cuts windows out of the "
+                              f"{full[0]}x{full[1]} images of model.img_size; {h}x{w} is larger")
 
 
 def size_at(schedule: Sequence[tuple[int, tuple[int, int]]], epoch: int, default: Any) -> tuple[int, int]:
@@ -77,16 +84,17 @@ def set_run_size(run: Any, size: Size, *, base_size: Size, moments: bool = True)
     new = to_pair(size)
     if to_pair(model.stem.img_size) == new:
         return False
+    mode = run.cfg.run.progressive_mode
     old_grid = grid_shape(model)
-    model.set_input_size(new, method=METHOD)
+    model.set_input_size(new, method=METHODS[mode])
     if moments:
-        resample_optimizer_state(run.ctx.optimizer, model, old_grid, grid_shape(model), method=METHOD)
+        resample_optimizer_state(run.ctx.optimizer, model, old_grid, grid_shape(model), method=METHODS[mode])
     if run.ctx.ema is not None:
-        run.ctx.ema.module.set_input_size(new, method=METHOD)
+        run.ctx.ema.module.set_input_size(new, method=METHODS[mode])
     if run.world > 1:  # DDP's buckets were laid out for the old shapes
         wrapped = dist.wrap(model, run.ctx.device)
         run.ctx.model = torch.compile(wrapped) if run.cfg.run.compile else wrapped
     out = None if new == to_pair(base_size) else new
-    run.data.train.transform = with_output_size(run.data.train.transform, out)
-    run.data.val.transform = with_output_size(run.data.val.transform, out)
+    run.data.train.transform = with_output_size(run.data.train.transform, out, mode=mode, train=True)
+    run.data.val.transform = with_output_size(run.data.val.transform, out, mode=mode, train=False)
     return True

@@ -562,7 +562,8 @@ def summarize(run: Run, progress: Progress, rows: list[dict[str, Any]]) -> dict[
 def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path | None = None,
           finetune: str | Path | None = None) -> dict[str, Any]:
     """Run (or resume) training as configured; returns the summary written to `summary.json`."""
-    check_schedule(cfg, model_arguments(cfg.model).get("patch_size"))  # before any file is written
+    arguments = model_arguments(cfg.model)
+    check_schedule(cfg, arguments.get("patch_size"), arguments["img_size"])  # before any file is written
     device, rank, world = init_process(cfg.run)
     if resume and not (Path(resume) / "checkpoints").is_dir():
         raise WeightsError(f"{resume}: not a run directory (no checkpoints/ folder) to resume")
