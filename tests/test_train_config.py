@@ -171,3 +171,15 @@ def test_ablation_options_reach_the_model_arguments():
     mixer = load_config(None, ["model.name=mixer_tiny32", "model.norm=layernorm"])
     with pytest.raises(ConfigError, match="model.norm"):
         model_arguments(mixer.model)
+
+
+def test_progressive_modes_match_the_transforms_and_the_resample_methods():
+    import typing
+
+    from resmlp.config import ProgressiveMode
+    from resmlp.data.transforms import OUTPUT_MODES
+    from resmlp.models import RESAMPLE_METHODS
+    from resmlp.train.progressive import METHODS
+
+    assert typing.get_args(ProgressiveMode) == OUTPUT_MODES == tuple(METHODS)
+    assert set(METHODS.values()) <= set(RESAMPLE_METHODS)

@@ -301,6 +301,9 @@ class ResizeTensor:
         return f"ResizeTensor(size=({self.height}, {self.width}))"
 
 
+OUTPUT_MODES = ("resize", "crop")  # how `with_output_size` reaches a smaller size (run.progressive_mode)
+
+
 class CropTensor:
     """Cut a `size` window out of a (C, H, W) tensor at full scale: a random one (`train=True`) or the centre
     one (`train=False`, validation). The last step of a pipeline in progressive resizing's "crop" mode."""
@@ -329,8 +332,8 @@ def with_output_size(transform: Compose, size: Size | None, *, mode: str = "resi
     """`transform` (a Compose) ending in a step that brings its output to `size` (replacing one it ended with
     before): `ResizeTensor` (mode "resize") or a window at full scale, `CropTensor` (mode "crop", random when
     `train`, else central). `size=None` removes it again."""
-    if mode not in ("resize", "crop"):
-        raise ValueError(f"unknown mode {mode!r}; valid: ['resize', 'crop']")
+    if mode not in OUTPUT_MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid: {list(OUTPUT_MODES)}")
     steps = [t for t in transform.transforms if not isinstance(t, (ResizeTensor, CropTensor))]
     if size is None:
         return Compose(steps)

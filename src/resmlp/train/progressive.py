@@ -58,11 +58,11 @@ def check_schedule(cfg: TrainConfig, patch_size: Optional[int], img_size: Size) 
     if patch_size is None:
         raise ConfigError(f"run.progressive_sizes: {cfg.model.name} is not a patch model (ResMLP, Mixer); "
                           f"only those have token mixing to resample")
+    full = to_pair(img_size)
     for i, (_, (h, w)) in enumerate(schedule):
         if h % patch_size or w % patch_size:
             raise ConfigError(f"run.progressive_sizes[{i}]: size {h}x{w} is not a multiple of the patch size "
                               f"{patch_size} of {cfg.model.name}")
-        full = to_pair(img_size)
         if cfg.run.progressive_mode == "crop" and (h > full[0] or w > full[1]):
             raise ConfigError(f"run.progressive_sizes[{i}]: run.progressive_mode=crop cuts windows out of the "
                               f"{full[0]}x{full[1]} images of model.img_size; {h}x{w} is larger")
