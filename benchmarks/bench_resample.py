@@ -7,7 +7,7 @@
     # 3. train-step time per image size, interleaved rounds (what progressive resizing saves per epoch)
     python benchmarks/bench_resample.py steps --sizes 16 24 32 --out OUT
     # 4. progressive vs fixed size: minutes until the progressive run reaches the fixed run's final top-1
-    python benchmarks/bench_resample.py compare --fixed RUN_A --progressive RUN_B --out OUT
+    python benchmarks/bench_resample.py compare --fixed RUN_A [RUN_A2 ...] --progressive RUN_B --out OUT
 
 HELD_OUT must hold images the run never trained on (e.g. part of the run's own `data.val_split`, linked into a
 folder); TRAIN images for fine-tuning should come from the run's training part.
@@ -35,6 +35,7 @@ from resmlp.models import RESAMPLE_METHODS, create_model
 from resmlp.optim import build_optimizer
 from resmlp.train.engine import evaluate
 from resmlp.train.run import config_of_run, train
+from sweep import plot, read_curve  # benchmarks/sweep.py: one owner of the top-1-vs-minutes figure
 
 
 def cpu_model() -> str:
@@ -124,15 +125,26 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def run_compare(args) -> dict:
-    fixed, prog = _metrics(args.fixed), _metrics(args.progressive)
-    target = fixed[-1]["val_top1"]
+    """Minutes until the progressive run reaches the fixed runs' final top-1 (their mean over seeds), against
+    the fixed runs' own minutes; OUT/compare.png draws every run's top-1 against wall-clock minutes."""
+    fixed = [_metrics(run) for run in args.fixed]
+    prog = _metrics(args.progressive)
+    target = statistics.mean(rows[-1]["val_top1"] for rows in fixed)
+    fixed_minutes = statistics.mean(rows[-1]["wall_time_s"] for rows in fixed) / 60
     reached = next((r for r in prog if r.get("val_top1", -1) >= target), None)
-    out = {"fixed": fixed, "progressive": prog, "target_top1": target,
-           "fixed_minutes": fixed[-1]["wall_time_s"] / 60,
+    out = {"fixed": fixed, "progressive": prog, "target_top1": target, "fixed_final_top1": [
+               rows[-1]["val_top1"] for rows in fixed], "fixed_minutes": fixed_minutes,
            "progressive_minutes_to_target": reached["wall_time_s"] / 60 if reached else None,
            "progressive_final_top1": prog[-1]["val_top1"], "progressive_minutes": prog[-1]["wall_time_s"] / 60}
     if reached:
-        out["saving"] = 1 - out["progressive_minutes_to_target"] / out["fixed_minutes"]
+        out["saving"] = 1 - out["progressive_minutes_to_target"] / fixed_minutes
+    # the other way round: when each fixed run first reached the progressive run's final top-1
+    out["fixed_minutes_to_progressive_final"] = [
+        next((r["wall_time_s"] / 60 for r in rows if r.get("val_top1", -1) >= out["progressive_final_top1"]), None)
+        for rows in fixed]
+    curves = [{"name": f"fixed {run.name}", "curves": [read_curve(run)]} for run in args.fixed]
+    plot([*curves, {"name": f"progressive {args.progressive.name}", "curves": [read_curve(args.progressive)]}],
+         args.out / "compare.png")
     print(json.dumps({k: v for k, v in out.items() if k not in ("fixed", "progressive")}), flush=True)
     return out
 
@@ -159,7 +171,7 @@ def main() -> None:
     p.add_argument("--embed-dim", type=int, default=None, help="narrow resmlp_tiny32 as the trained runs were")
     p.add_argument("--depth", type=int, default=None)
     p = sub.add_parser("compare")
-    p.add_argument("--fixed", type=Path, required=True)
+    p.add_argument("--fixed", type=Path, nargs="+", required=True, help="fixed-size runs (seeds)")
     p.add_argument("--progressive", type=Path, required=True)
     for p in sub.choices.values():
         p.add_argument("--out", type=Path, required=True)
