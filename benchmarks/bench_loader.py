@@ -7,10 +7,10 @@ For each (cache, workers) it iterates `--batches` batches of the recipe's traini
 batch, which includes worker start-up) and reports images/s. Compare with `train_images_per_s` in the run's
 summary.json: the ratio loader/train > 1 means the model, not the data, limits training.
 
-    python benchmarks/bench_loader.py --recipe cifar10_cpu --data /tmp/cifar10/train --with-step --rounds 3
+    python benchmarks/bench_loader.py --recipe cifar10_cpu --data /tmp/cifar10/train --with-step --workers 0 1
 
 `--with-step` times what the training loop sees instead: the recipe's model and optimizer taking steps on
-batches from the loader with 0 and 1 workers and, as the reference, on one fixed batch, interleaved round by
+batches from the loader with each `--workers` count and, as the reference, on one fixed batch, interleaved round by
 round (a worker process shares the cores with the step's threads; this shows whether that costs anything).
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def main() -> None:
     if args.with_step:
         cfg = load_config(args.recipe, data_overrides(args.data, None, None))
         data = build_data(cfg.data, img_size=model_arguments(cfg.model)["img_size"])
-        rates = step_rates(cfg, data.train, [w for w in args.workers if w <= 1], args.rounds, args.steps)
+        rates = step_rates(cfg, data.train, args.workers, args.rounds, args.steps)
         print(f"recipe {args.recipe}, {cfg.model.name}, batch {cfg.data.batch_size}, torch threads "
               f"{torch.get_num_threads()}, median of {args.rounds} rounds x {args.steps} steps (images/s): "
               + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), flush=True)
