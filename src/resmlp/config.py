@@ -119,6 +119,20 @@ class DataConfig:
     num_repeats: int = 3
     crop_pct: float = 0.9
     interpolation: Interpolation = "bicubic"
+    # Pad-crop, flip and normalisation on whole uint8 batches on the training device (data.batch_augment)
+    # instead of per image in the loader: the same draws, a fraction of the CPU time. crop=pad only.
+    batch_augment: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.batch_augment:
+            return
+        if self.crop != "pad":
+            raise ConfigError(f"data.batch_augment: batches are augmented with crop=pad only, got data.crop="
+                              f"{self.crop!r}; set data.crop=pad or data.batch_augment=false")
+        for key, value, off in (("auto_augment", self.auto_augment, "null"), ("re_prob", self.re_prob, "0")):
+            if value:
+                raise ConfigError(f"data.batch_augment: data.{key}={value!r} runs per image; set data.{key}={off} "
+                                  f"or data.batch_augment=false")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from ..models.layers import to_pair
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .datasets import (ArrayDataset, ImageDataset, cache_decoded, dataset_stats, download_cifar, load_cifar,
                        load_digits_arrays, load_rgb, scan_image_folder, stratified_split)
-from .transforms import build_eval_transform, build_train_transform
+from .batch_augment import ToUint8Tensor
+from .transforms import build_eval_transform, build_train_transform, resolve_interpolation
 
 SOURCES = typing.get_args(Source)
 
@@ -101,7 +102,8 @@ def _norm_stats(cfg: DataConfig, train: Dataset, img_size: int) -> tuple[tuple, 
 
 def build_data(cfg: DataConfig, *, img_size: int, bad_log: Path | None = None) -> DataSplits:
     """Datasets for a run: validation from `val_path`/the official test split, else a seeded stratified
-    `val_split` of train; optional decoded cache; transforms from the recipe; normalisation statistics."""
+    `val_split` of train; optional decoded cache; transforms from the recipe (with `batch_augment`, the
+    training images come out as uint8 tensors for `BatchAugment`); normalisation statistics."""
     train, val, classes = _load_raw(cfg, bad_log)
     if val is None:
         tr_idx, va_idx = stratified_split(_labels(train), cfg.val_split, cfg.split_seed)
@@ -113,10 +115,13 @@ def build_data(cfg: DataConfig, *, img_size: int, bad_log: Path | None = None) -
         train = train if isinstance(train, ArrayDataset) else cache_decoded(train, workers=cfg.workers)
         val = val if isinstance(val, ArrayDataset) else cache_decoded(val, workers=cfg.workers)
     mean, std = _norm_stats(cfg, train, img_size)
-    train.transform = build_train_transform(
-        img_size, mean=mean, std=std, crop=cfg.crop, scale=tuple(cfg.scale), hflip=cfg.hflip,
-        auto_augment=cfg.auto_augment or None, re_prob=cfg.re_prob, interpolation=cfg.interpolation,
-        padding=cfg.padding)
+    if cfg.batch_augment:  # the loader only gathers uint8 images; the run augments whole batches
+        train.transform = ToUint8Tensor(img_size, resolve_interpolation(cfg.interpolation))
+    else:
+        train.transform = build_train_transform(
+            img_size, mean=mean, std=std, crop=cfg.crop, scale=tuple(cfg.scale), hflip=cfg.hflip,
+            auto_augment=cfg.auto_augment or None, re_prob=cfg.re_prob, interpolation=cfg.interpolation,
+            padding=cfg.padding)
     val.transform = build_eval_transform(img_size, mean=mean, std=std, crop_pct=cfg.crop_pct,
                                          interpolation=cfg.interpolation)
     return DataSplits(train, val, list(classes), tuple(mean), tuple(std), _labels(train))

@@ -50,16 +50,20 @@ class PositionSampler(Sampler[tuple[int, int]]):
 
 class SeededDataset(Dataset):
     """`dataset[index]` under the generators seeded by `sample_seed`; the caller's generator states are
-    restored afterwards (with 0 workers the training process itself runs this)."""
+    restored afterwards (with 0 workers the training process itself runs this). `seeded=False` skips the
+    seeding, for a transform that draws nothing (`data.batch_augment`: the batches are augmented later)."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset, *, seeded: bool = True) -> None:
         self.dataset = dataset
+        self.seeded = seeded
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
+        if not self.seeded:
+            return self.dataset[index]
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -72,6 +72,7 @@ class StepContext:
     scaler: Optional[torch.amp.GradScaler] = None  # fp16 only
     ema: Optional[ModelEma] = None
     mixup: Optional[Callable] = None  # (x, y) -> (x, soft targets)
+    augment: Optional[Callable] = None  # uint8 batch -> augmented float batch (data.batch_augment)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
     for i, (images, labels) in enumerate(bar):
         images = images.to(ctx.device, non_blocking=True)
         labels = labels.to(ctx.device, non_blocking=True)
+        if ctx.augment is not None:
+            images = ctx.augment(images)
         images, targets = ctx.mixup(images, labels) if ctx.mixup is not None else (images, labels)
         boundary = (i + 1) % ctx.accum_steps == 0
         sync = contextlib.nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()

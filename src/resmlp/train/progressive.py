@@ -95,6 +95,9 @@ def set_run_size(run: Any, size: Size, *, base_size: Size, moments: bool = True)
         wrapped = dist.wrap(model, run.ctx.device)
         run.ctx.model = torch.compile(wrapped) if run.cfg.run.compile else wrapped
     out = None if new == to_pair(base_size) else new
-    run.data.train.transform = with_output_size(run.data.train.transform, out, mode=mode, train=True)
+    if run.ctx.augment is not None:  # data.batch_augment: the batches reach the size, not the images
+        run.ctx.augment = run.ctx.augment.with_output_size(out, mode)
+    else:
+        run.data.train.transform = with_output_size(run.data.train.transform, out, mode=mode, train=True)
     run.data.val.transform = with_output_size(run.data.val.transform, out, mode=mode, train=False)
     return True

@@ -18,6 +18,7 @@ continues exactly (mid-epoch: same samples, augmentations, Mixup draws, dropout,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import shlex
@@ -34,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from ..checkpoint import atomic_save, latest_checkpoint, model_record
 from ..config import ConfigError, ModelConfig, RunConfig, TrainConfig, config_from_dict, config_to_dict, save_config
+from ..data.batch_augment import BatchAugment
 from ..data.build import DataSplits, build_data
 from ..data.datasets import read_bad_log
 from ..data.mixup import Mixup
@@ -143,7 +145,7 @@ class Run:
     train_loader: DataLoader
     sampler: PositionSampler  # the epoch order from a start position (mid-epoch resume)
     val_loader: DataLoader
-    mixup_rng: torch.Generator
+    mixup_rng: torch.Generator  # the batch-level draws: batch augmentation, then Mixup/CutMix
     global_batch: int
     lr: float  # the peak lr after the linear scaling rule
     steps_per_epoch: int
@@ -185,7 +187,7 @@ def _loaders(data: DataSplits, cfg: TrainConfig, rank: int, world: int, device: 
                          f"per process; lower data.batch_size")
     sampler = PositionSampler(epoch_order, seed=cfg.run.seed, rank=rank)
     pin, workers = device.type == "cuda", loader_workers(d.workers)
-    train = DataLoader(SeededDataset(data.train), batch_size=d.batch_size, sampler=sampler, num_workers=workers,
+    train = DataLoader(SeededDataset(data.train, seeded=not d.batch_augment), batch_size=d.batch_size, sampler=sampler, num_workers=workers,
                        drop_last=True, pin_memory=pin, worker_init_fn=ignore_stop_signals if workers else None)
     shard = Subset(data.val, list(range(rank, len(data.val), world)))  # each process evaluates its own shard
     val = DataLoader(shard, batch_size=d.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=pin,
@@ -193,13 +195,15 @@ def _loaders(data: DataSplits, cfg: TrainConfig, rank: int, world: int, device: 
     return train, sampler, val
 
 
-def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetune: str | Path | None) -> nn.Module:
-    """The configured variant with the data's classes and preprocessing, optionally from `finetune` weights."""
+def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetune: str | Path | None,
+                augment: Optional[BatchAugment] = None) -> nn.Module:
+    """The configured variant with the data's classes and preprocessing, optionally from `finetune` weights
+    (`augment`: the run's batch augmentation, which the stem whitening's sample goes through)."""
     img_size = model_arguments(cfg.model)["img_size"]
     model = create_model(cfg.model.name, **cfg.model.overrides(), num_classes=len(data.classes))
     init_token_mixing(model, cfg.model.token_mixing_init, generator=torch.Generator().manual_seed(cfg.run.seed))
     if cfg.model.stem_init != "default":
-        sample = whitening_sample(data.train, cfg.model.stem_init_samples, seed=cfg.run.seed)
+        sample = whitening_sample(data.train, cfg.model.stem_init_samples, seed=cfg.run.seed, augment=augment)
         whiten_patch_embedding(model, sample, kind=cfg.model.stem_init)
     model.spec = model.spec.replace(classes=data.classes, preprocess=Preprocess(
         img_size=tuple(img_size) if isinstance(img_size, list) else img_size, crop_pct=cfg.data.crop_pct, interpolation=cfg.data.interpolation, mean=data.mean, std=data.std))
@@ -209,10 +213,14 @@ def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetu
     return model.to(device)
 
 
-def whitening_sample(dataset: Dataset, count: int, *, seed: int) -> torch.Tensor:
-    """`count` training images (a seeded choice, through the training transform) to fit the stem whitening on."""
+def whitening_sample(dataset: Dataset, count: int, *, seed: int, augment: Optional[BatchAugment] = None) -> torch.Tensor:
+    """`count` training images (a seeded choice, through the training transform and `augment` when the run
+    augments batches) to fit the stem whitening on."""
     idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
-    return torch.stack([dataset[int(i)][0] for i in idx])
+    images = torch.stack([dataset[int(i)][0] for i in idx])
+    if augment is None:
+        return images
+    return dataclasses.replace(augment, generator=torch.Generator().manual_seed(seed))(images)
 
 
 def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 0, world: int = 1,
@@ -220,7 +228,10 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
     """Data, model, loaders, optimizer, schedule, EMA, loss scaler, Mixup and criterion, freshly initialised."""
     d, o = cfg.data, cfg.optim
     data = build_data(d, img_size=model_arguments(cfg.model)["img_size"], bad_log=run_dir / "bad_files.tsv")
-    model = build_model(cfg, data, device, finetune)
+    mixup_rng = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank)
+    augment = BatchAugment(mean=data.mean, std=data.std, padding=d.padding, hflip=d.hflip,
+                           generator=mixup_rng) if d.batch_augment else None
+    model = build_model(cfg, data, device, finetune, augment)
     train_loader, sampler, val_loader = _loaders(data, cfg, rank, world, device)
     global_batch = d.batch_size * world * o.accum_steps
     lr = scale_lr(o.lr, global_batch, o.lr_batch)
@@ -230,7 +241,6 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
     schedule = CosineWarmupSchedule(optimizer, total_steps=o.epochs * steps_per_epoch,
                                     warmup_steps=round(o.warmup_epochs * steps_per_epoch),
                                     base_lr=lr, warmup_lr=o.warmup_lr, min_lr=o.min_lr)
-    mixup_rng = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank)
     mixup = Mixup(num_classes=len(data.classes), mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha,
                   prob=d.mixup_prob, switch_prob=d.switch_prob, label_smoothing=d.label_smoothing, generator=mixup_rng)
     wrapped = dist.wrap(model, device)
@@ -239,7 +249,8 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
                       device=device, precision=auto_precision(cfg.run.precision, device), accum_steps=o.accum_steps,
                       clip_grad_norm=None if clips_internally(optimizer) else o.max_grad_norm,
                       scaler=torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None,
-                      ema=ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None, mixup=mixup)
+                      ema=ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None, mixup=mixup,
+                      augment=augment)
     return Run(cfg, run_dir, rank, world, data, model, ctx, train_loader, sampler, val_loader, mixup_rng,
                global_batch, lr, steps_per_epoch)
 
