@@ -3,9 +3,9 @@ and normalisation of a uint8 (B, 3, H, W) batch in a few tensor operations, on t
 
 The per-image pipeline (`transforms.RandomCropPad` -> `RandomHorizontalFlip` -> `ToTensorNormalize`) draws
 the same distribution, one image at a time in the loader. On a 2-core CPU that loader shares the cores with
-the training step and costs ~10% of it at 32 px and more at the smaller sizes of progressive resizing
-(docs/benchmarks.md); here the loader only gathers uint8 images and the random part runs as one indexed
-gather. The fast-CIFAR trainings (e.g. cifar10-airbench) augment this way, on the GPU.
+the training step (and reseeds three generators per image for exact resume); here the loader only gathers
+uint8 images and the random part runs as one indexed gather: 1.3x the training images/s at 32 px, 1.4x at
+progressive resizing's 24 px (docs/benchmarks.md). The fast-CIFAR trainings (e.g. cifar10-airbench) augment this way, on the GPU.
 
 Randomness comes from one `torch.Generator` (the run checkpoints its state, so a resumed run draws the same
 crops). Progressive resizing's smaller sizes (`with_output_size`) are reached as in the per-image pipeline:
@@ -23,15 +23,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..models.layers import to_pair
-
-OUTPUT_MODES = ("resize", "crop")
+from .transforms import OUTPUT_MODES, Size
 
 
 class ToUint8Tensor:
     """The per-image part of batch augmentation: a PIL image -> uint8 (3, H, W) at `size` (an image of
     another size is resized first, as `RandomCropPad` does), so images batch together."""
 
-    def __init__(self, size, resample: Image.Resampling = Image.Resampling.BICUBIC) -> None:
+    def __init__(self, size: Size, resample: Image.Resampling = Image.Resampling.BICUBIC) -> None:
         self.height, self.width = to_pair(size)
         self.resample = resample
 
@@ -69,7 +68,7 @@ class BatchAugment:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need 3 values, std positive; got mean={self.mean}, std={self.std}")
 
-    def with_output_size(self, size, mode: Optional[str] = None) -> "BatchAugment":
+    def with_output_size(self, size: Optional[Size], mode: Optional[str] = None) -> "BatchAugment":
         """The same augmentation ending at `size` (None: the input size), reached by `mode`."""
         return dataclasses.replace(self, output_size=None if size is None else to_pair(size),
                                    mode=mode or self.mode)
@@ -109,4 +108,3 @@ class BatchAugment:
 
 
 __all__ = ["BatchAugment", "ToUint8Tensor"]
-
