@@ -46,7 +46,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the Markdown table here")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch_augment_"))
-    runs = {(kind, w): build_variant(args.recipe, args.data, batch=kind == "batch", workers=w, run_dir=tmp / f"{kind}{w}")
+    runs = {(kind, w): build_variant(args.recipe, args.data, batch=kind == "batch", workers=w,
+                                     run_dir=tmp / f"{kind}{w}")
             for kind in ("per-image", "batch") for w in args.workers}
     full = model_arguments(next(iter(runs.values())).cfg.model)["img_size"]
     rates: dict[tuple, list[float]] = {}
@@ -58,9 +59,11 @@ def main() -> None:
                 rates.setdefault((size, *key), []).append(stats.images_per_s)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{s}px {k} w{w} {v[-1]:.0f}"
                                                          for (s, k, w), v in rates.items()), flush=True)
-    lines = [f"{args.recipe}, torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+    cpu = platform.processor() or platform.machine()
+    lines = [f"{args.recipe}, torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}; "
              f"median images/s of {args.rounds} interleaved rounds x {args.steps} steps", "",
-             "| size | workers | per-image images/s | batch augment images/s | batch / per-image |", "|---|---|---|---|---|"]
+             "| size | workers | per-image images/s | batch augment images/s | batch / per-image |",
+             "|---|---|---|---|---|"]
     for size in args.sizes:
         for w in args.workers:
             a = statistics.median(rates[(size, "per-image", w)])

@@ -187,7 +187,8 @@ def _loaders(data: DataSplits, cfg: TrainConfig, rank: int, world: int, device: 
                          f"per process; lower data.batch_size")
     sampler = PositionSampler(epoch_order, seed=cfg.run.seed, rank=rank)
     pin, workers = device.type == "cuda", loader_workers(d.workers)
-    train = DataLoader(SeededDataset(data.train, seeded=not d.batch_augment), batch_size=d.batch_size, sampler=sampler, num_workers=workers,
+    items = SeededDataset(data.train, seeded=not d.batch_augment)  # batch augmentation draws later, per batch
+    train = DataLoader(items, batch_size=d.batch_size, sampler=sampler, num_workers=workers,
                        drop_last=True, pin_memory=pin, worker_init_fn=ignore_stop_signals if workers else None)
     shard = Subset(data.val, list(range(rank, len(data.val), world)))  # each process evaluates its own shard
     val = DataLoader(shard, batch_size=d.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=pin,
@@ -213,7 +214,8 @@ def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetu
     return model.to(device)
 
 
-def whitening_sample(dataset: Dataset, count: int, *, seed: int, augment: Optional[BatchAugment] = None) -> torch.Tensor:
+def whitening_sample(dataset: Dataset, count: int, *, seed: int,
+                     augment: Optional[BatchAugment] = None) -> torch.Tensor:
     """`count` training images (a seeded choice, through the training transform and `augment` when the run
     augments batches) to fit the stem whitening on."""
     idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
