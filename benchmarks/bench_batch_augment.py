@@ -45,7 +45,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--out", type=Path, help="write the Markdown table here")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_batch_augment_"))
+    with tempfile.TemporaryDirectory(prefix="bench_batch_augment_") as tmp:
+        table = measure(args, Path(tmp))
+    print(table)
+    if args.out:
+        write_text_atomic(args.out, table + "\n")
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> str:
+    """The interleaved rounds; returns the Markdown table."""
     runs = {(kind, w): build_variant(args.recipe, args.data, batch=kind == "batch", workers=w,
                                      run_dir=tmp / f"{kind}{w}")
             for kind in ("per-image", "batch") for w in args.workers}
@@ -69,10 +77,7 @@ def main() -> None:
             a = statistics.median(rates[(size, "per-image", w)])
             b = statistics.median(rates[(size, "batch", w)])
             lines.append(f"| {size} | {w} | {a:.0f} | {b:.0f} | {b / a:.2f}x |")
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        write_text_atomic(args.out, table + "\n")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
