@@ -1,10 +1,12 @@
-"""Training-step throughput (images/s) of model configurations in fp32 vs bf16 autocast, interleaved.
+"""Training-step throughput (images/s) of model configurations and optimizers in fp32 vs bf16 autocast, interleaved.
 
 Used to choose the CPU recipe's model. Each round runs every (model, precision) for a few steps, round
 after round, so a noisy host slows all variants alike; we report the median and range over rounds.
 
     python benchmarks/bench_train_step.py --img-size 32 --batch 128 --rounds 5 \
         --models resmlp_tiny32 "resmlp_tiny32:embed_dim=128,depth=8" "resmlp_tiny32:token_mixing=conv3x3"
+    python benchmarks/bench_train_step.py --models "resmlp_tiny32:embed_dim=128" --optimizers lamb,muon \
+        --precisions fp32   # what the optimizer step costs (Muon: Newton-Schulz per matrix)
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--optimizers", default="lamb", help="comma-separated optim.name values (lamb, adamw, muon)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
@@ -65,15 +68,18 @@ def main() -> None:
     x = torch.randn(args.batch, 3, args.img_size, args.img_size)
     targets = torch.softmax(torch.randn(args.batch, 10), -1)
     variants = []
+    optimizers = args.optimizers.split(",")
     for spec in args.models:
-        name, kw = parse_model(spec)
-        model = create_model(name, img_size=args.img_size, num_classes=10, **kw).train()
-        opt = build_optimizer(model, name="lamb", lr=1e-3, weight_decay=0.05)
-        macs = count_macs(model, (1, 3, args.img_size, args.img_size))
-        for prec in args.precisions.split(","):
-            variants.append((spec, prec, model, opt, macs))
-            if args.compile:  # the same weights and optimizer, forward and backward through Inductor
-                variants.append((spec, prec + "+compile", torch.compile(model), opt, macs))
+        for opt_name in optimizers:
+            name, kw = parse_model(spec)
+            model = create_model(name, img_size=args.img_size, num_classes=10, **kw).train()
+            opt = build_optimizer(model, name=opt_name, lr=1e-3, weight_decay=0.05)
+            macs = count_macs(model, (1, 3, args.img_size, args.img_size))
+            label = spec if len(optimizers) == 1 else f"{spec} {opt_name}"
+            for prec in args.precisions.split(","):
+                variants.append((label, prec, model, opt, macs))
+                if args.compile:  # the same weights and optimizer, forward and backward through Inductor
+                    variants.append((label, prec + "+compile", torch.compile(model), opt, macs))
     for v in variants:  # warm-up (allocator, oneDNN kernel selection, compilation)
         step_time(v[2], v[3], x, targets, v[1].split("+")[0], 2)
     times: dict[tuple, list[float]] = {(v[0], v[1]): [] for v in variants}
@@ -81,7 +87,7 @@ def main() -> None:
         for spec, prec, model, opt, _m in variants:
             times[(spec, prec)].append(step_time(model, opt, x, targets, prec.split("+")[0], args.steps))
     print(f"batch {args.batch}, {args.img_size}px, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
-    print(f"{'model':<32}{'prec':<14}{'GMACs/img':>10}{'img/s median':>14}{'range':>14}{'GFLOP/s':>9}")
+    print(f"{'model (optimizer)':<32}{'prec':<14}{'GMACs/img':>10}{'img/s median':>14}{'range':>14}{'GFLOP/s':>9}")
     for spec, prec, _model, _opt, macs in variants:
         ips = [args.batch / t for t in times[(spec, prec)]]
         flops = 6 * macs * statistics.median(ips) / 1e9  # forward 2 MACs->FLOPs, backward twice the forward

@@ -56,3 +56,46 @@ def test_muon_trains_resumes_and_follows_the_schedule():
     steps(b2, ob2, 3)
     for pa, pb in zip(a.parameters(), b2.parameters()):
         torch.testing.assert_close(pa, pb)
+
+
+def test_fp32_newton_schulz_is_torchs_iteration_without_the_bf16_rounding():
+    import torch.optim._muon as torch_muon
+
+    from resmlp.optim.muon import newton_schulz_fp32
+    torch.manual_seed(0)
+    coefficients, steps, eps = (3.4445, -4.7750, 2.0315), 5, 1e-7
+    for shape in [(12, 20), (20, 12), (16, 16)]:
+        g = torch.randn(*shape)
+        ours = newton_schulz_fp32(g, coefficients, steps, eps)
+        assert ours.dtype == torch.float32 and ours.shape == g.shape
+        torch.testing.assert_close(ours, torch_muon._zeropower_via_newtonschulz(g, coefficients, steps, eps).float(),
+                                   atol=0.03, rtol=0.05)  # torch's own result is rounded to bf16
+        s = torch.linalg.svdvals(ours)  # "orthogonal" in Muon's sense: singular values pushed into ~(0.5, 1.5)
+        assert s.min() > 0.3 and s.max() < 1.6
+
+
+def test_muon_orthogonalises_in_fp32_only_where_bf16_is_emulated(monkeypatch):
+    import torch.optim._muon as torch_muon
+
+    import resmlp.optim.muon as muon_module
+    torch_version, fp32_version = torch_muon._zeropower_via_newtonschulz, muon_module.newton_schulz_fp32
+    calls = []
+
+    def spy(grad, *args):
+        calls.append(grad.dtype)
+        return fp32_version(grad, *args)
+
+    monkeypatch.setattr(muon_module, "newton_schulz_fp32", spy)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    for native, expect_fp32 in [(False, True), (True, False)]:
+        monkeypatch.setattr(muon_module, "native_bf16", lambda device, native=native: native)
+        model = tiny()
+        opt = build_optimizer(model, name="muon", lr=1e-2, weight_decay=0.0)
+        assert opt.newton_schulz_fp32 is expect_fp32
+        calls.clear()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        before = model.blocks[0].mlp_channels.fc1.weight.detach().clone()
+        opt.step()
+        assert torch_muon._zeropower_via_newtonschulz is torch_version  # the swap ends with the step
+        assert len(calls) == (len(muon_param_names(model)) if expect_fp32 else 0)
+        assert not torch.equal(before, model.blocks[0].mlp_channels.fc1.weight)

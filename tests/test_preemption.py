@@ -82,6 +82,21 @@ def test_stop_signal_writes_a_mid_epoch_checkpoint_and_resume_is_bit_exact(tmp_p
     assert [strip(r) for r in rows] == [strip(r) for r in full_rows]  # the resumed epoch's loss sums the whole epoch
 
 
+
+def test_mid_epoch_resume_is_bit_exact_with_batch_augmentation(tmp_path, monkeypatch):
+    """Batch augmentation draws its crops and flips from the run's checkpointed batch generator (with Mixup's):
+    stopped mid-epoch and resumed, the run is the uninterrupted one."""
+    batch = [s for s in TINY if not s.startswith("data.re_prob")] + [
+        "data.re_prob=0.0", "data.crop=pad", "data.padding=1", "data.auto_augment=null", "data.batch_augment=true"]
+    full, out = tmp_path / "full", tmp_path / "run"
+    assert main(["train", "--out", str(full), *sum((["--set", s] for s in batch), [])]) == 0
+    signal_at_call(monkeypatch, STEPS_PER_EPOCH + 7)
+    assert main(["train", "--out", str(out), *sum((["--set", s] for s in batch), [])]) == 128 + signal.SIGTERM
+    assert read_checkpoint(out / "checkpoints" / "last.pt")["step"] == 7
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out)]) == 0
+    assert_same_run(full, out)
+
 def test_periodic_checkpoints_and_previous_checkpoint_fallback(tmp_path, monkeypatch):
     saved = []
     real = run_mod._save
