@@ -87,11 +87,11 @@ def main() -> None:
         for spec, prec, model, opt, _m in variants:
             times[(spec, prec)].append(step_time(model, opt, x, targets, prec.split("+")[0], args.steps))
     print(f"batch {args.batch}, {args.img_size}px, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
-    print(f"{'model (optimizer)':<32}{'prec':<14}{'GMACs/img':>10}{'img/s median':>14}{'range':>14}{'GFLOP/s':>9}")
+    print(f"{'model (optimizer)':<40}{'prec':<14}{'GMACs/img':>10}{'img/s median':>14}{'range':>14}{'GFLOP/s':>9}")
     for spec, prec, _model, _opt, macs in variants:
         ips = [args.batch / t for t in times[(spec, prec)]]
         flops = 6 * macs * statistics.median(ips) / 1e9  # forward 2 MACs->FLOPs, backward twice the forward
-        print(f"{spec:<32}{prec:<14}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}"
+        print(f"{spec:<40}{prec:<14}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}"
               f"{min(ips):>7.0f}-{max(ips):<6.0f}{flops:>9.1f}")
 
 
