@@ -70,8 +70,8 @@ def main() -> None:
     variants = []
     optimizers = args.optimizers.split(",")
     for spec in args.models:
+        name, kw = parse_model(spec)
         for opt_name in optimizers:
-            name, kw = parse_model(spec)
             model = create_model(name, img_size=args.img_size, num_classes=10, **kw).train()
             opt = build_optimizer(model, name=opt_name, lr=1e-3, weight_decay=0.05)
             macs = count_macs(model, (1, 3, args.img_size, args.img_size))

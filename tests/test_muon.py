@@ -91,7 +91,7 @@ def test_muon_orthogonalises_in_fp32_only_where_bf16_is_emulated(monkeypatch):
         monkeypatch.setattr(muon_module, "native_bf16", lambda device, native=native: native)
         model = tiny()
         opt = build_optimizer(model, name="muon", lr=1e-2, weight_decay=0.0)
-        assert opt.newton_schulz_fp32 is expect_fp32
+        assert opt.orthogonalise_in_fp32 is expect_fp32
         calls.clear()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         before = model.blocks[0].mlp_channels.fc1.weight.detach().clone()

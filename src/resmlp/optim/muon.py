@@ -66,7 +66,7 @@ class MuonAdamW:
                                      adjust_lr_fn="match_rms_adamw")
         self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         first = muon_groups[0]["params"][0] if muon_groups and muon_groups[0]["params"] else None
-        self.newton_schulz_fp32 = first is not None and not native_bf16(first.device)
+        self.orthogonalise_in_fp32 = first is not None and not native_bf16(first.device)
         self.defaults: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
 
     @property
@@ -80,7 +80,7 @@ class MuonAdamW:
     def step(self, closure: Callable[[], float] | None = None) -> None:
         if closure is not None:
             raise ValueError("MuonAdamW.step takes no closure")
-        with fp32_newton_schulz() if self.newton_schulz_fp32 else contextlib.nullcontext():
+        with fp32_newton_schulz() if self.orthogonalise_in_fp32 else contextlib.nullcontext():
             self.muon.step()
         self.adamw.step()
 
