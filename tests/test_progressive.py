@@ -103,6 +103,25 @@ def test_fit_epochs_keeps_the_longest_plan_that_fits():
     assert seen == [(3, 0), (3, 1), (3, 2), (2, 0), (2, 1)]  # each candidate plan priced with its own schedule
 
 
+def test_the_budget_fit_keeps_time_for_the_final_tta_evaluation(tmp_path, monkeypatch):
+    from resmlp.config import RunConfig
+    from resmlp.train.run import final_tta_cost
+
+    row = {"eval_time_s": 10.0}
+    assert final_tta_cost(RunConfig(final_tta="flip+shift1"), row) == 60.0  # 6 views of a 1-view evaluation
+    assert final_tta_cost(RunConfig(tta="flip", final_tta="flip+shift1"), row) == 30.0
+    assert final_tta_cost(RunConfig(tta="flip", final_tta="flip"), row) == 0.0  # nothing more to evaluate
+    assert final_tta_cost(RunConfig(), row) == final_tta_cost(RunConfig(final_tta="flip"), {}) == 0.0
+    budgets = []
+    monkeypatch.setattr(run_module, "fit_epochs", lambda planned, first_s, budget_s, epoch_cost=None:
+                        budgets.append(budget_s) or planned)
+    monkeypatch.setattr(run_module, "final_tta_cost", lambda cfg, first_row: 600.0 if cfg.final_tta == "flip" else 0)
+    cfg = load_config("digits", TINY + ["optim.epochs=2", "run.time_limit_min=60", "run.fit_to_time_limit=true",
+                                        "run.final_tta=flip"])
+    train(cfg, out=tmp_path / "r")
+    assert budgets == [3600.0 - 600.0]
+
+
 def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tmp_path, monkeypatch):
     """run.fit_to_time_limit with run.progressive_sizes: the plan is priced per epoch by its size, and the
     shortened run switches sizes at the same fractions of its length."""

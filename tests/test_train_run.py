@@ -187,6 +187,25 @@ def test_cifar_archive_trains_and_validates_on_the_official_test_split(tmp_path)
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1
 
 
+def test_final_tta_scores_the_last_epoch_once_more_with_its_views(tmp_path):
+    from resmlp.models import with_tta
+    from resmlp.train.engine import evaluate
+    from resmlp.train.run import build
+
+    cfg = load_config("digits", TINY + ["optim.epochs=2", "run.final_tta=flip+shift1"])
+    summary = train(cfg, out=tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "val_top1_tta" not in rows[0] and rows[0]["eval_time_s"] > 0  # earlier epochs: the plain curve only
+    assert rows[1]["tta"] == "flip+shift1" and "val_top1" in rows[1]
+    assert summary["final_val_top1_tta"] == rows[1]["val_top1_tta"] and summary["final_tta"] == "flip+shift1"
+    assert summary["final_val_top1"] == rows[1]["val_top1"]  # the plain number stays beside it
+    run = build(cfg, tmp_path / "rebuilt", torch.device("cpu"))  # same seed and split: the same val images
+    run.model.load_state_dict(read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"])
+    plain = evaluate(run.model, run.val_loader, torch.device("cpu"), num_classes=10)
+    views = evaluate(with_tta(run.model, "flip+shift1"), run.val_loader, torch.device("cpu"), num_classes=10)
+    assert (plain.top1, views.top1) == (rows[1]["val_top1"], rows[1]["val_top1_tta"])
+
+
 def test_initialisation_levers_reach_the_model_and_tta_the_validation(tmp_path):
     from resmlp.train.run import build
 

@@ -166,6 +166,9 @@ class RunConfig:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     precision: Precision = "fp32"  # bf16: autocast on CPU and CUDA; fp16: CUDA with loss scaling; auto
     tta: TTA = "none"  # test-time augmentation of the validation pass (mean logits over the views)
+    # One more evaluation after the last planned epoch with these views (val_top1_tta in its row and
+    # final_val_top1_tta in summary.json; val_top1 stays the plain curve); a time-budget fit reserves its time.
+    final_tta: TTA = "none"
     compile: bool = False
     ema: bool = False
     ema_decay: float = 0.99996

@@ -10,7 +10,7 @@ from .timm_config import from_timm_config, timm_architecture, to_timm_config
 from .resample import METHODS as RESAMPLE_METHODS
 from .resample import resample_optimizer_state, resample_state_dict, resample_token_mixing
 from .resmlp import POOLINGS, TOKEN_MIXINGS, ClassMlpBlock, ResMLP, ResMLPBlock, TokenConv
-from .tta import TestTimeAugment, shift_image, tta_views, with_tta
+from .tta import TestTimeAugment, shift_image, tta_view_count, tta_views, with_tta
 from .whiten import WHITENINGS, freeze_stem, patch_vectors, whiten_patch_embedding, whitening_matrix
 
 __all__ = [
@@ -19,7 +19,7 @@ __all__ = [
     "MlpMixer", "VARIANTS", "ModelSpec", "Preprocess", "Variant", "create_model", "get_variant", "list_models",
     "model_args", "count_macs", "count_params",
     "TOKEN_MIXING_INITS", "grid_shape", "init_token_mixing", "local_kernel", "local_token_matrix", "TestTimeAugment",
-    "shift_image", "tta_views", "with_tta", "WHITENINGS", "freeze_stem", "patch_vectors", "whiten_patch_embedding",
+    "shift_image", "tta_view_count", "tta_views", "with_tta", "WHITENINGS", "freeze_stem", "patch_vectors", "whiten_patch_embedding",
     "whitening_matrix", "ACTIVATIONS", "NORMS", "POOLINGS", "TOKEN_MIXINGS", "ClassMlpBlock", "TokenBatchNorm",
     "TokenConv", "make_norm", "RESAMPLE_METHODS", "resample_optimizer_state", "resample_state_dict",
     "resample_token_mixing",

@@ -32,6 +32,12 @@ def tta_views(spec: str) -> tuple[bool, int]:
     return flip, shifts
 
 
+def tta_view_count(spec: str) -> int:
+    """How many forward passes `with_tta(model, spec)` makes per image (1, 2, 3 or 6)."""
+    flip, shifts = tta_views(spec)
+    return (2 if flip else 1) * (3 if shifts else 1)
+
+
 def shift_image(images: torch.Tensor, dy: int, dx: int, padding_mode: str = "reflect") -> torch.Tensor:
     """Translate (B, C, H, W) images by (dy, dx) px (down/right positive): out[i, j] = in[i - dy, j - dx],
     the uncovered border filled by `padding_mode` ('reflect' or 'replicate'), cropped back to H x W."""

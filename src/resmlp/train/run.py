@@ -43,7 +43,7 @@ from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
 from ..device import resolve_device, auto_precision
 from ..models.init import init_token_mixing
-from ..models.tta import with_tta
+from ..models.tta import tta_view_count, with_tta
 from ..models.whiten import whiten_patch_embedding
 from ..models import Preprocess, count_params, create_model, get_variant, model_args
 from ..optim import CosineWarmupSchedule, build_optimizer, clips_internally, scale_lr
@@ -361,13 +361,18 @@ def train_epoch(run: Run, epoch: int, planned_epochs: int, *, carry: EpochCarry,
            "epoch_time_s": stats.epoch_time_s}
     if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == planned_epochs:
         classes = len(run.data.classes)
+        start = time.perf_counter()
         ev = evaluate(with_tta(ctx.model, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
                       precision=ctx.precision)
-        row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5)
+        row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5, eval_time_s=time.perf_counter() - start)
         if ctx.ema is not None:
             ev = evaluate(with_tta(ctx.ema.module, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
                           precision=ctx.precision)
             row.update(val_top1_ema=ev.top1, val_top5_ema=ev.top5)
+        if epoch + 1 == planned_epochs and cfg.run.final_tta not in ("none", cfg.run.tta):
+            ev = evaluate(with_tta(ctx.model, cfg.run.final_tta), run.val_loader, ctx.device, num_classes=classes,
+                          precision=ctx.precision)
+            row.update(val_top1_tta=ev.top1, val_top5_tta=ev.top5, tta=cfg.run.final_tta)
     teacher_time = ctx.criterion.pop_teacher_time()
     if teacher_time is not None:
         row["teacher_time_s"] = teacher_time
@@ -400,7 +405,8 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
         if may_fit_budget and not rows and cfg.fit_to_time_limit and cfg.time_limit_min:
             progress.planned_epochs = _fit_epochs_to_budget(progress.planned_epochs, row["wall_time_s"],
                                                             cfg.time_limit_min, run.ctx.schedule, run.steps_per_epoch,
-                                                            epoch_cost=_epoch_cost(run) if schedule else None)
+                                                            epoch_cost=_epoch_cost(run) if schedule else None,
+                                                            reserve_s=final_tta_cost(cfg, row))
         improved = "val_top1" in row and row["val_top1"] > progress.best_val_top1
         progress.epoch += 1
         progress.best_val_top1 = max(progress.best_val_top1, row.get("val_top1", progress.best_val_top1))
@@ -496,20 +502,30 @@ def fit_epochs(planned: int, first_epoch_s: float, budget_s: float,
     return 1
 
 
+def final_tta_cost(cfg: RunConfig, first_row: dict[str, Any]) -> float:
+    """Seconds the final test-time-augmented evaluation (`run.final_tta`) will take: the first epoch's
+    evaluation time scaled by the ratio of views (0 without one, or without a timed first evaluation)."""
+    if cfg.final_tta in ("none", cfg.tta) or "eval_time_s" not in first_row:
+        return 0.0
+    return first_row["eval_time_s"] * tta_view_count(cfg.final_tta) / tta_view_count(cfg.tta)
+
+
 def _fit_epochs_to_budget(planned: int, first_epoch_s: float, limit_min: float, schedule: CosineWarmupSchedule,
-                          steps_per_epoch: int, epoch_cost: Optional[Callable[[int, int], float]] = None) -> int:
+                          steps_per_epoch: int, epoch_cost: Optional[Callable[[int, int], float]] = None,
+                          reserve_s: float = 0.0) -> int:
     """Time-budgeted runs: after the first epoch, shorten the plan (and the cosine schedule with it) to the
-    number of epochs that fit in `limit_min`, so the lr anneals fully before the budget ends; a progressive
-    run's switches move with it (`schedule_of`). Such runs depend on the machine's speed, so they are not
-    bit-reproducible."""
-    fit = fit_epochs(planned, first_epoch_s, limit_min * 60, epoch_cost)
+    number of epochs that fit in `limit_min` less `reserve_s` (the final TTA evaluation), so the lr anneals
+    fully before the budget ends; a progressive run's switches move with it (`schedule_of`). Such runs depend
+    on the machine's speed, so they are not bit-reproducible."""
+    fit = fit_epochs(planned, first_epoch_s, limit_min * 60 - reserve_s, epoch_cost)
     if fit >= planned:
         return planned
     schedule.shorten(fit * steps_per_epoch)
     if dist.is_main():
         sizes = " (later epochs priced by their number of patches)" if epoch_cost is not None else ""
-        print(f"time budget {limit_min} min: the first epoch took {first_epoch_s:.0f} s{sizes}, so the schedule "
-              f"now ends after {fit} epochs instead of {planned}")
+        final = f", {reserve_s:.0f} s kept for the final TTA evaluation" if reserve_s else ""
+        print(f"time budget {limit_min} min: the first epoch took {first_epoch_s:.0f} s{sizes}{final}, so the "
+              f"schedule now ends after {fit} epochs instead of {planned}")
     return fit
 
 
@@ -564,6 +580,7 @@ def summarize(run: Run, progress: Progress, rows: list[dict[str, Any]]) -> dict[
         "run_dir": str(run.run_dir), "model": run.cfg.model.name, "params": count_params(run.model),
         "epochs": progress.epoch, "planned_epochs": progress.planned_epochs, "best_val_top1": progress.best_val_top1,
         "final_val_top1": last.get("val_top1"), "final_val_top5": last.get("val_top5"),
+        "final_val_top1_tta": last.get("val_top1_tta"), "final_tta": last.get("tta"),
         "train_images_per_s": float(np.median(speeds)) if speeds else None,
         "wall_time_s": progress.wall_time_s, "processes": run.world, "device": str(run.ctx.device),
         "classes": len(run.data.classes), "bad_files": len(read_bad_log(run.run_dir / "bad_files.tsv")),
