@@ -64,7 +64,7 @@ def run_one(recipe: str, overrides: list[str], out: Path) -> dict:
 
 def markdown(results: list[dict], recipe: str, common: list[str], machine: str) -> str:
     base = results[0]["best_val_top1"]
-    head = ["variant", "seeds", "best top-1", "diff", "final top-1", "images/s", "epochs", "minutes",
+    head = ["variant", "seeds", "best top-1", "diff", "final top-1", "final TTA", "images/s", "epochs", "minutes",
             *(f"min to {t:.0f}%" for t in THRESHOLDS), "overrides"]
     lines = [f"Recipe `{recipe}` with `{' '.join(common)}`; {machine}; {time.strftime('%Y-%m-%d')}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -72,11 +72,13 @@ def markdown(results: list[dict], recipe: str, common: list[str], machine: str) 
         reach = [r["minutes_to"][str(t)] for t in THRESHOLDS]
         lines.append("| " + " | ".join([
             r["name"], str(len(r["seeds"])), f"{r['best_val_top1']:.2f}", f"{r['best_val_top1'] - base:+.2f}",
-            f"{r['final_val_top1']:.2f}", f"{r['images_per_s']:.0f}", f"{r['epochs']:.1f}", f"{r['minutes']:.1f}",
+            f"{r['final_val_top1']:.2f}", "-" if r["final_val_top1_tta"] is None else f"{r['final_val_top1_tta']:.2f}",
+            f"{r['images_per_s']:.0f}", f"{r['epochs']:.1f}", f"{r['minutes']:.1f}",
             *("-" if m is None else f"{m:.1f}" for m in reach), "`" + (" ".join(r["overrides"]) or "(recipe)") + "`"]) + " |")
     lines.append("")
-    lines.append("Numbers are means over the seeds; minutes to a threshold are the first evaluated epoch at or above "
-                 "it (mean over the seeds that reached it).")
+    lines.append("Numbers are means over the seeds; final TTA is the last epoch scored with `run.final_tta`'s views "
+                 "(`-`: not set); minutes to a threshold are the first evaluated epoch at or above it (mean over the "
+                 "seeds that reached it).")
     return "\n".join(lines) + "\n"
 
 
@@ -127,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             hits = [m for m in (minutes_to(r["curve"], t) for r in runs) if m is not None]
             reach[str(t)] = statistics.mean(hits) if len(hits) == len(runs) else None
         mean = lambda key: statistics.mean(r["summary"][key] for r in runs)  # noqa: E731
+        tta = [r["summary"].get("final_val_top1_tta") for r in runs]
         results.append({"name": name, "overrides": overrides, "seeds": args.seeds,
                         "best_val_top1": mean("best_val_top1"), "final_val_top1": mean("final_val_top1"),
+                        "final_val_top1_tta": None if None in tta else statistics.mean(tta),
                         "images_per_s": mean("train_images_per_s"), "epochs": mean("epochs"),
                         "minutes": mean("wall_time_s") / 60, "minutes_to": reach,
                         "per_seed_best": [r["summary"]["best_val_top1"] for r in runs],
