@@ -86,10 +86,27 @@ def test_a_fitted_plan_moves_the_switches_to_the_same_fraction_of_the_run():
     assert schedule_of(late, 2) == [(1, (16, 16))]
 
 
-def test_epoch_cost_is_the_patch_count_relative_to_the_first_epoch():
+def test_epoch_cost_swaps_the_first_epochs_passes_for_passes_at_the_epochs_size():
     schedule = [(0, (16, 16)), (2, (24, 24)), (4, (32, 32))]
-    assert [relative_epoch_cost(schedule, e, 32, 4) for e in range(5)] == [1, 1, 36 / 16, 36 / 16, 4]
-    assert relative_epoch_cost([(0, (16, 32))], 0, 32, 4) == 1
+    seconds = {(16, 16): 0.1, (24, 24): 0.3, (32, 32): 0.6}
+    costs = [relative_epoch_cost(schedule, e, 32, seconds, passes=100, first_epoch_s=40.0) for e in range(5)]
+    assert costs == pytest.approx([1, 1, 1.5, 1.5, 2.25])  # 40 s + 100 x 0.2 s = 60 s; + 100 x 0.5 s = 90 s
+    assert relative_epoch_cost(schedule, 4, 32, {**seconds, (32, 32): -9.0}, 100, 40.0) == 0.05  # never free
+
+
+def test_time_passes_leaves_the_model_and_the_random_streams_as_they_were():
+    from resmlp.train.progressive import time_passes
+
+    model = create_model("resmlp_tiny32", embed_dim=16, depth=1, img_size=8, patch_size=2, num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    seconds = time_passes(model, [(4, 4), (8, 8)], batch_size=4, device=torch.device("cpu"), precision="fp32",
+                          mode="crop", repeats=2)
+    assert set(seconds) == {(4, 4), (8, 8)} and min(seconds.values()) > 0
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's augmentation and dropout draws are not shifted
+    assert model.stem.img_size in ((8, 8), 8) and all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_fit_epochs_keeps_the_longest_plan_that_fits():
@@ -131,11 +148,15 @@ def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tm
         priced["costs"] = [epoch_cost(planned, e) for e in range(planned)]
         return 2
 
+    timed = {(4, 4): 0.1, (6, 6): 0.2, (8, 8): 0.4}
+    monkeypatch.setattr(run_module, "time_passes", lambda model, sizes, **kw: {s: timed[s] for s in sizes})
     monkeypatch.setattr(run_module, "fit_epochs", fake_fit)
     cfg = load_config("digits", TINY + ["optim.epochs=4", "run.progressive_sizes=[[0, 4], [2, 6], [3, 8]]",
                                         "run.time_limit_min=60", "run.fit_to_time_limit=true"])
     train(cfg, out=tmp_path / "r")
-    assert priced["costs"] == [1, 1, 9 / 4, 4]  # patches of 4, 4, 6, 8 px images with 2 px patches
+    costs = priced["costs"]
+    assert costs[:2] == [1, 1] and costs[2] > 1  # each later epoch: the first plus its extra pass time
+    assert (costs[3] - 1) / (costs[2] - 1) == pytest.approx((0.4 - 0.1) / (0.2 - 0.1))
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["img_size"] for r in rows] == [4, 6]  # the 4-epoch schedule squeezed into 2 epochs: 4 px, 6 px
     assert read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["planned_epochs"] == 2

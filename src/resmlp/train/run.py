@@ -53,7 +53,7 @@ from . import distributed as dist
 from .engine import EpochCarry, ModelEma, StepContext, evaluate, train_one_epoch
 from .lock import run_lock
 from .preempt import StepGate, StopSignals, ignore_stop_signals, signal_name
-from .progressive import check_schedule, relative_epoch_cost, schedule_of, set_run_size, size_at
+from .progressive import check_schedule, relative_epoch_cost, schedule_of, set_run_size, size_at, time_passes
 from .losses import soft_target_cross_entropy
 
 
@@ -405,7 +405,8 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
         if may_fit_budget and not rows and cfg.fit_to_time_limit and cfg.time_limit_min:
             progress.planned_epochs = _fit_epochs_to_budget(progress.planned_epochs, row["wall_time_s"],
                                                             cfg.time_limit_min, run.ctx.schedule, run.steps_per_epoch,
-                                                            epoch_cost=_epoch_cost(run) if schedule else None,
+                                                            epoch_cost=_epoch_cost(run, row["wall_time_s"])
+                                                            if schedule else None,
                                                             reserve_s=final_tta_cost(cfg, row))
         improved = "val_top1" in row and row["val_top1"] > progress.best_val_top1
         progress.epoch += 1
@@ -484,11 +485,19 @@ def _out_of_time(run: Run, progress: Progress, limit_min: float | None) -> bool:
     return True
 
 
-def _epoch_cost(run: Run) -> Callable[[int, int], float]:
-    """(plan length, epoch) -> that epoch's cost relative to the first one, for a progressive run."""
-    patch_size = model_arguments(run.cfg.model)["patch_size"]
-    return lambda planned, epoch: relative_epoch_cost(schedule_of(run.cfg, planned), epoch, _base_size(run),
-                                                      patch_size)
+def _epoch_cost(run: Run, first_epoch_s: float) -> Callable[[int, int], float]:
+    """(plan length, epoch) -> that epoch's cost relative to the first one (`first_epoch_s`), for a
+    progressive run: its forward/backward passes timed at every size of the schedule."""
+    base = _base_size(run)
+    sizes = {size for _, size in schedule_of(run.cfg)} | {size_at(schedule_of(run.cfg), 0, base)}
+    seconds = time_passes(run.model, sorted(sizes), batch_size=run.cfg.data.batch_size, device=run.ctx.device,
+                          precision=run.ctx.precision, mode=run.cfg.run.progressive_mode)
+    if dist.is_main():
+        timed = ", ".join(f"{s:.2f} s at {h}x{w}" for (h, w), s in seconds.items())
+        print(f"one forward/backward pass of a batch of {run.cfg.data.batch_size}: {timed}", flush=True)
+    passes = run.steps_per_epoch * run.cfg.optim.accum_steps
+    return lambda planned, epoch: relative_epoch_cost(schedule_of(run.cfg, planned), epoch, base, seconds, passes,
+                                                      first_epoch_s)
 
 
 def fit_epochs(planned: int, first_epoch_s: float, budget_s: float,
@@ -522,7 +531,7 @@ def _fit_epochs_to_budget(planned: int, first_epoch_s: float, limit_min: float, 
         return planned
     schedule.shorten(fit * steps_per_epoch)
     if dist.is_main():
-        sizes = " (later epochs priced by their number of patches)" if epoch_cost is not None else ""
+        sizes = " (later epochs priced by their sizes' timed passes)" if epoch_cost is not None else ""
         final = f", {reserve_s:.0f} s kept for the final TTA evaluation" if reserve_s else ""
         print(f"time budget {limit_min} min: the first epoch took {first_epoch_s:.0f} s{sizes}{final}, so the "
               f"schedule now ends after {fit} epochs instead of {planned}")
