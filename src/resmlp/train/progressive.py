@@ -48,9 +48,9 @@ def relative_epoch_cost(schedule: Sequence[tuple[int, tuple[int, int]]], epoch: 
     """The cost of epoch `epoch` relative to epoch 0 (which took `first_epoch_s`): epoch 0 with its `passes`
     forward/backward passes at its own size swapped for passes at epoch `epoch`'s size (`pass_seconds`, timed
     by `time_passes`). The rest of an epoch (optimizer steps, loading, batch augmentation at full size,
-    evaluation) is taken as the same at every size: the patch count alone overprices a larger size (on the
-    AVX2 EPYC a 32 px epoch of the cifar10_cpu recipe took 1.59x a 24 px one, not 64/36 = 1.78x). Used to
-    fit a progressive run to a time budget."""
+    evaluation) is taken as the same at every size. The patch count cannot follow the host: on the AVX2 EPYC
+    a 32 px epoch of the cifar10_cpu recipe took 1.59x a 24 px one in one session and 1.71x in another,
+    against 64/36 = 1.78x (docs/benchmarks.md). Used to fit a progressive run to a time budget."""
     extra = pass_seconds[size_at(schedule, epoch, default)] - pass_seconds[size_at(schedule, 0, default)]
     return max(1.0 + passes * extra / first_epoch_s, 0.05)  # timing noise never makes an epoch free
 
