@@ -32,10 +32,15 @@ def tta_views(spec: str) -> tuple[bool, int]:
     return flip, shifts
 
 
+def view_list(flip: bool, shifts: int) -> list[tuple[bool, int, int]]:
+    """The (mirrored, dy, dx) views `TestTimeAugment` averages over."""
+    offsets = [(0, 0)] + ([(shifts, shifts), (-shifts, -shifts)] if shifts else [])
+    return [(f, dy, dx) for f in ([False, True] if flip else [False]) for dy, dx in offsets]
+
+
 def tta_view_count(spec: str) -> int:
     """How many forward passes `with_tta(model, spec)` makes per image (1, 2, 3 or 6)."""
-    flip, shifts = tta_views(spec)
-    return (2 if flip else 1) * (3 if shifts else 1)
+    return len(view_list(*tta_views(spec)))
 
 
 def shift_image(images: torch.Tensor, dy: int, dx: int, padding_mode: str = "reflect") -> torch.Tensor:
@@ -71,8 +76,7 @@ class TestTimeAugment(nn.Module):
             raise ValueError(f"padding_mode must be 'reflect' or 'replicate', got {padding_mode!r}")
         self.inner = inner
         self.padding_mode = padding_mode
-        offsets = [(0, 0)] + ([(shifts, shifts), (-shifts, -shifts)] if shifts else [])
-        self.views = [(f, dy, dx) for f in ([False, True] if flip else [False]) for dy, dx in offsets]
+        self.views = view_list(flip, shifts)
 
     def view(self, images: torch.Tensor, flip: bool, dy: int, dx: int) -> torch.Tensor:
         x = images.flip(-1) if flip else images  # (B, C, H, W), mirrored along W

@@ -369,7 +369,7 @@ def train_epoch(run: Run, epoch: int, planned_epochs: int, *, carry: EpochCarry,
             ev = evaluate(with_tta(ctx.ema.module, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
                           precision=ctx.precision)
             row.update(val_top1_ema=ev.top1, val_top5_ema=ev.top5)
-        if epoch + 1 == planned_epochs and cfg.run.final_tta not in ("none", cfg.run.tta):
+        if epoch + 1 == planned_epochs and _final_views(cfg.run):
             ev = evaluate(with_tta(ctx.model, cfg.run.final_tta), run.val_loader, ctx.device, num_classes=classes,
                           precision=ctx.precision)
             row.update(val_top1_tta=ev.top1, val_top5_tta=ev.top5, tta=cfg.run.final_tta)
@@ -511,10 +511,15 @@ def fit_epochs(planned: int, first_epoch_s: float, budget_s: float,
     return 1
 
 
+def _final_views(cfg: RunConfig) -> bool:
+    """Whether the last epoch gets the extra `run.final_tta` evaluation (views other than every epoch's)."""
+    return cfg.final_tta not in ("none", cfg.tta)
+
+
 def final_tta_cost(cfg: RunConfig, first_row: dict[str, Any]) -> float:
     """Seconds the final test-time-augmented evaluation (`run.final_tta`) will take: the first epoch's
     evaluation time scaled by the ratio of views (0 without one, or without a timed first evaluation)."""
-    if cfg.final_tta in ("none", cfg.tta) or "eval_time_s" not in first_row:
+    if not _final_views(cfg) or "eval_time_s" not in first_row:
         return 0.0
     return first_row["eval_time_s"] * tta_view_count(cfg.final_tta) / tta_view_count(cfg.tta)
 
