@@ -12,7 +12,8 @@ from resmlp.optim import build_optimizer
 from resmlp.models import create_model, resample_optimizer_state
 from resmlp.train import run as run_module
 from resmlp.train.progressive import relative_epoch_cost, schedule_of, size_at
-from resmlp.train.run import fit_epochs, train
+from resmlp.train import budget
+from resmlp.train.run import train
 
 TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.warmup_epochs=1",
         "run.progress=false", "run.tensorboard=false", "data.crop=pad", "data.padding=1"]
@@ -109,48 +110,18 @@ def test_time_passes_leaves_the_model_and_the_random_streams_as_they_were():
         assert torch.equal(v, before[k]), k
 
 
-def test_fit_epochs_keeps_the_longest_plan_that_fits():
-    assert fit_epochs(25, 100.0, 1000.0) == 10  # every epoch like the first
-    assert fit_epochs(5, 100.0, 1000.0) == 5  # never longer than planned
-    assert fit_epochs(25, 5000.0, 1000.0) == 1  # at least the epoch already done
-    doubling = lambda planned, epoch: 2.0 if epoch else 1.0  # noqa: E731  every epoch after the first costs 2x
-    assert fit_epochs(25, 100.0, 1000.0, doubling) == 5  # 100 + 4 x 200 = 900 <= 1000 < 1100
-    seen = []
-    fit_epochs(3, 1.0, 0.0, lambda planned, epoch: seen.append((planned, epoch)) or 1.0)
-    assert seen == [(3, 0), (3, 1), (3, 2), (2, 0), (2, 1)]  # each candidate plan priced with its own schedule
-
-
-def test_the_budget_fit_keeps_time_for_the_final_tta_evaluation(tmp_path, monkeypatch):
-    from resmlp.config import RunConfig
-    from resmlp.train.run import final_tta_cost
-
-    row = {"eval_time_s": 10.0}
-    assert final_tta_cost(RunConfig(final_tta="flip+shift1"), row) == 60.0  # 6 views of a 1-view evaluation
-    assert final_tta_cost(RunConfig(tta="flip", final_tta="flip+shift1"), row) == 30.0
-    assert final_tta_cost(RunConfig(tta="flip", final_tta="flip"), row) == 0.0  # nothing more to evaluate
-    assert final_tta_cost(RunConfig(), row) == final_tta_cost(RunConfig(final_tta="flip"), {}) == 0.0
-    budgets = []
-    monkeypatch.setattr(run_module, "fit_epochs", lambda planned, first_s, budget_s, epoch_cost=None:
-                        budgets.append(budget_s) or planned)
-    monkeypatch.setattr(run_module, "final_tta_cost", lambda cfg, first_row: 600.0 if cfg.final_tta == "flip" else 0)
-    cfg = load_config("digits", TINY + ["optim.epochs=2", "run.time_limit_min=60", "run.fit_to_time_limit=true",
-                                        "run.final_tta=flip"])
-    train(cfg, out=tmp_path / "r")
-    assert budgets == [3600.0 - 600.0]
-
-
 def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tmp_path, monkeypatch):
     """run.fit_to_time_limit with run.progressive_sizes: the plan is priced per epoch by its size, and the
     shortened run switches sizes at the same fractions of its length."""
     priced = {}
 
-    def fake_fit(planned, first_epoch_s, budget_s, epoch_cost=None):
-        priced["costs"] = [epoch_cost(planned, e) for e in range(planned)]
+    def fake_fit(planned, elapsed_s, budget_s, epoch_cost=None, *, done=1, done_cost=None):
+        priced.setdefault("costs", [epoch_cost(planned, e) for e in range(planned)])
         return 2
 
     timed = {(4, 4): 0.1, (6, 6): 0.2, (8, 8): 0.4}
     monkeypatch.setattr(run_module, "time_passes", lambda model, sizes, **kw: {s: timed[s] for s in sizes})
-    monkeypatch.setattr(run_module, "fit_epochs", fake_fit)
+    monkeypatch.setattr(budget, "fit_epochs", fake_fit)
     cfg = load_config("digits", TINY + ["optim.epochs=4", "run.progressive_sizes=[[0, 4], [2, 6], [3, 8]]",
                                         "run.time_limit_min=60", "run.fit_to_time_limit=true"])
     train(cfg, out=tmp_path / "r")

@@ -43,7 +43,7 @@ from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
 from ..device import resolve_device, auto_precision
 from ..models.init import init_token_mixing
-from ..models.tta import tta_view_count, with_tta
+from ..models.tta import with_tta
 from ..models.whiten import whiten_patch_embedding
 from ..models import Preprocess, count_params, create_model, get_variant, model_args
 from ..optim import CosineWarmupSchedule, build_optimizer, clips_internally, scale_lr
@@ -53,6 +53,7 @@ from . import distributed as dist
 from .engine import EpochCarry, ModelEma, StepContext, evaluate, train_one_epoch
 from .lock import run_lock
 from .preempt import StepGate, StopSignals, ignore_stop_signals, signal_name
+from .budget import BudgetFit, final_tta_cost, final_tta_runs
 from .progressive import check_schedule, relative_epoch_cost, schedule_of, set_run_size, size_at, time_passes
 from .losses import soft_target_cross_entropy
 
@@ -369,7 +370,7 @@ def train_epoch(run: Run, epoch: int, planned_epochs: int, *, carry: EpochCarry,
             ev = evaluate(with_tta(ctx.ema.module, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
                           precision=ctx.precision)
             row.update(val_top1_ema=ev.top1, val_top5_ema=ev.top5)
-        if epoch + 1 == planned_epochs and _final_views(cfg.run):
+        if epoch + 1 == planned_epochs and final_tta_runs(cfg.run):
             ev = evaluate(with_tta(ctx.model, cfg.run.final_tta), run.val_loader, ctx.device, num_classes=classes,
                           precision=ctx.precision)
             row.update(val_top1_tta=ev.top1, val_top5_tta=ev.top5, tta=cfg.run.final_tta)
@@ -387,6 +388,7 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
     logger = _Logger(run.run_dir, cfg.tensorboard) if dist.is_main() else None
     t0 = time.perf_counter() - progress.wall_time_s
     rows: list[dict[str, Any]] = []
+    fit: Optional[BudgetFit] = None  # a fresh time-budgeted run's plan, checked after every epoch
 
     def after_step(carry: EpochCarry) -> bool:
         return _after_step(run, progress, gate, carry, t0)
@@ -403,11 +405,9 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
             row["img_size"] = run.model.stem.img_size
         row["wall_time_s"] = time.perf_counter() - t0
         if may_fit_budget and not rows and cfg.fit_to_time_limit and cfg.time_limit_min:
-            progress.planned_epochs = _fit_epochs_to_budget(progress.planned_epochs, row["wall_time_s"],
-                                                            cfg.time_limit_min, run.ctx.schedule, run.steps_per_epoch,
-                                                            epoch_cost=_epoch_cost(run, row["wall_time_s"])
-                                                            if schedule else None,
-                                                            reserve_s=final_tta_cost(cfg, row))
+            fit = _start_fit(run, row["wall_time_s"])
+        if fit is not None:
+            progress.planned_epochs = _replan(run, fit, progress, row)
         improved = "val_top1" in row and row["val_top1"] > progress.best_val_top1
         progress.epoch += 1
         progress.best_val_top1 = max(progress.best_val_top1, row.get("val_top1", progress.best_val_top1))
@@ -485,62 +485,58 @@ def _out_of_time(run: Run, progress: Progress, limit_min: float | None) -> bool:
     return True
 
 
-def _epoch_cost(run: Run, first_epoch_s: float) -> Callable[[int, int], float]:
-    """(plan length, epoch) -> that epoch's cost relative to the first one (`first_epoch_s`), for a
-    progressive run: its forward/backward passes timed at every size of the schedule."""
+def _start_fit(run: Run, first_epoch_s: float) -> BudgetFit:
+    """The time budget's pricing after the first epoch (`first_epoch_s`): a progressive run times one
+    forward/backward pass at every size of its schedule and prices each later epoch by its size."""
+    cfg = run.cfg
+    budget_s = cfg.run.time_limit_min * 60
+    if not schedule_of(cfg):
+        return BudgetFit(budget_s)
     base = _base_size(run)
-    sizes = {size for _, size in schedule_of(run.cfg)} | {size_at(schedule_of(run.cfg), 0, base)}
-    seconds = time_passes(run.model, sorted(sizes), batch_size=run.cfg.data.batch_size, device=run.ctx.device,
-                          precision=run.ctx.precision, mode=run.cfg.run.progressive_mode)
+    sizes = {size for _, size in schedule_of(cfg)} | {size_at(schedule_of(cfg), 0, base)}
+    seconds = time_passes(run.model, sorted(sizes), batch_size=cfg.data.batch_size, device=run.ctx.device,
+                          precision=run.ctx.precision, mode=cfg.run.progressive_mode)
     if dist.is_main():
         timed = ", ".join(f"{s:.2f} s at {h}x{w}" for (h, w), s in seconds.items())
-        print(f"one forward/backward pass of a batch of {run.cfg.data.batch_size}: {timed}", flush=True)
-    passes = run.steps_per_epoch * run.cfg.optim.accum_steps
-    return lambda planned, epoch: relative_epoch_cost(schedule_of(run.cfg, planned), epoch, base, seconds, passes,
-                                                      first_epoch_s)
+        print(f"one forward/backward pass of a batch of {cfg.data.batch_size}: {timed}", flush=True)
+    passes = run.steps_per_epoch * cfg.optim.accum_steps
+    return BudgetFit(budget_s, lambda planned, epoch: relative_epoch_cost(schedule_of(cfg, planned), epoch, base,
+                                                                          seconds, passes, first_epoch_s), seconds)
 
 
-def fit_epochs(planned: int, first_epoch_s: float, budget_s: float,
-               epoch_cost: Optional[Callable[[int, int], float]] = None) -> int:
-    """The longest plan of at most `planned` epochs (at least 1) whose estimated time fits in `budget_s`: every
-    epoch costs `first_epoch_s` times `epoch_cost(plan length, epoch)` (1 without progressive resizing)."""
-    for n in range(planned, 1, -1):
-        relative = n if epoch_cost is None else sum(epoch_cost(n, e) for e in range(n))
-        if first_epoch_s * relative <= budget_s:
-            return n
-    return 1
+def _replan(run: Run, fit: BudgetFit, progress: Progress, row: dict[str, Any]) -> int:
+    """After an epoch (`row`) of a time-budgeted run: the plan that still fits, the final TTA evaluation's
+    time kept free (priced from this epoch's evaluation, scaled to the last epoch's size); a shorter plan
+    shortens the lr schedule with it."""
+    cfg = run.cfg
+    planned = progress.planned_epochs
+    scale = 1.0
+    if fit.pass_seconds:
+        base = _base_size(run)
+        scale = fit.size_scale(size_at(schedule_of(cfg, planned), planned - 1, base),
+                               size_at(schedule_of(cfg, planned), progress.epoch, base))
+    reserve_s = final_tta_cost(cfg.run, row, scale)
+    fitted = fit.replan(planned, progress.epoch, row["wall_time_s"], reserve_s)
+    if fitted < planned:
+        run.ctx.schedule.shorten(max(fitted * run.steps_per_epoch, 1))
+    if dist.is_main() and (fitted < planned or progress.epoch == 0):
+        print(_fit_line(cfg.run.time_limit_min, progress.epoch, row["wall_time_s"], fit, reserve_s, planned, fitted),
+              flush=True)
+    return fitted
 
 
-def _final_views(cfg: RunConfig) -> bool:
-    """Whether the last epoch gets the extra `run.final_tta` evaluation (views other than every epoch's)."""
-    return cfg.final_tta not in ("none", cfg.tta)
-
-
-def final_tta_cost(cfg: RunConfig, first_row: dict[str, Any]) -> float:
-    """Seconds the final test-time-augmented evaluation (`run.final_tta`) will take: the first epoch's
-    evaluation time scaled by the ratio of views (0 without one, or without a timed first evaluation)."""
-    if not _final_views(cfg) or "eval_time_s" not in first_row:
-        return 0.0
-    return first_row["eval_time_s"] * tta_view_count(cfg.final_tta) / tta_view_count(cfg.tta)
-
-
-def _fit_epochs_to_budget(planned: int, first_epoch_s: float, limit_min: float, schedule: CosineWarmupSchedule,
-                          steps_per_epoch: int, epoch_cost: Optional[Callable[[int, int], float]] = None,
-                          reserve_s: float = 0.0) -> int:
-    """Time-budgeted runs: after the first epoch, shorten the plan (and the cosine schedule with it) to the
-    number of epochs that fit in `limit_min` less `reserve_s` (the final TTA evaluation), so the lr anneals
-    fully before the budget ends; a progressive run's switches move with it (`schedule_of`). Such runs depend
-    on the machine's speed, so they are not bit-reproducible."""
-    fit = fit_epochs(planned, first_epoch_s, limit_min * 60 - reserve_s, epoch_cost)
-    if fit >= planned:
-        return planned
-    schedule.shorten(fit * steps_per_epoch)
-    if dist.is_main():
-        sizes = " (later epochs priced by their sizes' timed passes)" if epoch_cost is not None else ""
-        final = f", {reserve_s:.0f} s kept for the final TTA evaluation" if reserve_s else ""
-        print(f"time budget {limit_min} min: the first epoch took {first_epoch_s:.0f} s{sizes}{final}, so the "
-              f"schedule now ends after {fit} epochs instead of {planned}")
-    return fit
+def _fit_line(limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, reserve_s: float, planned: int,
+              fitted: int) -> str:
+    """What the time budget's fit did after epoch `epoch` (0-based)."""
+    if epoch == 0:
+        took = f"the first epoch took {elapsed_s:.0f} s"
+        took += " (later epochs priced by their sizes' timed passes)" if fit.epoch_cost is not None else ""
+    else:
+        took = f"{epoch + 1} epochs took {elapsed_s:.0f} s, slower than planned"
+    final = f", {reserve_s:.0f} s kept for the final TTA evaluation" if reserve_s else ""
+    plan = f"the schedule now ends after {fitted} epochs instead of {planned}" if fitted < planned else \
+        f"the plan of {planned} epochs fits"
+    return f"time budget {limit_min} min: {took}{final}, so {plan}"
 
 
 def _save(run_dir: Path, model: nn.Module, cfg: TrainConfig, state: dict, improved: bool) -> None:

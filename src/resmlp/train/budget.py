@@ -1,0 +1,74 @@
+"""Fitting a run to its time budget (`run.time_limit_min` with `run.fit_to_time_limit`).
+
+After the first epoch the plan is shortened to the epochs that fit, so that the lr anneals fully before the
+budget ends (a progressive run prices its later, larger epochs by timed forward/backward passes). After every
+later epoch the plan is checked again against the epochs so far and shortened if the rest would not fit: a
+host that slows down after the first epoch (another job, a noisy neighbour) would otherwise overrun. A plan
+only ever gets shorter. The time of the final test-time-augmented evaluation (`run.final_tta`) is kept free.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+from ..config import RunConfig
+from ..models.tta import tta_view_count
+
+EpochCost = Callable[[int, int], float]  # (plan length, epoch) -> that epoch's cost relative to the first one
+
+
+def fit_epochs(planned: int, elapsed_s: float, budget_s: float, epoch_cost: Optional[EpochCost] = None, *,
+               done: int = 1, done_cost: Optional[float] = None) -> int:
+    """The longest plan of at most `planned` epochs (at least `done`, the epochs already trained) whose
+    estimated time fits in `budget_s`. The `done` epochs took `elapsed_s` and cost `done_cost` in units of
+    the first epoch (`done` when every epoch costs the same); every later epoch of a plan of n epochs costs
+    `epoch_cost(n, epoch)` of those units (1 without progressive resizing), each unit priced at the done
+    epochs' mean, elapsed_s / done_cost."""
+    unit_s = elapsed_s / (done if done_cost is None else done_cost)
+    for n in range(planned, done, -1):
+        rest = n - done if epoch_cost is None else sum(epoch_cost(n, e) for e in range(done, n))
+        if elapsed_s + unit_s * rest <= budget_s:
+            return n
+    return done
+
+
+def final_tta_runs(cfg: RunConfig) -> bool:
+    """Whether the last epoch gets the extra `run.final_tta` evaluation (views other than every epoch's)."""
+    return cfg.final_tta not in ("none", cfg.tta)
+
+
+def final_tta_cost(cfg: RunConfig, row: dict[str, Any], size_scale: float = 1.0) -> float:
+    """Seconds the final test-time-augmented evaluation (`run.final_tta`) will take: `row`'s evaluation time
+    scaled by the ratio of views and by `size_scale` (the final size's pass time over `row`'s; 1 at one
+    size). 0 without a final TTA evaluation or without a timed evaluation in `row`."""
+    if not final_tta_runs(cfg) or "eval_time_s" not in row:
+        return 0.0
+    return row["eval_time_s"] * tta_view_count(cfg.final_tta) / tta_view_count(cfg.tta) * size_scale
+
+
+@dataclass
+class BudgetFit:
+    """A time-budgeted plan during one training session. `epoch_cost` prices a progressive run's epochs
+    relative to the first one (None: every epoch alike); `pass_seconds` is what it was priced from (one
+    training forward/backward pass at each size, empty without progressive resizing)."""
+
+    budget_s: float
+    epoch_cost: Optional[EpochCost] = None
+    pass_seconds: Mapping[tuple[int, int], float] = ()
+    done_cost: float = 0.0  # the trained epochs' costs in units of the first epoch, summed
+
+    def cost(self, planned: int, epoch: int) -> float:
+        return 1.0 if self.epoch_cost is None else self.epoch_cost(planned, epoch)
+
+    def size_scale(self, final_size: tuple[int, int], size: tuple[int, int]) -> float:
+        """How much longer a pass at `final_size` takes than one at `size` (1 when not timed)."""
+        if final_size not in self.pass_seconds or size not in self.pass_seconds:
+            return 1.0
+        return self.pass_seconds[final_size] / self.pass_seconds[size]
+
+    def replan(self, planned: int, epoch: int, elapsed_s: float, reserve_s: float) -> int:
+        """After epoch `epoch` (0-based) of a `planned`-epoch plan, `elapsed_s` into the run: the plan's new
+        length (never longer) so that the rest and `reserve_s` fit in the budget."""
+        self.done_cost += self.cost(planned, epoch)  # priced at the size it was trained at
+        return fit_epochs(planned, elapsed_s, self.budget_s - reserve_s, self.epoch_cost, done=epoch + 1,
+                          done_cost=self.done_cost)

@@ -1,0 +1,112 @@
+"""Fitting a run to its time budget (train/budget.py): the plan after the first epoch, the re-check after
+every later one, the time kept for the final TTA evaluation."""
+import json
+
+import pytest
+
+from resmlp.checkpoint import read_checkpoint
+from resmlp.config import RunConfig, load_config
+from resmlp.train import budget
+from resmlp.train import run as run_module
+from resmlp.train.budget import BudgetFit, final_tta_cost, fit_epochs
+from resmlp.train.run import train
+
+TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.warmup_epochs=1",
+        "run.progress=false", "run.tensorboard=false"]
+
+
+def test_fit_epochs_keeps_the_longest_plan_that_fits():
+    assert fit_epochs(25, 100.0, 1000.0) == 10  # every epoch like the first
+    assert fit_epochs(5, 100.0, 1000.0) == 5  # never longer than planned
+    assert fit_epochs(25, 5000.0, 1000.0) == 1  # at least the epoch already done
+    doubling = lambda planned, epoch: 2.0 if epoch else 1.0  # noqa: E731  every epoch after the first costs 2x
+    assert fit_epochs(25, 100.0, 1000.0, doubling) == 5  # 100 + 4 x 200 = 900 <= 1000 < 1100
+    seen = []
+    fit_epochs(3, 1.0, 0.0, lambda planned, epoch: seen.append((planned, epoch)) or 1.0)
+    assert seen == [(3, 1), (3, 2), (2, 1)]  # each candidate plan priced with its own schedule, after epoch 0
+
+
+def test_fit_epochs_later_prices_the_rest_at_the_mean_of_the_epochs_done():
+    assert fit_epochs(10, 300.0, 1000.0, done=2) == 6  # 150 s an epoch: 300 + 4 x 150 = 900 <= 1000 < 1050
+    assert fit_epochs(10, 300.0, 1000.0, done=2, done_cost=3.0) == 9  # those 2 epochs cost 3 units: 100 s a unit
+    assert fit_epochs(10, 1200.0, 1000.0, done=4) == 4  # already over: end with the epochs done
+    seen = []
+    fit_epochs(4, 1.0, 0.0, lambda planned, epoch: seen.append((planned, epoch)) or 1.0, done=2)
+    assert seen == [(4, 2), (4, 3), (3, 2)]  # only the epochs still to come are priced
+
+
+def test_replan_adds_each_epoch_at_its_own_cost_and_keeps_the_reserve_free():
+    cost = lambda planned, epoch: 1.0 if epoch < planned // 2 else 2.0  # noqa: E731  second half costs 2x
+    fit = BudgetFit(budget_s=1000.0, epoch_cost=cost)
+    assert fit.replan(10, 0, 60.0, reserve_s=0.0) == 10  # 60 x (5 + 10) = 900 <= 1000
+    assert fit.done_cost == 1.0
+    # Epoch 2 took 90 s (150 s in all), so a unit now costs 75 s: the 10-epoch plan needs 150 + 75 x (3 + 10),
+    # the 9-epoch one 150 + 75 x (2 + 10) = 1050 > 1000, the 8-epoch one 150 + 75 x (2 + 8) = 900.
+    assert fit.replan(10, 1, 150.0, reserve_s=0.0) == 8
+    assert fit.done_cost == 2.0
+    assert BudgetFit(1000.0, cost).replan(10, 0, 60.0, reserve_s=200.0) == 8  # 60 x (4 + 8) = 720 <= 800
+    assert fit.size_scale((32, 32), (24, 24)) == 1.0  # nothing timed
+    timed = BudgetFit(1000.0, cost, {(24, 24): 0.4, (32, 32): 0.7})
+    assert timed.size_scale((32, 32), (24, 24)) == pytest.approx(1.75)
+
+
+def test_final_tta_cost_scales_the_evaluation_by_views_and_size():
+    row = {"eval_time_s": 10.0}
+    assert final_tta_cost(RunConfig(final_tta="flip+shift1"), row) == 60.0  # 6 views of a 1-view evaluation
+    assert final_tta_cost(RunConfig(final_tta="flip+shift1"), row, size_scale=1.5) == 90.0  # at a larger last size
+    assert final_tta_cost(RunConfig(tta="flip", final_tta="flip+shift1"), row) == 30.0
+    assert final_tta_cost(RunConfig(tta="flip", final_tta="flip"), row) == 0.0  # nothing more to evaluate
+    assert final_tta_cost(RunConfig(), row) == final_tta_cost(RunConfig(final_tta="flip"), {}) == 0.0
+
+
+def test_the_budget_fit_keeps_time_for_the_final_tta_evaluation(tmp_path, monkeypatch):
+    budgets = []
+    real = budget.fit_epochs
+    monkeypatch.setattr(budget, "fit_epochs", lambda planned, elapsed_s, budget_s, epoch_cost=None, **kw:
+                        budgets.append(budget_s) or real(planned, elapsed_s, budget_s, epoch_cost, **kw))
+    monkeypatch.setattr(run_module, "final_tta_cost", lambda cfg, row, scale=1.0: 600.0 if cfg.final_tta == "flip"
+                        else 0)
+    cfg = load_config("digits", TINY + ["optim.epochs=2", "run.time_limit_min=60", "run.fit_to_time_limit=true",
+                                        "run.final_tta=flip"])
+    train(cfg, out=tmp_path / "r")
+    assert budgets == [3600.0 - 600.0] * 2  # checked after each epoch
+
+
+class FakeClock:
+    """run.py's clock, advanced by a given number of seconds per epoch trained."""
+
+    def __init__(self, epoch_seconds: list[float]) -> None:
+        self.now, self.epoch_seconds = 0.0, list(epoch_seconds)
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def strftime(self, fmt: str) -> str:
+        return "t"
+
+
+def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path, monkeypatch, capsys):
+    """The first epoch takes 100 s of a 1200 s budget (10 epochs fit); every later one 300 s. Re-checked after
+    each epoch, the plan shrinks to 6, 5, then 4 epochs, and the run ends at 1000 s with its lr annealed,
+    instead of stopping at the time limit in the middle of its schedule."""
+    clock = FakeClock([100.0] + [300.0] * 9)
+    real_epoch = run_module.train_epoch
+
+    def timed_epoch(*args, **kwargs):
+        row = real_epoch(*args, **kwargs)
+        clock.now += clock.epoch_seconds.pop(0)
+        return row
+
+    monkeypatch.setattr(run_module, "time", clock)
+    monkeypatch.setattr(run_module, "train_epoch", timed_epoch)
+    cfg = load_config("digits", TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true"])
+    train(cfg, out=tmp_path / "r")
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["wall_time_s"] for r in rows] == [100.0, 400.0, 700.0, 1000.0]
+    ckpt = read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert ckpt["planned_epochs"] == 4
+    assert ckpt["schedule"]["total_steps"] == ckpt["schedule"]["last_step"]  # the lr schedule ran to its end
+    out = capsys.readouterr().out
+    assert "the plan of 10 epochs fits" in out
+    assert "2 epochs took 400 s, slower than planned, so the schedule now ends after 6 epochs instead of 10" in out
+    assert "time limit of" not in out  # never stopped by the limit itself
