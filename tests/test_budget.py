@@ -99,10 +99,12 @@ def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path,
 
     monkeypatch.setattr(run_module, "time", clock)
     monkeypatch.setattr(run_module, "train_epoch", timed_epoch)
-    cfg = load_config("digits", TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true"])
+    cfg = load_config("digits", TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true",
+                                        "run.final_tta=flip"])
     train(cfg, out=tmp_path / "r")
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["wall_time_s"] for r in rows] == [100.0, 400.0, 700.0, 1000.0]
+    assert [r.get("tta") for r in rows] == [None, None, None, "flip"]  # the last epoch, known only after it ran
     ckpt = read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert ckpt["planned_epochs"] == 4
     assert ckpt["schedule"]["total_steps"] == ckpt["schedule"]["last_step"]  # the lr schedule ran to its end

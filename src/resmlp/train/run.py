@@ -371,13 +371,19 @@ def train_epoch(run: Run, epoch: int, planned_epochs: int, *, carry: EpochCarry,
                           precision=ctx.precision)
             row.update(val_top1_ema=ev.top1, val_top5_ema=ev.top5)
         if epoch + 1 == planned_epochs and final_tta_runs(cfg.run):
-            ev = evaluate(with_tta(ctx.model, cfg.run.final_tta), run.val_loader, ctx.device, num_classes=classes,
-                          precision=ctx.precision)
-            row.update(val_top1_tta=ev.top1, val_top5_tta=ev.top5, tta=cfg.run.final_tta)
+            _final_tta(run, row)
     teacher_time = ctx.criterion.pop_teacher_time()
     if teacher_time is not None:
         row["teacher_time_s"] = teacher_time
     return row
+
+
+def _final_tta(run: Run, row: dict[str, Any]) -> None:
+    """The last epoch's extra evaluation with the `run.final_tta` views, into `row`."""
+    ctx = run.ctx
+    ev = evaluate(with_tta(ctx.model, run.cfg.run.final_tta), run.val_loader, ctx.device,
+                  num_classes=len(run.data.classes), precision=ctx.precision)
+    row.update(val_top1_tta=ev.top1, val_top5_tta=ev.top5, tta=run.cfg.run.final_tta)
 
 
 def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: bool) -> list[dict[str, Any]]:
@@ -408,6 +414,9 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
             fit = _start_fit(run, row["wall_time_s"])
         if fit is not None:
             progress.planned_epochs = _replan(run, fit, progress, row)
+            if progress.epoch + 1 == progress.planned_epochs and "tta" not in row and final_tta_runs(cfg):
+                _final_tta(run, row)  # the plan was cut to end at this epoch after it had been trained
+                row["wall_time_s"] = time.perf_counter() - t0
         improved = "val_top1" in row and row["val_top1"] > progress.best_val_top1
         progress.epoch += 1
         progress.best_val_top1 = max(progress.best_val_top1, row.get("val_top1", progress.best_val_top1))
