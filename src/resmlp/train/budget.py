@@ -5,10 +5,11 @@ budget ends (a progressive run prices its later, larger epochs by timed forward/
 later epoch the plan is checked again against the epochs so far and shortened if the rest would not fit: a
 host that slows down after the first epoch (another job, a noisy neighbour) would otherwise overrun. A plan
 only ever gets shorter. The time of the final test-time-augmented evaluation (`run.final_tta`) is kept free.
+Such runs depend on the machine's speed, so they are not bit-reproducible.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from ..config import RunConfig
@@ -54,7 +55,7 @@ class BudgetFit:
 
     budget_s: float
     epoch_cost: Optional[EpochCost] = None
-    pass_seconds: Mapping[tuple[int, int], float] = ()
+    pass_seconds: Mapping[tuple[int, int], float] = field(default_factory=dict)
     done_cost: float = 0.0  # the trained epochs' costs in units of the first epoch, summed
 
     def cost(self, planned: int, epoch: int) -> float:
