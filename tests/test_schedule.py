@@ -1,4 +1,4 @@
-"""Warmup + cosine lr schedule and the lr scaling rule."""
+"""Warmup + cosine (or linear) lr schedule and the lr scaling rule."""
 
 from __future__ import annotations
 
@@ -106,6 +106,32 @@ def test_warmup_longer_than_run_is_pure_warmup() -> None:
     kw = dict(base_lr=1.0, total_steps=5, warmup_steps=10, warmup_lr=0.0, min_lr=0.0)
     assert [cosine_warmup_lr(t, **kw) for t in range(5)] == [0.0, 0.1, 0.2, 0.3, 0.4]
     assert math.isfinite(cosine_warmup_lr(5, **kw))
+
+
+def test_linear_decay_falls_in_equal_steps_to_min_lr() -> None:
+    kw = dict(base_lr=BASE, total_steps=TOTAL, warmup_steps=WARMUP, warmup_lr=WARMUP_LR, min_lr=MIN_LR)
+    linear = [cosine_warmup_lr(t, decay="linear", **kw) for t in range(TOTAL + 2)]
+    assert linear[:WARMUP + 1] == [cosine_warmup_lr(t, **kw) for t in range(WARMUP + 1)]  # the same warmup
+    drops = [a - b for a, b in zip(linear[WARMUP:TOTAL + 1], linear[WARMUP + 1:TOTAL + 1])]
+    assert drops == pytest.approx([(BASE - MIN_LR) / (TOTAL - WARMUP)] * (TOTAL - WARMUP))  # a straight line
+    assert linear[TOTAL] == linear[TOTAL + 1] == MIN_LR
+    quarter = WARMUP + (TOTAL - WARMUP) // 4  # above the cosine early, below it late
+    assert linear[quarter] < cosine_warmup_lr(quarter, **kw)
+    assert linear[TOTAL - quarter + WARMUP] > cosine_warmup_lr(TOTAL - quarter + WARMUP, **kw)
+
+
+def test_the_decay_shape_survives_shorten_and_resume() -> None:
+    opt = _optimizer()
+    sched = _schedule(opt, decay="linear")
+    _lr_sequence(opt, sched, 30)
+    sched.shorten(60)
+    resumed = _schedule(_optimizer())  # constructed as cosine, as a config edited after the run started would
+    resumed.load_state_dict(sched.state_dict())
+    assert resumed.decay == "linear"
+    assert [resumed.lr_at(t) for t in range(60)] == [sched.lr_at(t) for t in range(60)]
+    assert sched.lr_at(45) == pytest.approx(MIN_LR + (BASE - MIN_LR) * (60 - 45) / (60 - WARMUP))
+    with pytest.raises(ValueError, match="decay must be one of"):
+        _schedule(_optimizer(), decay="step")
 
 
 def test_bad_lengths_are_named() -> None:

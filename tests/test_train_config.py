@@ -130,7 +130,7 @@ def test_training_levers_are_checked_choices_and_not_constructor_arguments():
                              "model.stem_init=pca", "model.embed_dim=32"])
     assert cfg.model.overrides() == {"drop_path_rate": 0.0, "embed_dim": 32}  # the levers are not model args
     for item, valid in (("run.tta=mirror", "none, flip, flip+shift1"), ("run.final_tta=shift", "none, flip, flip+shift1"),
-                        ("model.stem_init=lda", "default, pca, zca"),
+                        ("model.stem_init=lda", "default, pca, zca"), ("optim.sched=step", "cosine, linear"),
                         ("model.token_mixing_init=conv", "default, identity, local")):
         with pytest.raises(ConfigError, match=re.escape(valid)):
             load_config(None, [item])

@@ -26,6 +26,7 @@ Crop = Literal["rrc", "pad"]  # RandomResizedCrop, or pad-and-crop for tiny imag
 Interpolation = Literal["bilinear", "bicubic", "nearest"]  # the filters RandAugment's geometric ops accept
 Normalization = Union[Literal["dataset", "imagenet"], list[float]]  # or explicit per-channel values
 OptimizerName = Literal["lamb", "adamw", "sgd", "muon"]  # muon: Muon on block matrices + AdamW
+Sched = Literal["cosine", "linear"]  # the lr's decay after warmup (the paper: cosine); linear = timm's poly, power 1
 DistillKind = Literal["hard", "soft"]  # DeiT hard-label, or KL at temperature tau
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the hardware has it, else fp32
 # Progressive resizing: "resize" shrinks the whole image (a patch covers more of the scene), "crop" takes a
@@ -145,6 +146,7 @@ class OptimConfig:
     warmup_epochs: float = 5
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5
+    sched: Sched = "cosine"  # decay from lr to min_lr after the warmup
     max_grad_norm: Optional[float] = 1.0
     momentum: float = 0.9
     accum_steps: int = 1

@@ -1,4 +1,5 @@
-"""Per-iteration linear-warmup + cosine learning-rate schedule, and the DeiT lr scaling rule."""
+"""Per-iteration learning-rate schedule: linear warmup, then a cosine (the paper's) or linear decay; and the
+DeiT lr scaling rule."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def scale_lr(base_lr: float, global_batch: int, reference_batch: int = 512) -> f
     return base_lr * global_batch / reference_batch
 
 
+DECAYS = ("cosine", "linear")
+
+
 def cosine_warmup_lr(
     step: int,
     *,
@@ -30,24 +34,30 @@ def cosine_warmup_lr(
     warmup_steps: int,
     warmup_lr: float = 1e-6,
     min_lr: float = 1e-5,
+    decay: str = "cosine",
 ) -> float:
     """Learning rate at iteration ``step`` (0-based).
 
     ``step < warmup_steps``: linear from ``warmup_lr`` (step 0) towards ``base_lr`` (reached at
-    ``step == warmup_steps``). Then a half cosine from ``base_lr`` to ``min_lr``, reached at
-    ``step == total_steps`` and held afterwards. When ``warmup_steps >= total_steps`` the schedule
-    is warmup only, then ``min_lr`` from ``total_steps`` on.
+    ``step == warmup_steps``). Then from ``base_lr`` to ``min_lr``, reached at ``step == total_steps``
+    and held afterwards: along a half cosine (``decay="cosine"``) or a straight line (``"linear"``, timm's
+    ``poly`` schedule with power 1). When ``warmup_steps >= total_steps`` the schedule is warmup only,
+    then ``min_lr`` from ``total_steps`` on.
     """
+    if decay not in DECAYS:
+        raise ValueError(f"cosine_warmup_lr: decay must be one of {list(DECAYS)}, got {decay!r}")
     if step < warmup_steps:
         return warmup_lr + (base_lr - warmup_lr) * step / warmup_steps
     if step >= total_steps:
         return min_lr
     progress = (step - warmup_steps) / (total_steps - warmup_steps)
-    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    remaining = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_lr + (base_lr - min_lr) * remaining
 
 
 class CosineWarmupSchedule:
-    """Sets the optimizer's lr every iteration following :func:`cosine_warmup_lr`.
+    """Sets the optimizer's lr every iteration following :func:`cosine_warmup_lr` (``decay``: the
+    paper's cosine, or linear).
 
     Construction sets lr(0); call :meth:`step` once after every ``optimizer.step()``. With
     ``base_lr=None`` each group's peak lr is its ``lr`` at construction (so groups may differ);
@@ -63,7 +73,10 @@ class CosineWarmupSchedule:
         base_lr: float | None = None,
         warmup_lr: float = 1e-6,
         min_lr: float = 1e-5,
+        decay: str = "cosine",
     ) -> None:
+        if decay not in DECAYS:
+            raise ValueError(f"CosineWarmupSchedule: decay must be one of {list(DECAYS)}, got {decay!r}")
         if total_steps <= 0:
             raise ValueError(f"CosineWarmupSchedule: total_steps must be > 0, got {total_steps}")
         if warmup_steps < 0:
@@ -73,6 +86,7 @@ class CosineWarmupSchedule:
         self.warmup_steps = warmup_steps
         self.warmup_lr = warmup_lr
         self.min_lr = min_lr
+        self.decay = decay
         self.base_lrs = [
             float(group["lr"]) if base_lr is None else float(base_lr)
             for group in optimizer.param_groups
@@ -89,6 +103,7 @@ class CosineWarmupSchedule:
             warmup_steps=self.warmup_steps,
             warmup_lr=self.warmup_lr,
             min_lr=self.min_lr,
+            decay=self.decay,
         )
 
     def step(self) -> None:
@@ -125,6 +140,7 @@ class CosineWarmupSchedule:
             "warmup_steps": self.warmup_steps,
             "warmup_lr": self.warmup_lr,
             "min_lr": self.min_lr,
+            "decay": self.decay,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -140,4 +156,5 @@ class CosineWarmupSchedule:
         self.warmup_steps = int(state["warmup_steps"])
         self.warmup_lr = float(state["warmup_lr"])
         self.min_lr = float(state["min_lr"])
+        self.decay = state.get("decay", self.decay)  # checkpoints from before linear decay existed: cosine
         self._apply()

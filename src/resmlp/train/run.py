@@ -243,7 +243,7 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
     steps_per_epoch = max(1, len(train_loader) // o.accum_steps)
     schedule = CosineWarmupSchedule(optimizer, total_steps=o.epochs * steps_per_epoch,
                                     warmup_steps=round(o.warmup_epochs * steps_per_epoch),
-                                    base_lr=lr, warmup_lr=o.warmup_lr, min_lr=o.min_lr)
+                                    base_lr=lr, warmup_lr=o.warmup_lr, min_lr=o.min_lr, decay=o.sched)
     mixup = Mixup(num_classes=len(data.classes), mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha,
                   prob=d.mixup_prob, switch_prob=d.switch_prob, label_smoothing=d.label_smoothing, generator=mixup_rng)
     wrapped = dist.wrap(model, device)
