@@ -17,12 +17,14 @@ TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.worke
 def search():
     spec = importlib.util.spec_from_file_location("search_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    return module
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 def test_parameters_parse_and_malformed_ones_are_named(search):
