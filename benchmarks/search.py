@@ -32,7 +32,7 @@ from resmlp.config import ConfigError, load_config
 from resmlp.files import write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep import cpu_model, run_one  # noqa: E402  (the sibling benchmark script)
+from sweep import add_run_arguments, cpu_model, data_overrides, finish_plot, run_one  # noqa: E402  (the sibling benchmark script)
 
 OBJECTIVES = ("best_val_top1", "final_val_top1", "final_val_top1_tta")
 KINDS = ("float", "log", "int", "choice")
@@ -135,25 +135,19 @@ def plot(study, objective: str, path: Path) -> None:
     ax.plot(numbers, values, "o", ms=4, label="trial")
     ax.step(numbers, best, where="post", color="C3", label="best so far")
     ax.set(xlabel="trial", ylabel=f"{objective} (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    finish_plot(fig, ax, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", required=True)
-    p.add_argument("--data", default=None, help="image folder (sets data.source=folder, data.path)")
+    add_run_arguments(p)
     p.add_argument("--param", action="append", required=True, type=parse_param, help="KEY=KIND:... (see above)")
     p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
     p.add_argument("--objective", choices=OBJECTIVES, default="best_val_top1")
-    p.add_argument("--set", dest="common", nargs="+", default=[], help="overrides for every trial")
     p.add_argument("--seed", type=int, default=0, help="the training seed of every trial (run.seed)")
     p.add_argument("--sampler-seed", type=int, default=0, help="the TPE sampler's seed")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///OUT/study.db)")
     p.add_argument("--study", default="search", help="study name inside the storage")
-    p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     try:
         import optuna
@@ -166,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --param: a key is given twice ({', '.join(keys)})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = list(args.common) + [f"run.seed={args.seed}"]
-    if args.data:
-        common += ["data.source=folder", f"data.path={args.data}"]
+    common = list(args.common) + [f"run.seed={args.seed}"] + data_overrides(args.data)
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=args.study, storage=storage, direction="maximize", load_if_exists=True,

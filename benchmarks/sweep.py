@@ -82,6 +82,27 @@ def markdown(results: list[dict], recipe: str, common: list[str], machine: str) 
     return "\n".join(lines) + "\n"
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every run of a study shares: the recipe, the data folder, common overrides, the output."""
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--data", default=None, help="image folder (sets data.source=folder, data.path)")
+    p.add_argument("--set", dest="common", nargs="+", default=[], help="overrides for every run")
+    p.add_argument("--out", required=True)
+
+
+def data_overrides(data: str | None) -> list[str]:
+    """--data as overrides: an image folder."""
+    return ["data.source=folder", f"data.path={data}"] if data else []
+
+
+def finish_plot(fig: Figure, ax, path: Path) -> None:
+    """Grid, legend and layout, then the PNG."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def plot(results: list[dict], path: Path) -> None:
     fig = Figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
@@ -90,27 +111,19 @@ def plot(results: list[dict], path: Path) -> None:
             ax.plot([m for m, _ in curve], [t for _, t in curve], "o-", ms=2.5, lw=1.2, alpha=0.9,
                     label=r["name"] if i == 0 else None, color=f"C{results.index(r) % 10}")
     ax.set(xlabel="wall-clock minutes", ylabel="validation top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    finish_plot(fig, ax, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", required=True)
-    p.add_argument("--data", default=None, help="image folder (sets data.source=folder, data.path)")
+    add_run_arguments(p)
     p.add_argument("--variant", action="append", required=True, type=parse_variant, help="NAME: KEY=VALUE ...")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget per run (fits the schedule to it)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (instead of or as well as --minutes)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--set", dest="common", nargs="+", default=[], help="overrides for every variant")
-    p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
-    common = list(args.common)
-    if args.data:
-        common += ["data.source=folder", f"data.path={args.data}"]
+    common = list(args.common) + data_overrides(args.data)
     if args.minutes is not None:
         common += [f"run.time_limit_min={args.minutes}", "run.fit_to_time_limit=true"]
     if args.epochs is not None:
