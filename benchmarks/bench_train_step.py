@@ -7,6 +7,8 @@ after round, so a noisy host slows all variants alike; we report the median and 
         --models resmlp_tiny32 "resmlp_tiny32:embed_dim=128,depth=8" "resmlp_tiny32:token_mixing=conv3x3"
     python benchmarks/bench_train_step.py --models "resmlp_tiny32:embed_dim=128" --optimizers lamb,muon \
         --precisions fp32   # what the optimizer step costs (Muon: Newton-Schulz per matrix)
+    python benchmarks/bench_train_step.py --models "resmlp_tiny32:embed_dim=128" --optimizers muon \
+        --precisions fp32 --malloc default,retain   # glibc returning freed memory vs keeping it (run.retain_cpu_memory)
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 import torch
 
 from resmlp import create_model
+from resmlp.device import retain_freed_cpu_memory
 from resmlp.models import count_macs
 from resmlp.optim import build_optimizer
 from resmlp.train.engine import autocast
@@ -61,6 +64,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also time each variant with torch.compile(model)")
+    ap.add_argument("--malloc", default="retain", help="comma-separated: retain (run.retain_cpu_memory, the "
+                    "trainer's default on CPU) and/or default (glibc's own thresholds); set before each timing")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,6 +74,7 @@ def main() -> None:
     targets = torch.softmax(torch.randn(args.batch, 10), -1)
     variants = []
     optimizers = args.optimizers.split(",")
+    mallocs = args.malloc.split(",")
     for spec in args.models:
         name, kw = parse_model(spec)
         for opt_name in optimizers:
@@ -77,18 +83,22 @@ def main() -> None:
             macs = count_macs(model, (1, 3, args.img_size, args.img_size))
             label = spec if len(optimizers) == 1 else f"{spec} {opt_name}"
             for prec in args.precisions.split(","):
-                variants.append((label, prec, model, opt, macs))
-                if args.compile:  # the same weights and optimizer, forward and backward through Inductor
-                    variants.append((label, prec + "+compile", torch.compile(model), opt, macs))
+                for malloc in mallocs:
+                    tag = prec if len(mallocs) == 1 else f"{prec} {malloc}"
+                    variants.append((label, tag, model, opt, macs, malloc))
+                    if args.compile:  # the same weights and optimizer, forward and backward through Inductor
+                        variants.append((label, tag + "+compile", torch.compile(model), opt, macs, malloc))
     for v in variants:  # warm-up (allocator, oneDNN kernel selection, compilation)
-        step_time(v[2], v[3], x, targets, v[1].split("+")[0], 2)
+        retain_freed_cpu_memory(v[5] == "retain")
+        step_time(v[2], v[3], x, targets, v[1].split()[0].split("+")[0], 2)
     times: dict[tuple, list[float]] = {(v[0], v[1]): [] for v in variants}
     for _ in range(args.rounds):
-        for spec, prec, model, opt, _m in variants:
-            times[(spec, prec)].append(step_time(model, opt, x, targets, prec.split("+")[0], args.steps))
+        for spec, prec, model, opt, _m, malloc in variants:
+            retain_freed_cpu_memory(malloc == "retain")
+            times[(spec, prec)].append(step_time(model, opt, x, targets, prec.split()[0].split("+")[0], args.steps))
     print(f"batch {args.batch}, {args.img_size}px, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
     print(f"{'model (optimizer)':<40}{'prec':<14}{'GMACs/img':>10}{'img/s median':>14}{'range':>14}{'GFLOP/s':>9}")
-    for spec, prec, _model, _opt, macs in variants:
+    for spec, prec, _model, _opt, macs, _malloc in variants:
         ips = [args.batch / t for t in times[(spec, prec)]]
         flops = 6 * macs * statistics.median(ips) / 1e9  # forward 2 MACs->FLOPs, backward twice the forward
         print(f"{spec:<40}{prec:<14}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}"

@@ -221,3 +221,19 @@ def test_initialisation_levers_reach_the_model_and_tta_the_validation(tmp_path):
     assert run.ctx.precision in ("fp32", "bf16")  # auto resolved for this CPU
     summary = train(cfg, out=tmp_path / "run")
     assert summary["epochs"] == 1 and 0 <= summary["best_val_top1"] <= 100
+
+
+@pytest.mark.parametrize("retain", [True, False])
+def test_cpu_runs_keep_freed_memory_unless_told_not_to(monkeypatch, retain):
+    from resmlp.config import RunConfig
+    from resmlp.train import run as run_module
+
+    calls = []
+    monkeypatch.setattr(run_module, "retain_freed_cpu_memory", lambda: calls.append(True) or True)
+    threads = torch.get_num_threads()
+    try:
+        device, rank, world = run_module.init_process(RunConfig(device="cpu", retain_cpu_memory=retain))
+    finally:
+        torch.set_num_threads(threads)
+    assert (device.type, rank, world) == ("cpu", 0, 1)
+    assert calls == ([True] if retain else [])

@@ -175,6 +175,9 @@ class RunConfig:
     ema: bool = False
     ema_decay: float = 0.99996
     threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)
+    # On CPU with glibc: keep freed memory in the process, so each step's activations are not page-faulted
+    # in afresh (+8-10 % images/s on a 2-core EPYC; device.retain_freed_cpu_memory). The process keeps its peak.
+    retain_cpu_memory: bool = True
     eval_every: int = 1
     time_limit_min: Optional[float] = None  # stop after the epoch that crosses this wall-clock budget
     # With a time limit: after the first epoch, shorten optim.epochs (and the cosine schedule) to what fits;

@@ -41,7 +41,7 @@ from ..data.datasets import read_bad_log
 from ..data.mixup import Mixup
 from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
-from ..device import resolve_device, auto_precision
+from ..device import auto_precision, resolve_device, retain_freed_cpu_memory
 from ..models.init import init_token_mixing
 from ..models.tta import with_tta
 from ..models.whiten import whiten_patch_embedding
@@ -106,6 +106,8 @@ def init_process(cfg: RunConfig) -> tuple[torch.device, int, int]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.set_num_threads(cfg.threads or dist.default_threads())
+    if device.type == "cpu" and cfg.retain_cpu_memory:
+        retain_freed_cpu_memory()
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs CUDA (loss scaling); on CPU use run.precision=bf16")
     return device, rank, world
