@@ -72,12 +72,13 @@ def glibc_mallopt():
 def retain_freed_cpu_memory(retain: bool = True) -> bool:
     """Keep freed CPU tensors' memory in the process (glibc's allocator) instead of returning it to the OS.
 
-    By default glibc maps every allocation above 128 KiB afresh and unmaps it when freed, so each training
-    step's activations (16 MiB apiece for the CIFAR recipe's MLP at batch 128) are page-faulted in again,
-    page by page: 50k faults and 0.17 s of kernel time per 1.1 s step on a 2-core EPYC VM. Serving
-    allocations up to 32 MiB from the heap, and never trimming it, removes them (+8-10 % images/s,
-    docs/benchmarks.md), the same effect as preloading jemalloc or tcmalloc; the cost is that the process
-    keeps its peak memory. `retain=False` restores glibc's start-up thresholds (for A/B benchmarks).
+    By default glibc serves large blocks from fresh mappings and unmaps them when freed, and gives the heap's
+    unused top back once it exceeds a threshold (both thresholds start at 128 KiB and grow with the blocks
+    freed), so each training step's activations (16 MiB apiece for the CIFAR recipe's MLP at batch 128) are
+    page-faulted in again, page by page: 50k faults and 0.17 s of kernel time per 1.1 s step on a 2-core EPYC
+    VM. Serving blocks up to 32 MiB from the heap, and never trimming it, removes them (+8-10 % images/s,
+    docs/benchmarks.md), the effect of preloading jemalloc or tcmalloc; the process keeps its peak memory.
+    `retain=False` fixes both thresholds at glibc's start-up 128 KiB (for A/B benchmarks in one process).
     Returns whether it applied: False where there is no glibc, and nothing changes.
     """
     mallopt = glibc_mallopt()
