@@ -75,6 +75,8 @@ def main() -> None:
     variants = []
     optimizers = args.optimizers.split(",")
     mallocs = args.malloc.split(",")
+    if not set(mallocs) <= {"retain", "default"}:
+        ap.error(f"--malloc {args.malloc}: expected retain and/or default, comma-separated")
     for spec in args.models:
         name, kw = parse_model(spec)
         for opt_name in optimizers:

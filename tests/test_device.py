@@ -13,7 +13,7 @@ from resmlp.device import glibc_mallopt, retain_freed_cpu_memory
 # Each round's minor page faults are counted in a fresh interpreter, so this test's own heap is not touched.
 ROUNDS = """
 import json, resource, sys, torch
-from resmlp.device import glibc_mallopt, retain_freed_cpu_memory
+from resmlp.device import retain_freed_cpu_memory
 applied = retain_freed_cpu_memory() if sys.argv[1] == "retain" else None
 def round_faults():
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -11,7 +11,8 @@ from PIL import Image
 
 from resmlp.checkpoint import read_checkpoint
 from resmlp.cli import main
-from resmlp.config import ConfigError, load_config
+from resmlp.config import ConfigError, RunConfig, load_config
+from resmlp.train import run as run_module
 from resmlp.train.run import model_arguments, train
 
 TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0",
@@ -225,9 +226,6 @@ def test_initialisation_levers_reach_the_model_and_tta_the_validation(tmp_path):
 
 @pytest.mark.parametrize("retain", [True, False])
 def test_cpu_runs_keep_freed_memory_unless_told_not_to(monkeypatch, retain):
-    from resmlp.config import RunConfig
-    from resmlp.train import run as run_module
-
     calls = []
     monkeypatch.setattr(run_module, "retain_freed_cpu_memory", lambda: calls.append(True) or True)
     threads = torch.get_num_threads()
