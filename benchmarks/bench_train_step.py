@@ -65,7 +65,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also time each variant with torch.compile(model)")
     ap.add_argument("--malloc", default="retain", help="comma-separated: retain (run.retain_cpu_memory, the "
-                    "trainer's default on CPU) and/or default (glibc's own thresholds); set before each timing")
+                    "trainer's default on CPU) and/or default (glibc's thresholds fixed at their 128 KiB start); "
+                    "set before each timing")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
