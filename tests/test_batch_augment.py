@@ -134,6 +134,13 @@ def test_config_refuses_per_image_steps_naming_the_key(override, key):
         load_config("digits", ["data.batch_augment=true", override])
 
 
+def test_config_keeps_the_alternating_flip_at_half_the_images():
+    with pytest.raises(ConfigError, match="data.hflip_alternate.*data.hflip must be 0.5, got 0.3"):
+        load_config("digits", ["data.hflip_alternate=true", "data.hflip=0.3"])
+    data = load_config("digits", ["data.hflip_alternate=true", "data.hflip=0.5"]).data
+    assert data.random_hflip == 0.0 and load_config("digits", ["data.hflip=0.5"]).data.random_hflip == data.hflip
+
+
 TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.warmup_epochs=1",
         "run.progress=false", "run.tensorboard=false", "data.hflip=0.5", "data.batch_augment=true"]
 
@@ -153,6 +160,25 @@ def test_a_progressive_run_with_batch_augmentation_resumes_exactly_across_the_sw
         assert torch.equal(a[k], b[k]), k
     rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["img_size"] for r in rows] == [4, 8]
+
+
+def test_an_alternating_flip_run_shows_each_image_both_ways_in_two_epochs(tmp_path):
+    from resmlp.train.run import build
+
+    run = build(load_config("digits", TINY + ["data.hflip_alternate=true"]), tmp_path / "run", torch.device("cpu"))
+    assert run.ctx.augment.hflip == 0.0  # no random flip on top of the alternating one
+    flipped = [{}, {}]
+    for epoch in (0, 1):
+        run.sampler.set_epoch(epoch)
+        order = [index for index, _, _ in run.sampler]
+        for index, image in zip(order, torch.cat([images for images, _ in run.train_loader])):
+            original = run.data.train[index][0]
+            if not torch.equal(original, original.flip(-1)):  # a mirror-symmetric image says nothing
+                assert torch.equal(image, original) or torch.equal(image, original.flip(-1))
+                flipped[epoch][index] = torch.equal(image, original.flip(-1))
+    both = flipped[0].keys() & flipped[1].keys()
+    assert len(both) > 500 and all(flipped[0][i] != flipped[1][i] for i in both)
+    assert 0.4 < sum(flipped[0][i] for i in both) / len(both) < 0.6
 
 
 @pytest.mark.slow

@@ -20,19 +20,25 @@ def test_fit_epochs_keeps_the_longest_plan_that_fits():
     assert fit_epochs(5, 100.0, 1000.0) == 5  # never longer than planned
     assert fit_epochs(25, 5000.0, 1000.0) == 1  # at least the epoch already done
     doubling = lambda planned, epoch: 2.0 if epoch else 1.0  # noqa: E731  every epoch after the first costs 2x
-    assert fit_epochs(25, 100.0, 1000.0, doubling) == 5  # 100 + 4 x 200 = 900 <= 1000 < 1100
+    # 100 + 4 x 200 = 900 s for 5 epochs; the 100 s left train half of a sixth (a plan ends in part of an epoch)
+    assert fit_epochs(25, 100.0, 1000.0, doubling) == 5.5
+    # The partial epoch evaluates whole (40 s for a whole epoch's evaluation, included in its 200 s):
+    # 900 + 0.35 x 200 + 0.65 x 40 = 996 <= 1000 < 900 + 0.4 x 200 + 0.6 x 40 = 1004
+    assert fit_epochs(25, 100.0, 1000.0, doubling, eval_s=40.0) == 5.35
     seen = []
-    fit_epochs(3, 1.0, 0.0, lambda planned, epoch: seen.append((planned, epoch)) or 1.0)
-    assert seen == [(3, 1), (3, 2), (2, 1)]  # each candidate plan priced with its own schedule, after epoch 0
+    fit_epochs(2, 1.0, 0.0, lambda planned, epoch: seen.append((planned, epoch)) or 1.0)
+    assert seen[:3] == [(2, 1), (1.95, 1), (1.9, 1)]  # each candidate plan priced with its own schedule
+    assert seen[-1] == (1.05, 1) and len(seen) == 20  # in twentieths of an epoch, down to the epoch done
 
 
 def test_fit_epochs_later_prices_the_rest_at_the_mean_of_the_epochs_done():
-    assert fit_epochs(10, 300.0, 1000.0, done=2) == 6  # 150 s an epoch: 300 + 4 x 150 = 900 <= 1000 < 1050
+    assert fit_epochs(10, 300.0, 1000.0, done=2) == 6.65  # 150 s an epoch: 300 + 4.65 x 150 = 997.5 <= 1000
     assert fit_epochs(10, 300.0, 1000.0, done=2, done_cost=3.0) == 9  # those 2 epochs cost 3 units: 100 s a unit
     assert fit_epochs(10, 1200.0, 1000.0, done=4) == 4  # already over: end with the epochs done
     seen = []
     fit_epochs(4, 1.0, 0.0, lambda planned, epoch: seen.append((planned, epoch)) or 1.0, done=2)
-    assert seen == [(4, 2), (4, 3), (3, 2)]  # only the epochs still to come are priced
+    assert seen[:3] == [(4, 2), (4, 3), (3.95, 2)]  # only the epochs still to come are priced
+    assert seen[-1] == (2.05, 2)
 
 
 def test_replan_adds_each_epoch_at_its_own_cost_and_keeps_the_reserve_free():
@@ -41,10 +47,12 @@ def test_replan_adds_each_epoch_at_its_own_cost_and_keeps_the_reserve_free():
     assert fit.replan(10, 0, 60.0, reserve_s=0.0) == 10  # 60 x (5 + 10) = 900 <= 1000
     assert fit.done_cost == 1.0
     # Epoch 2 took 90 s (150 s in all), so a unit now costs 75 s: the 10-epoch plan needs 150 + 75 x (3 + 10),
-    # the 9-epoch one 150 + 75 x (2 + 10) = 1050 > 1000, the 8-epoch one 150 + 75 x (2 + 8) = 900.
-    assert fit.replan(10, 1, 150.0, reserve_s=0.0) == 8
+    # the 9-epoch one 150 + 75 x (2 + 10) = 1050 > 1000, the 8-epoch one 150 + 75 x (2 + 8) = 900, and 0.65 of a
+    # ninth epoch (2 units) fits in the rest: 900 + 75 x 1.3 = 997.5.
+    assert fit.replan(10, 1, 150.0, reserve_s=0.0) == 8.65
     assert fit.done_cost == 2.0
-    assert BudgetFit(1000.0, cost).replan(10, 0, 60.0, reserve_s=200.0) == 8  # 60 x (4 + 8) = 720 <= 800
+    assert fit.replan(8.65, 8, 900.0, reserve_s=0.0) == 8.65 and fit.done_cost == 2.0  # the last epoch: nothing left
+    assert BudgetFit(1000.0, cost).replan(10, 0, 60.0, reserve_s=200.0) == 8.65  # 60 x (4 + 8 + 1.3) = 798 <= 800
     assert fit.size_scale((32, 32), (24, 24)) == 1.0  # nothing timed
     timed = BudgetFit(1000.0, cost, {(24, 24): 0.4, (32, 32): 0.7})
     assert timed.size_scale((32, 32), (24, 24)) == pytest.approx(1.75)
@@ -66,10 +74,10 @@ def test_the_budget_fit_keeps_time_for_the_final_tta_evaluation(tmp_path, monkey
                         budgets.append(budget_s) or real(planned, elapsed_s, budget_s, epoch_cost, **kw))
     monkeypatch.setattr(run_module, "final_tta_cost", lambda cfg, row, scale=1.0: 600.0 if cfg.final_tta == "flip"
                         else 0)
-    cfg = load_config("digits", TINY + ["optim.epochs=2", "run.time_limit_min=60", "run.fit_to_time_limit=true",
+    cfg = load_config("digits", TINY + ["optim.epochs=3", "run.time_limit_min=60", "run.fit_to_time_limit=true",
                                         "run.final_tta=flip"])
     train(cfg, out=tmp_path / "r")
-    assert budgets == [3600.0 - 600.0] * 2  # checked after each epoch
+    assert budgets == [3600.0 - 600.0] * 2  # checked after each epoch but the last
 
 
 class FakeClock:
@@ -87,28 +95,34 @@ class FakeClock:
 
 def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path, monkeypatch, capsys):
     """The first epoch takes 100 s of a 1200 s budget (10 epochs fit); every later one 300 s. Re-checked after
-    each epoch, the plan shrinks to 6, 5, then 4 epochs, and the run ends at 1000 s with its lr annealed,
-    instead of stopping at the time limit in the middle of its schedule."""
+    each epoch, the plan shrinks to 6, 5.1, then 4.8 epochs (the last one ends after 80 % of its steps), and
+    the run ends near its budget with its lr annealed, instead of stopping at the time limit in the middle of
+    its schedule."""
     clock = FakeClock([100.0] + [300.0] * 9)
     real_epoch = run_module.train_epoch
 
     def timed_epoch(*args, **kwargs):
         row = real_epoch(*args, **kwargs)
-        clock.now += clock.epoch_seconds.pop(0)
+        clock.now += clock.epoch_seconds.pop(0) * row.get("epoch_fraction", 1.0)  # a partial epoch: its part
         return row
 
     monkeypatch.setattr(run_module, "time", clock)
     monkeypatch.setattr(run_module, "train_epoch", timed_epoch)
     cfg = load_config("digits", TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true",
                                         "run.final_tta=flip"])
-    train(cfg, out=tmp_path / "r")
+    summary = train(cfg, out=tmp_path / "r")
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["wall_time_s"] for r in rows] == [100.0, 400.0, 700.0, 1000.0]
-    assert [r.get("tta") for r in rows] == [None, None, None, "flip"]  # the last epoch, known only after it ran
+    assert [r["wall_time_s"] for r in rows[:4]] == [100.0, 400.0, 700.0, 1000.0]
+    assert [r.get("epoch_fraction") for r in rows[:4]] == [None] * 4 and rows[4]["epoch_fraction"] == \
+        pytest.approx(0.8, abs=0.05)  # steps of an epoch: 0.8 of them, rounded
+    assert rows[4]["wall_time_s"] == pytest.approx(1000.0 + 300.0 * rows[4]["epoch_fraction"])
+    assert [r.get("tta") for r in rows] == [None, None, None, None, "flip"]  # the last epoch, known only after it ran
     ckpt = read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
-    assert ckpt["planned_epochs"] == 4
+    assert ckpt["planned_epochs"] == summary["planned_epochs"] == summary["epochs"] == 4.8
     assert ckpt["schedule"]["total_steps"] == ckpt["schedule"]["last_step"]  # the lr schedule ran to its end
     out = capsys.readouterr().out
     assert "the plan of 10 epochs fits" in out
     assert "2 epochs took 400 s, slower than planned, so the schedule now ends after 6 epochs instead of 10" in out
+    assert "so the schedule now ends after 5.1 epochs instead of 6" in out
+    assert "4 epochs took 1000 s, slower than planned, so the schedule now ends after 4.8 epochs instead of 5.1" in out
     assert "time limit of" not in out  # never stopped by the limit itself

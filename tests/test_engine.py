@@ -6,7 +6,7 @@ from torch import nn
 
 import resmlp
 from resmlp.optim import CosineWarmupSchedule, build_optimizer
-from resmlp.train.engine import EvalStats, StepContext, TrainStats, evaluate, train_one_epoch
+from resmlp.train.engine import EpochCarry, EvalStats, StepContext, TrainStats, evaluate, train_one_epoch
 
 
 def _context(model: nn.Module, lr: float = 1e-2, accum_steps: int = 1) -> StepContext:
@@ -37,6 +37,9 @@ def test_accumulation_steps_the_optimizer_every_k_batches_and_max_steps_stops():
     assert train_one_epoch(ctx, [batch] * 7, epoch=0, progress=False).steps == 2
     assert ctx.schedule.last_step == 2
     assert train_one_epoch(_context(model), [batch] * 7, epoch=0, progress=False, max_steps=4).steps == 4
+    ctx = _context(model)  # resumed at the end of an epoch cut at 4 steps (a plan's partial last epoch)
+    done = train_one_epoch(ctx, [batch] * 3, epoch=0, progress=False, max_steps=4, carry=EpochCarry(4, 8.0, 16))
+    assert done.steps == 4 and ctx.schedule.last_step == 0 and done.train_loss == 0.5  # no step taken
 
 
 class _Oracle(nn.Module):

@@ -83,11 +83,14 @@ def test_stop_signal_writes_a_mid_epoch_checkpoint_and_resume_is_bit_exact(tmp_p
 
 
 
-def test_mid_epoch_resume_is_bit_exact_with_batch_augmentation(tmp_path, monkeypatch):
-    """Batch augmentation draws its crops and flips from the run's checkpointed batch generator (with Mixup's):
-    stopped mid-epoch and resumed, the run is the uninterrupted one."""
+@pytest.mark.parametrize("flip", ["random", "alternate"])
+def test_mid_epoch_resume_is_bit_exact_with_batch_augmentation(tmp_path, monkeypatch, flip):
+    """Batch augmentation draws its crops and flips from the run's checkpointed batch generator (with Mixup's);
+    the alternating flip follows the resumed sampler's epoch: stopped mid-epoch and resumed, the run is the
+    uninterrupted one."""
     batch = [s for s in TINY if not s.startswith("data.re_prob")] + [
-        "data.re_prob=0.0", "data.crop=pad", "data.padding=1", "data.auto_augment=null", "data.batch_augment=true"]
+        "data.re_prob=0.0", "data.crop=pad", "data.padding=1", "data.auto_augment=null", "data.batch_augment=true",
+        "data.hflip=0.5", f"data.hflip_alternate={flip == 'alternate'}"]
     full, out = tmp_path / "full", tmp_path / "run"
     assert main(["train", "--out", str(full), *sum((["--set", s] for s in batch), [])]) == 0
     signal_at_call(monkeypatch, STEPS_PER_EPOCH + 7)

@@ -109,6 +109,9 @@ class DataConfig:
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     padding: int = 4
     hflip: float = 0.5
+    # true: the flip alternates instead (a seeded half of the images flipped in even epochs, the other half in
+    # odd ones: each image is seen both ways every two epochs); it replaces the random flip, hflip must be 0.5
+    hflip_alternate: bool = False
     auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1"
     re_prob: float = 0.25
     mixup_alpha: float = 0.8
@@ -125,6 +128,9 @@ class DataConfig:
     batch_augment: bool = False
 
     def __post_init__(self) -> None:
+        if self.hflip_alternate and self.hflip != 0.5:
+            raise ConfigError(f"data.hflip_alternate flips half of the images in every epoch, replacing the random "
+                              f"flip: data.hflip must be 0.5, got {self.hflip}")
         if not self.batch_augment:
             return
         if self.crop != "pad":
@@ -134,6 +140,11 @@ class DataConfig:
             if value:
                 raise ConfigError(f"data.batch_augment: data.{key}={value!r} runs per image; set data.{key}={off} "
                                   f"or data.batch_augment=false")
+
+    @property
+    def random_hflip(self) -> float:
+        """The probability of the random per-image flip (0 when the flip alternates instead)."""
+        return 0.0 if self.hflip_alternate else self.hflip
 
 
 @dataclass(frozen=True)

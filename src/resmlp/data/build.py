@@ -119,7 +119,7 @@ def build_data(cfg: DataConfig, *, img_size: int, bad_log: Path | None = None) -
         train.transform = ToUint8Tensor(img_size, resolve_interpolation(cfg.interpolation))
     else:
         train.transform = build_train_transform(
-            img_size, mean=mean, std=std, crop=cfg.crop, scale=tuple(cfg.scale), hflip=cfg.hflip,
+            img_size, mean=mean, std=std, crop=cfg.crop, scale=tuple(cfg.scale), hflip=cfg.random_hflip,
             auto_augment=cfg.auto_augment or None, re_prob=cfg.re_prob, interpolation=cfg.interpolation,
             padding=cfg.padding)
     val.transform = build_eval_transform(img_size, mean=mean, std=std, crop_pct=cfg.crop_pct,

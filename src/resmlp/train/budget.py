@@ -5,30 +5,52 @@ budget ends (a progressive run prices its later, larger epochs by timed forward/
 later epoch the plan is checked again against the epochs so far and shortened if the rest would not fit: a
 host that slows down after the first epoch (another job, a noisy neighbour) would otherwise overrun. A plan
 only ever gets shorter. The time of the final test-time-augmented evaluation (`run.final_tta`) is kept free.
+A plan is counted in twentieths of an epoch (`PLAN_QUANTUM`): its last epoch may be a part of one (the first
+steps of that epoch's order, then the whole evaluation), so the time a whole last epoch would not fit in is
+trained too (with whole epochs, 6.3 minutes of an hour went unused on the AVX2 EPYC, docs/benchmarks.md).
 Such runs depend on the machine's speed, so they are not bit-reproducible.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from ..config import RunConfig
 from ..models.tta import tta_view_count
 
-EpochCost = Callable[[int, int], float]  # (plan length, epoch) -> that epoch's cost relative to the first one
+EpochCost = Callable[[float, int], float]  # (plan length, epoch) -> that epoch's cost relative to the first one
+PLAN_QUANTUM = 20  # a fitted plan is a whole number of 1/PLAN_QUANTUM epochs
 
 
-def fit_epochs(planned: int, elapsed_s: float, budget_s: float, epoch_cost: Optional[EpochCost] = None, *,
-               done: int = 1, done_cost: Optional[float] = None) -> int:
-    """The longest plan of at most `planned` epochs (at least `done`, the epochs already trained) whose
-    estimated time fits in `budget_s`. The `done` epochs took `elapsed_s` and cost `done_cost` in units of
-    the first epoch (`done` when every epoch costs the same); every later epoch of a plan of n epochs costs
-    `epoch_cost(n, epoch)` of those units (1 without progressive resizing), each unit priced at the done
-    epochs' mean, elapsed_s / done_cost."""
+def plan_steps(planned: float, steps_per_epoch: int) -> int:
+    """Optimizer steps of a plan of `planned` (possibly fractional) epochs."""
+    return max(1, round(planned * steps_per_epoch))
+
+
+def epochs_started(planned: float) -> int:
+    """Epochs a plan trains in, the partial last one included."""
+    return math.ceil(planned - 1e-9)
+
+
+def fit_epochs(planned: float, elapsed_s: float, budget_s: float, epoch_cost: Optional[EpochCost] = None, *,
+               done: int = 1, done_cost: Optional[float] = None, eval_s: float = 0.0) -> float:
+    """The longest plan of at most `planned` epochs (at least `done`, the epochs already trained), a whole
+    number of 1/PLAN_QUANTUM epochs, whose estimated time fits in `budget_s`. The `done` epochs took
+    `elapsed_s` and cost `done_cost` in units of the first epoch (`done` when every epoch costs the same);
+    every later epoch of a plan of n epochs costs `epoch_cost(n, epoch)` of those units (1 without progressive
+    resizing), each unit priced at the done epochs' mean, elapsed_s / done_cost. A partial last epoch costs
+    its fraction of that, plus the rest of its evaluation (`eval_s` seconds for a whole one), which it runs
+    whole."""
     unit_s = elapsed_s / (done if done_cost is None else done_cost)
-    for n in range(planned, done, -1):
-        rest = n - done if epoch_cost is None else sum(epoch_cost(n, e) for e in range(done, n))
-        if elapsed_s + unit_s * rest <= budget_s:
+    below = math.ceil(planned * PLAN_QUANTUM - 1e-6) - 1  # the largest quantum step below `planned`
+    for n in [planned] + [k / PLAN_QUANTUM for k in range(below, done * PLAN_QUANTUM, -1)]:
+        rest, seconds = 0.0, 0.0
+        for e in range(done, epochs_started(n)):
+            part = min(1.0, n - e)
+            rest += part * (1.0 if epoch_cost is None else epoch_cost(n, e))
+            seconds += (1.0 - part) * eval_s
+        if elapsed_s + unit_s * rest + seconds <= budget_s:
             return n
     return done
 
@@ -58,7 +80,7 @@ class BudgetFit:
     pass_seconds: Mapping[tuple[int, int], float] = field(default_factory=dict)
     done_cost: float = 0.0  # the trained epochs' costs in units of the first epoch, summed
 
-    def cost(self, planned: int, epoch: int) -> float:
+    def cost(self, planned: float, epoch: int) -> float:
         return 1.0 if self.epoch_cost is None else self.epoch_cost(planned, epoch)
 
     def size_scale(self, final_size: tuple[int, int], size: tuple[int, int]) -> float:
@@ -67,9 +89,12 @@ class BudgetFit:
             return 1.0
         return self.pass_seconds[final_size] / self.pass_seconds[size]
 
-    def replan(self, planned: int, epoch: int, elapsed_s: float, reserve_s: float) -> int:
+    def replan(self, planned: float, epoch: int, elapsed_s: float, reserve_s: float, eval_s: float = 0.0) -> float:
         """After epoch `epoch` (0-based) of a `planned`-epoch plan, `elapsed_s` into the run: the plan's new
-        length (never longer) so that the rest and `reserve_s` fit in the budget."""
+        length (never longer) so that the rest and `reserve_s` fit in the budget (`eval_s`: a whole
+        evaluation's seconds, which a partial last epoch runs whole)."""
+        if epoch + 1 >= planned:  # the plan's last epoch is done: nothing left to fit
+            return planned
         self.done_cost += self.cost(planned, epoch)  # priced at the size it was trained at
         return fit_epochs(planned, elapsed_s, self.budget_s - reserve_s, self.epoch_cost, done=epoch + 1,
-                          done_cost=self.done_cost)
+                          done_cost=self.done_cost, eval_s=eval_s)

@@ -119,6 +119,8 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
                dynamic_ncols=True)
     opt.zero_grad(set_to_none=True)
     for i, (images, labels) in enumerate(bar):
+        if max_steps is not None and steps >= max_steps:  # (checked first: a resumed epoch may be done already)
+            break
         images = images.to(ctx.device, non_blocking=True)
         labels = labels.to(ctx.device, non_blocking=True)
         if ctx.augment is not None:
@@ -147,8 +149,6 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
             elapsed = time.perf_counter() - start
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}",
                             img_s=f"{(seen - carry.seen) * dist.world_size() / max(elapsed, 1e-9):.0f}")
-        if max_steps is not None and steps >= max_steps:
-            break
     elapsed = time.perf_counter() - start
     mean_loss = dist.all_reduce_sum(torch.stack([total_loss, torch.tensor(float(seen), device=ctx.device)]))
     return TrainStats(train_loss=(mean_loss[0] / mean_loss[1].clamp_min(1)).item(),

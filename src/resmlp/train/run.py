@@ -53,7 +53,7 @@ from . import distributed as dist
 from .engine import EpochCarry, ModelEma, StepContext, evaluate, train_one_epoch
 from .lock import run_lock
 from .preempt import StepGate, StopSignals, ignore_stop_signals, signal_name
-from .budget import BudgetFit, final_tta_cost, final_tta_runs
+from .budget import BudgetFit, epochs_started, final_tta_cost, final_tta_runs, plan_steps
 from .progressive import check_schedule, relative_epoch_cost, schedule_of, set_run_size, size_at, time_passes
 from .losses import soft_target_cross_entropy
 
@@ -158,8 +158,8 @@ class Run:
 class Progress:
     """Where a run stands (checkpointed; restored on resume)."""
 
-    planned_epochs: int
-    epoch: int = 0  # epochs done
+    planned_epochs: float  # a fitted plan may end in part of an epoch (train/budget.py)
+    epoch: int = 0  # epochs done (a partial last epoch counts once it is done)
     best_val_top1: float = -1.0
     wall_time_s: float = 0.0
     carry: EpochCarry = EpochCarry()  # how far into epoch `epoch` (a mid-epoch checkpoint)
@@ -190,7 +190,8 @@ def _loaders(data: DataSplits, cfg: TrainConfig, rank: int, world: int, device: 
                          f"per process; lower data.batch_size")
     sampler = PositionSampler(epoch_order, seed=cfg.run.seed, rank=rank)
     pin, workers = device.type == "cuda", loader_workers(d.workers)
-    items = SeededDataset(data.train, seeded=not d.batch_augment)  # batch augmentation draws later, per batch
+    items = SeededDataset(data.train, seeded=not d.batch_augment,  # batch augmentation draws later, per batch
+                          flip_seed=cfg.run.seed if d.hflip_alternate else None)
     train = DataLoader(items, batch_size=d.batch_size, sampler=sampler, num_workers=workers,
                        drop_last=True, pin_memory=pin, worker_init_fn=ignore_stop_signals if workers else None)
     shard = Subset(data.val, list(range(rank, len(data.val), world)))  # each process evaluates its own shard
@@ -236,7 +237,9 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
     mixup_rng = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank)
     augment = BatchAugment(mean=data.mean, std=data.std, padding=d.padding, hflip=d.hflip,
                            generator=mixup_rng) if d.batch_augment else None
-    model = build_model(cfg, data, device, finetune, augment)
+    model = build_model(cfg, data, device, finetune, augment)  # the whitening sample: randomly flipped
+    if augment is not None:
+        augment = dataclasses.replace(augment, hflip=d.random_hflip)  # the same draws, fewer flips taken
     train_loader, sampler, val_loader = _loaders(data, cfg, rank, world, device)
     global_batch = d.batch_size * world * o.accum_steps
     lr = scale_lr(o.lr, global_batch, o.lr_batch)
@@ -349,20 +352,24 @@ class _Logger:
             self.tb.flush()
 
 
-def train_epoch(run: Run, epoch: int, planned_epochs: int, *, carry: EpochCarry,
+def train_epoch(run: Run, epoch: int, planned_epochs: float, *, carry: EpochCarry,
                 after_step: Callable[[EpochCarry], bool]) -> Optional[dict[str, Any]]:
-    """Train epoch `epoch` from `carry` on, evaluate when due; the epoch's metrics row (without
-    wall_time_s), or None when `after_step` stopped it early."""
+    """Train epoch `epoch` from `carry` on (the plan's last epoch only up to the plan's steps), evaluate when
+    due; the epoch's metrics row (without wall_time_s), or None when `after_step` stopped it early."""
     cfg, ctx = run.cfg, run.ctx
     run.sampler.set_epoch(epoch, start=carry.step * cfg.optim.accum_steps * cfg.data.batch_size)
     run.train_loader.generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)  # worker seeds
+    steps = min(run.steps_per_epoch, plan_steps(planned_epochs, run.steps_per_epoch) - epoch * run.steps_per_epoch)
     stats = train_one_epoch(ctx, run.train_loader, epoch=epoch, progress=cfg.run.progress, carry=carry,
-                            after_step=after_step)
+                            after_step=after_step, max_steps=steps if steps < run.steps_per_epoch else None)
     if stats.stopped:
         return None
     row = {"epoch": epoch + 1, "train_loss": stats.train_loss, "lr": stats.lr, "images_per_s": stats.images_per_s,
            "epoch_time_s": stats.epoch_time_s}
-    if (epoch + 1) % cfg.run.eval_every == 0 or epoch + 1 == planned_epochs:
+    if steps < run.steps_per_epoch:
+        row["epoch_fraction"] = stats.steps / run.steps_per_epoch  # a plan that ends in part of an epoch
+    last = epoch + 1 >= planned_epochs
+    if (epoch + 1) % cfg.run.eval_every == 0 or last:
         classes = len(run.data.classes)
         start = time.perf_counter()
         ev = evaluate(with_tta(ctx.model, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
@@ -372,7 +379,7 @@ def train_epoch(run: Run, epoch: int, planned_epochs: int, *, carry: EpochCarry,
             ev = evaluate(with_tta(ctx.ema.module, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
                           precision=ctx.precision)
             row.update(val_top1_ema=ev.top1, val_top5_ema=ev.top5)
-        if epoch + 1 == planned_epochs and final_tta_runs(cfg.run):
+        if last and final_tta_runs(cfg.run):
             _final_tta(run, row)
     teacher_time = ctx.criterion.pop_teacher_time()
     if teacher_time is not None:
@@ -416,7 +423,7 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
             fit = _start_fit(run, row["wall_time_s"])
         if fit is not None:
             progress.planned_epochs = _replan(run, fit, progress, row)
-            if progress.epoch + 1 == progress.planned_epochs and "tta" not in row and final_tta_runs(cfg):
+            if progress.epoch + 1 >= progress.planned_epochs and "tta" not in row and final_tta_runs(cfg):
                 _final_tta(run, row)  # the plan was cut to end at this epoch after it had been trained
                 row["wall_time_s"] = time.perf_counter() - t0
         improved = "val_top1" in row and row["val_top1"] > progress.best_val_top1
@@ -524,20 +531,20 @@ def _replan(run: Run, fit: BudgetFit, progress: Progress, row: dict[str, Any]) -
     scale = 1.0
     if fit.pass_seconds:
         base = _base_size(run)
-        scale = fit.size_scale(size_at(schedule_of(cfg, planned), planned - 1, base),
+        scale = fit.size_scale(size_at(schedule_of(cfg, planned), epochs_started(planned) - 1, base),
                                size_at(schedule_of(cfg, planned), progress.epoch, base))
     reserve_s = final_tta_cost(cfg.run, row, scale)
-    fitted = fit.replan(planned, progress.epoch, row["wall_time_s"], reserve_s)
+    fitted = fit.replan(planned, progress.epoch, row["wall_time_s"], reserve_s, row.get("eval_time_s", 0.0) * scale)
     if fitted < planned:
-        run.ctx.schedule.shorten(max(fitted * run.steps_per_epoch, 1))
+        run.ctx.schedule.shorten(plan_steps(fitted, run.steps_per_epoch))
     if dist.is_main() and (fitted < planned or progress.epoch == 0):
         print(_fit_line(cfg.run.time_limit_min, progress.epoch, row["wall_time_s"], fit, reserve_s, planned, fitted),
               flush=True)
     return fitted
 
 
-def _fit_line(limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, reserve_s: float, planned: int,
-              fitted: int) -> str:
+def _fit_line(limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, reserve_s: float, planned: float,
+              fitted: float) -> str:
     """What the time budget's fit did after epoch `epoch` (0-based)."""
     if epoch == 0:
         took = f"the first epoch took {elapsed_s:.0f} s"
@@ -545,8 +552,8 @@ def _fit_line(limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, re
     else:
         took = f"{epoch + 1} epochs took {elapsed_s:.0f} s, slower than planned"
     final = f", {reserve_s:.0f} s kept for the final TTA evaluation" if reserve_s else ""
-    plan = f"the schedule now ends after {fitted} epochs instead of {planned}" if fitted < planned else \
-        f"the plan of {planned} epochs fits"
+    plan = f"the schedule now ends after {fitted:g} epochs instead of {planned:g}" if fitted < planned else \
+        f"the plan of {planned:g} epochs fits"
     return f"time budget {limit_min} min: {took}{final}, so {plan}"
 
 
@@ -583,8 +590,8 @@ def _start_line(run: Run) -> str:
             f"global batch {run.global_batch}, lr {run.lr:.3g}, {cfg.optim.epochs} epochs x {run.steps_per_epoch} steps")
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}"]
+def _epoch_line(row: dict, epochs: float) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs:g}", f"loss {row['train_loss']:.4f}"]
     if "val_top1" in row:
         parts.append(f"val top-1 {row['val_top1']:.2f}% top-5 {row['val_top5']:.2f}%")
     if "val_top1_ema" in row:
@@ -599,7 +606,8 @@ def summarize(run: Run, progress: Progress, rows: list[dict[str, Any]]) -> dict[
     speeds = [r["images_per_s"] for r in rows]
     return {
         "run_dir": str(run.run_dir), "model": run.cfg.model.name, "params": count_params(run.model),
-        "epochs": progress.epoch, "planned_epochs": progress.planned_epochs, "best_val_top1": progress.best_val_top1,
+        "epochs": min(progress.epoch, progress.planned_epochs), "planned_epochs": progress.planned_epochs,
+        "best_val_top1": progress.best_val_top1,
         "final_val_top1": last.get("val_top1"), "final_val_top5": last.get("val_top5"),
         "final_val_top1_tta": last.get("val_top1_tta"), "final_tta": last.get("tta"),
         "train_images_per_s": float(np.median(speeds)) if speeds else None,
