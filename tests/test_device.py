@@ -14,7 +14,7 @@ from resmlp.device import glibc_mallopt, retain_freed_cpu_memory
 ROUNDS = """
 import json, resource, sys, torch
 from resmlp.device import retain_freed_cpu_memory
-applied = retain_freed_cpu_memory() if sys.argv[1] == "retain" else None
+applied = retain_freed_cpu_memory(retain=sys.argv[1] == "retain")
 def round_faults():
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     xs = [torch.ones(4 * 2**20) for _ in range(8)]
@@ -31,11 +31,12 @@ def faults_per_round(mode: str) -> dict:
 
 @pytest.mark.skipif(glibc_mallopt() is None, reason="needs Linux with glibc (mallopt)")
 def test_retained_memory_is_not_faulted_in_again():
-    plain, retained = faults_per_round("none"), faults_per_round("retain")
-    assert retained["applied"] is True
+    plain, retained = faults_per_round("release"), faults_per_round("retain")
+    assert plain["applied"] is retained["applied"] is True
     pages = 8 * 16 * 2**20 // 4096
-    # glibc gives the freed 128 MiB back and faults it in again every round ...
-    assert min(plain["faults"][1:]) > pages // 2
+    # At glibc's start-up thresholds (held fixed here: glibc as it starts raises them after a round or two, by a
+    # heuristic whose timing varied between runs), the freed 128 MiB go back and are faulted in every round ...
+    assert min(plain["faults"]) > pages // 2
     # ... kept, only the first round touches fresh pages.
     assert retained["faults"][0] > pages // 2
     assert sum(retained["faults"][1:]) < pages // 2
