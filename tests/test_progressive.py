@@ -115,7 +115,7 @@ def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tm
     shortened run switches sizes at the same fractions of its length."""
     priced = {}
 
-    def fake_fit(planned, elapsed_s, budget_s, epoch_cost=None, *, done=1, done_cost=None, eval_s=0.0):
+    def fake_fit(planned, elapsed_s, budget_s, epoch_cost=None, **kw):
         priced.setdefault("costs", [epoch_cost(planned, e) for e in range(planned)])
         return 2
 

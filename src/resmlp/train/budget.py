@@ -21,6 +21,10 @@ from ..models.tta import tta_view_count
 
 EpochCost = Callable[[float, int], float]  # (plan length, epoch) -> that epoch's cost relative to the first one
 PLAN_QUANTUM = 20  # a fitted plan is a whole number of 1/PLAN_QUANTUM epochs
+# The share of the budget a fit leaves free for timing noise: a plan that ends in part of an epoch leaves no
+# slack of its own (a 15-minute run priced to 893 s ended at 912 s: its last 0.2 epoch, evaluation and TTA
+# evaluation ran 17 s slower than priced, docs/benchmarks.md).
+NOISE_MARGIN = 0.02
 
 
 def plan_steps(planned: float, steps_per_epoch: int) -> int:
@@ -34,15 +38,17 @@ def epochs_started(planned: float) -> int:
 
 
 def fit_epochs(planned: float, elapsed_s: float, budget_s: float, epoch_cost: Optional[EpochCost] = None, *,
-               done: int = 1, done_cost: Optional[float] = None, eval_s: float = 0.0) -> float:
+               done: int = 1, done_cost: Optional[float] = None, eval_s: float = 0.0,
+               unit_s: Optional[float] = None) -> float:
     """The longest plan of at most `planned` epochs (at least `done`, the epochs already trained), a whole
     number of 1/PLAN_QUANTUM epochs, whose estimated time fits in `budget_s`. The `done` epochs took
     `elapsed_s` and cost `done_cost` in units of the first epoch (`done` when every epoch costs the same);
     every later epoch of a plan of n epochs costs `epoch_cost(n, epoch)` of those units (1 without progressive
-    resizing), each unit priced at the done epochs' mean, elapsed_s / done_cost. A partial last epoch costs
-    its fraction of that, plus the rest of its evaluation (`eval_s` seconds for a whole one), which it runs
-    whole."""
-    unit_s = elapsed_s / (done if done_cost is None else done_cost)
+    resizing), each unit priced at `unit_s` (default: the done epochs' mean, elapsed_s / done_cost). A partial
+    last epoch costs its fraction of that, plus the rest of its evaluation (`eval_s` seconds for a whole one),
+    which it runs whole."""
+    if unit_s is None:
+        unit_s = elapsed_s / (done if done_cost is None else done_cost)
     below = math.ceil(planned * PLAN_QUANTUM - 1e-6) - 1  # the largest quantum step below `planned`
     for n in [planned] + [k / PLAN_QUANTUM for k in range(below, done * PLAN_QUANTUM, -1)]:
         rest, seconds = 0.0, 0.0
@@ -79,6 +85,7 @@ class BudgetFit:
     epoch_cost: Optional[EpochCost] = None
     pass_seconds: Mapping[tuple[int, int], float] = field(default_factory=dict)
     done_cost: float = 0.0  # the trained epochs' costs in units of the first epoch, summed
+    last_elapsed_s: float = 0.0  # the run's wall time when the latest replanned epoch began
 
     def cost(self, planned: float, epoch: int) -> float:
         return 1.0 if self.epoch_cost is None else self.epoch_cost(planned, epoch)
@@ -91,10 +98,15 @@ class BudgetFit:
 
     def replan(self, planned: float, epoch: int, elapsed_s: float, reserve_s: float, eval_s: float = 0.0) -> float:
         """After epoch `epoch` (0-based) of a `planned`-epoch plan, `elapsed_s` into the run: the plan's new
-        length (never longer) so that the rest and `reserve_s` fit in the budget (`eval_s`: a whole
-        evaluation's seconds, which a partial last epoch runs whole)."""
+        length (never longer) so that the rest, `reserve_s` and `NOISE_MARGIN` of the budget fit in it
+        (`eval_s`: a whole evaluation's seconds, which a partial last epoch runs whole). A unit of cost is priced
+        at the mean of the epochs done, or at the latest epoch's pace where that was slower (the rest runs at
+        the latest size, on the host as it is now)."""
         if epoch + 1 >= planned:  # the plan's last epoch is done: nothing left to fit
             return planned
-        self.done_cost += self.cost(planned, epoch)  # priced at the size it was trained at
-        return fit_epochs(planned, elapsed_s, self.budget_s - reserve_s, self.epoch_cost, done=epoch + 1,
-                          done_cost=self.done_cost, eval_s=eval_s)
+        cost = self.cost(planned, epoch)  # priced at the size it was trained at
+        self.done_cost += cost
+        unit_s = max(elapsed_s / self.done_cost, (elapsed_s - self.last_elapsed_s) / cost)
+        self.last_elapsed_s = elapsed_s
+        return fit_epochs(planned, elapsed_s, self.budget_s * (1 - NOISE_MARGIN) - reserve_s, self.epoch_cost,
+                          done=epoch + 1, eval_s=eval_s, unit_s=unit_s)
