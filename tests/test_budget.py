@@ -46,11 +46,13 @@ def test_replan_adds_each_epoch_at_its_own_cost_and_keeps_the_reserve_free():
     fit = BudgetFit(budget_s=1000.0, epoch_cost=cost)  # 2 % (20 s) of it kept free for timing noise
     assert fit.replan(10, 0, 60.0, reserve_s=0.0) == 10  # 60 x (5 + 10) = 900 <= 980
     assert fit.done_cost == 1.0
-    # Epoch 2 took 90 s (150 s in all): the mean unit is 75 s, the latest epoch's pace 90 s, the slower one counts.
-    # 7 epochs need 150 + 90 x (1 + 4 x 2) = 960 s, and 0.1 of an eighth (2 units) fits in the rest: 978 <= 980.
-    assert fit.replan(10, 1, 150.0, reserve_s=0.0) == 7.1
+    # Epoch 2 took 150 - 60 s (its own pace: 85 s training and evaluation), so the mean unit is 75 s and the
+    # epoch's pace 85 s: the slower one counts. 7 epochs need 150 + 85 x (1 + 4 x 2) = 915 s, and 0.35 of an
+    # eighth (2 units) fits in the rest: 974.5 <= 980 < 983 (0.4).
+    assert BudgetFit(1000.0, cost, done_cost=1.0).replan(10, 1, 150.0, reserve_s=0.0) == 8.5  # the mean: 75 s
+    assert fit.replan(10, 1, 150.0, reserve_s=0.0, epoch_s=85.0) == 7.35
     assert fit.done_cost == 2.0
-    assert fit.replan(7.1, 7, 900.0, reserve_s=0.0) == 7.1 and fit.done_cost == 2.0  # the last epoch: nothing left
+    assert fit.replan(7.35, 7, 900.0, reserve_s=0.0) == 7.35 and fit.done_cost == 2.0  # the last epoch: nothing left
     assert BudgetFit(1000.0, cost).replan(10, 0, 60.0, reserve_s=200.0) == 8.5  # 60 x (4 + 8 + 1) = 780 <= 780
     assert fit.size_scale((32, 32), (24, 24)) == 1.0  # nothing timed
     timed = BudgetFit(1000.0, cost, {(24, 24): 0.4, (32, 32): 0.7})
@@ -102,8 +104,9 @@ def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path,
 
     def timed_epoch(*args, **kwargs):
         row = real_epoch(*args, **kwargs)
-        clock.now += clock.epoch_seconds.pop(0) * row.get("epoch_fraction", 1.0)  # a partial epoch: its part
-        return row
+        seconds = clock.epoch_seconds.pop(0) * row.get("epoch_fraction", 1.0)  # a partial epoch: its part
+        clock.now += seconds
+        return {**row, "epoch_time_s": seconds}  # the epoch's own pace, as the fit reads it
 
     monkeypatch.setattr(run_module, "time", clock)
     monkeypatch.setattr(run_module, "train_epoch", timed_epoch)

@@ -85,7 +85,6 @@ class BudgetFit:
     epoch_cost: Optional[EpochCost] = None
     pass_seconds: Mapping[tuple[int, int], float] = field(default_factory=dict)
     done_cost: float = 0.0  # the trained epochs' costs in units of the first epoch, summed
-    last_elapsed_s: float = 0.0  # the run's wall time when the latest replanned epoch began
 
     def cost(self, planned: float, epoch: int) -> float:
         return 1.0 if self.epoch_cost is None else self.epoch_cost(planned, epoch)
@@ -96,17 +95,17 @@ class BudgetFit:
             return 1.0
         return self.pass_seconds[final_size] / self.pass_seconds[size]
 
-    def replan(self, planned: float, epoch: int, elapsed_s: float, reserve_s: float, eval_s: float = 0.0) -> float:
+    def replan(self, planned: float, epoch: int, elapsed_s: float, reserve_s: float, eval_s: float = 0.0,
+               epoch_s: float = 0.0) -> float:
         """After epoch `epoch` (0-based) of a `planned`-epoch plan, `elapsed_s` into the run: the plan's new
         length (never longer) so that the rest, `reserve_s` and `NOISE_MARGIN` of the budget fit in it
         (`eval_s`: a whole evaluation's seconds, which a partial last epoch runs whole). A unit of cost is priced
-        at the mean of the epochs done, or at the latest epoch's pace where that was slower (the rest runs at
-        the latest size, on the host as it is now)."""
+        at the mean of the epochs done, or at this epoch's own pace (`epoch_s`: its training and evaluation
+        seconds) where that was slower: the rest runs at the latest size, on the host as it is now."""
         if epoch + 1 >= planned:  # the plan's last epoch is done: nothing left to fit
             return planned
         cost = self.cost(planned, epoch)  # priced at the size it was trained at
         self.done_cost += cost
-        unit_s = max(elapsed_s / self.done_cost, (elapsed_s - self.last_elapsed_s) / cost)
-        self.last_elapsed_s = elapsed_s
+        unit_s = max(elapsed_s / self.done_cost, epoch_s / cost)
         return fit_epochs(planned, elapsed_s, self.budget_s * (1 - NOISE_MARGIN) - reserve_s, self.epoch_cost,
                           done=epoch + 1, eval_s=eval_s, unit_s=unit_s)

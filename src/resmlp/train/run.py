@@ -534,7 +534,9 @@ def _replan(run: Run, fit: BudgetFit, progress: Progress, row: dict[str, Any]) -
         scale = fit.size_scale(size_at(schedule_of(cfg, planned), epochs_started(planned) - 1, base),
                                size_at(schedule_of(cfg, planned), progress.epoch, base))
     reserve_s = final_tta_cost(cfg.run, row, scale)
-    fitted = fit.replan(planned, progress.epoch, row["wall_time_s"], reserve_s, row.get("eval_time_s", 0.0) * scale)
+    eval_s = row.get("eval_time_s", 0.0)
+    fitted = fit.replan(planned, progress.epoch, row["wall_time_s"], reserve_s, eval_s * scale,
+                        epoch_s=row["epoch_time_s"] + eval_s)
     if fitted < planned:
         run.ctx.schedule.shorten(plan_steps(fitted, run.steps_per_epoch))
     if dist.is_main() and (fitted < planned or progress.epoch == 0):
