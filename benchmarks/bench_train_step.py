@@ -9,6 +9,8 @@ after round, so a noisy host slows all variants alike; we report the median and 
         --precisions fp32   # what the optimizer step costs (Muon: Newton-Schulz per matrix)
     python benchmarks/bench_train_step.py --models "resmlp_tiny32:embed_dim=128" --optimizers muon \
         --precisions fp32 --malloc default,retain   # glibc returning freed memory vs keeping it (run.retain_cpu_memory)
+    python benchmarks/bench_train_step.py --models "resmlp_tiny32:embed_dim=128" --optimizers muon \
+        --precisions fp32 --batch 64,128 --img-size 24   # batch sizes interleaved
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["resmlp_tiny32"])
     ap.add_argument("--img-size", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batch", default="128", help="comma-separated batch sizes, interleaved like the rest")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--optimizers", default="lamb", help="comma-separated optim.name values (lamb, adamw, muon)")
     ap.add_argument("--rounds", type=int, default=5)
@@ -71,8 +73,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, args.img_size, args.img_size)
-    targets = torch.softmax(torch.randn(args.batch, 10), -1)
+    batches = [int(b) for b in args.batch.split(",")]
+    inputs = {b: (torch.randn(b, 3, args.img_size, args.img_size), torch.softmax(torch.randn(b, 10), -1))
+              for b in batches}
     variants = []
     optimizers = args.optimizers.split(",")
     mallocs = args.malloc.split(",")
@@ -84,25 +87,27 @@ def main() -> None:
             model = create_model(name, img_size=args.img_size, num_classes=10, **kw).train()
             opt = build_optimizer(model, name=opt_name, lr=1e-3, weight_decay=0.05)
             macs = count_macs(model, (1, 3, args.img_size, args.img_size))
-            label = spec if len(optimizers) == 1 else f"{spec} {opt_name}"
-            for prec in args.precisions.split(","):
-                for malloc in mallocs:
-                    tag = prec if len(mallocs) == 1 else f"{prec} {malloc}"
-                    variants.append((label, tag, model, opt, macs, malloc))
-                    if args.compile:  # the same weights and optimizer, forward and backward through Inductor
-                        variants.append((label, tag + "+compile", torch.compile(model), opt, macs, malloc))
+            for batch in batches:
+                label = spec if len(optimizers) == 1 else f"{spec} {opt_name}"
+                label += f" b{batch}" if len(batches) > 1 else ""
+                for prec in args.precisions.split(","):
+                    for malloc in mallocs:
+                        tag = prec if len(mallocs) == 1 else f"{prec} {malloc}"
+                        variants.append((label, tag, model, opt, macs, malloc, batch))
+                        if args.compile:  # the same weights and optimizer, forward and backward through Inductor
+                            variants.append((label, tag + "+compile", torch.compile(model), opt, macs, malloc, batch))
     for v in variants:  # warm-up (allocator, oneDNN kernel selection, compilation)
         retain_freed_cpu_memory(v[5] == "retain")
-        step_time(v[2], v[3], x, targets, v[1].split()[0].split("+")[0], 2)
+        step_time(v[2], v[3], *inputs[v[6]], v[1].split()[0].split("+")[0], 2)
     times: dict[tuple, list[float]] = {(v[0], v[1]): [] for v in variants}
     for _ in range(args.rounds):
-        for spec, prec, model, opt, _m, malloc in variants:
+        for spec, prec, model, opt, _m, malloc, batch in variants:
             retain_freed_cpu_memory(malloc == "retain")
-            times[(spec, prec)].append(step_time(model, opt, x, targets, prec.split()[0].split("+")[0], args.steps))
+            times[(spec, prec)].append(step_time(model, opt, *inputs[batch], prec.split()[0].split("+")[0], args.steps))
     print(f"batch {args.batch}, {args.img_size}px, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
     print(f"{'model (optimizer)':<40}{'prec':<14}{'GMACs/img':>10}{'img/s median':>14}{'range':>14}{'GFLOP/s':>9}")
-    for spec, prec, _model, _opt, macs, _malloc in variants:
-        ips = [args.batch / t for t in times[(spec, prec)]]
+    for spec, prec, _model, _opt, macs, _malloc, batch in variants:
+        ips = [batch / t for t in times[(spec, prec)]]
         flops = 6 * macs * statistics.median(ips) / 1e9  # forward 2 MACs->FLOPs, backward twice the forward
         print(f"{spec:<40}{prec:<14}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}"
               f"{min(ips):>7.0f}-{max(ips):<6.0f}{flops:>9.1f}")
