@@ -43,20 +43,48 @@ def test_fit_epochs_later_prices_the_rest_at_the_mean_of_the_epochs_done():
 
 def test_replan_adds_each_epoch_at_its_own_cost_and_keeps_the_reserve_free():
     cost = lambda planned, epoch: 1.0 if epoch < planned // 2 else 2.0  # noqa: E731  second half costs 2x
-    fit = BudgetFit(budget_s=1000.0, epoch_cost=cost)  # 2 % (20 s) of it kept free for timing noise
+    fit = BudgetFit(budget_s=1000.0, longest=10, epoch_cost=cost)  # 2 % (20 s) of it kept free for timing noise
     assert fit.replan(10, 0, 60.0, reserve_s=0.0) == 10  # 60 x (5 + 10) = 900 <= 980
     assert fit.done_cost == 1.0
     # Epoch 2 took 150 - 60 s (its own pace: 85 s training and evaluation), so the mean unit is 75 s and the
     # epoch's pace 85 s: the slower one counts. 7 epochs need 150 + 85 x (1 + 4 x 2) = 915 s, and 0.35 of an
     # eighth (2 units) fits in the rest: 974.5 <= 980 < 983 (0.4).
-    assert BudgetFit(1000.0, cost, done_cost=1.0).replan(10, 1, 150.0, reserve_s=0.0) == 8.5  # the mean: 75 s
+    assert BudgetFit(1000.0, 10, cost, done_cost=1.0).replan(10, 1, 150.0, reserve_s=0.0) == 8.5  # the mean: 75 s
     assert fit.replan(10, 1, 150.0, reserve_s=0.0, epoch_s=85.0) == 7.35
     assert fit.done_cost == 2.0
     assert fit.replan(7.35, 7, 900.0, reserve_s=0.0) == 7.35 and fit.done_cost == 2.0  # the last epoch: nothing left
-    assert BudgetFit(1000.0, cost).replan(10, 0, 60.0, reserve_s=200.0) == 8.5  # 60 x (4 + 8 + 1) = 780 <= 780
+    assert BudgetFit(1000.0, 10, cost).replan(10, 0, 60.0, reserve_s=200.0) == 8.5  # 60 x (4 + 8 + 1) = 780 <= 780
     assert fit.size_scale((32, 32), (24, 24)) == 1.0  # nothing timed
-    timed = BudgetFit(1000.0, cost, {(24, 24): 0.4, (32, 32): 0.7})
+    timed = BudgetFit(1000.0, 10, cost, {(24, 24): 0.4, (32, 32): 0.7})
     assert timed.size_scale((32, 32), (24, 24)) == pytest.approx(1.75)
+
+
+def test_fit_epochs_skips_plans_not_allowed_and_may_price_each_cost_at_its_own_unit():
+    assert fit_epochs(25, 100.0, 1000.0, allowed=lambda n: n <= 6.5) == 6.5
+    doubling = lambda planned, epoch: 2.0 if epoch else 1.0  # noqa: E731
+    # A 2-unit epoch priced at 50 s a unit costs what the first did: 10 epochs fit, not 5.5.
+    assert fit_epochs(25, 100.0, 1000.0, doubling, unit_s=lambda cost: 100.0 if cost == 1.0 else 50.0) == 10
+
+
+def test_replan_lengthens_a_plan_whose_epochs_run_faster_up_to_the_configured_one():
+    fit = BudgetFit(1000.0, longest=20)  # 980 s after the 2 % noise margin
+    assert fit.replan(20, 0, 200.0, reserve_s=0.0, epoch_s=200.0) == 4.9  # 200 + 3.9 x 200 = 980
+    # The second epoch took 100 s: 150 s an epoch (the mean; the latest was faster), 300 + 4.5 x 150 = 975.
+    assert fit.replan(4.9, 1, 300.0, reserve_s=0.0, epoch_s=100.0) == 6.5
+    assert BudgetFit(1000.0, longest=5).replan(4.9, 1, 300.0, reserve_s=0.0, epoch_s=100.0) == 5  # never past it
+    held = BudgetFit(1000.0, longest=20, paces={1.0: [200.0]}, done_cost=1.0)
+    assert held.replan(4.9, 1, 300.0, reserve_s=0.0, epoch_s=100.0, may_lengthen=lambda n: False) == 4.9
+
+
+def test_replan_prices_a_size_at_the_pace_of_its_own_epochs_once_trained():
+    """The timed passes priced the 2-unit epochs at 100 s; the first one took 60 s. The rest of them is priced
+    at that, not at the mean unit of all epochs done (160 s for 4 units: 40 s a unit, 80 s an epoch)."""
+    cost = lambda planned, epoch: 1.0 if epoch < 2 else 2.0  # noqa: E731
+    fit = BudgetFit(500.0, longest=10, epoch_cost=cost)  # 490 s after the noise margin
+    assert fit.replan(10, 0, 50.0, reserve_s=0.0, epoch_s=50.0) == 5.9  # 50 + 50 + 3.9 x 100 = 490
+    assert fit.replan(5.9, 1, 100.0, reserve_s=0.0, epoch_s=50.0) == 5.9
+    assert fit.replan(5.9, 2, 160.0, reserve_s=0.0, epoch_s=60.0) == 8.5  # 160 + 5.5 x 60 = 490 (the mean: 7.1)
+    assert fit.paces == {1.0: [50.0, 50.0], 2.0: [30.0]}
 
 
 def test_final_tta_cost_scales_the_evaluation_by_views_and_size():
@@ -128,3 +156,59 @@ def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path,
     assert "2 epochs took 400 s, slower than planned, so the schedule now ends after 4.55 epochs instead of 10" in out
     assert out.count("slower than planned") == 1  # priced at the latest pace, the plan held
     assert "time limit of" not in out  # never stopped by the limit itself
+
+
+def _timed_epochs(monkeypatch, seconds_of) -> FakeClock:
+    """run.py's clock advanced by `seconds_of(run)` per epoch trained (its part, for a partial epoch)."""
+    clock = FakeClock([])
+    real_epoch = run_module.train_epoch
+
+    def timed_epoch(*args, **kwargs):
+        seconds = seconds_of(args[0])
+        row = real_epoch(*args, **kwargs)
+        seconds *= row.get("epoch_fraction", 1.0)
+        clock.now += seconds
+        return {**row, "epoch_time_s": seconds}
+
+    monkeypatch.setattr(run_module, "time", clock)
+    monkeypatch.setattr(run_module, "train_epoch", timed_epoch)
+    return clock
+
+
+def test_a_run_whose_epochs_speed_up_lengthens_its_plan(tmp_path, monkeypatch, capsys):
+    """The first epoch takes 300 s of a 1200 s budget (3.9 epochs fit), every later one 100 s: re-checked
+    after each, the plan grows as the mean pace falls, and the run still ends inside its budget with its lr
+    annealed (a plan that only shrank would have ended after 3.9 epochs, at about 600 s)."""
+    paces = iter([300.0] + [100.0] * 20)
+    _timed_epochs(monkeypatch, lambda run: next(paces))
+    cfg = load_config("digits", TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true",
+                                        "run.final_tta=flip"])
+    summary = train(cfg, out=tmp_path / "r")
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert 9 < summary["planned_epochs"] == summary["epochs"] < 10
+    assert len(rows) == 10 and 1100.0 < rows[-1]["wall_time_s"] <= 1200.0
+    ckpt = read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert ckpt["schedule"]["total_steps"] == ckpt["schedule"]["last_step"]  # the lr schedule ran to its end
+    out = capsys.readouterr().out
+    assert "the schedule now ends after 3.9 epochs instead of 10" in out
+    assert "2 epochs took 400 s, faster than planned, so the schedule now ends after 5.85 epochs instead of 3.9" \
+        in out
+    assert "time limit of" not in out
+
+
+def test_a_progressive_run_lengthened_after_its_switch_never_goes_back_to_the_smaller_size(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """[[0, 4], [10, 8]] of 20 epochs, fitted to about 3.9 after a slow 4 px first epoch, switches at epoch 2.
+    The 8 px epochs then take 30 s: a plan long enough for the budget would move the switch past epochs
+    already trained at 8 px, so each re-check lengthens the plan only as far as the next epoch stays at 8 px."""
+    monkeypatch.setattr(run_module, "time_passes", lambda model, sizes, **kw: {s: {4: 0.1, 8: 0.4}[s[0]]
+                                                                                for s in sizes})
+    _timed_epochs(monkeypatch, lambda run: 300.0 if run.model.stem.img_size in (4, (4, 4)) else 30.0)
+    cfg = load_config("digits", TINY + ["optim.epochs=20", "run.progressive_sizes=[[0, 4], [10, 8]]",
+                                        "run.time_limit_min=20", "run.fit_to_time_limit=true"])
+    summary = train(cfg, out=tmp_path / "r")
+    sizes = [json.loads(x)["img_size"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert sizes[:3] == [4, 4, 8] and set(sizes[2:]) == {8}  # never back to 4 px
+    assert summary["planned_epochs"] > 6.9 and summary["wall_time_s"] <= 1200.0
+    out = capsys.readouterr().out
+    assert "3 epochs took 630 s, faster than planned, so the schedule now ends after 6.95 epochs" in out

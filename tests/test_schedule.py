@@ -89,17 +89,30 @@ def test_resume_gives_identical_sequence() -> None:
     assert first + second == full
 
 
-def test_shorten_ends_the_cosine_earlier_and_caps_the_warmup() -> None:
+def test_end_at_ends_the_cosine_earlier_and_caps_the_warmup() -> None:
     opt = _optimizer()
     sched = _schedule(opt)
     _lr_sequence(opt, sched, 5)
-    sched.shorten(20)  # warmup 10 > 20 // 4: capped to 5, so step 5 is the peak of the new schedule
+    sched.end_at(20)  # warmup 10 > 20 // 4: capped to 5, so step 5 is the peak of the new schedule
     assert (sched.total_steps, sched.warmup_steps) == (20, 5)
     assert opt.param_groups[0]["lr"] == pytest.approx(BASE)
     lrs = _lr_sequence(opt, sched, 16)
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] == MIN_LR
-    with pytest.raises(ValueError, match=r"shorten: total_steps must be in \(0, 20\], got 40"):
-        sched.shorten(40)
+    with pytest.raises(ValueError, match=r"end_at: total_steps must be > 0, got 0"):
+        sched.end_at(0)
+
+
+def test_end_at_a_later_step_stretches_the_decay_from_where_it_is() -> None:
+    opt = _optimizer()
+    sched = _schedule(opt, decay="linear")
+    _lr_sequence(opt, sched, 40)
+    before = opt.param_groups[0]["lr"]
+    sched.end_at(2 * TOTAL)  # a time budget that fits more: the lr at step 40 rises to the longer line's
+    assert sched.warmup_steps == WARMUP  # the warmup it had (already passed)
+    after = opt.param_groups[0]["lr"]
+    assert after == pytest.approx(MIN_LR + (BASE - MIN_LR) * (2 * TOTAL - 40) / (2 * TOTAL - WARMUP)) and after > before
+    lrs = _lr_sequence(opt, sched, 2 * TOTAL - 40 + 1)  # steps 40 .. 2 x TOTAL
+    assert lrs == sorted(lrs, reverse=True) and lrs[-2] > lrs[-1] == MIN_LR
 
 
 def test_warmup_longer_than_run_is_pure_warmup() -> None:
@@ -120,11 +133,11 @@ def test_linear_decay_falls_in_equal_steps_to_min_lr() -> None:
     assert linear[TOTAL - quarter + WARMUP] > cosine_warmup_lr(TOTAL - quarter + WARMUP, **kw)
 
 
-def test_the_decay_shape_survives_shorten_and_resume() -> None:
+def test_the_decay_shape_survives_end_at_and_resume() -> None:
     opt = _optimizer()
     sched = _schedule(opt, decay="linear")
     _lr_sequence(opt, sched, 30)
-    sched.shorten(60)
+    sched.end_at(60)
     resumed = _schedule(_optimizer())  # constructed as cosine, as a config edited after the run started would
     resumed.load_state_dict(sched.state_dict())
     assert resumed.decay == "linear"

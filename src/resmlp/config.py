@@ -191,9 +191,10 @@ class RunConfig:
     retain_cpu_memory: bool = True
     eval_every: int = 1
     time_limit_min: Optional[float] = None  # stop after the epoch that crosses this wall-clock budget
-    # With a time limit: after the first epoch, shorten optim.epochs (and the cosine schedule) to what fits;
+    # With a time limit: after the first epoch, shorten optim.epochs (and the lr schedule) to what fits;
     # with progressive_sizes, each epoch priced by a forward/backward pass timed at its size, switches moved along;
-    # re-checked after every epoch (shortened again if the epochs so far are slower; train/budget.py).
+    # re-fitted after every epoch (shorter if the epochs run slower, longer up to optim.epochs if they run
+    # faster; train/budget.py).
     fit_to_time_limit: bool = False
     # Also write a mid-epoch checkpoint every this many minutes (for jobs killed without a warning signal).
     checkpoint_every_min: Optional[float] = None

@@ -111,14 +111,13 @@ class CosineWarmupSchedule:
         self.last_step += 1
         self._apply()
 
-    def shorten(self, total_steps: int) -> None:
-        """End the schedule at ``total_steps`` instead (e.g. when a time budget cannot fit the plan), so
-        the lr still anneals fully. The warmup is capped at a quarter of the new length, leaving the cosine
-        room to decay; the current step's lr follows the new schedule at once."""
-        if not 0 < total_steps <= self.total_steps:
-            raise ValueError(
-                f"CosineWarmupSchedule.shorten: total_steps must be in (0, {self.total_steps}], got {total_steps}"
-            )
+    def end_at(self, total_steps: int) -> None:
+        """End the schedule at ``total_steps`` instead, earlier or later (when a time budget cannot fit the
+        plan, or fits more of it), so the lr still anneals fully. The warmup is capped at a quarter of the new
+        length, leaving the decay room (a longer schedule keeps the warmup it has); the current step's lr
+        follows the new schedule at once."""
+        if total_steps <= 0:
+            raise ValueError(f"CosineWarmupSchedule.end_at: total_steps must be > 0, got {total_steps}")
         self.total_steps = total_steps
         self.warmup_steps = min(self.warmup_steps, total_steps // 4)
         self._apply()

@@ -2,9 +2,12 @@
 
 After the first epoch the plan is shortened to the epochs that fit, so that the lr anneals fully before the
 budget ends (a progressive run prices its later, larger epochs by timed forward/backward passes). After every
-later epoch the plan is checked again against the epochs so far and shortened if the rest would not fit: a
-host that slows down after the first epoch (another job, a noisy neighbour) would otherwise overrun. A plan
-only ever gets shorter. The time of the final test-time-augmented evaluation (`run.final_tta`) is kept free.
+later epoch the plan is fitted again, between the epochs done and the configured `optim.epochs`: shortened if
+the rest would not fit (a host that slows down after the first epoch, another job, a noisy neighbour, would
+otherwise overrun), lengthened if the epochs run faster than they were priced (a 24 -> 32 px run whose 32 px
+epochs beat their timed passes ended 5.5 minutes early, docs/benchmarks.md). Each size's epochs are priced at
+the mean of those trained at it, once one has been; never below the latest epoch's pace. The time of the final
+test-time-augmented evaluation (`run.final_tta`) is kept free.
 A plan is counted in twentieths of an epoch (`PLAN_QUANTUM`): its last epoch may be a part of one (the first
 steps of that epoch's order, then the whole evaluation), so the time a whole last epoch would not fit in is
 trained too (with whole epochs, 6.3 minutes of an hour went unused on the AVX2 EPYC, docs/benchmarks.md).
@@ -14,12 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from statistics import fmean
+from typing import Any, Callable, Mapping, Optional, Union
 
 from ..config import RunConfig
 from ..models.tta import tta_view_count
 
 EpochCost = Callable[[float, int], float]  # (plan length, epoch) -> that epoch's cost relative to the first one
+UnitPrice = Union[float, Callable[[float], float]]  # seconds of a unit of cost, or: an epoch's cost -> those seconds
 PLAN_QUANTUM = 20  # a fitted plan is a whole number of 1/PLAN_QUANTUM epochs
 # The share of the budget a fit leaves free for timing noise: a plan that ends in part of an epoch leaves no
 # slack of its own (a 15-minute run priced to 893 s ended at 912 s: its last 0.2 epoch, evaluation and TTA
@@ -39,24 +44,27 @@ def epochs_started(planned: float) -> int:
 
 def fit_epochs(planned: float, elapsed_s: float, budget_s: float, epoch_cost: Optional[EpochCost] = None, *,
                done: int = 1, done_cost: Optional[float] = None, eval_s: float = 0.0,
-               unit_s: Optional[float] = None) -> float:
+               unit_s: Optional[UnitPrice] = None, allowed: Optional[Callable[[float], bool]] = None) -> float:
     """The longest plan of at most `planned` epochs (at least `done`, the epochs already trained), a whole
-    number of 1/PLAN_QUANTUM epochs, whose estimated time fits in `budget_s`. The `done` epochs took
-    `elapsed_s` and cost `done_cost` in units of the first epoch (`done` when every epoch costs the same);
-    every later epoch of a plan of n epochs costs `epoch_cost(n, epoch)` of those units (1 without progressive
-    resizing), each unit priced at `unit_s` (default: the done epochs' mean, elapsed_s / done_cost). A partial
-    last epoch costs its fraction of that, plus the rest of its evaluation (`eval_s` seconds for a whole one),
-    which it runs whole."""
+    number of 1/PLAN_QUANTUM epochs, whose estimated time fits in `budget_s` (and that `allowed` accepts, when
+    given). The `done` epochs took `elapsed_s` and cost `done_cost` in units of the first epoch (`done` when
+    every epoch costs the same); every later epoch of a plan of n epochs costs `epoch_cost(n, epoch)` of those
+    units (1 without progressive resizing), each unit priced at `unit_s` seconds, or at `unit_s(cost)` for an
+    epoch of that cost (default: the done epochs' mean, elapsed_s / done_cost). A partial last epoch costs its
+    fraction of that, plus the rest of its evaluation (`eval_s` seconds for a whole one), which it runs whole."""
     if unit_s is None:
         unit_s = elapsed_s / (done if done_cost is None else done_cost)
+    price = unit_s if callable(unit_s) else (lambda cost: unit_s)
     below = math.ceil(planned * PLAN_QUANTUM - 1e-6) - 1  # the largest quantum step below `planned`
     for n in [planned] + [k / PLAN_QUANTUM for k in range(below, done * PLAN_QUANTUM, -1)]:
-        rest, seconds = 0.0, 0.0
+        if allowed is not None and not allowed(n):
+            continue
+        seconds = 0.0
         for e in range(done, epochs_started(n)):
             part = min(1.0, n - e)
-            rest += part * (1.0 if epoch_cost is None else epoch_cost(n, e))
-            seconds += (1.0 - part) * eval_s
-        if elapsed_s + unit_s * rest + seconds <= budget_s:
+            cost = 1.0 if epoch_cost is None else epoch_cost(n, e)
+            seconds += part * cost * price(cost) + (1.0 - part) * eval_s
+        if elapsed_s + seconds <= budget_s:
             return n
     return done
 
@@ -77,14 +85,17 @@ def final_tta_cost(cfg: RunConfig, row: dict[str, Any], size_scale: float = 1.0)
 
 @dataclass
 class BudgetFit:
-    """A time-budgeted plan during one training session. `epoch_cost` prices a progressive run's epochs
-    relative to the first one (None: every epoch alike); `pass_seconds` is what it was priced from (one
-    training forward/backward pass at each size, empty without progressive resizing)."""
+    """A time-budgeted plan during one training session, at most `longest` epochs (the configured
+    `optim.epochs`). `epoch_cost` prices a progressive run's epochs relative to the first one (None: every
+    epoch alike); `pass_seconds` is what it was priced from (one training forward/backward pass at each size,
+    empty without progressive resizing)."""
 
     budget_s: float
+    longest: float
     epoch_cost: Optional[EpochCost] = None
     pass_seconds: Mapping[tuple[int, int], float] = field(default_factory=dict)
     done_cost: float = 0.0  # the trained epochs' costs in units of the first epoch, summed
+    paces: dict[float, list[float]] = field(default_factory=dict)  # cost -> seconds per unit of its epochs so far
 
     def cost(self, planned: float, epoch: int) -> float:
         return 1.0 if self.epoch_cost is None else self.epoch_cost(planned, epoch)
@@ -96,16 +107,24 @@ class BudgetFit:
         return self.pass_seconds[final_size] / self.pass_seconds[size]
 
     def replan(self, planned: float, epoch: int, elapsed_s: float, reserve_s: float, eval_s: float = 0.0,
-               epoch_s: float = 0.0) -> float:
+               epoch_s: float = 0.0, may_lengthen: Optional[Callable[[float], bool]] = None) -> float:
         """After epoch `epoch` (0-based) of a `planned`-epoch plan, `elapsed_s` into the run: the plan's new
-        length (never longer) so that the rest, `reserve_s` and `NOISE_MARGIN` of the budget fit in it
-        (`eval_s`: a whole evaluation's seconds, which a partial last epoch runs whole). A unit of cost is priced
-        at the mean of the epochs done, or at this epoch's own pace (`epoch_s`: its training and evaluation
-        seconds) where that was slower: the rest runs at the latest size, on the host as it is now."""
+        length, up to `longest` (a longer one only where `may_lengthen` accepts it), so that the rest,
+        `reserve_s` and `NOISE_MARGIN` of the budget fit in it (`eval_s`: a whole evaluation's seconds, which a
+        partial last epoch runs whole). `epoch_s` is this epoch's training and evaluation seconds. A unit of cost
+        is priced at the mean pace of the epochs trained at that cost (that size), or of all epochs done for a
+        size not trained yet, or at this epoch's own pace where that was slower: the rest runs on the host as it
+        is now."""
         if epoch + 1 >= planned:  # the plan's last epoch is done: nothing left to fit
             return planned
         cost = self.cost(planned, epoch)  # priced at the size it was trained at
         self.done_cost += cost
-        unit_s = max(elapsed_s / self.done_cost, epoch_s / cost)
-        return fit_epochs(planned, elapsed_s, self.budget_s * (1 - NOISE_MARGIN) - reserve_s, self.epoch_cost,
-                          done=epoch + 1, eval_s=eval_s, unit_s=unit_s)
+        latest = epoch_s / cost
+        if epoch_s:
+            self.paces.setdefault(cost, []).append(latest)
+        overall = elapsed_s / self.done_cost
+        longest = max(planned, self.longest)
+        return fit_epochs(longest, elapsed_s, self.budget_s * (1 - NOISE_MARGIN) - reserve_s, self.epoch_cost,
+                          done=epoch + 1, eval_s=eval_s,
+                          unit_s=lambda c: max(fmean(self.paces[c]) if c in self.paces else overall, latest),
+                          allowed=lambda n: n <= planned or may_lengthen is None or may_lengthen(n))

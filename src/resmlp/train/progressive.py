@@ -34,8 +34,8 @@ METHODS = {"resize": "interp", "crop": "offset"}  # run.progressive_mode -> how 
 
 def schedule_of(cfg: TrainConfig, planned_epochs: Optional[float] = None) -> list[tuple[int, tuple[int, int]]]:
     """[(first epoch, (h, w)), ...] of `run.progressive_sizes` (empty without one). A run whose plan was
-    shortened to `planned_epochs` (`run.fit_to_time_limit`, possibly ending in part of an epoch) keeps the
-    schedule's shape: every switch moves to the nearest epoch at the same fraction of the shorter run (an entry
+    fitted to `planned_epochs` (`run.fit_to_time_limit`, possibly ending in part of an epoch) keeps the
+    schedule's shape: every switch moves to the nearest epoch at the same fraction of the fitted run (an entry
     that started after epoch 0 still does)."""
     schedule = [(e[0], to_pair(e[1] if len(e) == 2 else list(e[1:]))) for e in cfg.run.progressive_sizes or []]
     if planned_epochs is None or planned_epochs == cfg.optim.epochs:

@@ -43,6 +43,7 @@ from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
 from ..device import auto_precision, resolve_device, retain_freed_cpu_memory
 from ..models.init import init_token_mixing
+from ..models.layers import to_pair
 from ..models.tta import with_tta
 from ..models.whiten import whiten_patch_embedding
 from ..models import Preprocess, count_params, create_model, get_variant, model_args
@@ -280,7 +281,7 @@ def restore(run: Run, ckpt: dict) -> Progress:
     mine = ckpt if run.rank == 0 else _read_rank_state(run.run_dir, run.rank, position)
     run.mixup_rng.set_state(mine["mixup_rng"])
     set_rng_state(mine["rng"])
-    # A time-budgeted run keeps the plan it shortened itself to; otherwise the (possibly raised) optim.epochs.
+    # A time-budgeted run keeps the plan it fitted itself to; otherwise the (possibly raised) optim.epochs.
     fitted = run.cfg.run.fit_to_time_limit and "planned_epochs" in ckpt
     carry = EpochCarry(step=position[1], loss_sum=mine.get("epoch_loss_sum", 0.0), seen=mine.get("epoch_seen", 0))
     return Progress(planned_epochs=ckpt["planned_epochs"] if fitted else run.cfg.optim.epochs, epoch=ckpt["epoch"],
@@ -397,8 +398,8 @@ def _final_tta(run: Run, row: dict[str, Any]) -> None:
 
 def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: bool) -> list[dict[str, Any]]:
     """Train epoch by epoch (logging and checkpointing each) until the plan or the time limit ends or `gate`
-    says stop; returns this session's metrics rows. `may_fit_budget`: a fresh run may shorten its plan
-    after the first epoch."""
+    says stop; returns this session's metrics rows. `may_fit_budget`: a fresh run may fit its plan to
+    the time budget after every epoch."""
     cfg = run.cfg.run
     logger = _Logger(run.run_dir, cfg.tensorboard) if dist.is_main() else None
     t0 = time.perf_counter() - progress.wall_time_s
@@ -509,7 +510,7 @@ def _start_fit(run: Run, first_epoch_s: float) -> BudgetFit:
     cfg = run.cfg
     budget_s = cfg.run.time_limit_min * 60
     if not schedule_of(cfg):
-        return BudgetFit(budget_s)
+        return BudgetFit(budget_s, cfg.optim.epochs)
     base = _base_size(run)
     sizes = {size for _, size in schedule_of(cfg)} | {size_at(schedule_of(cfg), 0, base)}
     seconds = time_passes(run.model, sorted(sizes), batch_size=cfg.data.batch_size, device=run.ctx.device,
@@ -518,14 +519,14 @@ def _start_fit(run: Run, first_epoch_s: float) -> BudgetFit:
         timed = ", ".join(f"{s:.2f} s at {h}x{w}" for (h, w), s in seconds.items())
         print(f"one forward/backward pass of a batch of {cfg.data.batch_size}: {timed}", flush=True)
     passes = run.steps_per_epoch * cfg.optim.accum_steps
-    return BudgetFit(budget_s, lambda planned, epoch: relative_epoch_cost(schedule_of(cfg, planned), epoch, base,
-                                                                          seconds, passes, first_epoch_s), seconds)
+    return BudgetFit(budget_s, cfg.optim.epochs, lambda planned, epoch: relative_epoch_cost(
+        schedule_of(cfg, planned), epoch, base, seconds, passes, first_epoch_s), seconds)
 
 
 def _replan(run: Run, fit: BudgetFit, progress: Progress, row: dict[str, Any]) -> int:
-    """After an epoch (`row`) of a time-budgeted run: the plan that still fits, the final TTA evaluation's
-    time kept free (priced from this epoch's evaluation, scaled to the last epoch's size); a shorter plan
-    shortens the lr schedule with it."""
+    """After an epoch (`row`) of a time-budgeted run: the plan that fits, the final TTA evaluation's time kept
+    free (priced from this epoch's evaluation, scaled to the last epoch's size); the lr schedule follows a
+    shorter or longer plan."""
     cfg = run.cfg
     planned = progress.planned_epochs
     scale = 1.0
@@ -536,13 +537,25 @@ def _replan(run: Run, fit: BudgetFit, progress: Progress, row: dict[str, Any]) -
     reserve_s = final_tta_cost(cfg.run, row, scale)
     eval_s = row.get("eval_time_s", 0.0)
     fitted = fit.replan(planned, progress.epoch, row["wall_time_s"], reserve_s, eval_s * scale,
-                        epoch_s=row["epoch_time_s"] + eval_s)
-    if fitted < planned:
-        run.ctx.schedule.shorten(plan_steps(fitted, run.steps_per_epoch))
-    if dist.is_main() and (fitted < planned or progress.epoch == 0):
+                        epoch_s=row["epoch_time_s"] + eval_s,
+                        may_lengthen=lambda longer: not _steps_back_in_size(run, longer, progress.epoch + 1))
+    if fitted != planned:
+        run.ctx.schedule.end_at(plan_steps(fitted, run.steps_per_epoch))
+    if dist.is_main() and (fitted != planned or progress.epoch == 0):
         print(_fit_line(cfg.run.time_limit_min, progress.epoch, row["wall_time_s"], fit, reserve_s, planned, fitted),
               flush=True)
     return fitted
+
+
+def _steps_back_in_size(run: Run, planned: float, epoch: int) -> bool:
+    """Whether a plan of `planned` epochs would train epoch `epoch` at a smaller size than the model's now: a
+    longer plan moves the progressive switches later, past one the run may already have made."""
+    schedule = schedule_of(run.cfg, planned)
+    if not schedule:
+        return False
+    h, w = size_at(schedule, epoch, _base_size(run))
+    now_h, now_w = to_pair(run.model.stem.img_size)
+    return h * w < now_h * now_w
 
 
 def _fit_line(limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, reserve_s: float, planned: float,
@@ -552,9 +565,10 @@ def _fit_line(limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, re
         took = f"the first epoch took {elapsed_s:.0f} s"
         took += " (later epochs priced by their sizes' timed passes)" if fit.epoch_cost is not None else ""
     else:
-        took = f"{epoch + 1} epochs took {elapsed_s:.0f} s, slower than planned"
+        pace = "slower" if fitted < planned else "faster"
+        took = f"{epoch + 1} epochs took {elapsed_s:.0f} s, {pace} than planned"
     final = f", {reserve_s:.0f} s kept for the final TTA evaluation" if reserve_s else ""
-    plan = f"the schedule now ends after {fitted:g} epochs instead of {planned:g}" if fitted < planned else \
+    plan = f"the schedule now ends after {fitted:g} epochs instead of {planned:g}" if fitted != planned else \
         f"the plan of {planned:g} epochs fits"
     return f"time budget {limit_min} min: {took}{final}, so {plan}"
 
