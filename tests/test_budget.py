@@ -46,11 +46,12 @@ def test_replan_adds_each_epoch_at_its_own_cost_and_keeps_the_reserve_free():
     fit = BudgetFit(budget_s=1000.0, longest=10, epoch_cost=cost)  # 2 % (20 s) of it kept free for timing noise
     assert fit.replan(10, 0, 60.0, reserve_s=0.0) == 10  # 60 x (5 + 10) = 900 <= 980
     assert fit.done_cost == 1.0
-    # Epoch 2 took 150 - 60 s (its own pace: 85 s training and evaluation), so the mean unit is 75 s and the
-    # epoch's pace 85 s: the slower one counts. 7 epochs need 150 + 85 x (1 + 4 x 2) = 915 s, and 0.35 of an
-    # eighth (2 units) fits in the rest: 974.5 <= 980 < 983 (0.4).
+    # Epoch 2 took 150 - 60 s (its own pace: 85 s training and evaluation), so the mean unit is 75 s. The first
+    # size is priced at its epochs' pace (85 s: only epoch 2's was timed), the second, not trained yet, at the
+    # mean: 8 epochs need 150 + 2 x 85 + 4 x 2 x 75 = 920 s, and 0.4 of a ninth (2 units, 150 s) fits in the
+    # rest: 920 + 0.4 x 150 = 980 <= 980 < 987.5 (0.45).
     assert BudgetFit(1000.0, 10, cost, done_cost=1.0).replan(10, 1, 150.0, reserve_s=0.0) == 8.5  # the mean: 75 s
-    assert fit.replan(10, 1, 150.0, reserve_s=0.0, epoch_s=85.0) == 7.35
+    assert fit.replan(10, 1, 150.0, reserve_s=0.0, epoch_s=85.0) == 8.4
     assert fit.done_cost == 2.0
     assert fit.replan(7.35, 7, 900.0, reserve_s=0.0) == 7.35 and fit.done_cost == 2.0  # the last epoch: nothing left
     assert BudgetFit(1000.0, 10, cost).replan(10, 0, 60.0, reserve_s=200.0) == 8.5  # 60 x (4 + 8 + 1) = 780 <= 780
@@ -85,6 +86,31 @@ def test_replan_prices_a_size_at_the_pace_of_its_own_epochs_once_trained():
     assert fit.replan(5.9, 1, 100.0, reserve_s=0.0, epoch_s=50.0) == 5.9
     assert fit.replan(5.9, 2, 160.0, reserve_s=0.0, epoch_s=60.0) == 8.5  # 160 + 5.5 x 60 = 490 (the mean: 7.1)
     assert fit.paces == {1.0: [50.0, 50.0], 2.0: [30.0]}
+
+
+def test_replan_ignores_one_slow_epoch_and_follows_a_host_that_stays_slow():
+    """Four 40 s epochs, then one of 110 s: the median of the last three paces relative to their size's mean
+    (40/54, 40/54, 110/54) is below 1, so the rest is priced at the mean, 54 s, not at the one slow epoch's
+    110 s (which would cut the plan to 11.45 epochs). A second 110 s epoch makes the median 1.74: the host is
+    slower now, and the rest is priced at 110 s."""
+    fit = BudgetFit(1000.0, longest=20)  # 980 s after the noise margin
+    for epoch in range(4):
+        assert fit.replan(20, epoch, 40.0 * (epoch + 1), reserve_s=0.0, epoch_s=40.0) == 20  # 24.5 would fit
+    assert fit.replan(20, 4, 270.0, reserve_s=0.0, epoch_s=110.0) == 18.1  # 270 + 13.1 x 54 = 977.4
+    assert fit.slowness() == pytest.approx(40.0 / 54.0)
+    assert fit.replan(18.1, 5, 380.0, reserve_s=0.0, epoch_s=110.0) == 11.45  # 380 + 5.45 x 110 = 979.5
+    assert fit.slowness() == pytest.approx(110.0 / (380.0 / 6))
+
+
+def test_slowness_compares_each_epoch_with_its_own_size():
+    """After a switch to a size whose epochs run faster per unit than the first size's, the host is no slower:
+    each pace is compared with the mean at its own cost, so the faster size is not priced at the slower one's."""
+    fit = BudgetFit(1000.0, longest=20, recent=[(1.0, 50.0), (1.0, 50.0), (2.0, 40.0)],
+                    paces={1.0: [50.0, 50.0], 2.0: [40.0]})
+    assert fit.slowness() == 1.0
+    assert BudgetFit(1000.0, longest=20).slowness() == 1.0  # nothing timed yet
+    two = BudgetFit(1000.0, longest=20, recent=[(1.0, 50.0), (1.0, 150.0)], paces={1.0: [50.0, 150.0]})
+    assert two.slowness() == 1.5  # fewer than three epochs: the latest one's
 
 
 def test_final_tta_cost_scales_the_evaluation_by_views_and_size():

@@ -1,4 +1,5 @@
-"""device.py: keeping freed CPU memory in the process (run.retain_cpu_memory)."""
+"""device.py: which precision "auto" picks on a CPU; keeping freed CPU memory in the process
+(run.retain_cpu_memory)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,8 @@ import sys
 
 import pytest
 
-from resmlp.device import glibc_mallopt, retain_freed_cpu_memory
+from resmlp import device as device_module
+from resmlp.device import auto_precision, glibc_mallopt, native_bf16, retain_freed_cpu_memory
 
 # Eight 16 MiB tensors alive at once and then freed, four times: a training step's activations in miniature.
 # Each round's minor page faults are counted in a fresh interpreter, so this test's own heap is not touched.
@@ -45,3 +47,15 @@ def test_retained_memory_is_not_faulted_in_again():
 def test_off_linux_nothing_changes(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert retain_freed_cpu_memory() is False
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({"avx2", "fma"}, "fp32"),  # bf16 emulated: 24x slower
+    ({"avx512f", "avx512_bf16", "avx512_fp16"}, "fp32"),  # AVX512-BF16 without AMX: 0.77x fp32 (a Xeon VM)
+    ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),
+])
+def test_auto_precision_is_bf16_only_with_amx_on_a_cpu(monkeypatch, flags, expected):
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: frozenset(flags))
+    assert native_bf16("cpu") == (expected == "bf16")
+    assert auto_precision("auto", "cpu") == expected
+    assert auto_precision("fp32", "cpu") == "fp32" and auto_precision("bf16", "cpu") == "bf16"  # as asked

@@ -33,15 +33,18 @@ def cpu_flags() -> frozenset[str]:
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether `device` multiplies bf16 matrices in hardware (AVX512-BF16 / AMX on x86, Ampere+ on CUDA).
+    """Whether `device` multiplies bf16 matrices in hardware fast enough to pay for the casts (AMX on x86,
+    Ampere+ on CUDA).
 
-    Elsewhere bf16 is emulated: on an AMD EPYC VM with AVX2 only, a bf16 training step of the CIFAR
-    recipe's model ran 24x slower than fp32 (3.8 vs 92 img/s), so "auto" precision stays fp32 there.
+    Elsewhere bf16 is emulated or too slow: on an AMD EPYC VM with AVX2 only, a bf16 training step of the CIFAR
+    recipe's model ran 24x slower than fp32 (3.8 vs 92 img/s); on a Xeon VM with AVX512-BF16 but no AMX, bf16
+    autocast trained it at 0.77x fp32's images/s (177 vs 231 at 32 px) and ran ResMLP-S12 inference at
+    0.68-0.92x (docs/benchmarks.md). So "auto" precision stays fp32 on both.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return "amx_bf16" in cpu_flags()
 
 
 def auto_precision(precision: str, device: torch.device | str = "cpu") -> str:

@@ -7,7 +7,7 @@ to AdamW. With `adjust_lr_fn="match_rms_adamw"` Muon's update has AdamW's RMS, s
 and weight decay and one cosine schedule drives every group.
 
 torch's Muon runs its Newton-Schulz iteration in bf16, which is cheap where bf16 matrix products are native
-(AMX, AVX512-BF16, CUDA) and emulated elsewhere: on a 2-core AVX2-only EPYC one optimizer step of the CIFAR
+(AMX, CUDA) and emulated or slow elsewhere: on a 2-core AVX2-only EPYC one optimizer step of the CIFAR
 recipe's model took 5.3 s; in fp32 a whole training step runs at 0.94x LAMB's. There the same iteration (torch's
 coefficients and step count) runs in fp32 instead; everything else (momentum, Nesterov, lr adjustment, weight
 decay) stays torch.optim.Muon's.

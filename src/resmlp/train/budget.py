@@ -6,8 +6,10 @@ later epoch the plan is fitted again, between the epochs done and the configured
 the rest would not fit (a host that slows down after the first epoch, another job, a noisy neighbour, would
 otherwise overrun), lengthened if the epochs run faster than they were priced (a 24 -> 32 px run whose 32 px
 epochs beat their timed passes ended 5.5 minutes early, docs/benchmarks.md). Each size's epochs are priced at
-the mean of those trained at it, once one has been; never below the latest epoch's pace. The time of the final
-test-time-augmented evaluation (`run.final_tta`) is kept free.
+the mean of those trained at it, once one has been, times the host's present slowness: the median of the last
+`RECENT_EPOCHS` epochs' paces, each relative to its size's mean (one slow epoch alone moves nothing; a host that
+stays slow is followed from its second slow epoch on; before three epochs, the latest one's). The time of the
+final test-time-augmented evaluation (`run.final_tta`) is kept free.
 A plan is counted in twentieths of an epoch (`PLAN_QUANTUM`): its last epoch may be a part of one (the first
 steps of that epoch's order, then the whole evaluation), so the time a whole last epoch would not fit in is
 trained too (with whole epochs, 6.3 minutes of an hour went unused on the AVX2 EPYC, docs/benchmarks.md).
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from statistics import fmean
+from statistics import fmean, median
 from typing import Any, Callable, Mapping, Optional, Union
 
 from ..config import RunConfig
@@ -30,6 +32,10 @@ PLAN_QUANTUM = 20  # a fitted plan is a whole number of 1/PLAN_QUANTUM epochs
 # slack of its own (a 15-minute run priced to 893 s ended at 912 s: its last 0.2 epoch, evaluation and TTA
 # evaluation ran 17 s slower than priced, docs/benchmarks.md).
 NOISE_MARGIN = 0.02
+# How many of the latest epochs tell the host's present speed. With one, a single slow epoch priced the whole
+# rest (an hour on the AVX2 EPYC: one epoch 176 s among ~137 s ones cut the plan from 18 to 16 epochs and moved
+# the progressive switch earlier, for good; docs/benchmarks.md).
+RECENT_EPOCHS = 3
 
 
 def plan_steps(planned: float, steps_per_epoch: int) -> int:
@@ -96,6 +102,7 @@ class BudgetFit:
     pass_seconds: Mapping[tuple[int, int], float] = field(default_factory=dict)
     done_cost: float = 0.0  # the trained epochs' costs in units of the first epoch, summed
     paces: dict[float, list[float]] = field(default_factory=dict)  # cost -> seconds per unit of its epochs so far
+    recent: list[tuple[float, float]] = field(default_factory=list)  # (cost, pace) of every epoch timed, in order
 
     def cost(self, planned: float, epoch: int) -> float:
         return 1.0 if self.epoch_cost is None else self.epoch_cost(planned, epoch)
@@ -113,8 +120,7 @@ class BudgetFit:
         `reserve_s` and `NOISE_MARGIN` of the budget fit in it (`eval_s`: a whole evaluation's seconds, which a
         partial last epoch runs whole). `epoch_s` is this epoch's training and evaluation seconds. A unit of cost
         is priced at the mean pace of the epochs trained at that cost (that size), or of all epochs done for a
-        size not trained yet, or at this epoch's own pace where that was slower: the rest runs on the host as it
-        is now."""
+        size not trained yet, times `slowness` where that is above 1: the rest runs on the host as it is now."""
         if epoch + 1 >= planned:  # the plan's last epoch is done: nothing left to fit
             return planned
         cost = self.cost(planned, epoch)  # priced at the size it was trained at
@@ -122,9 +128,19 @@ class BudgetFit:
         latest = epoch_s / cost
         if epoch_s:
             self.paces.setdefault(cost, []).append(latest)
+            self.recent.append((cost, latest))
         overall = elapsed_s / self.done_cost
+        slowness = max(1.0, self.slowness())
         longest = max(planned, self.longest)
         return fit_epochs(longest, elapsed_s, self.budget_s * (1 - NOISE_MARGIN) - reserve_s, self.epoch_cost,
                           done=epoch + 1, eval_s=eval_s,
-                          unit_s=lambda c: max(fmean(self.paces[c]) if c in self.paces else overall, latest),
+                          unit_s=lambda c: (fmean(self.paces[c]) if c in self.paces else overall) * slowness,
                           allowed=lambda n: n <= planned or may_lengthen is None or may_lengthen(n))
+
+    def slowness(self) -> float:
+        """How much slower than its size's mean the host runs now: the median over the last `RECENT_EPOCHS`
+        epochs of pace / mean pace at that size (before that many, the latest epoch's; 1 before any)."""
+        ratios = [pace / fmean(self.paces[cost]) for cost, pace in self.recent[-RECENT_EPOCHS:]]
+        if not ratios:
+            return 1.0
+        return median(ratios) if len(ratios) == RECENT_EPOCHS else ratios[-1]
