@@ -150,7 +150,7 @@ class FakeClock:
 
 def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path, monkeypatch, capsys):
     """The first epoch takes 100 s of a 1200 s budget (10 epochs fit); every later one 300 s. Re-checked after
-    epoch 2, at the latest epoch's pace, the plan shrinks to 4.55 epochs (the last one ends after 55 % of its
+    epoch 2, at the latest epoch's pace (the slowness of fewer than three epochs), the plan shrinks to 4.55 epochs (the last one ends after 55 % of its
     steps) and holds, and the run ends inside its budget with its lr annealed, instead of stopping at the time
     limit in the middle of its schedule."""
     clock = FakeClock([100.0] + [300.0] * 9)
@@ -180,7 +180,7 @@ def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path,
     out = capsys.readouterr().out
     assert "the plan of 10 epochs fits" in out
     assert "2 epochs took 400 s, slower than planned, so the schedule now ends after 4.55 epochs instead of 10" in out
-    assert out.count("slower than planned") == 1  # priced at the latest pace, the plan held
+    assert out.count("slower than planned") == 1  # priced at the host's present pace, the plan held
     assert "time limit of" not in out  # never stopped by the limit itself
 
 
