@@ -38,8 +38,8 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
 
     Elsewhere bf16 is emulated or too slow: on an AMD EPYC VM with AVX2 only, a bf16 training step of the CIFAR
     recipe's model ran 24x slower than fp32 (3.8 vs 92 img/s); on a Xeon VM with AVX512-BF16 but no AMX, bf16
-    autocast trained it at 0.77x fp32's images/s (177 vs 231 at 32 px) and ran ResMLP-S12 inference at
-    0.68-0.92x (docs/benchmarks.md). So "auto" precision stays fp32 on both.
+    autocast trained it at 0.77x fp32's images/s (177 vs 231 at 32 px) and ran inference at 0.70-0.83x
+    (docs/benchmarks.md). So "auto" precision stays fp32 on both.
     """
     device = torch.device(device)
     if device.type == "cuda":
