@@ -73,7 +73,7 @@ def test_replan_lengthens_a_plan_whose_epochs_run_faster_up_to_the_configured_on
     # The second epoch took 100 s: 150 s an epoch (the mean; the latest was faster), 300 + 4.5 x 150 = 975.
     assert fit.replan(4.9, 1, 300.0, reserve_s=0.0, epoch_s=100.0) == 6.5
     assert BudgetFit(1000.0, longest=5).replan(4.9, 1, 300.0, reserve_s=0.0, epoch_s=100.0) == 5  # never past it
-    held = BudgetFit(1000.0, longest=20, paces={1.0: [200.0]}, done_cost=1.0)
+    held = BudgetFit(1000.0, longest=20, timed=[(1.0, 200.0)], done_cost=1.0)
     assert held.replan(4.9, 1, 300.0, reserve_s=0.0, epoch_s=100.0, may_lengthen=lambda n: False) == 4.9
 
 
@@ -105,11 +105,10 @@ def test_replan_ignores_one_slow_epoch_and_follows_a_host_that_stays_slow():
 def test_slowness_compares_each_epoch_with_its_own_size():
     """After a switch to a size whose epochs run faster per unit than the first size's, the host is no slower:
     each pace is compared with the mean at its own cost, so the faster size is not priced at the slower one's."""
-    fit = BudgetFit(1000.0, longest=20, recent=[(1.0, 50.0), (1.0, 50.0), (2.0, 40.0)],
-                    paces={1.0: [50.0, 50.0], 2.0: [40.0]})
+    fit = BudgetFit(1000.0, longest=20, timed=[(1.0, 50.0), (1.0, 50.0), (2.0, 40.0)])
     assert fit.slowness() == 1.0
     assert BudgetFit(1000.0, longest=20).slowness() == 1.0  # nothing timed yet
-    two = BudgetFit(1000.0, longest=20, recent=[(1.0, 50.0), (1.0, 150.0)], paces={1.0: [50.0, 150.0]})
+    two = BudgetFit(1000.0, longest=20, timed=[(1.0, 50.0), (1.0, 150.0)])
     assert two.slowness() == 1.5  # fewer than three epochs: the latest one's
 
 
@@ -150,9 +149,9 @@ class FakeClock:
 
 def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path, monkeypatch, capsys):
     """The first epoch takes 100 s of a 1200 s budget (10 epochs fit); every later one 300 s. Re-checked after
-    epoch 2, at the latest epoch's pace (the slowness of fewer than three epochs), the plan shrinks to 4.55 epochs (the last one ends after 55 % of its
-    steps) and holds, and the run ends inside its budget with its lr annealed, instead of stopping at the time
-    limit in the middle of its schedule."""
+    epoch 2, at the latest epoch's pace (the slowness of fewer than three epochs), the plan shrinks to 4.55
+    epochs (the last one ends after 55 % of its steps) and holds, and the run ends inside its budget with its lr
+    annealed, instead of stopping at the time limit in the middle of its schedule."""
     clock = FakeClock([100.0] + [300.0] * 9)
     real_epoch = run_module.train_epoch
 

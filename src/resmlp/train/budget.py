@@ -101,11 +101,18 @@ class BudgetFit:
     epoch_cost: Optional[EpochCost] = None
     pass_seconds: Mapping[tuple[int, int], float] = field(default_factory=dict)
     done_cost: float = 0.0  # the trained epochs' costs in units of the first epoch, summed
-    paces: dict[float, list[float]] = field(default_factory=dict)  # cost -> seconds per unit of its epochs so far
-    recent: list[tuple[float, float]] = field(default_factory=list)  # (cost, pace) of every epoch timed, in order
+    timed: list[tuple[float, float]] = field(default_factory=list)  # (cost, seconds per unit) of each epoch timed
 
     def cost(self, planned: float, epoch: int) -> float:
         return 1.0 if self.epoch_cost is None else self.epoch_cost(planned, epoch)
+
+    @property
+    def paces(self) -> dict[float, list[float]]:
+        """cost -> the paces (seconds per unit) of the epochs timed at that cost, in order."""
+        paces: dict[float, list[float]] = {}
+        for cost, pace in self.timed:
+            paces.setdefault(cost, []).append(pace)
+        return paces
 
     def size_scale(self, final_size: tuple[int, int], size: tuple[int, int]) -> float:
         """How much longer a pass at `final_size` takes than one at `size` (1 when not timed)."""
@@ -127,20 +134,21 @@ class BudgetFit:
         self.done_cost += cost
         latest = epoch_s / cost
         if epoch_s:
-            self.paces.setdefault(cost, []).append(latest)
-            self.recent.append((cost, latest))
+            self.timed.append((cost, latest))
         overall = elapsed_s / self.done_cost
+        paces = self.paces
         slowness = max(1.0, self.slowness())
         longest = max(planned, self.longest)
         return fit_epochs(longest, elapsed_s, self.budget_s * (1 - NOISE_MARGIN) - reserve_s, self.epoch_cost,
                           done=epoch + 1, eval_s=eval_s,
-                          unit_s=lambda c: (fmean(self.paces[c]) if c in self.paces else overall) * slowness,
+                          unit_s=lambda c: (fmean(paces[c]) if c in paces else overall) * slowness,
                           allowed=lambda n: n <= planned or may_lengthen is None or may_lengthen(n))
 
     def slowness(self) -> float:
         """How much slower than its size's mean the host runs now: the median over the last `RECENT_EPOCHS`
         epochs of pace / mean pace at that size (before that many, the latest epoch's; 1 before any)."""
-        ratios = [pace / fmean(self.paces[cost]) for cost, pace in self.recent[-RECENT_EPOCHS:]]
+        paces = self.paces
+        ratios = [pace / fmean(paces[cost]) for cost, pace in self.timed[-RECENT_EPOCHS:]]
         if not ratios:
             return 1.0
         return median(ratios) if len(ratios) == RECENT_EPOCHS else ratios[-1]
