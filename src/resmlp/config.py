@@ -161,6 +161,7 @@ class OptimConfig:
     max_grad_norm: Optional[float] = 1.0
     momentum: float = 0.9
     accum_steps: int = 1
+    muon_token_mixing: bool = True  # name "muon": Muon also on the cross-patch A (false: A goes to AdamW)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,19 @@ from ..device import native_bf16
 MUON_MOMENTUM = 0.95  # the momentum Muon is published and tuned with
 
 
-def muon_param_names(model: nn.Module) -> list[str]:
-    """Trainable 2-D weight matrices inside the blocks (A, B, C for ResMLP; the token/channel MLPs for Mixer)."""
-    return [n for n, p in model.named_parameters() if p.requires_grad and p.ndim == 2 and n.startswith("blocks.")]
+TOKEN_MIXING_MODULES = frozenset({"linear_tokens", "mlp_tokens"})  # a block's cross-patch A; Mixer's token MLP
+
+
+def is_token_mixing(name: str) -> bool:
+    """True for a parameter of a block's cross-patch layer (`blocks.3.linear_tokens.weight`)."""
+    return not TOKEN_MIXING_MODULES.isdisjoint(name.split("."))
+
+
+def muon_param_names(model: nn.Module, *, token_mixing: bool = True) -> list[str]:
+    """Trainable 2-D weight matrices inside the blocks (A, B, C for ResMLP; the token/channel MLPs for Mixer);
+    with `token_mixing=False` without the cross-patch ones (A; Mixer's token MLP), which then go to AdamW."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and p.ndim == 2 and n.startswith("blocks.")
+            and (token_mixing or not is_token_mixing(n))]
 
 
 def newton_schulz_fp32(grad: Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int,

@@ -105,6 +105,7 @@ def build_optimizer(
     eps: float | None = None,
     max_grad_norm: float | None = 1.0,
     skip: Iterable[str] = (),
+    muon_token_mixing: bool = True,
 ) -> torch.optim.Optimizer:
     """Build ``name`` in {"lamb", "adamw", "sgd", "muon"} over :func:`param_groups` of ``model``
     ("muon": Muon on the blocks' weight matrices, AdamW on the rest, see :mod:`resmlp.optim.muon`).
@@ -113,11 +114,12 @@ def build_optimizer(
     ``momentum``. ``max_grad_norm`` is used only by LAMB, which clips the global gradient norm
     inside its step as in the paper's recipe; with AdamW or SGD clipping is the caller's job
     (``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``, see :func:`clips_internally`).
-    ``skip`` is passed on to :func:`param_groups`.
+    ``skip`` is passed on to :func:`param_groups`. ``muon_token_mixing=False`` leaves the cross-patch
+    matrices (A) to AdamW under "muon".
     """
     if name == "muon":
         params = dict(model.named_parameters())
-        matrices = [params[n] for n in muon_param_names(model)]
+        matrices = [params[n] for n in muon_param_names(model, token_mixing=muon_token_mixing)]
         ids = {id(p) for p in matrices}
         rest = [{**g, "params": [p for p in g["params"] if id(p) not in ids]}
                 for g in param_groups(model, weight_decay, skip=skip)]

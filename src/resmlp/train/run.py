@@ -245,7 +245,7 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
     global_batch = d.batch_size * world * o.accum_steps
     lr = scale_lr(o.lr, global_batch, o.lr_batch)
     optimizer = build_optimizer(model, name=o.name, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum,
-                                max_grad_norm=o.max_grad_norm)
+                                max_grad_norm=o.max_grad_norm, muon_token_mixing=o.muon_token_mixing)
     steps_per_epoch = max(1, len(train_loader) // o.accum_steps)
     schedule = CosineWarmupSchedule(optimizer, total_steps=o.epochs * steps_per_epoch,
                                     warmup_steps=round(o.warmup_epochs * steps_per_epoch),
