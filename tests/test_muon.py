@@ -25,7 +25,6 @@ def test_every_parameter_is_in_exactly_one_group_and_muon_gets_the_block_matrice
     assert any(p is model.blocks[0].ls1 for g in no_decay for p in g["params"])  # LayerScale is not decayed
 
 
-
 def test_without_token_mixing_muon_leaves_a_and_mixers_token_mlp_to_adamw_with_decay():
     for model, token in ((tiny(), ("linear_tokens.weight",)),
                          (resmlp.create_model("mixer_tiny32", depth=2, embed_dim=16),
@@ -39,6 +38,7 @@ def test_without_token_mixing_muon_leaves_a_and_mixers_token_mlp_to_adamw_with_d
             f"blocks.{i}.mlp_channels.{fc}.weight" for i in range(2) for fc in ("fc1", "fc2")}
         decayed = {id(p) for g in opt.adamw.param_groups if g["weight_decay"] == 0.05 for p in g["params"]}
         assert all(id(params[f"blocks.{i}.{t}"]) in decayed for i in range(2) for t in token)
+
 
 def test_muon_trains_resumes_and_follows_the_schedule():
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,))
