@@ -81,7 +81,7 @@ def test_folder_training_reports_bad_files_and_resizes(tmp_path):
 def test_bad_cli_input_is_one_line(tmp_path, capsys):
     assert main(["train", "--set", "optim.lrr=1", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip() == "error: unknown key optim.lrr; valid keys in optim: " \
-        "accum_steps, epochs, lr, lr_batch, max_grad_norm, min_lr, momentum, name, sched, warmup_epochs, warmup_lr, weight_decay"
+        "accum_steps, epochs, lr, lr_batch, max_grad_norm, min_lr, momentum, muon_token_mixing, name, sched, warmup_epochs, warmup_lr, weight_decay"
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"), "--set", "run.progress=false"]) == 2
     assert "missing" in capsys.readouterr().err
 
