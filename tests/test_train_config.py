@@ -46,7 +46,7 @@ def test_bad_overrides_name_the_key(item, msg):
 
 def test_bundled_recipes_all_parse():
     for name in ["digits", "cifar10_cpu", "imagenet_s12", "imagenet_s24", "imagenet_s36", "imagenet_b24",
-                 "cifar10_finetune", "cifar10_teacher"]:
+                 "cifar10_finetune", "cifar10_teacher", "cifar10_fast_teacher"]:
         load_config(name)
     s12 = load_config("imagenet_s12")
     assert (s12.optim.name, s12.optim.lr, s12.optim.weight_decay, s12.optim.epochs, s12.optim.warmup_epochs) == \

@@ -66,7 +66,7 @@ class ModelConfig:
     pooling: Optional[Pooling] = None
     act: Optional[Activation] = None
     blocks_per_stage: Optional[int] = None  # ResNet
-    width: Optional[int] = None  # ResNet
+    width: Optional[int] = None  # ResNet and the conv net (channel multiplier)
     # Initialisation levers (ResMLP): A from a local kernel instead of noise; the stem from whitened patches.
     token_mixing_init: TokenMixingInit = "default"
     stem_init: StemInit = "default"

@@ -17,12 +17,14 @@ from .backbone import FeatureMaps, Indices, PatchClassifier
 from .layers import to_pair
 from .mixer import MlpMixer
 from .resmlp import ResMLP
+from .convnet import CifarConvNet
 from .resnet import CifarResNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"resmlp": ResMLP, "mixer": MlpMixer, "resnet": CifarResNet}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"resmlp": ResMLP, "mixer": MlpMixer, "resnet": CifarResNet,
+                                                "convnet": CifarConvNet}
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             "CIFAR ResNet-20 (teacher)"),
     Variant("resnet56_cifar", "resnet", dict(img_size=32, blocks_per_stage=9, num_classes=10), _SMALL,
             "CIFAR ResNet-56 (teacher)"),
+    Variant("convnet_cifar", "convnet", dict(img_size=32, width=2, num_classes=10), _SMALL,
+            "fast-CIFAR conv net, 32/128/128 channels (teacher inside the hour)"),
 ]}
 
 

@@ -1,6 +1,7 @@
-"""Data-dependent init of the patch stem (the linear patch projection before the first ResMLP block).
+"""Data-dependent init of the patch stem (the linear patch projection before the first ResMLP block, or
+the conv net's 2 x 2 stem conv).
 
-The stem is a strided p x p conv: one linear map from a patch vector (C*p*p = P values) to D channels.
+The stem is a p x p conv: one linear map from a patch vector (C*p*p = P values) to D channels.
 Setting its rows to the whitening transform of the training patches gives the blocks decorrelated,
 unit-variance, centred inputs from step 0, a trick that speeds up short CIFAR-10 runs of convnets
 (Coates & Ng 2011; the airbench speedruns, which also use +w / -w rows and a frozen whitened stem).
@@ -42,7 +43,8 @@ def whitening_matrix(patches: torch.Tensor, *, eps: float, kind: str) -> tuple[t
 
 def whiten_patch_embedding(model: nn.Module, images: torch.Tensor, *, eps: float = 5e-4, kind: str = "pca"
                            ) -> nn.Module:
-    """Fit the stem `model.stem.proj` (a p x p, stride-p Conv2d) to whiten the patches of `images`.
+    """Fit the stem `model.stem.proj` (a p x p Conv2d without padding: ResMLP's stride-p patch projection,
+    or the conv net's stride-1 2 x 2 stem) to whiten the p x p patches of `images`.
 
     `images`: a few thousand *normalised* training images (B, C, H, W), as the model sees them; eps is in
     those units (it damps the noisiest, smallest-variance directions). The first min(D, P) output
@@ -52,9 +54,10 @@ def whiten_patch_embedding(model: nn.Module, images: torch.Tensor, *, eps: float
     ZCA needs D >= P. Modifies the model in place and returns it.
     """
     proj = getattr(getattr(model, "stem", None), "proj", None)
-    if not isinstance(proj, nn.Conv2d) or proj.kernel_size != proj.stride:
-        raise ValueError(f"stem whitening needs a patch stem (model.stem.proj: Conv2d with kernel = stride); "
-                         f"{type(model).__name__} has none")
+    if not isinstance(proj, nn.Conv2d) or proj.kernel_size[0] != proj.kernel_size[1] or proj.padding != (0, 0) \
+            or proj.dilation != (1, 1) or proj.groups != 1:
+        raise ValueError(f"stem whitening needs a patch stem (model.stem.proj: a square Conv2d without padding, "
+                         f"dilation or groups); {type(model).__name__} has none")
     p = proj.kernel_size[0]
     if images.ndim != 4 or images.shape[1] != proj.in_channels:
         raise ValueError(f"images must be (B, {proj.in_channels}, H, W), got {tuple(images.shape)}")

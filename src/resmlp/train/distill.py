@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DistillConfig
+from ..device import place
 from ..files import file_sha256
 from ..loading import load_model
 from ..models import Preprocess
@@ -96,7 +97,7 @@ class DistillationCriterion:
             raise ValueError(f"distill.alpha={alpha}: expected a value in [0, 1]")
         if tau <= 0:
             raise ValueError(f"distill.tau={tau}: expected a positive temperature")
-        self.teacher = teacher.to(device).eval()
+        self.teacher = place(teacher, device).eval()
         self.adapter = adapter.to(device)
         self.kind, self.alpha, self.tau = kind, alpha, tau
         self.device = device

@@ -41,7 +41,7 @@ from ..data.datasets import read_bad_log
 from ..data.mixup import Mixup
 from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
-from ..device import auto_precision, resolve_device, retain_freed_cpu_memory
+from ..device import auto_precision, place, resolve_device, retain_freed_cpu_memory
 from ..models.init import init_token_mixing
 from ..models.layers import to_pair
 from ..models.tta import with_tta
@@ -216,7 +216,7 @@ def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetu
     if finetune:
         # weights made for another input size: their token mixing is carried to this run's patch grid
         load_weights(model, finetune, allow_head_mismatch=True, resample=True)
-    return model.to(device)
+    return place(model, device)
 
 
 def whitening_sample(dataset: Dataset, count: int, *, seed: int,
