@@ -11,6 +11,8 @@ after round, so a noisy host slows all variants alike; we report the median and 
         --precisions fp32 --malloc default,retain   # glibc returning freed memory vs keeping it (run.retain_cpu_memory)
     python benchmarks/bench_train_step.py --models "resmlp_tiny32:embed_dim=128" --optimizers muon \
         --precisions fp32 --batch 64,128 --img-size 24   # batch sizes interleaved
+    python benchmarks/bench_train_step.py --models convnet_cifar resnet20_cifar --optimizers sgd \
+        --precisions fp32 --batch 512 --layouts nchw,placed   # the conv teachers in NCHW vs as trained (NHWC)
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import time
 import torch
 
 from resmlp import create_model
-from resmlp.device import retain_freed_cpu_memory
+from resmlp.device import place, retain_freed_cpu_memory
 from resmlp.models import count_macs
 from resmlp.optim import build_optimizer
 from resmlp.train.engine import autocast
@@ -61,7 +63,9 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=32)
     ap.add_argument("--batch", default="128", help="comma-separated batch sizes, interleaved like the rest")
     ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--optimizers", default="lamb", help="comma-separated optim.name values (lamb, adamw, muon)")
+    ap.add_argument("--optimizers", default="lamb", help="comma-separated optim.name values (lamb, adamw, sgd, muon)")
+    ap.add_argument("--layouts", default="placed", help="comma-separated: placed (device.place, as the trainer does: "
+                    "NHWC for the conv nets) and/or nchw (the default memory format)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
@@ -81,14 +85,20 @@ def main() -> None:
     mallocs = args.malloc.split(",")
     if not set(mallocs) <= {"retain", "default"}:
         ap.error(f"--malloc {args.malloc}: expected retain and/or default, comma-separated")
+    layouts = args.layouts.split(",")
+    if not set(layouts) <= {"placed", "nchw"}:
+        ap.error(f"--layouts {args.layouts}: expected placed and/or nchw, comma-separated")
     for spec in args.models:
         name, kw = parse_model(spec)
-        for opt_name in optimizers:
+        for opt_name, layout in [(o, lay) for o in optimizers for lay in layouts]:
             model = create_model(name, img_size=args.img_size, num_classes=10, **kw).train()
-            opt = build_optimizer(model, name=opt_name, lr=1e-3, weight_decay=0.05)
             macs = count_macs(model, (1, 3, args.img_size, args.img_size))
+            if layout == "placed":
+                place(model, "cpu")
+            opt = build_optimizer(model, name=opt_name, lr=1e-3, weight_decay=0.05)
             for batch in batches:
                 label = spec if len(optimizers) == 1 else f"{spec} {opt_name}"
+                label += f" {layout}" if len(layouts) > 1 else ""
                 label += f" b{batch}" if len(batches) > 1 else ""
                 for prec in args.precisions.split(","):
                     for malloc in mallocs:

@@ -1,10 +1,9 @@
 """The fast CIFAR conv net (models/convnet.py): shapes, the scaled max-pool head, its whitened 2 x 2 stem,
-NHWC placement (device.place) for training and as a distillation teacher."""
+NHWC layout as a distillation teacher."""
 import pytest
 import torch
 
 import resmlp
-from resmlp.device import place
 from resmlp.models import Preprocess, whiten_patch_embedding
 from resmlp.train.distill import BatchAdapter, DistillationCriterion
 
@@ -45,24 +44,6 @@ def test_whitened_stem_decorrelates_the_patches_it_was_fitted_on():
     torch.testing.assert_close(white.mean(0), torch.zeros(12, dtype=torch.float64), atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.cov(white.T), torch.eye(12, dtype=torch.float64), atol=1e-4, rtol=0)
     torch.testing.assert_close(out[:, 12:24], -white, atol=1e-5, rtol=0)  # 24 channels: +w and -w
-
-
-@pytest.mark.parametrize("name", ["convnet_cifar", "resnet20_cifar"])
-def test_conv_nets_are_placed_channels_last_with_the_same_outputs(name):
-    torch.manual_seed(0)
-    model = resmlp.create_model(name).eval()
-    x = torch.randn(2, 3, 32, 32)
-    expected = model(x)
-    place(model, "cpu")
-    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    assert not any(w.is_contiguous() for w in convs if w.shape[-1] > 1)  # (1 x 1 kernels are both at once)
-    torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
-
-
-def test_patch_models_keep_their_layout():
-    model = place(resmlp.create_model("resmlp_micro8"), "cpu")
-    assert model.stem.proj.weight.is_contiguous()
 
 
 def test_a_conv_net_teacher_runs_channels_last():

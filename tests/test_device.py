@@ -1,5 +1,5 @@
 """device.py: which precision "auto" picks on a CPU; keeping freed CPU memory in the process
-(run.retain_cpu_memory)."""
+(run.retain_cpu_memory); conv nets placed in NHWC layout."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import resmlp
 from resmlp import device as device_module
-from resmlp.device import auto_precision, glibc_mallopt, native_bf16, retain_freed_cpu_memory
+from resmlp.device import auto_precision, glibc_mallopt, native_bf16, place, retain_freed_cpu_memory
 
 # Eight 16 MiB tensors alive at once and then freed, four times: a training step's activations in miniature.
 # Each round's minor page faults are counted in a fresh interpreter, so this test's own heap is not touched.
@@ -59,3 +61,21 @@ def test_auto_precision_is_bf16_only_with_amx_on_a_cpu(monkeypatch, flags, expec
     assert native_bf16("cpu") == (expected == "bf16")
     assert auto_precision("auto", "cpu") == expected
     assert auto_precision("fp32", "cpu") == "fp32" and auto_precision("bf16", "cpu") == "bf16"  # as asked
+
+
+@pytest.mark.parametrize("name", ["convnet_cifar", "resnet20_cifar"])
+def test_conv_nets_are_placed_channels_last_with_the_same_outputs(name):
+    torch.manual_seed(0)
+    model = resmlp.create_model(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    expected = model(x)
+    place(model, "cpu")
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not any(w.is_contiguous() for w in convs if w.shape[-1] > 1)  # (1 x 1 kernels are both at once)
+    torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_patch_models_keep_their_layout():
+    model = place(resmlp.create_model("resmlp_micro8"), "cpu")
+    assert model.stem.proj.weight.is_contiguous()

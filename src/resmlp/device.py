@@ -23,7 +23,6 @@ def resolve_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     return device
 
 
-@functools.lru_cache(maxsize=1)
 def place(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
     """`model` moved to `device`, its 4-D weights in NHWC (channels_last) memory format when the model's class
     asks for it (`channels_last = True`: the conv nets, whose convolutions oneDNN and cuDNN run faster that way;
@@ -32,6 +31,7 @@ def place(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module
     return model.to(device, memory_format=fmt)
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS); read once."""
     try:

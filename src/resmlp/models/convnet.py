@@ -42,8 +42,8 @@ class ConvStem(nn.Module):
 
 
 class CifarConvNet(nn.Module):
-    # NHWC activations: oneDNN (CPU) and cuDNN run these convs faster that way (1.3-1.4x a training step
-    # on a 2-core Xeon); the training loop and the distillation teacher place the model accordingly.
+    # NHWC activations: oneDNN (CPU) and cuDNN run these convs faster that way; the training loop and the
+    # distillation teacher place the model accordingly (device.place).
     channels_last = True
 
     def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10, width: int = 2,

@@ -14,10 +14,10 @@ from typing import Any, Mapping, Optional, Union
 from torch import nn
 
 from .backbone import FeatureMaps, Indices, PatchClassifier
+from .convnet import CifarConvNet
 from .layers import to_pair
 from .mixer import MlpMixer
 from .resmlp import ResMLP
-from .convnet import CifarConvNet
 from .resnet import CifarResNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
