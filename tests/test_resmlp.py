@@ -10,8 +10,10 @@ from resmlp.models import Affine, ResMLP
 
 def small(name, **kw):
     torch.manual_seed(0)
-    patch = resmlp.models.get_variant(name).args.get("patch_size", 4)  # the CIFAR ResNets: 8 px
-    return resmlp.create_model(name, img_size=2 * patch, num_classes=5, **kw)
+    variant = resmlp.models.get_variant(name)
+    patch = variant.args.get("patch_size", 4)  # the CIFAR ResNets: 8 px
+    size = 16 if variant.arch == "convnet" else 2 * patch  # the conv net: 2 x 2 stem, then 3 poolings by 2
+    return resmlp.create_model(name, img_size=size, num_classes=5, **kw)
 
 
 # The full-size ImageNet variants take seconds each on a CPU; resmlp_s12, mixer_s16 and the small ones cover
@@ -26,7 +28,8 @@ def test_every_variant_shapes_finite_and_gradients(name):
     size = model.spec.args["img_size"]
     x = torch.randn(2, 3, size, size)
     tokens = model.forward_features(x)
-    n_tokens = model.num_patches if hasattr(model, "num_patches") else (size // 4) ** 2  # ResNet: stride 4
+    conv_tokens = {"resnet": (size // 4) ** 2, "convnet": ((size - 1) // 8) ** 2}  # stride 4; 2 x 2 stem + 3 pools
+    n_tokens = model.num_patches if hasattr(model, "num_patches") else conv_tokens[model.spec.arch]
     assert tokens.shape == (2, n_tokens, model.embed_dim)
     assert model.forward_head(tokens, pre_logits=True).shape == (2, model.embed_dim)
     logits = model(x)

@@ -4,9 +4,10 @@ The shape of the fast-CIFAR speedrun nets (Page 2018; the airbench nets of Jorda
 without padding (`stem.proj`, which `models.whiten` can initialise from whitened training patches), then
 three conv groups, each conv3x3 -> max-pool 2 -> BatchNorm -> GELU -> conv3x3 -> BatchNorm -> GELU, a global
 max pool and a linear head whose logits are scaled by `logit_scale` (1/8, as in those nets: a fixed
-temperature that keeps the early softmax soft). Channels: 16/64/64 x `width` (width 4 is airbench94's 64/256/256). No residual
-branches, so no drop path. It exposes the seams of the other models: `forward_features` gives the last
-map as (B, N, C) tokens, `forward_head` pools them.
+temperature that keeps the early softmax soft). Channels: 16/64/64 x `width` (width 4 is airbench94's
+64/256/256). No residual branches, so no drop path. It exposes the seams of the other models:
+`forward_features` gives the last map as (B, N, C) tokens, `forward_head` pools them. Global pooling takes
+any input of at least 16 x 16 (`img_size` is recorded in the model's spec, not built into the layers).
 """
 from __future__ import annotations
 
