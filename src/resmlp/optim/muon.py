@@ -2,9 +2,10 @@
 
 Muon (torch.optim.Muon) orthogonalises the momentum of 2-D weight matrices (Newton-Schulz), which is
 meant for hidden matrices only: here the cross-patch A (N x N) and the channel MLP's B and C of every
-block (A optionally left to AdamW: `optim.muon_token_mixing: false`). The patch projection (a 4-D convolution kernel), the head, biases, Aff and LayerScale parameters go
-to AdamW. With `adjust_lr_fn="match_rms_adamw"` Muon's update has AdamW's RMS, so both take the same lr
-and weight decay and one cosine schedule drives every group.
+block (A optionally left to AdamW: `optim.muon_token_mixing: false`). The patch projection (a 4-D
+convolution kernel), the head, biases, Aff and LayerScale parameters go to AdamW. With
+`adjust_lr_fn="match_rms_adamw"` Muon's update has AdamW's RMS, so both take the same lr and weight decay
+and one cosine schedule drives every group.
 
 torch's Muon runs its Newton-Schulz iteration in bf16, which is cheap where bf16 matrix products are native
 (AMX, CUDA) and emulated or slow elsewhere: on a 2-core AVX2-only EPYC one optimizer step of the CIFAR
