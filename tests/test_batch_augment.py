@@ -1,5 +1,6 @@
 """Batch augmentation (data/batch_augment.py, `data.batch_augment`): the same pad-crop / flip / normalise
 draws as the per-image pipeline, the progressive output sizes, the config rules and a run that uses it."""
+import dataclasses
 import json
 import random
 
@@ -83,6 +84,24 @@ def test_crop_mode_cuts_a_smaller_window_with_the_per_image_offset_range():
     assert min(tops) == 0 and max(tops) == 2 + 4  # pad-crop offset 0..2p plus the window's 0..(8 - 4)
     # the per-image pipeline draws the two offsets separately too: the sum is not uniform
     assert np.bincount(tops).argmax() in (2, 3, 4)
+
+
+def test_views_give_the_full_crop_each_window_was_cut_from():
+    images = batch(b=200, h=8, w=8)
+    aug = BatchAugment(mean=MEAN, std=STD, padding=2, hflip=0.5, generator=torch.Generator().manual_seed(0))
+    windowed = aug.with_output_size(5, "crop")
+    out, full = windowed.views(images)
+    assert out.shape == (200, 3, 5, 5) and full.shape == (200, 3, 8, 8)
+    for i in range(len(images)):  # each window is a window of its own full crop, mirrored alike
+        hits = [(t, l) for t in range(4) for l in range(4) if torch.equal(full[i, :, t:t + 5, l:l + 5], out[i])]
+        assert hits, f"window {i} is not inside its full-size view"
+    flips = [f for _, _, f in matched_windows(full, images, padding=2)]  # the full views are pad-crops
+    assert 0.35 < np.mean(flips) < 0.65
+    # the same draws as the call: the student's batch does not change when the teacher's view is asked for
+    again = dataclasses.replace(windowed, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again(images), out)
+    same, same_full = aug.views(images)  # at full size the two views are one
+    assert same is same_full
 
 
 def test_resize_mode_shrinks_the_augmented_image_and_sizes_may_be_non_square():

@@ -5,7 +5,7 @@ import torch
 
 import resmlp
 from resmlp.checkpoint import read_checkpoint
-from resmlp.config import load_config
+from resmlp.config import ConfigError, load_config
 from resmlp.train.distill import BatchAdapter, DistillationCriterion, load_teacher
 from resmlp.models import Preprocess
 from resmlp.train.run import train
@@ -52,6 +52,24 @@ def test_batch_adapter_renormalises_and_resizes():
                                                torch.tensor(t.std).view(1, 3, 1, 1), size=16, mode="bicubic")
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert BatchAdapter(s, s).identity and BatchAdapter(s, None).identity
+
+
+def test_batch_adapter_without_resize_keeps_each_batch_size():
+    s = Preprocess(img_size=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    t = Preprocess(img_size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    for size in (6, 8):  # a progressive run's batches
+        x = torch.randn(2, 3, size, size)
+        torch.testing.assert_close(BatchAdapter(s, t, resize=False)(x), x * 0.5)
+
+
+@pytest.mark.parametrize("override, key", [("data.batch_augment=false", "data.batch_augment"),
+                                           ("data.mixup_alpha=0.8", "data.mixup_alpha")])
+def test_the_full_teacher_view_needs_batch_augmentation_without_mixing(override, key):
+    common = ["distill.teacher=t", "distill.teacher_view=full"]
+    assert load_config("cifar10_cpu", common).distill.teacher_view == "full"
+    with pytest.raises(ConfigError, match=f"distill.teacher_view=full: .*{key}"):
+        load_config("cifar10_cpu", common + [override])
+    assert load_config("cifar10_cpu", ["distill.teacher_view=full", override]).distill.teacher is None  # unused
 
 
 def test_torchscript_teacher_loads(tmp_path):

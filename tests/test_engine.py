@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import resmlp
+from resmlp.data.batch_augment import BatchAugment
 from resmlp.optim import CosineWarmupSchedule, build_optimizer
 from resmlp.train.engine import EpochCarry, EvalStats, StepContext, TrainStats, evaluate, train_one_epoch
 
@@ -66,3 +67,24 @@ def test_evaluate_counts_hits_and_the_confusion_matrix(shift):
         assert (res.top1, res.top5) == (100.0, 100.0) and res.loss < 1e-6
     else:
         assert (res.top1, res.top5) == (0.0, 100.0) and res.loss > 5
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_the_criterion_gets_the_full_view_when_the_teacher_sees_it(full):
+    """With batch augmentation cutting 6 x 6 windows of 8 x 8 images, the model trains on the windows and the
+    criterion (whose images only a teacher sees) gets the windows or, with `teacher_sees_full`, the full crops
+    they were cut from."""
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", embed_dim=16, depth=1, img_size=6, patch_size=2)
+    seen = []
+
+    def criterion(images, logits, targets):
+        seen.append((tuple(images.shape[-2:]), tuple(logits.shape)))
+        return F.cross_entropy(logits, targets)
+
+    ctx = _context(model)
+    ctx.criterion, ctx.teacher_sees_full = criterion, full
+    ctx.augment = BatchAugment(mean=(0.5,) * 3, std=(0.25,) * 3, padding=1).with_output_size(6, "crop")
+    uint8 = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    train_one_epoch(ctx, [(uint8, torch.randint(0, 10, (4,)))] * 2, epoch=0, progress=False)
+    assert seen == [((8, 8) if full else (6, 6), (4, 10))] * 2

@@ -28,6 +28,8 @@ Normalization = Union[Literal["dataset", "imagenet"], list[float]]  # or explici
 OptimizerName = Literal["lamb", "adamw", "sgd", "muon"]  # muon: Muon on block matrices + AdamW
 Sched = Literal["cosine", "linear"]  # the lr's decay after warmup (the paper: cosine); linear = timm's poly, power 1
 DistillKind = Literal["hard", "soft"]  # DeiT hard-label, or KL at temperature tau
+# What the teacher sees while a progressive run trains the student on smaller batches (train.distill)
+TeacherView = Literal["resize", "native", "full"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the hardware has it, else fp32
 # Progressive resizing: "resize" shrinks the whole image (a patch covers more of the scene), "crop" takes a
 # window of that size at full scale (a patch covers the same pixels; the grid covers less of the scene).
@@ -172,6 +174,16 @@ class DistillConfig:
     alpha: float = 0.5
     tau: float = 1.0
     teacher_bf16: bool = False
+    # When the student's batch is smaller than the teacher's size (progressive resizing): "resize" it to the
+    # teacher's size, give it as it is ("native": teachers that take any size, e.g. the conv nets), or give the
+    # full-size augmented images the student's windows were cut from ("full": progressive_mode crop with
+    # data.batch_augment, no Mixup/CutMix).
+    teacher_view: TeacherView = "resize"
+
+    @property
+    def active(self) -> bool:
+        """Whether a teacher is set (`teacher: none` turns off a recipe's distillation)."""
+        return self.teacher not in (None, "", "none")
 
 
 @dataclass(frozen=True)
@@ -225,6 +237,17 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        d = self.data
+        if not self.distill.active or self.distill.teacher_view != "full":
+            return
+        if not d.batch_augment:
+            raise ConfigError("distill.teacher_view=full: the full-size views come from batch augmentation; "
+                              "set data.batch_augment=true or another distill.teacher_view")
+        if d.mixup_alpha or d.cutmix_alpha:
+            raise ConfigError("distill.teacher_view=full: Mixup/CutMix mix the student's batch only; set "
+                              "data.mixup_alpha=0 and data.cutmix_alpha=0 or another distill.teacher_view")
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -79,6 +79,12 @@ class BatchAugment:
         return torch.randint(0, high + 1, (count,), generator=self.generator)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.views(images)[0]
+
+    def views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the augmented batch, the full-size augmented images it was cut from). They differ only in mode
+        "crop" at a smaller `output_size` (progressive resizing): then the first is a random window of the
+        second, which a distillation teacher may see instead (`distill.teacher_view: full`)."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected a uint8 (B, 3, H, W) batch, got {images.dtype} {tuple(images.shape)}")
         b, _, height, width = images.shape
@@ -89,23 +95,31 @@ class BatchAugment:
         p = self.padding
         # The pad-and-crop offset, plus (mode "crop") the offset of the smaller window inside that crop:
         # drawn separately so the offsets are distributed as in the per-image pipeline.
-        top = self._randint(2 * p, b) + self._randint(height - window[0], b)
-        left = self._randint(2 * p, b) + self._randint(width - window[1], b)
+        pad_top, win_top = self._randint(2 * p, b), self._randint(height - window[0], b)
+        pad_left, win_left = self._randint(2 * p, b), self._randint(width - window[1], b)
         flip = torch.rand(b, generator=self.generator) < self.hflip
-        device = images.device
         padded = F.pad(images, (p, p, p, p)) if p else images  # (B, 3, H + 2p, W + 2p), zeros = black
-        rows = top.to(device)[:, None] + torch.arange(window[0], device=device)  # (B, h)
-        cols = left.to(device)[:, None] + torch.arange(window[1], device=device)  # (B, w)
+        x = self._normalised_crops(padded, pad_top + win_top, pad_left + win_left, window, flip)
+        if self.mode == "resize" and (out_h, out_w) != (height, width):
+            x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)
+        if (out_h, out_w) == (height, width):
+            return x, x
+        # The full crop, flipped alike: the window reads the same pixels inside it.
+        return x, self._normalised_crops(padded, pad_top, pad_left, (height, width), flip)
+
+    def _normalised_crops(self, padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                          size: tuple[int, int], flip: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) float windows of `padded` at (top, left), mirrored where `flip`, normalised."""
+        device = padded.device
+        rows = top.to(device)[:, None] + torch.arange(size[0], device=device)  # (B, h)
+        cols = left.to(device)[:, None] + torch.arange(size[1], device=device)  # (B, w)
         cols = torch.where(flip.to(device)[:, None], cols.flip(1), cols)  # a flipped window reads right to left
-        batch = torch.arange(b, device=device)[:, None, None]
+        batch = torch.arange(padded.shape[0], device=device)[:, None, None]
         crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, h, w, 3)
         x = crops.permute(0, 3, 1, 2).float()  # (B, h, w, 3) -> (B, 3, h, w)
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255.0
         scale = 1.0 / (torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255.0)
-        x = (x - mean) * scale
-        if self.mode == "resize" and (out_h, out_w) != (height, width):
-            x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
-        return x.contiguous()
+        return ((x - mean) * scale).contiguous()
 
 
 __all__ = ["BatchAugment", "ToUint8Tensor"]

@@ -1,7 +1,10 @@
 """Knowledge distillation from a teacher (DeiT's procedure; the objective is in `losses`).
 
 The teacher sees the student's exact augmented, mixed batch, in eval mode and without gradients; if it
-expects another resolution or normalisation the batch is converted on the fly.
+expects another resolution or normalisation the batch is converted on the fly. While progressive resizing
+trains the student on smaller batches, `distill.teacher_view` says what the teacher sees instead: the batch
+resized to its size, the batch as it is, or the full-size images the student's windows were cut from (the
+engine hands those in).
 """
 from __future__ import annotations
 
@@ -65,13 +68,14 @@ def _is_torchscript(path: Path) -> bool:
 
 
 class BatchAdapter(nn.Module):
-    """Re-normalise (and resize) the student's batch into what the teacher expects."""
+    """Re-normalise the student's batch into what the teacher expects and, with `resize`, bring it to the
+    teacher's size (without: a teacher that takes any size sees the batch's own)."""
 
-    def __init__(self, student: Preprocess, teacher: Optional[Preprocess]) -> None:
+    def __init__(self, student: Preprocess, teacher: Optional[Preprocess], *, resize: bool = True) -> None:
         super().__init__()
         teacher = teacher or student
-        self.size = to_pair(teacher.img_size)  # the teacher's (h, w); a progressive run's batches change size
-        self.resize = teacher.img_size != student.img_size
+        self.size = to_pair(teacher.img_size) if resize else None  # a progressive run's batches change size
+        self.resize = resize and teacher.img_size != student.img_size
         s_mean, s_std = torch.tensor(student.mean), torch.tensor(student.std)
         t_mean, t_std = torch.tensor(teacher.mean), torch.tensor(teacher.std)
         # x_t = (x_s * s_std + s_mean - t_mean) / t_std = x_s * scale + shift
@@ -81,7 +85,7 @@ class BatchAdapter(nn.Module):
             torch.allclose(self.shift, torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) != self.size:
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bicubic", align_corners=False)
         return x if self.identity else x * self.scale + self.shift
 
@@ -134,5 +138,6 @@ def build_distillation(cfg: DistillConfig, *, device: torch.device, student_prep
     if t_classes is not None and list(t_classes) != list(classes):
         raise ValueError(f"distill.teacher {cfg.teacher}: its classes {list(t_classes)[:5]}... differ from the "
                          f"data's {list(classes)[:5]}...; the teacher must be trained on the same label set")
-    return DistillationCriterion(teacher, BatchAdapter(student_preprocess, pre), kind=cfg.kind, alpha=cfg.alpha,
-                                 tau=cfg.tau, device=device, teacher_bf16=cfg.teacher_bf16, identity=identity)
+    adapter = BatchAdapter(student_preprocess, pre, resize=cfg.teacher_view == "resize")
+    return DistillationCriterion(teacher, adapter, kind=cfg.kind, alpha=cfg.alpha, tau=cfg.tau, device=device,
+                                 teacher_bf16=cfg.teacher_bf16, identity=identity)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.batch_augment import BatchAugment
 from . import distributed as dist
 
 
@@ -46,8 +47,9 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 class Criterion(Protocol):
-    """(images, logits, soft targets) -> loss. A criterion that runs a teacher reports its time and
-    identity; the plain cross-entropy returns None for both."""
+    """(images, logits, soft targets) -> loss, where `images` are what a teacher sees (the student's batch,
+    or with `StepContext.teacher_sees_full` the full-size images its windows were cut from). A criterion that
+    runs a teacher reports its time and identity; the plain cross-entropy returns None for both."""
 
     identity: Optional[dict]  # what a checkpoint records about the teacher
 
@@ -72,7 +74,8 @@ class StepContext:
     scaler: Optional[torch.amp.GradScaler] = None  # fp16 only
     ema: Optional[ModelEma] = None
     mixup: Optional[Callable] = None  # (x, y) -> (x, soft targets)
-    augment: Optional[Callable] = None  # uint8 batch -> augmented float batch (data.batch_augment)
+    augment: Optional[BatchAugment] = None  # uint8 batch -> augmented float batch (data.batch_augment)
+    teacher_sees_full: bool = False  # the criterion gets the augment's full-size view (distill.teacher_view)
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,10 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
             break
         images = images.to(ctx.device, non_blocking=True)
         labels = labels.to(ctx.device, non_blocking=True)
-        if ctx.augment is not None:
+        teacher_images = None  # the criterion's teacher sees the student's batch
+        if ctx.augment is not None and ctx.teacher_sees_full:
+            images, teacher_images = ctx.augment.views(images)
+        elif ctx.augment is not None:
             images = ctx.augment(images)
         images, targets = ctx.mixup(images, labels) if ctx.mixup is not None else (images, labels)
         boundary = (i + 1) % ctx.accum_steps == 0
@@ -131,7 +137,7 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
         with sync:
             with autocast(ctx.device, ctx.precision):
                 logits = model(images)
-            loss = ctx.criterion(images, logits, targets)
+            loss = ctx.criterion(images if teacher_images is None else teacher_images, logits, targets)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {i}: stopping; "
                                          "the last good checkpoint is kept (lower optim.lr or use fp32)")

@@ -128,7 +128,7 @@ class CrossEntropyCriterion:
 
 def build_criterion(cfg: TrainConfig, device: torch.device, preprocess: Preprocess, classes: list[str]):
     """(images, logits, soft targets) -> loss; with `distill.teacher` set, the distillation loss."""
-    if cfg.distill.teacher and cfg.distill.teacher != "none":
+    if cfg.distill.active:
         from .distill import build_distillation  # noqa: PLC0415 - only runs that distil need it
 
         return build_distillation(cfg.distill, device=device, student_preprocess=preprocess, classes=classes)
@@ -259,7 +259,7 @@ def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 
                       clip_grad_norm=None if clips_internally(optimizer) else o.max_grad_norm,
                       scaler=torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None,
                       ema=ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None, mixup=mixup,
-                      augment=augment)
+                      augment=augment, teacher_sees_full=cfg.distill.active and cfg.distill.teacher_view == "full")
     return Run(cfg, run_dir, rank, world, data, model, ctx, train_loader, sampler, val_loader, mixup_rng,
                global_batch, lr, steps_per_epoch)
 
