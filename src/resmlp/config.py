@@ -176,8 +176,8 @@ class DistillConfig:
     teacher_bf16: bool = False
     # When the student's batch is smaller than the teacher's size (progressive resizing): "resize" it to the
     # teacher's size, give it as it is ("native": teachers that take any size, e.g. the conv nets), or give the
-    # full-size augmented images the student's windows were cut from ("full": progressive_mode crop with
-    # data.batch_augment, no Mixup/CutMix).
+    # full-size augmented images the student's batch was cut or shrunk from ("full": needs data.batch_augment,
+    # no Mixup/CutMix). docs/training.md has the measurements.
     teacher_view: TeacherView = "resize"
 
     @property

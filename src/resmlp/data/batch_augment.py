@@ -82,9 +82,9 @@ class BatchAugment:
         return self.views(images)[0]
 
     def views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the augmented batch, the full-size augmented images it was cut from). They differ only in mode
-        "crop" at a smaller `output_size` (progressive resizing): then the first is a random window of the
-        second, which a distillation teacher may see instead (`distill.teacher_view: full`)."""
+        """(the augmented batch, the full-size augmented images it came from). They differ only at a smaller
+        `output_size` (progressive resizing): the first is then a random window of the second (mode "crop") or
+        a shrunk copy (mode "resize"); a distillation teacher may see the second (`distill.teacher_view: full`)."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected a uint8 (B, 3, H, W) batch, got {images.dtype} {tuple(images.shape)}")
         b, _, height, width = images.shape
