@@ -144,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --data {data}: not a folder")
     if args.per_class:
         data = subset_folder(data, args.per_class, out / "data")
-    # The ablation compares architectures as the paper does: the paper's inits, none of the issue-11 levers.
+    # The ablation compares architectures as the paper does: the paper's inits, none of the issue-11 levers, no
+    # teacher.
     common = ["data.source=folder", f"data.path={data}", "model.token_mixing_init=default", "model.stem_init=default",
-              *args.common]
+              "distill.teacher=none", *args.common]
     if args.epochs is not None:
         common.append(f"optim.epochs={args.epochs}")
     if args.minutes is not None:

@@ -1,7 +1,11 @@
 """Train a list of override sets at one budget and seed(s); write a Markdown table and top-1-vs-minutes plot.
 
     python benchmarks/sweep.py --recipe cifar10_cpu --data cifar10/train --minutes 15 --out runs/levers \
+        --set distill.teacher=none \
         --variant "baseline:" --variant "tta: run.tta=flip" --variant "ls0.2: data.label_smoothing=0.2"
+
+(`distill.teacher=none`: the student alone; the recipe as bundled trains its own 15-minute teacher first.)
+A run that trained its own teacher (`distill.teacher_recipe`) counts the teacher's minutes in its curve.
 
 A variant is `NAME: KEY=VALUE KEY=VALUE ...` (the `--set` syntax of `resmlp train`; an empty list is the
 recipe as it is). Runs go one after the other (never two timed jobs at once) into OUT/NAME-sSEED; a run
@@ -43,10 +47,15 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def read_curve(run_dir: Path) -> list[tuple[float, float]]:
-    """(wall minutes, val top-1) after each evaluated epoch."""
+def read_curve(run_dir: Path, offset_s: float = 0.0) -> list[tuple[float, float]]:
+    """(wall minutes, val top-1) after each evaluated epoch, `offset_s` (the run's own teacher) added."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [(r["wall_time_s"] / 60, r["val_top1"]) for r in rows if "val_top1" in r]
+    return [((offset_s + r["wall_time_s"]) / 60, r["val_top1"]) for r in rows if "val_top1" in r]
+
+
+def total_seconds(summary: dict) -> float:
+    """A run's minutes by the clock of the hour: its training and the teacher it trained first (if any)."""
+    return summary["wall_time_s"] + summary.get("teacher_wall_time_s", 0.0)
 
 
 def minutes_to(curve: list[tuple[float, float]], threshold: float) -> float | None:
@@ -136,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             print(f"=== {name} seed {seed}: {' '.join(overrides) or '(recipe)'}", flush=True)
             summary = run_one(args.recipe, [*common, f"run.seed={seed}", *overrides], out / f"{name}-s{seed}")
-            runs.append({"summary": summary, "curve": read_curve(out / f"{name}-s{seed}")})
+            runs.append({"summary": summary, "curve": read_curve(out / f"{name}-s{seed}",
+                                                                  summary.get("teacher_wall_time_s", 0.0))})
         reach = {}
         for t in THRESHOLDS:
             hits = [m for m in (minutes_to(r["curve"], t) for r in runs) if m is not None]
@@ -147,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                         "best_val_top1": mean("best_val_top1"), "final_val_top1": mean("final_val_top1"),
                         "final_val_top1_tta": None if None in tta else statistics.mean(tta),
                         "images_per_s": mean("train_images_per_s"), "epochs": mean("epochs"),
-                        "minutes": mean("wall_time_s") / 60, "minutes_to": reach,
+                        "minutes": statistics.mean(total_seconds(r["summary"]) for r in runs) / 60, "minutes_to": reach,
                         "per_seed_best": [r["summary"]["best_val_top1"] for r in runs],
                         "curves": [r["curve"] for r in runs]})
         (out / "sweep.json").write_text(json.dumps({"recipe": args.recipe, "common": common, "cpu": cpu_model(),

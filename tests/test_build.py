@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from resmlp.config import DataConfig
-from resmlp.data.build import build_data
+from resmlp.data import build as build_module
+from resmlp.data.build import build_data, share_decoded
 from resmlp.data.datasets import dataset_stats
 from resmlp.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
@@ -57,3 +58,26 @@ def test_bad_inputs_name_the_key(tmp_path):
     folder = DataConfig(source="folder", path=str(tmp_path / "train"), val_path=str(tmp_path / "val"), workers=0)
     with pytest.raises(ValueError, match=r"data.val_path .*val: classes \['cat', 'owl'\] differ"):
         build_data(folder, img_size=4)
+
+
+def test_runs_inside_share_decoded_decode_a_folder_once(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    for c in ["cat", "dog"]:
+        (tmp_path / c).mkdir()
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    calls = []
+    decode = build_module.cache_decoded
+    monkeypatch.setattr(build_module, "cache_decoded", lambda *a, **k: calls.append(1) or decode(*a, **k))
+    folder = DataConfig(source="folder", path=str(tmp_path), val_split=0.4, cache=True, workers=0, crop="pad",
+                        auto_augment=None, re_prob=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, repeated_aug=False)
+    with share_decoded():
+        first = build_data(folder, img_size=4)
+        second = build_data(replace(folder, batch_augment=True, padding=2), img_size=4)  # another run's transforms
+        other_split = build_data(replace(folder, split_seed=1), img_size=4)
+    assert len(calls) == 4  # train and val once for each split, not again for the second run
+    assert second.train.images is first.train.images and second.val.images is first.val.images
+    assert second.train.transform is not first.train.transform  # each run keeps its own transforms
+    assert not np.array_equal(other_split.val.images, first.val.images)
+    build_data(folder, img_size=4)  # outside the block nothing is kept
+    assert len(calls) == 6

@@ -235,3 +235,58 @@ def test_cpu_runs_keep_freed_memory_unless_told_not_to(monkeypatch, retain):
         torch.set_num_threads(threads)
     assert (device.type, rank, world) == ("cpu", 0, 1)
     assert calls == ([True] if retain else [])
+
+
+TEACHER_RECIPE = """base: digits
+model: {name: resnet20_cifar, blocks_per_stage: 1, img_size: 8}
+optim: {name: sgd, lr: 0.4, epochs: 1}
+data: {batch_size: 64, workers: 0, val_split: 0.5}
+"""
+
+
+def test_a_run_trains_its_own_teacher_first_inside_its_time_limit(tmp_path, capsys):
+    recipe = tmp_path / "teacher.yaml"
+    recipe.write_text(TEACHER_RECIPE)
+    out = tmp_path / "run"
+    args = ["train", "--recipe", "digits", "--epochs", "1", "--out", str(out), *sum((["--set", s] for s in TINY + [
+        f"distill.teacher_recipe={recipe}", "distill.kind=soft", "data.val_split=0.2", "run.seed=3",
+        "run.time_limit_min=30"]), [])]
+    assert main(args) == 0
+    assert "the teacher first" in capsys.readouterr().out
+    teacher = load_config(None, base=yaml_of(out / "teacher" / "config.yaml"))
+    # the teacher learns from the student's training split only: same images, split and seed
+    assert (teacher.model.name, teacher.data.val_split, teacher.run.seed) == ("resnet20_cifar", 0.2, 3)
+    student = load_config(None, base=yaml_of(out / "config.yaml"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert student.distill.teacher == str(out / "teacher") and summary["teacher"]["path"].startswith(str(out))
+    assert summary["teacher_wall_time_s"] > 0
+    assert student.run.time_limit_min == pytest.approx(30 - summary["teacher_wall_time_s"] / 60, abs=1e-6)
+
+    metrics = (out / "teacher" / "metrics.jsonl").read_bytes()
+    assert main(args) == 0  # the same command again: the finished teacher is reused, the student trained anew
+    assert "the teacher first" not in capsys.readouterr().out
+    assert (out / "teacher" / "metrics.jsonl").read_bytes() == metrics
+
+
+def yaml_of(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_a_teacher_recipe_is_checked_before_anything_trains(tmp_path):
+    with pytest.raises(ConfigError, match="distill.teacher_time_min: expected minutes > 0, got 0"):
+        load_config("digits", ["distill.teacher_recipe=digits", "distill.teacher_time_min=0"])
+    assert not load_config("digits", ["distill.teacher_recipe=digits", "distill.teacher=none"]).distill.active
+    (tmp_path / "teacher.yaml").write_text(TEACHER_RECIPE + "run: {time_limit_min: 15}\n")
+    recipe = tmp_path / "distils.yaml"
+    recipe.write_text("base: digits\ndistill: {teacher: elsewhere}\n")
+    with pytest.raises(ConfigError, match="distils from a teacher itself"):
+        train(load_config("digits", TINY + [f"distill.teacher_recipe={recipe}"]), out=tmp_path / "run")
+    with pytest.raises(ConfigError, match="trains for 15 min .* no time of run.time_limit_min=10"):
+        train(load_config("digits", TINY + [f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}",
+                                            "run.time_limit_min=10"]), out=tmp_path / "run")
+    with pytest.raises(ConfigError, match="trains for 30 min .* no time of run.time_limit_min=20"):
+        train(load_config("digits", TINY + [f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}",
+                                            "distill.teacher_time_min=30", "run.time_limit_min=20"]), out=tmp_path / "run")
+    assert not (tmp_path / "run" / "teacher" / "checkpoints").exists()

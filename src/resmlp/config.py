@@ -179,11 +179,26 @@ class DistillConfig:
     # full-size augmented images the student's batch was cut or shrunk from ("full": needs data.batch_augment,
     # no Mixup/CutMix). docs/training.md has the measurements.
     teacher_view: TeacherView = "resize"
+    # With no `teacher` given: train one first with this recipe (a name or YAML path) on the run's data and
+    # validation split, into <run>/teacher, then distil from it. Its minutes count inside `run.time_limit_min`
+    # (the student gets what is left); `teacher_time_min` replaces the teacher recipe's own time limit.
+    teacher_recipe: Optional[str] = None
+    teacher_time_min: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.teacher_time_min is not None and not self.teacher_time_min > 0:
+            raise ConfigError(f"distill.teacher_time_min: expected minutes > 0, got {self.teacher_time_min!r}")
+
+    @property
+    def trains_teacher(self) -> bool:
+        """Whether the run trains its own teacher first (`teacher_recipe` set, no `teacher` given)."""
+        return self.teacher in (None, "") and bool(self.teacher_recipe)
 
     @property
     def active(self) -> bool:
-        """Whether a teacher is set (`teacher: none` turns off a recipe's distillation)."""
-        return self.teacher not in (None, "", "none")
+        """Whether the run distils: a teacher is set or will be trained (`teacher: none` turns off a recipe's
+        distillation, its teacher_recipe too)."""
+        return self.teacher not in (None, "", "none") or self.trains_teacher
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """From a DataConfig to train/val datasets with the recipe's transforms (the one place that wires data)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -39,6 +40,29 @@ def _subset_array(ds: ArrayDataset, idx: Sequence[int]) -> ArrayDataset:
 def _subset_images(ds: ImageDataset, idx: Sequence[int], bad_log: Path | None) -> ImageDataset:
     return ImageDataset([ds.samples[i] for i in idx], loader=ds.loader, on_bad=ds.on_bad, classes=ds.classes,
                         bad_log=bad_log)
+
+
+def _splits(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset, list[str]]:
+    """Train and validation datasets without transforms (decoded into memory with `cache`)."""
+    key = (cfg.source, cfg.path, cfg.val_path, cfg.val_split, cfg.split_seed, cfg.on_bad, cfg.max_image_pixels)
+    shared = _shared_splits if cfg.cache else None
+    if shared is not None and key in shared:
+        train, val, classes = shared[key]
+        return (ArrayDataset(train.images, train.labels, classes=train.classes),
+                ArrayDataset(val.images, val.labels, classes=val.classes), classes)
+    train, val, classes = _load_raw(cfg, bad_log)
+    if val is None:
+        tr_idx, va_idx = stratified_split(_labels(train), cfg.val_split, cfg.split_seed)
+        if isinstance(train, ArrayDataset):
+            train, val = _subset_array(train, tr_idx), _subset_array(train, va_idx)
+        else:
+            train, val = _subset_images(train, tr_idx, bad_log), _subset_images(train, va_idx, bad_log)
+    if cfg.cache:
+        train = train if isinstance(train, ArrayDataset) else cache_decoded(train, workers=cfg.workers)
+        val = val if isinstance(val, ArrayDataset) else cache_decoded(val, workers=cfg.workers)
+        if shared is not None:
+            shared[key] = (train, val, classes)
+    return train, val, classes
 
 
 def _load_raw(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset | None, list[str]]:
@@ -100,20 +124,29 @@ def _norm_stats(cfg: DataConfig, train: Dataset, img_size: int) -> tuple[tuple, 
     return pick(cfg.mean, IMAGENET_MEAN, "mean", computed[0]), pick(cfg.std, IMAGENET_STD, "std", computed[1])
 
 
+# While `share_decoded` is active: the decoded (cached) splits of each data source, so that the runs of one
+# command that read the same images with the same split (a run and the teacher it trains first) decode them once.
+_shared_splits: Optional[dict[tuple, tuple[ArrayDataset, ArrayDataset, list[str]]]] = None
+
+
+@contextlib.contextmanager
+def share_decoded() -> Iterator[None]:
+    """Within this block, `build_data` with `cache` decodes each source and split once; later runs get the
+    same arrays (their bad files are logged by the run that decoded them)."""
+    global _shared_splits
+    outer = _shared_splits
+    _shared_splits = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _shared_splits = outer
+
+
 def build_data(cfg: DataConfig, *, img_size: int, bad_log: Path | None = None) -> DataSplits:
     """Datasets for a run: validation from `val_path`/the official test split, else a seeded stratified
     `val_split` of train; optional decoded cache; transforms from the recipe (with `batch_augment`, the
     training images come out as uint8 tensors for `BatchAugment`); normalisation statistics."""
-    train, val, classes = _load_raw(cfg, bad_log)
-    if val is None:
-        tr_idx, va_idx = stratified_split(_labels(train), cfg.val_split, cfg.split_seed)
-        if isinstance(train, ArrayDataset):
-            train, val = _subset_array(train, tr_idx), _subset_array(train, va_idx)
-        else:
-            train, val = _subset_images(train, tr_idx, bad_log), _subset_images(train, va_idx, bad_log)
-    if cfg.cache:
-        train = train if isinstance(train, ArrayDataset) else cache_decoded(train, workers=cfg.workers)
-        val = val if isinstance(val, ArrayDataset) else cache_decoded(val, workers=cfg.workers)
+    train, val, classes = _splits(cfg, bad_log)
     mean, std = _norm_stats(cfg, train, img_size)
     if cfg.batch_augment:  # the loader only gathers uint8 images; the run augments whole batches
         train.transform = ToUint8Tensor(img_size, resolve_interpolation(cfg.interpolation))

@@ -7,6 +7,7 @@ Run directory (the contract between commands):
                        (the one before), best.pt (best val_top1), all written atomically; rank<r>/ the RNG
                        states of the other processes under torchrun
     summary.json       best_val_top1, final_val_top1, epochs, train_images_per_s, wall_time_s, stopped_by, ...
+    teacher/           the run directory of the teacher trained first (distill.teacher_recipe; teacher_stage)
     tb/                TensorBoard events (when the tensorboard package is installed)
     bad_files.tsv      images that could not be decoded (path, reason), if any
     .lock              held while a run trains here: its pid and host (see train.lock)
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from ..checkpoint import atomic_save, latest_checkpoint, model_record
 from ..config import ConfigError, ModelConfig, RunConfig, TrainConfig, config_from_dict, config_to_dict, save_config
 from ..data.batch_augment import BatchAugment
-from ..data.build import DataSplits, build_data
+from ..data.build import DataSplits, build_data, share_decoded
 from ..data.datasets import read_bad_log
 from ..data.mixup import Mixup
 from ..data.resumable import PositionSampler, SeededDataset
@@ -128,6 +129,8 @@ class CrossEntropyCriterion:
 
 def build_criterion(cfg: TrainConfig, device: torch.device, preprocess: Preprocess, classes: list[str]):
     """(images, logits, soft targets) -> loss; with `distill.teacher` set, the distillation loss."""
+    if cfg.distill.trains_teacher:
+        raise ValueError("distill.teacher_recipe: the teacher is trained by `train` before the student is built")
     if cfg.distill.active:
         from .distill import build_distillation  # noqa: PLC0415 - only runs that distil need it
 
@@ -643,9 +646,16 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
     if resume and not (Path(resume) / "checkpoints").is_dir():
         raise WeightsError(f"{resume}: not a run directory (no checkpoints/ folder) to resume")
     run_dir = Path(resume) if resume else Path(out) if out else default_run_dir(cfg)
-    with run_lock(run_dir) if dist.is_main() else contextlib.nullcontext() as stale:
+    shared_data = share_decoded() if cfg.distill.trains_teacher else contextlib.nullcontext()  # decoded once
+    with run_lock(run_dir) if dist.is_main() else contextlib.nullcontext() as stale, shared_data:
         if stale:
             print(f"{run_dir}: took over the lock of a run that is gone ({stale})")
+        teacher_s = None
+        if cfg.distill.trains_teacher:
+            stage = teacher_stage(cfg, run_dir)
+            if stage.stopped is not None:
+                return stage.stopped
+            cfg, teacher_s = stage.student, stage.seconds
         ckpt = latest_checkpoint(run_dir) if resume else None
         if dist.is_main():
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -660,11 +670,88 @@ def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path
             gate = StepGate(signals, every_min=cfg.run.checkpoint_every_min, device=device)
             rows = run_epochs(run, progress, gate, may_fit_budget=ckpt is None)
         summary = summarize(run, progress, rows)
+        own_teacher = own_teacher_seconds(cfg, run_dir) if teacher_s is None else teacher_s
+        if own_teacher is not None:
+            summary["teacher_wall_time_s"] = own_teacher  # minutes-to-accuracy of the whole run add these
         if dist.is_main():
             write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
             if progress.stopped_by is not None:
                 summary["message"] = stop_message(run, progress)
     return summary
+
+
+TEACHER_DIR = "teacher"  # <run>/teacher: the teacher a run trains first (distill.teacher_recipe)
+
+
+@dataclass
+class TeacherStage:
+    """What training a run's own teacher gave: the student's config (that teacher, and the time left of the
+    run's limit) and the stage's seconds, or the summary of a stage stopped by a signal."""
+
+    student: TrainConfig
+    seconds: float
+    stopped: Optional[dict[str, Any]] = None
+
+
+def teacher_stage(cfg: TrainConfig, run_dir: Path) -> TeacherStage:
+    """Train the teacher of `distill.teacher_recipe` in <run>/teacher (resume it there if it was stopped, reuse
+    it if it finished), then hand the student that teacher and what is left of `run.time_limit_min`."""
+    from .distill import teacher_run_config  # noqa: PLC0415 - only runs that distil need it
+
+    teacher_dir = run_dir / TEACHER_DIR
+    start = time.perf_counter()
+    seconds = _finished_run_seconds(teacher_dir)
+    if seconds is None:
+        resume = (teacher_dir / "checkpoints" / "last.pt").is_file()
+        if dist.is_main():
+            print(f"the teacher first ({cfg.distill.teacher_recipe}): {'resuming ' if resume else ''}{teacher_dir}",
+                  flush=True)
+        teacher_cfg = config_of_run(teacher_dir) if resume else teacher_run_config(cfg)
+        _check_teacher_budget(teacher_cfg.run.time_limit_min, cfg.run.time_limit_min, cfg.distill.teacher_recipe)
+        summary = train(teacher_cfg, out=teacher_dir, resume=teacher_dir if resume else None)
+        if summary.get("stopped_by"):
+            summary["message"] = (f"stopped by {summary['stopped_by']} while training the teacher in {teacher_dir}; "
+                                  "run the same command again (same --out): the teacher resumes from its checkpoint")
+            return TeacherStage(cfg, 0.0, stopped=summary)
+        seconds = summary["wall_time_s"] if resume else time.perf_counter() - start
+    limit = cfg.run.time_limit_min
+    left = None if limit is None else limit - seconds / 60
+    if left is not None and left <= 0:
+        raise ValueError(f"the teacher took {seconds / 60:.1f} min of run.time_limit_min={limit:g}: no time is left "
+                         f"for the student; set distill.teacher_time_min lower or raise run.time_limit_min")
+    if dist.is_main():
+        remaining = "" if left is None else f"; the student gets the {left:.1f} min left of {limit:g}"
+        print(f"teacher {teacher_dir}: {seconds / 60:.1f} min{remaining}", flush=True)
+    student = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, teacher=str(teacher_dir)),
+                                  run=dataclasses.replace(cfg.run, time_limit_min=left))
+    return TeacherStage(student, seconds)
+
+
+def _check_teacher_budget(teacher_min: Optional[float], limit_min: Optional[float], recipe: Optional[str]) -> None:
+    """Refuse, before it trains, a teacher whose own time limit would leave the student no time."""
+    if limit_min is not None and teacher_min is not None and teacher_min >= limit_min:
+        raise ConfigError(f"distill.teacher_recipe={recipe} trains for {teacher_min:g} min (its run.time_limit_min), "
+                          f"which leaves no time of run.time_limit_min={limit_min:g} for the student; set "
+                          "distill.teacher_time_min lower, raise run.time_limit_min, or distill.teacher=none")
+
+
+def own_teacher_seconds(cfg: TrainConfig, run_dir: Path) -> Optional[float]:
+    """The training seconds of the teacher a run trained itself (None when it distils from another one)."""
+    teacher_dir = run_dir / TEACHER_DIR
+    if cfg.distill.teacher is None or Path(cfg.distill.teacher) != teacher_dir:
+        return None
+    return _finished_run_seconds(teacher_dir)
+
+
+def _finished_run_seconds(run_dir: Path) -> Optional[float]:
+    """The wall time of a run that ended on its own (its summary.json, no stop signal), else None."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("stopped_by") or "wall_time_s" not in summary:
+        return None
+    return float(summary["wall_time_s"])
 
 
 def config_of_run(run_dir: str | Path) -> TrainConfig:
