@@ -6,7 +6,7 @@ import torch
 import resmlp
 from resmlp.checkpoint import read_checkpoint
 from resmlp.config import ConfigError, load_config
-from resmlp.train.distill import BatchAdapter, DistillationCriterion, load_teacher
+from resmlp.train.distill import BatchAdapter, DistillationCriterion, check_native_sizes, load_teacher
 from resmlp.models import Preprocess
 from resmlp.train.run import train
 
@@ -60,6 +60,13 @@ def test_batch_adapter_without_resize_keeps_each_batch_size():
     for size in (6, 8):  # a progressive run's batches
         x = torch.randn(2, 3, size, size)
         torch.testing.assert_close(BatchAdapter(s, t, resize=False)(x), x * 0.5)
+
+
+def test_a_native_teacher_view_refuses_a_teacher_made_for_one_size():
+    check_native_sizes(resmlp.create_model("convnet_cifar"), [(24, 24), (16, 32)], "t")  # any size
+    with pytest.raises(ConfigError, match=r"teacher_view=native: the teacher t.pt cannot take the student's 6x6 "):
+        check_native_sizes(resmlp.create_model("resmlp_micro8"), [(6, 6)], "t.pt")
+    check_native_sizes(resmlp.create_model("resmlp_micro8"), [], "t.pt")  # no other size: nothing to check
 
 
 @pytest.mark.parametrize("override, key", [("data.batch_augment=false", "data.batch_augment"),

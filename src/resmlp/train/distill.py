@@ -132,15 +132,33 @@ class DistillationCriterion:
 
 
 def build_distillation(cfg: DistillConfig, *, device: torch.device, student_preprocess: Preprocess,
-                       classes: Sequence[str]) -> DistillationCriterion:
+                       classes: Sequence[str], batch_sizes: Sequence[tuple[int, int]] = ()) -> DistillationCriterion:
+    """The distillation loss of `cfg`; `batch_sizes`: the sizes of the student's batches other than its own
+    (progressive resizing), which a `native` teacher view hands the teacher as they are."""
     teacher, pre, identity = load_teacher(cfg.teacher, model_name=cfg.teacher_model)
     t_classes = teacher.spec.classes if hasattr(teacher, "spec") else None  # TorchScript teachers carry none
     if t_classes is not None and list(t_classes) != list(classes):
         raise ValueError(f"distill.teacher {cfg.teacher}: its classes {list(t_classes)[:5]}... differ from the "
                          f"data's {list(classes)[:5]}...; the teacher must be trained on the same label set")
+    if cfg.teacher_view == "native":
+        check_native_sizes(teacher, batch_sizes, cfg.teacher)
     adapter = BatchAdapter(student_preprocess, pre, resize=cfg.teacher_view == "resize")
     return DistillationCriterion(teacher, adapter, kind=cfg.kind, alpha=cfg.alpha, tau=cfg.tau, device=device,
                                  teacher_bf16=cfg.teacher_bf16, identity=identity)
+
+
+@torch.no_grad()
+def check_native_sizes(teacher: nn.Module, sizes: Sequence[tuple[int, int]], source: str) -> None:
+    """Refuse, before training, a teacher that cannot take the student's batches as they are (a ResMLP's token
+    mixing is made for one patch grid): one image of each size through it."""
+    teacher.eval()
+    for h, w in sizes:
+        try:
+            teacher(torch.zeros(1, 3, h, w))
+        except (RuntimeError, ValueError, AssertionError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise ConfigError(f"distill.teacher_view=native: the teacher {source} cannot take the student's {h}x{w} "
+                              f"batches ({first}); use distill.teacher_view=resize or full") from None
 
 
 # What a teacher trained inside a run (`distill.teacher_recipe`) takes from that run: the same images and the

@@ -134,7 +134,10 @@ def build_criterion(cfg: TrainConfig, device: torch.device, preprocess: Preproce
     if cfg.distill.active:
         from .distill import build_distillation  # noqa: PLC0415 - only runs that distil need it
 
-        return build_distillation(cfg.distill, device=device, student_preprocess=preprocess, classes=classes)
+        own = to_pair(preprocess.img_size)
+        sizes = sorted({size for _, size in schedule_of(cfg)} - {own})  # progressive resizing's other sizes
+        return build_distillation(cfg.distill, device=device, student_preprocess=preprocess, classes=classes,
+                                  batch_sizes=sizes)
     return CrossEntropyCriterion()
 
 
