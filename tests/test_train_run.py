@@ -288,5 +288,6 @@ def test_a_teacher_recipe_is_checked_before_anything_trains(tmp_path):
                                             "run.time_limit_min=10"]), out=tmp_path / "run")
     with pytest.raises(ConfigError, match="trains for 30 min .* no time of run.time_limit_min=20"):
         train(load_config("digits", TINY + [f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}",
-                                            "distill.teacher_time_min=30", "run.time_limit_min=20"]), out=tmp_path / "run")
+                                            "distill.teacher_time_min=30", "run.time_limit_min=20"]),
+              out=tmp_path / "run")
     assert not (tmp_path / "run" / "teacher" / "checkpoints").exists()
