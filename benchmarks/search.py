@@ -1,8 +1,8 @@
 """Search a recipe's options with Optuna (TPE) where a grid (benchmarks/sweep.py) would be too large.
 
     python benchmarks/search.py --recipe cifar10_cpu --data cifar10/train --out runs/search --trials 12 \
-        --set run.tensorboard=false distill.teacher=none optim.epochs=4 "run.progressive_sizes=[[0, 24], [2, 32]]" \
-              run.time_limit_min=null run.fit_to_time_limit=false \
+        --set run.tensorboard=false distill.teacher=none optim.epochs=4 \
+              "run.progressive_sizes=[[0, 24], [2, 32]]" run.time_limit_min=null run.fit_to_time_limit=false \
         --param "optim.lr=log:0.01:0.1" --param "data.label_smoothing=float:0:0.3" \
         --param "optim.sched=choice:cosine,linear" --param "model.embed_dim=int:96:192:32"
 

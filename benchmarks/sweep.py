@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                         "best_val_top1": mean("best_val_top1"), "final_val_top1": mean("final_val_top1"),
                         "final_val_top1_tta": None if None in tta else statistics.mean(tta),
                         "images_per_s": mean("train_images_per_s"), "epochs": mean("epochs"),
-                        "minutes": statistics.mean(total_seconds(r["summary"]) for r in runs) / 60, "minutes_to": reach,
+                        "minutes": statistics.mean(total_seconds(r["summary"]) for r in runs) / 60,
+                        "minutes_to": reach,
                         "per_seed_best": [r["summary"]["best_val_top1"] for r in runs],
                         "curves": [r["curve"] for r in runs]})
         (out / "sweep.json").write_text(json.dumps({"recipe": args.recipe, "common": common, "cpu": cpu_model(),
