@@ -152,9 +152,10 @@ def check_native_sizes(teacher: nn.Module, sizes: Sequence[tuple[int, int]], sou
     """Refuse, before training, a teacher that cannot take the student's batches as they are (a ResMLP's token
     mixing is made for one patch grid): one image of each size through it."""
     teacher.eval()
+    device = next(teacher.parameters(), torch.zeros(0)).device
     for h, w in sizes:
         try:
-            teacher(torch.zeros(1, 3, h, w))
+            teacher(torch.zeros(1, 3, h, w, device=device))
         except (RuntimeError, ValueError, AssertionError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise ConfigError(f"distill.teacher_view=native: the teacher {source} cannot take the student's {h}x{w} "

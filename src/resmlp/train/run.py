@@ -739,7 +739,9 @@ def _check_teacher_budget(teacher_min: Optional[float], limit_min: Optional[floa
 
 
 def own_teacher_seconds(cfg: TrainConfig, run_dir: Path) -> Optional[float]:
-    """The training seconds of the teacher a run trained itself (None when it distils from another one)."""
+    """The training seconds of the teacher a run trained itself, from its summary (None when it distils from
+    another one). A resumed student reports these; the session that trained the teacher also counted its data
+    loading (TeacherStage.seconds), so the two may differ by that start-up."""
     teacher_dir = run_dir / TEACHER_DIR
     if cfg.distill.teacher is None or Path(cfg.distill.teacher) != teacher_dir:
         return None
