@@ -81,3 +81,22 @@ def test_runs_inside_share_decoded_decode_a_folder_once(tmp_path, monkeypatch):
     assert not np.array_equal(other_split.val.images, first.val.images)
     build_data(folder, img_size=4)  # outside the block nothing is kept
     assert len(calls) == 6
+
+
+def test_a_run_reusing_decoded_splits_gets_the_bad_file_log_of_the_run_that_decoded_them(tmp_path):
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for c in ["cat", "dog"]:
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    (root / "dog" / "broken.png").write_bytes(b"not a png")
+    folder = DataConfig(source="folder", path=str(root), val_split=0.4, cache=True, workers=0, crop="pad",
+                        auto_augment=None, re_prob=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, repeated_aug=False)
+    teacher_log, student_log = tmp_path / "teacher" / "bad.tsv", tmp_path / "student" / "bad.tsv"
+    teacher_log.parent.mkdir()
+    with pytest.warns(Warning, match="broken.png"), share_decoded():
+        build_data(folder, img_size=4, bad_log=teacher_log)
+        build_data(folder, img_size=4, bad_log=student_log)
+    assert "broken.png" in teacher_log.read_text()
+    assert student_log.read_text() == teacher_log.read_text()

@@ -12,6 +12,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..config import DataConfig, Normalization, Source
+from ..files import write_atomic
 from ..models.layers import to_pair
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .datasets import (ArrayDataset, ImageDataset, cache_decoded, dataset_stats, download_cifar, load_cifar,
@@ -47,7 +48,8 @@ def _splits(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset, li
     key = (cfg.source, cfg.path, cfg.val_path, cfg.val_split, cfg.split_seed, cfg.on_bad, cfg.max_image_pixels)
     shared = _shared_splits if cfg.cache else None
     if shared is not None and key in shared:
-        train, val, classes = shared[key]
+        train, val, classes, first_log = shared[key]
+        _copy_bad_log(first_log, bad_log)
         return (ArrayDataset(train.images, train.labels, classes=train.classes),
                 ArrayDataset(val.images, val.labels, classes=val.classes), classes)
     train, val, classes = _load_raw(cfg, bad_log)
@@ -61,8 +63,16 @@ def _splits(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset, li
         train = train if isinstance(train, ArrayDataset) else cache_decoded(train, workers=cfg.workers)
         val = val if isinstance(val, ArrayDataset) else cache_decoded(val, workers=cfg.workers)
         if shared is not None:
-            shared[key] = (train, val, classes)
+            shared[key] = (train, val, classes, bad_log)
     return train, val, classes
+
+
+def _copy_bad_log(source: Path | None, dest: Path | None) -> None:
+    """A run that reuses decoded splits reports the bad files of the run that decoded them."""
+    if source is None or dest is None or source == dest or not source.is_file():
+        return
+    data = source.read_bytes()
+    write_atomic(dest, lambda tmp: tmp.write_bytes(data))
 
 
 def _load_raw(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset | None, list[str]]:
@@ -126,13 +136,13 @@ def _norm_stats(cfg: DataConfig, train: Dataset, img_size: int) -> tuple[tuple, 
 
 # While `share_decoded` is active: the decoded (cached) splits of each data source, so that the runs of one
 # command that read the same images with the same split (a run and the teacher it trains first) decode them once.
-_shared_splits: Optional[dict[tuple, tuple[ArrayDataset, ArrayDataset, list[str]]]] = None
+_shared_splits: Optional[dict[tuple, tuple[ArrayDataset, ArrayDataset, list[str], Optional[Path]]]] = None
 
 
 @contextlib.contextmanager
 def share_decoded() -> Iterator[None]:
     """Within this block, `build_data` with `cache` decodes each source and split once; later runs get the
-    same arrays (their bad files are logged by the run that decoded them)."""
+    same arrays, and a copy of the bad-file log of the run that decoded them."""
     global _shared_splits
     outer = _shared_splits
     _shared_splits = {} if outer is None else outer
