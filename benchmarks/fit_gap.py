@@ -1,0 +1,54 @@
+"""How well finished runs fit their own training images: top-1 on a sample of the training split against the
+validation split, both without augmentation (the run's checkpoints/best.pt, else last.pt).
+
+    python benchmarks/fit_gap.py RUN_DIR [RUN_DIR ...] [--train-images 5000] [--weights model|ema]
+
+The splits are rebuilt from each run's own config (same data, seed and split) and the training images get the
+validation transform, so the two numbers differ only in which images they score. A large gap says the run
+overfits (regularise: augmentation, mixing, a teacher); a small one with a low training score says it underfits
+(more epochs or capacity).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from resmlp.data.build import build_data
+from resmlp.loading import load_model
+from resmlp.train.engine import evaluate
+from resmlp.train.run import config_of_run
+
+
+def fit_gap(run_dir: str, *, train_images: int, weights: str) -> dict:
+    cfg = config_of_run(run_dir)
+    loaded = load_model(run_dir, weights=weights)
+    data = build_data(cfg.data, img_size=loaded.spec.args["img_size"], bad_log=None)
+    data.train.transform = data.val.transform
+    count = min(train_images, len(data.train))
+    sample = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:count].tolist()
+    scores = {}
+    for name, ds in (("train", Subset(data.train, sample)), ("val", data.val)):
+        loader = DataLoader(ds, batch_size=cfg.data.eval_batch_size, num_workers=0)
+        ev = evaluate(loaded.model, loader, torch.device("cpu"), num_classes=len(data.classes))
+        scores[name] = {"top1": ev.top1, "loss": ev.loss, "images": ev.count}
+    return {"run": run_dir, "weights": weights, **scores, "gap": scores["train"]["top1"] - scores["val"]["top1"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dirs", nargs="+")
+    ap.add_argument("--train-images", type=int, default=5000, help="training images scored (a seeded sample)")
+    ap.add_argument("--weights", default="model", choices=("model", "ema"))
+    args = ap.parse_args()
+    for run_dir in args.run_dirs:
+        r = fit_gap(run_dir, train_images=args.train_images, weights=args.weights)
+        print(f"{run_dir}: train top-1 {r['train']['top1']:.2f}% ({r['train']['images']} images), "
+              f"val top-1 {r['val']['top1']:.2f}%, gap {r['gap']:.2f}", flush=True)
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
