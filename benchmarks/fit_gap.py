@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=5000, help="training images scored (a seeded sample)")
     ap.add_argument("--weights", default="model", choices=("model", "ema"))
     args = ap.parse_args()
+    if args.train_images < 1:
+        ap.error(f"--train-images: expected at least 1 image, got {args.train_images}")
     for run_dir in args.run_dirs:
         r = fit_gap(run_dir, train_images=args.train_images, weights=args.weights)
         print(f"{run_dir}: train top-1 {r['train']['top1']:.2f}% ({r['train']['images']} images), "
