@@ -52,11 +52,12 @@ def test_off_linux_nothing_changes(monkeypatch):
 
 
 @pytest.mark.parametrize("flags,expected", [
-    ({"avx2", "fma"}, "fp32"),  # bf16 emulated: 24x slower
-    ({"avx512f", "avx512_bf16", "avx512_fp16"}, "fp32"),  # AVX512-BF16 without AMX: 0.77x fp32 (a Xeon VM)
-    ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),
+    ({"AuthenticAMD", "avx2", "fma"}, "fp32"),  # bf16 emulated: 24x slower
+    ({"GenuineIntel", "avx512f", "avx512_bf16", "avx512_fp16"}, "fp32"),  # AVX512-BF16 without AMX: 0.77x fp32
+    ({"GenuineIntel", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),
+    ({"AuthenticAMD", "avx512f", "avx512_bf16"}, "bf16"),  # an EPYC with AVX512-BF16 (Zen 5): 2.0x fp32
 ])
-def test_auto_precision_is_bf16_only_with_amx_on_a_cpu(monkeypatch, flags, expected):
+def test_auto_precision_is_bf16_with_amx_or_amd_avx512_bf16_on_a_cpu(monkeypatch, flags, expected):
     monkeypatch.setattr(device_module, "cpu_flags", lambda: frozenset(flags))
     assert native_bf16("cpu") == (expected == "bf16")
     assert auto_precision("auto", "cpu") == expected

@@ -41,18 +41,21 @@ def cpu_flags() -> frozenset[str]:
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether `device` multiplies bf16 matrices in hardware fast enough to pay for the casts (AMX on x86,
-    Ampere+ on CUDA).
+    """Whether `device` multiplies bf16 matrices in hardware fast enough to pay for the casts: AMX on x86,
+    AVX512-BF16 on an AMD CPU, Ampere+ on CUDA.
 
-    Elsewhere bf16 is emulated or too slow: on an AMD EPYC VM with AVX2 only, a bf16 training step of the CIFAR
-    recipe's model ran 24x slower than fp32 (3.8 vs 92 img/s); on a Xeon VM with AVX512-BF16 but no AMX, bf16
-    autocast trained it at 0.77x fp32's images/s (177 vs 231 at 32 px) and ran inference at 0.70-0.83x
-    (docs/benchmarks.md). So "auto" precision stays fp32 on both.
+    On a 2-core AMD EPYC VM (Zen 5, AVX512-BF16, no AMX) bf16 autocast trained the CIFAR recipe's model at 2.0x
+    fp32's images/s (468 vs 232 at 32 px) and its conv-net teacher at 1.8x (docs/benchmarks.md): AMD issues the
+    bf16 dot product at the rate of an fp32 FMA, two bf16 pairs per lane. On Intel it issues at half that rate:
+    a Xeon VM with AVX512-BF16 but no AMX trained at 0.77x fp32 (177 vs 231 img/s) and ran inference at
+    0.70-0.83x; an AMD EPYC VM with AVX2 only emulates bf16 (24x slower: 3.8 vs 92 img/s). "auto" precision
+    stays fp32 on both.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return "amx_bf16" in cpu_flags()
+    flags = cpu_flags()
+    return "amx_bf16" in flags or {"AuthenticAMD", "avx512_bf16"} <= flags
 
 
 def auto_precision(precision: str, device: torch.device | str = "cpu") -> str:
