@@ -13,6 +13,7 @@ from resmlp.checkpoint import read_checkpoint
 from resmlp.cli import main
 from resmlp.config import ConfigError, RunConfig, load_config
 from resmlp.train import run as run_module
+from resmlp.train.budget import BudgetFit
 from resmlp.train.run import model_arguments, train
 
 TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0",
@@ -291,3 +292,11 @@ def test_a_teacher_recipe_is_checked_before_anything_trains(tmp_path):
                                             "distill.teacher_time_min=30", "run.time_limit_min=20"]),
               out=tmp_path / "run")
     assert not (tmp_path / "run" / "teacher" / "checkpoints").exists()
+
+
+def test_the_fit_line_prints_a_student_s_leftover_budget_rounded():
+    fit = BudgetFit(budget_s=2703.3, longest=50)
+    line = run_module._fit_line(45.055504847816664, 8, 581.2, fit, 17.0, 33.15, 33.2)
+    assert line == ("time budget 45.06 min: 9 epochs took 581 s, faster than planned, 17 s kept for the final TTA "
+                    "evaluation, so the schedule now ends after 33.2 epochs instead of 33.15")
+    assert run_module._fit_line(60.0, 0, 132.0, fit, 0.0, 50, 50).startswith("time budget 60 min: the first epoch")

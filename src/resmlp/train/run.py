@@ -576,7 +576,7 @@ def _fit_line(limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, re
     final = f", {reserve_s:.0f} s kept for the final TTA evaluation" if reserve_s else ""
     plan = f"the schedule now ends after {fitted:g} epochs instead of {planned:g}" if fitted != planned else \
         f"the plan of {planned:g} epochs fits"
-    return f"time budget {limit_min} min: {took}{final}, so {plan}"
+    return f"time budget {limit_min:.4g} min: {took}{final}, so {plan}"
 
 
 def _save(run_dir: Path, model: nn.Module, cfg: TrainConfig, state: dict, improved: bool) -> None:
