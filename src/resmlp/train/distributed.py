@@ -31,7 +31,10 @@ def init(device_type: str) -> tuple[int, int, int]:
 
 
 def shutdown() -> None:
+    """Leave the process group together: the barrier keeps a rank that finished first (rank 1 while rank 0
+    still writes its summary) from tearing down its connections while a peer may still use them."""
     if tdist.is_initialized():
+        tdist.barrier()
         tdist.destroy_process_group()
 
 
