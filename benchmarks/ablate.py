@@ -9,6 +9,7 @@ the sweep runner (benchmarks/sweep.py): OUT/ROW-sSEED are run directories, reuse
 interrupted table resumes. `--per-class K` trains on a fixed subset (the first K images of each class, as
 symlinks under OUT/data) for quick tables. Writes OUT/ablations.md, OUT/ablations.png, OUT/ablations.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,18 +83,46 @@ def cost(recipe: str, overrides: list[str]) -> tuple[int, float]:
 
 def markdown(results: list[dict], recipe: str, common: list[str], machine: str) -> str:
     base = results[0]["top1"]
-    head = ["group", "row", "params (M)", "GFLOPs", "images/s", "top-1", "per seed", "vs baseline",
-            "the paper (S12, ImageNet)"]
-    lines = [f"Recipe `{recipe}` with `{' '.join(common)}`; {machine}; {time.strftime('%Y-%m-%d')}.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = [
+        "group",
+        "row",
+        "params (M)",
+        "GFLOPs",
+        "images/s",
+        "top-1",
+        "per seed",
+        "vs baseline",
+        "the paper (S12, ImageNet)",
+    ]
+    lines = [
+        f"Recipe `{recipe}` with `{' '.join(common)}`; {machine}; {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in results:
-        lines.append("| " + " | ".join([
-            r["group"], f"`{r['name']}`", f"{r['params'] / 1e6:.3f}", f"{r['gflops']:.3f}", f"{r['images_per_s']:.0f}",
-            f"{r['top1']:.2f}", " / ".join(f"{t:.2f}" for t in r["per_seed"]), f"{r['top1'] - base:+.2f}",
-            r["paper"] or "-"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["group"],
+                    f"`{r['name']}`",
+                    f"{r['params'] / 1e6:.3f}",
+                    f"{r['gflops']:.3f}",
+                    f"{r['images_per_s']:.0f}",
+                    f"{r['top1']:.2f}",
+                    " / ".join(f"{t:.2f}" for t in r["per_seed"]),
+                    f"{r['top1'] - base:+.2f}",
+                    r["paper"] or "-",
+                ]
+            )
+            + " |"
+        )
     lines.append("")
-    lines.append("top-1: best validation top-1 (%), mean over the seeds; images/s: training throughput of the run "
-                 "(noisy when other jobs share the CPU).")
+    lines.append(
+        "top-1: best validation top-1 (%), mean over the seeds; images/s: training throughput of the run "
+        "(noisy when other jobs share the CPU)."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -108,8 +137,11 @@ def bar_chart(results: list[dict], path: Path) -> None:
     ax.axhline(results[0]["top1"], color="grey", lw=0.8, ls="--")
     ax.set_xticks(list(xs), [r["name"] for r in results], rotation=45, ha="right", fontsize=8)
     low = min(min(r["per_seed"]) for r in results)
-    ax.set(ylabel="validation top-1 (%)", ylim=(max(0.0, low - 5), None),
-           title="ResMLP design choices at CPU scale (bars: mean, dots: seeds)")
+    ax.set(
+        ylabel="validation top-1 (%)",
+        ylim=(max(0.0, low - 5), None),
+        title="ResMLP design choices at CPU scale (bars: mean, dots: seeds)",
+    )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -126,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=None, help=f"comma-separated subset of: {', '.join(r.name for r in ROWS)}")
     p.add_argument("--set", dest="common", nargs="+", default=[], help="overrides for every row")
     p.add_argument("--out", required=True)
-    p.add_argument("--only-finished", action="store_true",
-                   help="train nothing: tabulate the runs under OUT that have finished (seeds may differ by row)")
+    p.add_argument(
+        "--only-finished",
+        action="store_true",
+        help="train nothing: tabulate the runs under OUT that have finished (seeds may differ by row)",
+    )
     args = p.parse_args(argv)
 
     rows = ROWS
@@ -135,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         wanted = args.rows.split(",")
         unknown = sorted(set(wanted) - {r.name for r in ROWS})
         if unknown:
-            raise SystemExit(f"error: --rows: unknown {', '.join(unknown)}; choose from {', '.join(r.name for r in ROWS)}")
+            raise SystemExit(
+                f"error: --rows: unknown {', '.join(unknown)}; choose from {', '.join(r.name for r in ROWS)}"
+            )
         rows = [r for r in ROWS if r.name in wanted]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,8 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         data = subset_folder(data, args.per_class, out / "data")
     # The ablation compares architectures as the paper does: the paper's inits, none of the issue-11 levers, no
     # teacher.
-    common = ["data.source=folder", f"data.path={data}", "model.token_mixing_init=default", "model.stem_init=default",
-              "distill.teacher=none", *args.common]
+    common = [
+        "data.source=folder",
+        f"data.path={data}",
+        "model.token_mixing_init=default",
+        "model.stem_init=default",
+        "distill.teacher=none",
+        *args.common,
+    ]
     if args.epochs is not None:
         common.append(f"optim.epochs={args.epochs}")
     if args.minutes is not None:
@@ -168,11 +211,23 @@ def main(argv: list[str] | None = None) -> int:
         if not seeds:
             continue
         params, gflops = cost(args.recipe, [*common, *row.overrides])
-        results.append({"name": row.name, "group": row.group, "overrides": list(row.overrides), "paper": row.paper,
-                        "params": params, "gflops": gflops, "images_per_s": statistics.median(speed),
-                        "top1": statistics.mean(per_seed), "per_seed": per_seed, "seeds": seeds})
-        (out / "ablations.json").write_text(json.dumps({"recipe": args.recipe, "common": common, "cpu": cpu_model(),
-                                                         "results": results}, indent=1))
+        results.append(
+            {
+                "name": row.name,
+                "group": row.group,
+                "overrides": list(row.overrides),
+                "paper": row.paper,
+                "params": params,
+                "gflops": gflops,
+                "images_per_s": statistics.median(speed),
+                "top1": statistics.mean(per_seed),
+                "per_seed": per_seed,
+                "seeds": seeds,
+            }
+        )
+        (out / "ablations.json").write_text(
+            json.dumps({"recipe": args.recipe, "common": common, "cpu": cpu_model(), "results": results}, indent=1)
+        )
     (out / "ablations.md").write_text(markdown(results, args.recipe, common, cpu_model()))
     bar_chart(results, out / "ablations.png")
     print((out / "ablations.md").read_text())

@@ -10,6 +10,7 @@ MNIST digits are resized to 16x16 and cut into 2x2 patches (resmlp_micro16, embe
 big enough for "local" to mean something. A plain AdamW + cosine loop without augmentation: the point is
 a trained model to analyse, not the best accuracy (`resmlp train` is the real trainer).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def load_split(root: Path, per_class: int | None, pre: Preprocess) -> tuple[torc
         if per_class is None or taken.get(y, 0) < per_class:
             taken[y] = taken.get(y, 0) + 1
             keep.append((p, y))
-    tf = build_eval_transform(pre.img_size, mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct,
-                              interpolation=pre.interpolation)
+    tf = build_eval_transform(
+        pre.img_size, mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct, interpolation=pre.interpolation
+    )
     x = torch.stack([tf(load_rgb(p)) for p, _ in keep])
     return x, torch.tensor([y for _, y in keep]), classes
 
@@ -49,7 +51,7 @@ def load_split(root: Path, per_class: int | None, pre: Preprocess) -> tuple[torc
 def batches(x: torch.Tensor, y: torch.Tensor, size: int, shuffle: torch.Generator | None = None):
     order = torch.randperm(len(x), generator=shuffle) if shuffle is not None else torch.arange(len(x))
     for i in range(0, len(x), size):
-        idx = order[i:i + size]
+        idx = order[i : i + size]
         yield x[idx], y[idx]
 
 
@@ -78,7 +80,8 @@ def main() -> None:
     steps = args.epochs * math.ceil(len(x_tr) / args.batch_size)
     warm = steps // args.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (steps - warm))))
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (steps - warm)))
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(vars(args), sort_keys=False))
     (out / "metrics.jsonl").write_text("")
@@ -96,9 +99,16 @@ def main() -> None:
             total, seen = total + float(loss.detach()) * len(xb), seen + len(xb)
         ips = seen / (time.perf_counter() - t0)
         val = evaluate(model, batches(x_val, y_val, 512), cpu, num_classes=len(classes))
-        rec = {"epoch": epoch, "train_loss": total / seen, "val_loss": val.loss, "val_top1": val.top1,
-               "val_top5": val.top5, "lr": opt.param_groups[0]["lr"], "images_per_s": ips,
-               "wall_time_s": time.perf_counter() - start}
+        rec = {
+            "epoch": epoch,
+            "train_loss": total / seen,
+            "val_loss": val.loss,
+            "val_top1": val.top1,
+            "val_top5": val.top5,
+            "lr": opt.param_groups[0]["lr"],
+            "images_per_s": ips,
+            "wall_time_s": time.perf_counter() - start,
+        }
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
         print(f"epoch {epoch}: loss {rec['train_loss']:.3f} val top-1 {val.top1:.2f}% ({ips:.0f} img/s)")
@@ -113,10 +123,18 @@ def main() -> None:
     ev = evaluate(model, batches(x_te, y_te, 512), cpu, num_classes=len(classes))
     conf = ev.confusion
     per_class = {c: 100.0 * float(conf[i, i]) / max(1, int(conf[i].sum())) for i, c in enumerate(classes)}
-    (out / "eval.json").write_text(json.dumps({"top1": ev.top1, "top5": ev.top5, "classes": classes,
-                                               "per_class_top1": per_class, "confusion": conf.tolist()}))
-    (out / "summary.json").write_text(json.dumps({"best_val_top1": best, "test_top1": ev.top1,
-                                                  "epochs": args.epochs}))
+    (out / "eval.json").write_text(
+        json.dumps(
+            {
+                "top1": ev.top1,
+                "top5": ev.top5,
+                "classes": classes,
+                "per_class_top1": per_class,
+                "confusion": conf.tolist(),
+            }
+        )
+    )
+    (out / "summary.json").write_text(json.dumps({"best_val_top1": best, "test_top1": ev.top1, "epochs": args.epochs}))
     print(f"test top-1 {ev.top1:.2f}% on {len(x_te)} images; run directory {out}")
 
 

@@ -10,6 +10,7 @@ the criterion); every round then takes `--steps` optimizer steps of each variant
 reports the median images/s. A round includes the loader's start-up (worker fork and the first batch), as
 every epoch of a real run does. Prints a Markdown table (and writes it to --out when given).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,16 @@ from resmlp.train.run import build, model_arguments
 
 
 def build_variant(recipe: str, data: str, *, batch: bool, workers: int, run_dir: Path):
-    cfg = load_config(recipe, data_overrides(data, None, None) + [
-        ("data.batch_augment", batch), ("data.workers", workers), ("run.progressive_mode", "crop"),
-        ("run.tensorboard", False)])
+    cfg = load_config(
+        recipe,
+        data_overrides(data, None, None)
+        + [
+            ("data.batch_augment", batch),
+            ("data.workers", workers),
+            ("run.progressive_mode", "crop"),
+            ("run.tensorboard", False),
+        ],
+    )
     return build(cfg, run_dir, torch.device("cpu"))
 
 
@@ -54,9 +62,11 @@ def main() -> None:
 
 def measure(args: argparse.Namespace, tmp: Path) -> str:
     """The interleaved rounds; returns the Markdown table."""
-    runs = {(kind, w): build_variant(args.recipe, args.data, batch=kind == "batch", workers=w,
-                                     run_dir=tmp / f"{kind}{w}")
-            for kind in ("per-image", "batch") for w in args.workers}
+    runs = {
+        (kind, w): build_variant(args.recipe, args.data, batch=kind == "batch", workers=w, run_dir=tmp / f"{kind}{w}")
+        for kind in ("per-image", "batch")
+        for w in args.workers
+    }
     full = model_arguments(next(iter(runs.values())).cfg.model)["img_size"]
     rates: dict[tuple, list[float]] = {}
     for r in range(args.rounds):
@@ -65,13 +75,19 @@ def measure(args: argparse.Namespace, tmp: Path) -> str:
                 set_run_size(run, size, base_size=full)
                 stats = train_one_epoch(run.ctx, run.train_loader, epoch=r, progress=False, max_steps=args.steps)
                 rates.setdefault((size, *key), []).append(stats.images_per_s)
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{s}px {k} w{w} {v[-1]:.0f}"
-                                                         for (s, k, w), v in rates.items()), flush=True)
+        print(
+            f"round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{s}px {k} w{w} {v[-1]:.0f}" for (s, k, w), v in rates.items()),
+            flush=True,
+        )
     cpu = platform.processor() or platform.machine()
-    lines = [f"{args.recipe}, torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}; "
-             f"median images/s of {args.rounds} interleaved rounds x {args.steps} steps", "",
-             "| size | workers | per-image images/s | batch augment images/s | batch / per-image |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"{args.recipe}, torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}; "
+        f"median images/s of {args.rounds} interleaved rounds x {args.steps} steps",
+        "",
+        "| size | workers | per-image images/s | batch augment images/s | batch / per-image |",
+        "|---|---|---|---|---|",
+    ]
     for size in args.sizes:
         for w in args.workers:
             a = statistics.median(rates[(size, "per-image", w)])

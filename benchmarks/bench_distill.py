@@ -7,6 +7,7 @@ number of epochs without distillation, with hard and with soft distillation.
 Prints a markdown table (teacher accuracy, student accuracy with/without, wall time, teacher time) for
 docs/benchmarks.md and writes it to OUT/distill.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,16 +37,27 @@ def main() -> None:
     data = data_overrides(args.data, None, None) + ["run.progress=false"]
     teacher_dir = out / "teacher"
     if not (teacher_dir / "summary.json").exists():
-        train(load_config("cifar10_teacher", data + [f"run.time_limit_min={args.teacher_minutes}",
-                                                     "run.fit_to_time_limit=true"]), out=teacher_dir)
+        train(
+            load_config(
+                "cifar10_teacher", data + [f"run.time_limit_min={args.teacher_minutes}", "run.fit_to_time_limit=true"]
+            ),
+            out=teacher_dir,
+        )
     teacher = json.loads((teacher_dir / "summary.json").read_text())
-    student = data + [f"optim.epochs={args.student_epochs}", "run.time_limit_min=null",
-                      "run.fit_to_time_limit=false"]
+    student = data + [f"optim.epochs={args.student_epochs}", "run.time_limit_min=null", "run.fit_to_time_limit=false"]
     variants = {
         "no distillation": [],
-        f"hard (alpha {args.alpha})": [f"distill.teacher={teacher_dir}", "distill.kind=hard", f"distill.alpha={args.alpha}"],
-        f"soft (alpha {args.alpha}, tau {args.tau})": [f"distill.teacher={teacher_dir}", "distill.kind=soft",
-                                                      f"distill.alpha={args.alpha}", f"distill.tau={args.tau}"],
+        f"hard (alpha {args.alpha})": [
+            f"distill.teacher={teacher_dir}",
+            "distill.kind=hard",
+            f"distill.alpha={args.alpha}",
+        ],
+        f"soft (alpha {args.alpha}, tau {args.tau})": [
+            f"distill.teacher={teacher_dir}",
+            "distill.kind=soft",
+            f"distill.alpha={args.alpha}",
+            f"distill.tau={args.tau}",
+        ],
     }
     rows = []
     for i, (name, extra) in enumerate(variants.items()):
@@ -55,10 +67,14 @@ def main() -> None:
         s = json.loads((run_dir / "summary.json").read_text())
         t_time = sum(r.get("teacher_time_s", 0.0) for r in metrics(run_dir))
         rows.append((name, s["final_val_top1"], s["best_val_top1"], s["wall_time_s"] / 60, t_time / 60))
-    lines = [f"Teacher `{teacher['model']}`: best val top-1 {teacher['best_val_top1']:.2f}% after "
-             f"{teacher['epochs']} epochs, {teacher['wall_time_s'] / 60:.1f} min.", "",
-             f"| student ({args.student_recipe}, {args.student_epochs} epochs) | final val top-1 | best val top-1 | "
-             "wall time (min) | of which teacher (min) |", "|---|---|---|---|---|"]
+    lines = [
+        f"Teacher `{teacher['model']}`: best val top-1 {teacher['best_val_top1']:.2f}% after "
+        f"{teacher['epochs']} epochs, {teacher['wall_time_s'] / 60:.1f} min.",
+        "",
+        f"| student ({args.student_recipe}, {args.student_epochs} epochs) | final val top-1 | best val top-1 | "
+        "wall time (min) | of which teacher (min) |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {n} | {f:.2f}% | {b:.2f}% | {w:.1f} | {t:.1f} |" for n, f, b, w, t in rows]
     text = "\n".join(lines)
     (out / "distill.md").write_text(text + "\n")

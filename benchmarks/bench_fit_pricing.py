@@ -7,6 +7,7 @@ Prints each probe's seconds per forward/backward pass at every size and the cost
 relative to a first epoch of `--first-epoch-s` at the first size (`relative_epoch_cost`), to set beside the
 epoch times a run's metrics.jsonl recorded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,12 +34,18 @@ def main() -> None:
     sizes = [(s, s) for s in args.sizes]
     schedule = [(i, size) for i, size in enumerate(sizes)]  # epoch i at the i-th size
     for probe in range(args.probes):
-        seconds = time_passes(model, sizes, batch_size=args.batch, device=torch.device("cpu"),
-                              precision=args.precision, mode="crop")
-        costs = [relative_epoch_cost(schedule, i, sizes[0], seconds, args.passes, args.first_epoch_s)
-                 for i in range(len(sizes))]
-        print(f"probe {probe + 1}: " + ", ".join(f"{h} px {seconds[(h, w)]:.3f} s/pass, epoch x{c:.3f}"
-                                                 for (h, w), c in zip(sizes, costs)), flush=True)
+        seconds = time_passes(
+            model, sizes, batch_size=args.batch, device=torch.device("cpu"), precision=args.precision, mode="crop"
+        )
+        costs = [
+            relative_epoch_cost(schedule, i, sizes[0], seconds, args.passes, args.first_epoch_s)
+            for i in range(len(sizes))
+        ]
+        print(
+            f"probe {probe + 1}: "
+            + ", ".join(f"{h} px {seconds[(h, w)]:.3f} s/pass, epoch x{c:.3f}" for (h, w), c in zip(sizes, costs)),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

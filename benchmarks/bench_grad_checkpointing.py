@@ -9,6 +9,7 @@ the same in both settings). Runs alternate (off, on, off, on, ...) so that load 
 both alike; medians are reported. A second, noise-free number counts the bytes autograd saves for backward
 (torch.autograd.graph.saved_tensors_hooks) in one forward pass of the same model and batch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,14 +77,21 @@ def main() -> None:
             runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"round {r + 1} checkpointing {mode:>3}: {runs[mode][-1]}", flush=True)
     saved = {mode: saved_for_backward_mb(args.model, args.batch, mode == "on") for mode in ("off", "on")}
-    result = {"model": args.model, "batch": args.batch, "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"),
-              **{f"step_mb_{m}": statistics.median(r["step_mb"] for r in runs[m]) for m in runs},
-              **{f"step_s_{m}": statistics.median(r["step_s"] for r in runs[m]) for m in runs},
-              **{f"saved_for_backward_mb_{m}": saved[m] for m in saved}}
+    result = {
+        "model": args.model,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "date": time.strftime("%Y-%m-%d"),
+        **{f"step_mb_{m}": statistics.median(r["step_mb"] for r in runs[m]) for m in runs},
+        **{f"step_s_{m}": statistics.median(r["step_s"] for r in runs[m]) for m in runs},
+        **{f"saved_for_backward_mb_{m}": saved[m] for m in saved},
+    }
     print(json.dumps(result, indent=2))
-    print(f"peak step memory: {result['step_mb_off']:.0f} MB -> {result['step_mb_on']:.0f} MB with checkpointing "
-          f"({1 - result['step_mb_on'] / result['step_mb_off']:.0%} less); tensors saved for backward "
-          f"{saved['off']:.0f} MB -> {saved['on']:.0f} MB; step time x{result['step_s_on'] / result['step_s_off']:.2f}")
+    print(
+        f"peak step memory: {result['step_mb_off']:.0f} MB -> {result['step_mb_on']:.0f} MB with checkpointing "
+        f"({1 - result['step_mb_on'] / result['step_mb_off']:.0%} less); tensors saved for backward "
+        f"{saved['off']:.0f} MB -> {saved['on']:.0f} MB; step time x{result['step_s_on'] / result['step_s_off']:.2f}"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -12,6 +12,7 @@
 The validation split of --data is the one training used: the checkpoint's data.val_split and
 data.split_seed (stratified_split), unless --val-split / --split-seed say otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ from resmlp.checkpoint import read_checkpoint
 from resmlp.data.datasets import load_rgb, scan_image_folder, stratified_split
 from resmlp.data.transforms import build_eval_transform
 from resmlp.deploy import build_runtime
-from resmlp.loading import load_model
 from resmlp.deploy.benchmark import format_report, run_benchmark
+from resmlp.loading import load_model
 from resmlp.models import create_model
 from resmlp.weights import WeightsError
 
@@ -36,16 +37,24 @@ from resmlp.weights import WeightsError
 def speed(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = create_model(args.model)
-    report = run_benchmark(model, batches=args.batch, precisions=args.precision.split(","),
-                           runtimes=args.runtime.split(","), rounds=args.rounds, seconds=args.seconds)
+    report = run_benchmark(
+        model,
+        batches=args.batch,
+        precisions=args.precision.split(","),
+        runtimes=args.runtime.split(","),
+        rounds=args.rounds,
+        seconds=args.seconds,
+    )
     print(format_report(report))
     rows = [r for r in report["results"] if "images_per_s_median" in r]
     for batch in args.batch:
         here = [r for r in rows if r["batch"] == batch and r.get("speedup")]
         best = max(here, key=lambda r: r["images_per_s_median"])
-        print(f"batch {batch}: best path {best['runtime']}/{best['precision']} at "
-              f"{best['images_per_s_median']:.1f} images/s = {best['speedup']:.2f}x plain fp32 eager "
-              f"(acceptance: >= 2.5x)")
+        print(
+            f"batch {batch}: best path {best['runtime']}/{best['precision']} at "
+            f"{best['images_per_s_median']:.1f} images/s = {best['speedup']:.2f}x plain fp32 eager "
+            f"(acceptance: >= 2.5x)"
+        )
     return report
 
 
@@ -64,8 +73,13 @@ def split_images(args: argparse.Namespace, preprocess, *, calibration: bool = Fa
         val_idx = [train_idx[i] for i in order[: args.calibration].tolist()]
     elif args.limit:
         val_idx = val_idx[:: max(1, len(val_idx) // args.limit)][: args.limit]
-    transform = build_eval_transform(preprocess.img_size, mean=preprocess.mean, std=preprocess.std,
-                                     crop_pct=preprocess.crop_pct, interpolation=preprocess.interpolation)
+    transform = build_eval_transform(
+        preprocess.img_size,
+        mean=preprocess.mean,
+        std=preprocess.std,
+        crop_pct=preprocess.crop_pct,
+        interpolation=preprocess.interpolation,
+    )
     with ThreadPoolExecutor(4) as pool:
         images = list(pool.map(lambda i: transform(load_rgb(paths[i])), val_idx))
     part = "calibration (training part)" if calibration else "validation"
@@ -85,8 +99,13 @@ def agreement(args: argparse.Namespace) -> dict:
 
     ref = logits_of(model)
     out = {"checkpoint": str(args.checkpoint), "model": loaded.spec.name, "images": len(x), "variants": {}}
-    variants = [("eager", "fp32", None), ("eager", "bf16", None), ("eager", "int8", None), ("onnx", "fp32", None),
-                ("onnx", "int8", None)]
+    variants = [
+        ("eager", "fp32", None),
+        ("eager", "bf16", None),
+        ("eager", "int8", None),
+        ("onnx", "fp32", None),
+        ("onnx", "int8", None),
+    ]
     if calib is not None:
         variants += [("eager", "int8", calib), ("onnx", "int8", calib)]
     if args.compile:
@@ -95,11 +114,16 @@ def agreement(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         got = logits_of(build_runtime(model, precision=precision, runtime=runtime, calibration=calibration))
         label = f"{runtime}/{precision}" + (f" calibrated on {len(calibration)}" if calibration is not None else "")
-        row = {"top1_agreement": (got.argmax(-1) == ref.argmax(-1)).float().mean().item(),
-               "max_abs_logit_diff": (got - ref).abs().max().item(), "seconds": time.perf_counter() - t0}
+        row = {
+            "top1_agreement": (got.argmax(-1) == ref.argmax(-1)).float().mean().item(),
+            "max_abs_logit_diff": (got - ref).abs().max().item(),
+            "seconds": time.perf_counter() - t0,
+        }
         out["variants"][label] = row
-        print(f"{label:<30} top-1 agreement with fp32 eager {100 * row['top1_agreement']:.2f}%  "
-              f"max |logit diff| {row['max_abs_logit_diff']:.2e}")
+        print(
+            f"{label:<30} top-1 agreement with fp32 eager {100 * row['top1_agreement']:.2f}%  "
+            f"max |logit diff| {row['max_abs_logit_diff']:.2e}"
+        )
     return out
 
 
@@ -118,8 +142,12 @@ def main() -> int:
     ap.add_argument("--val-split", type=float, default=None)
     ap.add_argument("--split-seed", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="use at most this many validation images")
-    ap.add_argument("--calibration", type=int, default=256,
-                    help="int8 calibration images from the training part of --data (0: skip calibrated int8)")
+    ap.add_argument(
+        "--calibration",
+        type=int,
+        default=256,
+        help="int8 calibration images from the training part of --data (0: skip calibrated int8)",
+    )
     ap.add_argument("--compile", action="store_true", help="also check compile/bf16 agreement (slow to compile)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -131,8 +159,11 @@ def main() -> int:
     if args.checkpoint and args.data and Path(args.checkpoint).exists() and Path(args.data).is_dir():
         result["agreement"] = agreement(args)
     elif args.checkpoint or args.data:
-        print(f"agreement check skipped: need an existing --checkpoint and --data folder "
-              f"(got {args.checkpoint}, {args.data})", file=sys.stderr)
+        print(
+            f"agreement check skipped: need an existing --checkpoint and --data folder "
+            f"(got {args.checkpoint}, {args.data})",
+            file=sys.stderr,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"saved {args.json}")

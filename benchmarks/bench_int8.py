@@ -10,6 +10,7 @@
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu/checkpoints/best.pt \\
         --data /tmp/cifar/cifar10/train --speed
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,18 +19,20 @@ import sys
 import time
 
 import torch
-
 from bench_inference import split_images
+
 from resmlp.deploy import fuse
-from resmlp.loading import load_model
 from resmlp.deploy.quantize import SMOOTHING_STRENGTHS, quantize_int8
+from resmlp.loading import load_model
 from resmlp.models import create_model
 
 
 def int8_forms(calibration: torch.Tensor) -> dict:
     """name -> (calibration or None, strengths, reduce_range) for quantize_int8."""
-    forms = {"7-bit activations, no smoothing (torch.ao default)": (None, SMOOTHING_STRENGTHS, True),
-             "8-bit activations, no smoothing": (None, SMOOTHING_STRENGTHS, False)}
+    forms = {
+        "7-bit activations, no smoothing (torch.ao default)": (None, SMOOTHING_STRENGTHS, True),
+        "8-bit activations, no smoothing": (None, SMOOTHING_STRENGTHS, False),
+    }
     for a in (0.5, 0.6, 0.7, 0.8):
         forms[f"8-bit + smoothing a={a} in every layer"] = (calibration, (a,), False)
     forms["7-bit + smoothing, a per layer"] = (calibration, SMOOTHING_STRENGTHS, True)
@@ -61,10 +64,12 @@ def speed(args: argparse.Namespace) -> None:
     s = fused.spec.args["img_size"]
     x = torch.randn(args.batch, 3, s, s)
     calibration = torch.randn(8, 3, s, s)
-    variants = {"fp32 (fused)": fused,
-                "int8 7-bit, no smoothing": quantize_int8(fused, reduce_range=True),
-                "int8 8-bit, no smoothing": quantize_int8(fused, reduce_range=False),
-                "int8 8-bit + smoothing (resmlp.optimize)": quantize_int8(fused, calibration, reduce_range=False)}
+    variants = {
+        "fp32 (fused)": fused,
+        "int8 7-bit, no smoothing": quantize_int8(fused, reduce_range=True),
+        "int8 8-bit, no smoothing": quantize_int8(fused, reduce_range=False),
+        "int8 8-bit + smoothing (resmlp.optimize)": quantize_int8(fused, calibration, reduce_range=False),
+    }
     rates: dict[str, list[float]] = {k: [] for k in variants}
     with torch.inference_mode():
         for m in variants.values():
@@ -75,8 +80,10 @@ def speed(args: argparse.Namespace) -> None:
                 m(x)
                 rates[name].append(args.batch / (time.perf_counter() - t0))
     base = statistics.median(rates["fp32 (fused)"])
-    print(f"\n{args.model}, batch {args.batch}, {torch.get_num_threads()} threads, {args.rounds} interleaved rounds\n"
-          "| variant | images/s median [min-max] | vs fp32 fused |\n|---|---|---|")
+    print(
+        f"\n{args.model}, batch {args.batch}, {torch.get_num_threads()} threads, {args.rounds} interleaved rounds\n"
+        "| variant | images/s median [min-max] | vs fp32 fused |\n|---|---|---|"
+    )
     for name, r in rates.items():
         med = statistics.median(r)
         print(f"| {name} | {med:.1f} [{min(r):.1f}-{max(r):.1f}] | {med / base:.2f}x |")

@@ -13,6 +13,7 @@ summary.json: the ratio loader/train > 1 means the model, not the data, limits t
 batches from the loader with each `--workers` count and, as the reference, on one fixed batch, interleaved round by
 round (a worker process shares the cores with the step's threads; this shows whether that costs anything).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,9 @@ from resmlp.train.run import model_arguments
 
 
 def loader_rate(dataset, batch_size: int, workers: int, batches: int) -> float:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=False)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True, persistent_workers=False
+    )
     it = iter(loader)
     next(it)  # warm-up: worker start-up, first decode
     t0 = time.perf_counter()
@@ -48,8 +50,19 @@ def step_rates(cfg, dataset, workers: list[int], rounds: int, steps: int) -> dic
     """Median images/s of loader + forward/backward/optimizer step, per loader (workers, or "fixed batch")."""
     model = create_model(cfg.model.name, **cfg.model.overrides(), num_classes=len(dataset.classes)).train()
     opt = build_optimizer(model, name=cfg.optim.name, lr=1e-3, weight_decay=cfg.optim.weight_decay)
-    sources = {f"workers={w}": iter(DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, num_workers=w,
-                                               drop_last=True, persistent_workers=w > 0)) for w in workers}
+    sources = {
+        f"workers={w}": iter(
+            DataLoader(
+                dataset,
+                batch_size=cfg.data.batch_size,
+                shuffle=True,
+                num_workers=w,
+                drop_last=True,
+                persistent_workers=w > 0,
+            )
+        )
+        for w in workers
+    }
     fixed = next(next(iter(sources.values())))
     sources["fixed batch"] = iter(lambda: fixed, None)
 
@@ -87,9 +100,12 @@ def main() -> None:
         cfg = load_config(args.recipe, data_overrides(args.data, None, None))
         data = build_data(cfg.data, img_size=model_arguments(cfg.model)["img_size"])
         rates = step_rates(cfg, data.train, args.workers, args.rounds, args.steps)
-        print(f"recipe {args.recipe}, {cfg.model.name}, batch {cfg.data.batch_size}, torch threads "
-              f"{torch.get_num_threads()}, median of {args.rounds} rounds x {args.steps} steps (images/s): "
-              + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), flush=True)
+        print(
+            f"recipe {args.recipe}, {cfg.model.name}, batch {cfg.data.batch_size}, torch threads "
+            f"{torch.get_num_threads()}, median of {args.rounds} rounds x {args.steps} steps (images/s): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()),
+            flush=True,
+        )
         return
     caches = [True, False] if args.no_cache_too else [True]
     for cache in caches:
@@ -97,8 +113,11 @@ def main() -> None:
         data = build_data(cfg.data, img_size=model_arguments(cfg.model)["img_size"])
         for w in args.workers:
             rate = loader_rate(data.train, cfg.data.batch_size, w, args.batches)
-            print(f"recipe {args.recipe} cache={cache} workers={w}: {rate:,.0f} images/s "
-                  f"(batch {cfg.data.batch_size}, {args.batches} batches)", flush=True)
+            print(
+                f"recipe {args.recipe} cache={cache} workers={w}: {rate:,.0f} images/s "
+                f"(batch {cfg.data.batch_size}, {args.batches} batches)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ folder); TRAIN images for fine-tuning should come from the run's training part.
 resampled to s (each method), or the s px image is resized back to the model's training size ("resize").
 Every command writes OUT/<command>.json and prints a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from sweep import plot, read_curve  # benchmarks/sweep.py: one owner of the top-1-vs-minutes figure
 from torch.utils.data import DataLoader
 
 from resmlp.config import config_to_dict, load_config
@@ -35,7 +37,6 @@ from resmlp.models import RESAMPLE_METHODS, create_model
 from resmlp.optim import build_optimizer
 from resmlp.train.engine import evaluate
 from resmlp.train.run import config_of_run, train
-from sweep import plot, read_curve  # benchmarks/sweep.py: one owner of the top-1-vs-minutes figure
 
 
 def cpu_model() -> str:
@@ -69,8 +70,12 @@ def run_eval(args) -> dict:
     rows, note = [], {}
     for size in args.sizes:
         at_size = ResizeCenterCrop(size, 1.0, pre.interpolation)  # the images as they come, s x s px
-        row = {"size": size, "resize": top1(base.model, val, Compose(
-            [at_size, ResizeCenterCrop(train_size, 1.0, pre.interpolation), norm]), note)}
+        row = {
+            "size": size,
+            "resize": top1(
+                base.model, val, Compose([at_size, ResizeCenterCrop(train_size, 1.0, pre.interpolation), norm]), note
+            ),
+        }
         for method in args.methods:  # at the training size every method is the identity: no need to run it
             model = load_model(args.run, img_size=size, resample=method).model
             row[method] = row["resize"] if size == train_size else top1(model, val, Compose([at_size, norm]), note)
@@ -81,9 +86,17 @@ def run_eval(args) -> dict:
 
 def run_finetune(args) -> dict:
     base = load_config(None, [], base=config_to_dict(config_of_run(args.run)))
-    common = [f"model.img_size={args.size}", "optim.epochs=1", f"optim.warmup_epochs={args.warmup}",
-              "run.time_limit_min=null", "run.fit_to_time_limit=false", "run.progress=false",
-              "run.tensorboard=false", f"data.path={args.data}", f"data.val_path={args.val_data}"]
+    common = [
+        f"model.img_size={args.size}",
+        "optim.epochs=1",
+        f"optim.warmup_epochs={args.warmup}",
+        "run.time_limit_min=null",
+        "run.fit_to_time_limit=false",
+        "run.progress=false",
+        "run.tensorboard=false",
+        f"data.path={args.data}",
+        f"data.val_path={args.val_data}",
+    ]
     out = {}
     for name, finetune in (("finetune", args.run / "checkpoints" / "best.pt"), ("scratch", None)):
         run_dir = args.out / f"{name}{args.size}"
@@ -113,8 +126,16 @@ def run_steps(args) -> dict:
                 opts[s].zero_grad(set_to_none=True)
             times[s].append((time.perf_counter() - t0) / args.steps)
     ref = statistics.median(times[max(args.sizes)])
-    rows = [{"size": s, "step_s": statistics.median(times[s]), "min_s": min(times[s]), "max_s": max(times[s]),
-             "vs_largest": statistics.median(times[s]) / ref} for s in args.sizes]
+    rows = [
+        {
+            "size": s,
+            "step_s": statistics.median(times[s]),
+            "min_s": min(times[s]),
+            "max_s": max(times[s]),
+            "vs_largest": statistics.median(times[s]) / ref,
+        }
+        for s in args.sizes
+    ]
     for r in rows:
         print(json.dumps(r), flush=True)
     return {"rows": rows, "rounds": args.rounds, "steps": args.steps, "batch": 128, "model_args": shape}
@@ -132,19 +153,28 @@ def run_compare(args) -> dict:
     target = statistics.mean(rows[-1]["val_top1"] for rows in fixed)
     fixed_minutes = statistics.mean(rows[-1]["wall_time_s"] for rows in fixed) / 60
     reached = next((r for r in prog if r.get("val_top1", -1) >= target), None)
-    out = {"fixed": fixed, "progressive": prog, "target_top1": target, "fixed_final_top1": [
-               rows[-1]["val_top1"] for rows in fixed], "fixed_minutes": fixed_minutes,
-           "progressive_minutes_to_target": reached["wall_time_s"] / 60 if reached else None,
-           "progressive_final_top1": prog[-1]["val_top1"], "progressive_minutes": prog[-1]["wall_time_s"] / 60}
+    out = {
+        "fixed": fixed,
+        "progressive": prog,
+        "target_top1": target,
+        "fixed_final_top1": [rows[-1]["val_top1"] for rows in fixed],
+        "fixed_minutes": fixed_minutes,
+        "progressive_minutes_to_target": reached["wall_time_s"] / 60 if reached else None,
+        "progressive_final_top1": prog[-1]["val_top1"],
+        "progressive_minutes": prog[-1]["wall_time_s"] / 60,
+    }
     if reached:
         out["saving"] = 1 - out["progressive_minutes_to_target"] / fixed_minutes
     # the other way round: when each fixed run first reached the progressive run's final top-1
     out["fixed_minutes_to_progressive_final"] = [
         next((r["wall_time_s"] / 60 for r in rows if r.get("val_top1", -1) >= out["progressive_final_top1"]), None)
-        for rows in fixed]
+        for rows in fixed
+    ]
     curves = [{"name": f"fixed {run.name}", "curves": [read_curve(run)]} for run in args.fixed]
-    plot([*curves, {"name": f"progressive {args.progressive.name}", "curves": [read_curve(args.progressive)]}],
-         args.out / "compare.png")
+    plot(
+        [*curves, {"name": f"progressive {args.progressive.name}", "curves": [read_curve(args.progressive)]}],
+        args.out / "compare.png",
+    )
     print(json.dumps({k: v for k, v in out.items() if k not in ("fixed", "progressive")}), flush=True)
     return out
 
@@ -180,9 +210,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    result = {"eval": run_eval, "finetune": run_finetune, "steps": run_steps, "compare": run_compare}[args.command](args)
-    result.update(command=args.command, cpu=cpu_model(), torch=torch.__version__, threads=torch.get_num_threads(),
-                  date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), seconds=round(time.time() - t0))
+    result = {"eval": run_eval, "finetune": run_finetune, "steps": run_steps, "compare": run_compare}[args.command](
+        args
+    )
+    result.update(
+        command=args.command,
+        cpu=cpu_model(),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        seconds=round(time.time() - t0),
+    )
     name = args.command if args.threads == 2 else f"{args.command}_threads{args.threads}"
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
 

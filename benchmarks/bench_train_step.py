@@ -14,6 +14,7 @@ after round, so a noisy host slows all variants alike; we report the median and 
     python benchmarks/bench_train_step.py --models convnet_cifar resnet20_cifar --optimizers sgd \
         --precisions fp32 --batch 512 --layouts nchw,placed   # the conv teachers in NCHW vs as trained (NHWC)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,22 +65,31 @@ def main() -> None:
     ap.add_argument("--batch", default="128", help="comma-separated batch sizes, interleaved like the rest")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--optimizers", default="lamb", help="comma-separated optim.name values (lamb, adamw, sgd, muon)")
-    ap.add_argument("--layouts", default="placed", help="comma-separated: placed (device.place, as the trainer does: "
-                    "NHWC for the conv nets) and/or nchw (the default memory format)")
+    ap.add_argument(
+        "--layouts",
+        default="placed",
+        help="comma-separated: placed (device.place, as the trainer does: "
+        "NHWC for the conv nets) and/or nchw (the default memory format)",
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also time each variant with torch.compile(model)")
-    ap.add_argument("--malloc", default="retain", help="comma-separated: retain (run.retain_cpu_memory, the "
-                    "trainer's default on CPU) and/or default (glibc's thresholds fixed at their 128 KiB start); "
-                    "set before each timing")
+    ap.add_argument(
+        "--malloc",
+        default="retain",
+        help="comma-separated: retain (run.retain_cpu_memory, the "
+        "trainer's default on CPU) and/or default (glibc's thresholds fixed at their 128 KiB start); "
+        "set before each timing",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batches = [int(b) for b in args.batch.split(",")]
-    inputs = {b: (torch.randn(b, 3, args.img_size, args.img_size), torch.softmax(torch.randn(b, 10), -1))
-              for b in batches}
+    inputs = {
+        b: (torch.randn(b, 3, args.img_size, args.img_size), torch.softmax(torch.randn(b, 10), -1)) for b in batches
+    }
     variants = []
     optimizers = args.optimizers.split(",")
     mallocs = args.malloc.split(",")
@@ -114,13 +124,18 @@ def main() -> None:
         for spec, prec, model, opt, _m, malloc, batch in variants:
             retain_freed_cpu_memory(malloc == "retain")
             times[(spec, prec)].append(step_time(model, opt, *inputs[batch], prec.split()[0].split("+")[0], args.steps))
-    print(f"batch {args.batch}, {args.img_size}px, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
+    print(
+        f"batch {args.batch}, {args.img_size}px, {torch.get_num_threads()} threads, "
+        f"{args.rounds} rounds x {args.steps} steps"
+    )
     print(f"{'model (optimizer)':<40}{'prec':<14}{'GMACs/img':>10}{'img/s median':>14}{'range':>14}{'GFLOP/s':>9}")
     for spec, prec, _model, _opt, macs, _malloc, batch in variants:
         ips = [batch / t for t in times[(spec, prec)]]
         flops = 6 * macs * statistics.median(ips) / 1e9  # forward 2 MACs->FLOPs, backward twice the forward
-        print(f"{spec:<40}{prec:<14}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}"
-              f"{min(ips):>7.0f}-{max(ips):<6.0f}{flops:>9.1f}")
+        print(
+            f"{spec:<40}{prec:<14}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}"
+            f"{min(ips):>7.0f}-{max(ips):<6.0f}{flops:>9.1f}"
+        )
 
 
 if __name__ == "__main__":

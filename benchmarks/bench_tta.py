@@ -5,6 +5,7 @@
 The validation split is rebuilt from the run's own config (same data, seed and split), so the numbers are
 comparable with the run's val_top1; TTA costs no training time, only evaluation time (reported).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,11 @@ def main() -> None:
         t0 = time.perf_counter()
         ev = evaluate(with_tta(loaded.model, views), loader, torch.device("cpu"), num_classes=len(data.classes))
         results[views] = {"top1": ev.top1, "top5": ev.top5, "eval_s": time.perf_counter() - t0}
-        print(f"{views:>12}: top-1 {ev.top1:.2f}%  top-5 {ev.top5:.2f}%  ({results[views]['eval_s']:.1f} s for "
-              f"{ev.count} images)", flush=True)
+        print(
+            f"{views:>12}: top-1 {ev.top1:.2f}%  top-5 {ev.top5:.2f}%  ({results[views]['eval_s']:.1f} s for "
+            f"{ev.count} images)",
+            flush=True,
+        )
     print(json.dumps({"run": args.run_dir, "weights": args.weights, "results": results}))
 
 

@@ -8,6 +8,7 @@ border, as `resmlp.models.tta.TestTimeAugment` does; `flip+diag1` is the trainer
 validation split is rebuilt from the run's own config, so the numbers compare with the run's val_top1.
 Each set is scored twice: mean of logits (what `TestTimeAugment` does) and mean of softmax probabilities.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ def view_logits(model: torch.nn.Module, images: torch.Tensor, view: View, batch:
     flip, dy, dx = view
     out = []
     for i in range(0, len(images), batch):
-        x = images[i:i + batch]
+        x = images[i : i + batch]
         out.append(model(shift_image(x.flip(-1) if flip else x, dy, dx)).float())
     return torch.cat(out)
 
@@ -72,11 +73,16 @@ def main() -> None:
             if v not in cache:
                 cache[v] = view_logits(model, images, v, cfg.data.eval_batch_size)
         logits = torch.stack([cache[v] for v in VIEW_SETS[name]])  # (views, images, classes)
-        top1 = {how: 100.0 * (agg.argmax(-1) == labels).float().mean().item()
-                for how, agg in (("logits", logits.mean(0)), ("probs", logits.softmax(-1).mean(0)))}
+        top1 = {
+            how: 100.0 * (agg.argmax(-1) == labels).float().mean().item()
+            for how, agg in (("logits", logits.mean(0)), ("probs", logits.softmax(-1).mean(0)))
+        }
         results[name] = {"views": len(VIEW_SETS[name]), **top1}
-        print(f"{name:>18}: {len(VIEW_SETS[name]):2d} views  top-1 {top1['logits']:.2f}% (mean logits)  "
-              f"{top1['probs']:.2f}% (mean probabilities)  [{time.perf_counter() - t0:.0f} s]", flush=True)
+        print(
+            f"{name:>18}: {len(VIEW_SETS[name]):2d} views  top-1 {top1['logits']:.2f}% (mean logits)  "
+            f"{top1['probs']:.2f}% (mean probabilities)  [{time.perf_counter() - t0:.0f} s]",
+            flush=True,
+        )
     print(json.dumps({"run": args.run_dir, "weights": args.weights, "images": len(labels), "results": results}))
 
 

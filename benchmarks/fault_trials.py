@@ -14,6 +14,7 @@ augmentation, Mixup/CutMix, drop-path and EMA on):
     enospc     the disk "fills" during a random checkpoint write: one error line, the old checkpoint kept,
                `--resume` bit-exact
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,21 @@ import resmlp.train.run as run_mod
 from resmlp.checkpoint import read_checkpoint
 from resmlp.cli import main
 
-SETTINGS = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.warmup_epochs=1",
-            "run.progress=false", "run.tensorboard=false", "run.ema=true", "run.ema_decay=0.9", "optim.epochs=2",
-            "data.repeated_aug=true", "data.re_prob=0.25", "model.drop_path_rate=0.1"]
+SETTINGS = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.batch_size=64",
+    "data.workers=0",
+    "optim.warmup_epochs=1",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "run.ema=true",
+    "run.ema_decay=0.9",
+    "optim.epochs=2",
+    "data.repeated_aug=true",
+    "data.re_prob=0.25",
+    "model.drop_path_rate=0.1",
+]
 STEPS = 40  # 2 epochs x 20 steps
 SRC = str(Path(run_mod.__file__).resolve().parents[2])
 
@@ -88,8 +101,13 @@ def trial_sigterm(rng: random.Random, work: Path, reference: Path) -> str:
     finally:
         run_mod.soft_target_cross_entropy = real
     ckpt = read_checkpoint(work / "checkpoints" / "last.pt")
-    ok = (code == 128 + signum and "resume with" in err and ckpt["epoch"] * 20 + ckpt["step"] == step
-          and resume(work) == 0 and same_as(reference, work))
+    ok = (
+        code == 128 + signum
+        and "resume with" in err
+        and ckpt["epoch"] * 20 + ckpt["step"] == step
+        and resume(work) == 0
+        and same_as(reference, work)
+    )
     return "stopped at the step, resumed bit-exact" if ok else f"FAILED (step {step}, {signum}, exit {code})"
 
 
@@ -98,8 +116,13 @@ def _env() -> dict:
 
 
 def trial_external(rng: random.Random, work: Path, reference: Path) -> str:
-    proc = subprocess.Popen([sys.executable, "-m", "resmlp", *train_args(work)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resmlp", *train_args(work)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stdout:  # the start line: set-up is done and the stop handlers are in place
         if line.startswith("run "):
             break
@@ -134,8 +157,11 @@ sys.exit(main(sys.argv[3:]))
 
 def trial_sigkill(rng: random.Random, work: Path, reference: Path) -> str:
     write, fraction = rng.choice([1, 2]), rng.random()
-    done = subprocess.run([sys.executable, "-c", KILLER, str(write), f"{fraction:.3f}", *train_args(work)], env=_env(),
-                          capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLER, str(write), f"{fraction:.3f}", *train_args(work)],
+        env=_env(),
+        capture_output=True,
+    )
     if done.returncode != -signal.SIGKILL:
         return f"FAILED (not killed: exit {done.returncode})"
     if write == 1:  # killed inside the very first write: nothing to resume, which --resume must say in one line
@@ -168,8 +194,12 @@ def trial_enospc(rng: random.Random, work: Path, reference: Path) -> str:
     if write == 1:
         ok = one_line and not (work / "checkpoints" / "last.pt").exists()
         return "first write failed: one error line, no half file" if ok else f"FAILED ({err})"
-    ok = one_line and read_checkpoint(work / "checkpoints" / "last.pt")["epoch"] == 1 and resume(work) == 0 \
+    ok = (
+        one_line
+        and read_checkpoint(work / "checkpoints" / "last.pt")["epoch"] == 1
+        and resume(work) == 0
         and same_as(reference, work)
+    )
     return "one error line, previous checkpoint kept, resumed bit-exact" if ok else f"FAILED ({err})"
 
 

@@ -8,6 +8,7 @@ validation transform, so the two numbers differ only in which images they score.
 overfits (regularise: augmentation, mixing, a teacher); a small one with a low training score says it underfits
 (more epochs or capacity).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,11 @@ def main() -> None:
         ap.error(f"--train-images: expected at least 1 image, got {args.train_images}")
     for run_dir in args.run_dirs:
         r = fit_gap(run_dir, train_images=args.train_images, weights=args.weights)
-        print(f"{run_dir}: train top-1 {r['train']['top1']:.2f}% ({r['train']['images']} images), "
-              f"val top-1 {r['val']['top1']:.2f}%, gap {r['gap']:.2f}", flush=True)
+        print(
+            f"{run_dir}: train top-1 {r['train']['top1']:.2f}% ({r['train']['images']} images), "
+            f"val top-1 {r['val']['top1']:.2f}%, gap {r['gap']:.2f}",
+            flush=True,
+        )
         print(json.dumps(r))
 
 

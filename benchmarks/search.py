@@ -17,6 +17,7 @@ trial and the best so far) and OUT/search.json.
 
 Needs `pip install optuna` (the `search` extra: `pip install -e ".[search]"`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,17 +108,29 @@ def finished_trials(study) -> list:
 def markdown(study, params: list[Param], recipe: str, common: list[str], objective: str, machine: str) -> str:
     trials = sorted(finished_trials(study), key=lambda t: -t.value)
     head = ["trial", objective, "minutes", *(p.key for p in params)]
-    lines = [f"Optuna study `{study.study_name}` (TPE) on recipe `{recipe}` with `{' '.join(common)}`; {machine}; "
-             f"{time.strftime('%Y-%m-%d')}. {len(trials)} finished trials, best first.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"Optuna study `{study.study_name}` (TPE) on recipe `{recipe}` with `{' '.join(common)}`; {machine}; "
+        f"{time.strftime('%Y-%m-%d')}. {len(trials)} finished trials, best first.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for t in trials:
-        cells = [str(t.number), f"{t.value:.2f}", f"{t.user_attrs.get('minutes', float('nan')):.1f}",
-                 *(_cell(t.params.get(p.key)) for p in params)]
+        cells = [
+            str(t.number),
+            f"{t.value:.2f}",
+            f"{t.user_attrs.get('minutes', float('nan')):.1f}",
+            *(_cell(t.params.get(p.key)) for p in params),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if trials:
         best = trials[0]
-        lines += ["", f"Best: trial {best.number}, {objective} {best.value:.2f}: `"
-                  + " ".join(override(p.key, best.params[p.key]) for p in params if p.key in best.params) + "`"]
+        lines += [
+            "",
+            f"Best: trial {best.number}, {objective} {best.value:.2f}: `"
+            + " ".join(override(p.key, best.params[p.key]) for p in params if p.key in best.params)
+            + "`",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -152,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import optuna
     except ImportError:
-        raise SystemExit("error: benchmarks/search.py needs optuna: pip install optuna "
-                         "(or pip install -e \".[search]\")") from None
+        raise SystemExit(
+            'error: benchmarks/search.py needs optuna: pip install optuna (or pip install -e ".[search]")'
+        ) from None
 
     keys = [param.key for param in args.param]
     if len(set(keys)) != len(keys):
@@ -163,8 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     common = list(args.common) + [f"run.seed={args.seed}"] + data_overrides(args.data)
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=args.study, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=args.sampler_seed))
+    study = optuna.create_study(
+        study_name=args.study,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
+    )
 
     check_params(args.recipe, common, args.param)
 
@@ -172,16 +191,20 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [override(param.key, param.suggest(trial)) for param in args.param]
         run_dir = out / f"{args.study}-trial-{trial.number:04d}"
         if run_dir.exists():  # a new trial's number never had a run here, unless the storage was replaced
-            raise SystemExit(f"error: {run_dir} exists but study {args.study!r} has no finished trial "
-                             f"{trial.number}; was its storage deleted? Move the old trials away or name another "
-                             f"--study")
+            raise SystemExit(
+                f"error: {run_dir} exists but study {args.study!r} has no finished trial "
+                f"{trial.number}; was its storage deleted? Move the old trials away or name another "
+                f"--study"
+            )
         print(f"=== trial {trial.number}: {' '.join(overrides)}", flush=True)
         summary = run_one(args.recipe, [*common, *overrides], run_dir)
         trial.set_user_attr("minutes", summary["wall_time_s"] / 60)
         trial.set_user_attr("run_dir", str(run_dir))
         if summary.get(args.objective) is None:
-            raise SystemExit(f"error: --objective {args.objective}: trial {trial.number}'s summary has no such "
-                             f"score (final_val_top1_tta needs run.final_tta)")
+            raise SystemExit(
+                f"error: --objective {args.objective}: trial {trial.number}'s summary has no such "
+                f"score (final_val_top1_tta needs run.final_tta)"
+            )
         return float(summary[args.objective])
 
     remaining = args.trials - len(finished_trials(study))
@@ -192,10 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{cpu_model()}, torch threads default"
     write_text_atomic(out / "search.md", markdown(study, args.param, args.recipe, common, args.objective, machine))
     plot(study, args.objective, out / "search.png")
-    write_text_atomic(out / "search.json", json.dumps({
-        "recipe": args.recipe, "common": common, "objective": args.objective, "cpu": cpu_model(),
-        "trials": [{"number": t.number, "value": t.value, "params": t.params, **t.user_attrs}
-                   for t in finished_trials(study)]}, indent=1))
+    write_text_atomic(
+        out / "search.json",
+        json.dumps(
+            {
+                "recipe": args.recipe,
+                "common": common,
+                "objective": args.objective,
+                "cpu": cpu_model(),
+                "trials": [
+                    {"number": t.number, "value": t.value, "params": t.params, **t.user_attrs}
+                    for t in finished_trials(study)
+                ],
+            },
+            indent=1,
+        ),
+    )
     print((out / "search.md").read_text())
     print(f"wrote {out / 'search.md'}, {out / 'search.png'}, {out / 'search.json'}")
     return 0

@@ -13,6 +13,7 @@ directory that already has summary.json is reused, so an interrupted sweep resum
 OUT/sweep.md holds the table (best/final top-1, difference from the first variant, images/s, epochs,
 minutes to each accuracy threshold, the command), OUT/sweep.png the curves, OUT/sweep.json everything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,21 +74,52 @@ def run_one(recipe: str, overrides: list[str], out: Path) -> dict:
 
 def markdown(results: list[dict], recipe: str, common: list[str], machine: str) -> str:
     base = results[0]["best_val_top1"]
-    head = ["variant", "seeds", "best top-1", "diff", "final top-1", "final TTA", "images/s", "epochs", "minutes",
-            *(f"min to {t:.0f}%" for t in THRESHOLDS), "overrides"]
-    lines = [f"Recipe `{recipe}` with `{' '.join(common)}`; {machine}; {time.strftime('%Y-%m-%d')}.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = [
+        "variant",
+        "seeds",
+        "best top-1",
+        "diff",
+        "final top-1",
+        "final TTA",
+        "images/s",
+        "epochs",
+        "minutes",
+        *(f"min to {t:.0f}%" for t in THRESHOLDS),
+        "overrides",
+    ]
+    lines = [
+        f"Recipe `{recipe}` with `{' '.join(common)}`; {machine}; {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in results:
         reach = [r["minutes_to"][str(t)] for t in THRESHOLDS]
-        lines.append("| " + " | ".join([
-            r["name"], str(len(r["seeds"])), f"{r['best_val_top1']:.2f}", f"{r['best_val_top1'] - base:+.2f}",
-            f"{r['final_val_top1']:.2f}", "-" if r["final_val_top1_tta"] is None else f"{r['final_val_top1_tta']:.2f}",
-            f"{r['images_per_s']:.0f}", f"{r['epochs']:.1f}", f"{r['minutes']:.1f}",
-            *("-" if m is None else f"{m:.1f}" for m in reach), "`" + (" ".join(r["overrides"]) or "(recipe)") + "`"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["name"],
+                    str(len(r["seeds"])),
+                    f"{r['best_val_top1']:.2f}",
+                    f"{r['best_val_top1'] - base:+.2f}",
+                    f"{r['final_val_top1']:.2f}",
+                    "-" if r["final_val_top1_tta"] is None else f"{r['final_val_top1_tta']:.2f}",
+                    f"{r['images_per_s']:.0f}",
+                    f"{r['epochs']:.1f}",
+                    f"{r['minutes']:.1f}",
+                    *("-" if m is None else f"{m:.1f}" for m in reach),
+                    "`" + (" ".join(r["overrides"]) or "(recipe)") + "`",
+                ]
+            )
+            + " |"
+        )
     lines.append("")
-    lines.append("Numbers are means over the seeds; final TTA is the last epoch scored with `run.final_tta`'s views "
-                 "(`-`: not set); minutes to a threshold are the first evaluated epoch at or above it (mean over the "
-                 "seeds that reached it).")
+    lines.append(
+        "Numbers are means over the seeds; final TTA is the last epoch scored with `run.final_tta`'s views "
+        "(`-`: not set); minutes to a threshold are the first evaluated epoch at or above it (mean over the "
+        "seeds that reached it)."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -117,8 +149,16 @@ def plot(results: list[dict], path: Path) -> None:
     ax = fig.add_subplot()
     for r in results:
         for i, curve in enumerate(r["curves"]):
-            ax.plot([m for m, _ in curve], [t for _, t in curve], "o-", ms=2.5, lw=1.2, alpha=0.9,
-                    label=r["name"] if i == 0 else None, color=f"C{results.index(r) % 10}")
+            ax.plot(
+                [m for m, _ in curve],
+                [t for _, t in curve],
+                "o-",
+                ms=2.5,
+                lw=1.2,
+                alpha=0.9,
+                label=r["name"] if i == 0 else None,
+                color=f"C{results.index(r) % 10}",
+            )
     ax.set(xlabel="wall-clock minutes", ylabel="validation top-1 (%)")
     finish_plot(fig, ax, path)
 
@@ -145,24 +185,37 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             print(f"=== {name} seed {seed}: {' '.join(overrides) or '(recipe)'}", flush=True)
             summary = run_one(args.recipe, [*common, f"run.seed={seed}", *overrides], out / f"{name}-s{seed}")
-            runs.append({"summary": summary, "curve": read_curve(out / f"{name}-s{seed}",
-                                                                  summary.get("teacher_wall_time_s", 0.0))})
+            runs.append(
+                {
+                    "summary": summary,
+                    "curve": read_curve(out / f"{name}-s{seed}", summary.get("teacher_wall_time_s", 0.0)),
+                }
+            )
         reach = {}
         for t in THRESHOLDS:
             hits = [m for m in (minutes_to(r["curve"], t) for r in runs) if m is not None]
             reach[str(t)] = statistics.mean(hits) if len(hits) == len(runs) else None
         mean = lambda key: statistics.mean(r["summary"][key] for r in runs)  # noqa: E731
         tta = [r["summary"].get("final_val_top1_tta") for r in runs]
-        results.append({"name": name, "overrides": overrides, "seeds": args.seeds,
-                        "best_val_top1": mean("best_val_top1"), "final_val_top1": mean("final_val_top1"),
-                        "final_val_top1_tta": None if None in tta else statistics.mean(tta),
-                        "images_per_s": mean("train_images_per_s"), "epochs": mean("epochs"),
-                        "minutes": statistics.mean(total_seconds(r["summary"]) for r in runs) / 60,
-                        "minutes_to": reach,
-                        "per_seed_best": [r["summary"]["best_val_top1"] for r in runs],
-                        "curves": [r["curve"] for r in runs]})
-        (out / "sweep.json").write_text(json.dumps({"recipe": args.recipe, "common": common, "cpu": cpu_model(),
-                                                    "results": results}, indent=1))
+        results.append(
+            {
+                "name": name,
+                "overrides": overrides,
+                "seeds": args.seeds,
+                "best_val_top1": mean("best_val_top1"),
+                "final_val_top1": mean("final_val_top1"),
+                "final_val_top1_tta": None if None in tta else statistics.mean(tta),
+                "images_per_s": mean("train_images_per_s"),
+                "epochs": mean("epochs"),
+                "minutes": statistics.mean(total_seconds(r["summary"]) for r in runs) / 60,
+                "minutes_to": reach,
+                "per_seed_best": [r["summary"]["best_val_top1"] for r in runs],
+                "curves": [r["curve"] for r in runs],
+            }
+        )
+        (out / "sweep.json").write_text(
+            json.dumps({"recipe": args.recipe, "common": common, "cpu": cpu_model(), "results": results}, indent=1)
+        )
     machine = f"{cpu_model()}, torch threads default"
     (out / "sweep.md").write_text(markdown(results, args.recipe, common, machine))
     plot(results, out / "sweep.png")

@@ -1,10 +1,21 @@
 """Cross-patch weight maps: rows of A on the patch grid, central-patch selection, mosaics, figures."""
+
 import numpy as np
 import pytest
 import torch
 
-from resmlp.analysis.weights_maps import (central_patches, map_rows, mosaic, mosaic_side, offset_profile,
-                                          output_marks, patch_maps, plot_layer, plot_overview, strongest_rows)
+from resmlp.analysis.weights_maps import (
+    central_patches,
+    map_rows,
+    mosaic,
+    mosaic_side,
+    offset_profile,
+    output_marks,
+    patch_maps,
+    plot_layer,
+    plot_overview,
+    strongest_rows,
+)
 
 
 def test_mosaic_side_is_six_for_the_papers_14x14_grid_and_scales():

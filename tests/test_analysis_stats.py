@@ -1,12 +1,20 @@
 """Sparsity, locality and LayerScale on planted weights whose answers are known by hand."""
+
 import math
 
 import pytest
 import torch
 
 import resmlp
-from resmlp.analysis.stats import (block_weights, layer_scale, layer_stats, locality, patch_distances,
-                                   peak_locality, sparsity)
+from resmlp.analysis.stats import (
+    block_weights,
+    layer_scale,
+    layer_stats,
+    locality,
+    patch_distances,
+    peak_locality,
+    sparsity,
+)
 
 
 def shift(grid, dr, dc):
@@ -29,13 +37,16 @@ def test_patch_distances_row_major_grid():
         patch_distances(3, "manhattan")
 
 
-@pytest.mark.parametrize("dr,dc,dist,share", [
-    (0, 0, 0.0, 1.0),   # identity: every output patch reads only itself
-    (0, 1, 1.0, 1.0),   # right neighbour
-    (1, 0, 1.0, 1.0),   # the patch below (row-major shift by one grid row)
-    (-1, -1, 1.0, 1.0),  # diagonal neighbour: still inside the 3x3 window
-    (0, 2, 2.0, 0.0),   # two patches away: outside the 3x3 window
-])
+@pytest.mark.parametrize(
+    "dr,dc,dist,share",
+    [
+        (0, 0, 0.0, 1.0),  # identity: every output patch reads only itself
+        (0, 1, 1.0, 1.0),  # right neighbour
+        (1, 0, 1.0, 1.0),  # the patch below (row-major shift by one grid row)
+        (-1, -1, 1.0, 1.0),  # diagonal neighbour: still inside the 3x3 window
+        (0, 2, 2.0, 0.0),  # two patches away: outside the 3x3 window
+    ],
+)
 def test_locality_of_planted_shifts(dr, dc, dist, share):
     grid = 5
     loc = locality(-3.0 * shift(grid, dr, dc), grid)  # sign and scale do not matter
@@ -53,8 +64,13 @@ def test_locality_mixture_and_uniform_baseline():
     assert locality(a, grid)["mean_distance"] == pytest.approx(expected)
     # With all weights equal on a 2x2 grid every other patch is at distance 1: mean 12/16, all in 3x3.
     assert locality(torch.ones(4, 4), 2) == pytest.approx(
-        {"mean_distance": 0.75, "mean_distance_euclidean": (8 + 4 * math.sqrt(2)) / 16, "share_3x3": 1.0,
-         "peak_in_3x3": 1.0})
+        {
+            "mean_distance": 0.75,
+            "mean_distance_euclidean": (8 + 4 * math.sqrt(2)) / 16,
+            "share_3x3": 1.0,
+            "peak_in_3x3": 1.0,
+        }
+    )
 
 
 def test_peak_in_3x3_ignores_a_diffuse_background():

@@ -1,4 +1,5 @@
 """`resmlp analyze` end to end, in process, on tiny models: files written and the numbers in them."""
+
 import json
 from html import escape
 
@@ -28,12 +29,34 @@ def tiny_model(seed=0, **kw):
 def make_run(tmp_path, model):
     run = tmp_path / "run"
     atomic_save({**model_record(model, classes=CLASSES), "config": {}}, run / "checkpoints" / "best.pt")
-    lines = [json.dumps({"epoch": e, "train_loss": 2.0 - e, "val_loss": 2.1 - e, "val_top1": 40.0 + e,
-                         "val_top5": 100.0, "lr": 1e-3, "images_per_s": 1.0, "wall_time_s": 1.0}) for e in range(2)]
+    lines = [
+        json.dumps(
+            {
+                "epoch": e,
+                "train_loss": 2.0 - e,
+                "val_loss": 2.1 - e,
+                "val_top1": 40.0 + e,
+                "val_top5": 100.0,
+                "lr": 1e-3,
+                "images_per_s": 1.0,
+                "wall_time_s": 1.0,
+            }
+        )
+        for e in range(2)
+    ]
     (run / "metrics.jsonl").write_text("\n".join(lines) + '\n{"epoch": 2, "train_lo', encoding="utf-8")  # cut short
     confusion = [[3, 1, 0], [0, 4, 0], [1, 1, 2]]
-    (run / "eval.json").write_text(json.dumps({"top1": 75.0, "top5": 100.0, "classes": CLASSES, "confusion": confusion,
-                                               "per_class_top1": dict(zip(CLASSES, [75.0, 100.0, 50.0]))}))
+    (run / "eval.json").write_text(
+        json.dumps(
+            {
+                "top1": 75.0,
+                "top5": 100.0,
+                "classes": CLASSES,
+                "confusion": confusion,
+                "per_class_top1": dict(zip(CLASSES, [75.0, 100.0, 50.0])),
+            }
+        )
+    )
     return run
 
 
@@ -52,14 +75,42 @@ def test_run_directory_end_to_end(tmp_path, capsys):
     data = make_image_folder(tmp_path / "val")
     out = tmp_path / "report"
     with pytest.warns(UserWarning, match="not JSON"):
-        rc = main(["analyze", str(run), "--out", str(out), "--prune", "0.5,0.9", "--prune-targets", "A,B",
-                   "--data", str(data), "--batch-size", "5", "--device", "cpu"])
+        rc = main(
+            [
+                "analyze",
+                str(run),
+                "--out",
+                str(out),
+                "--prune",
+                "0.5,0.9",
+                "--prune-targets",
+                "A,B",
+                "--data",
+                str(data),
+                "--batch-size",
+                "5",
+                "--device",
+                "cpu",
+            ]
+        )
     assert rc == 0
     printed = capsys.readouterr().out
     assert f"to {out}" in printed and "prune 0.90" in printed
-    for name in ("cross_patch_overview.png", "offset_profile.png", "sparsity.png", "locality.png", "layer_scale.png",
-                 "training_curves.png", "confusion.png", "pruning.png", "summary.json", "report.html",
-                 "maps/layer00.png", "maps/layer03.png", "maps/maps.npz"):
+    for name in (
+        "cross_patch_overview.png",
+        "offset_profile.png",
+        "sparsity.png",
+        "locality.png",
+        "layer_scale.png",
+        "training_curves.png",
+        "confusion.png",
+        "pruning.png",
+        "summary.json",
+        "report.html",
+        "maps/layer00.png",
+        "maps/layer03.png",
+        "maps/maps.npz",
+    ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     expected = layer_stats(model)
@@ -127,10 +178,13 @@ def test_mixer_report_uses_token_mlp_fc1_rows(tmp_path):
     assert "Token-mixing" in (tmp_path / "o" / "report.html").read_text()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--prune", "0.5,2"], "outside [0, 1]"),
-    (["--prune-targets", "A,Z"], "unknown target Z"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--prune", "0.5,2"], "outside [0, 1]"),
+        (["--prune-targets", "A,Z"], "unknown target Z"),
+    ],
+)
 def test_bad_arguments_exit_2_naming_the_problem(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         main(["analyze", str(tmp_path), "--out", str(tmp_path / "o"), *argv])
@@ -147,8 +201,16 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "val" / "yak" / "0.png")
     assert main(["analyze", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"), "--data", str(tmp_path / "val")]) == 2
     assert "add --prune" in capsys.readouterr().err
-    argv = ["analyze", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"), "--prune", "0.5", "--data",
-            str(tmp_path / "val")]
+    argv = [
+        "analyze",
+        str(tmp_path / "m.pt"),
+        "--out",
+        str(tmp_path / "o"),
+        "--prune",
+        "0.5",
+        "--data",
+        str(tmp_path / "val"),
+    ]
     assert main(argv) == 2
     assert "class folders yak are not among the model's classes" in capsys.readouterr().err
 
@@ -168,7 +230,7 @@ def test_conv_variants_get_their_kernels_plotted_in_place_of_a(tmp_path, mixing)
     assert summary["architecture"] == "resmlp" and (tmp_path / "o" / "offset_profile.png").is_file()
     offsets = np.load(tmp_path / "o" / "maps" / "maps.npz")["layer00_offsets"]
     centre = offsets.shape[0] // 2
-    kernel = offsets[centre - 1:centre + 2, centre - 1:centre + 2] / offsets[centre, centre]
+    kernel = offsets[centre - 1 : centre + 2, centre - 1 : centre + 2] / offsets[centre, centre]
     np.testing.assert_allclose(kernel, [[0, 0, 0], [0, 1, 0.5], [0, 0, 0]], atol=1e-6)  # the planted taps
     assert summary["layers"][0]["locality"]["share_3x3"] == pytest.approx(1.0)
     assert "kernel" in (tmp_path / "o" / "report.html").read_text()

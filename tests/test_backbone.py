@@ -1,5 +1,6 @@
 """The backbone seams of PatchClassifier (ResMLP and Mixer): forward_intermediates, prune_intermediate_layers,
 features_only backbones and gradient checkpointing."""
+
 import pytest
 import torch
 
@@ -68,8 +69,9 @@ def test_prune_intermediate_layers_keeps_what_is_asked_for():
         kept = m.prune_intermediate_layers([1, 2])
         assert kept == [1, 2] and len(m.blocks) == 3 and m.num_classes == 0
         assert isinstance(m.head, torch.nn.Identity)
-        torch.testing.assert_close(m.forward_intermediates(x, indices=kept, output_fmt="NLC",
-                                                           intermediates_only=True)[1], want, rtol=0, atol=0)
+        torch.testing.assert_close(
+            m.forward_intermediates(x, indices=kept, output_fmt="NLC", intermediates_only=True)[1], want, rtol=0, atol=0
+        )
     m.prune_intermediate_layers(1, prune_norm=True)
     assert isinstance(m.norm, torch.nn.Identity)
 
@@ -85,8 +87,10 @@ def test_features_only_shapes_for_every_variant(name):
     dim, depth = variant.args["embed_dim"], variant.args["depth"]
     assert isinstance(backbone, FeatureMaps) and backbone.out_indices == [0, depth - 1]
     assert [tuple(t.shape) for t in maps] == [(2, dim, 4, 4)] * 2
-    assert backbone.feature_info == [dict(num_chs=dim, reduction=patch, module="blocks.0", index=0),
-                                     dict(num_chs=dim, reduction=patch, module=f"blocks.{depth - 1}", index=depth - 1)]
+    assert backbone.feature_info == [
+        dict(num_chs=dim, reduction=patch, module="blocks.0", index=0),
+        dict(num_chs=dim, reduction=patch, module=f"blocks.{depth - 1}", index=depth - 1),
+    ]
     with torch.device("meta"):
         last3 = resmlp.create_model(name, img_size=size, features_only=True, out_indices=3)
     assert last3.out_indices == [depth - 3, depth - 2, depth - 1]
@@ -110,6 +114,7 @@ def test_features_only_values_and_pruned_tail():
 @pytest.mark.parametrize("name", ["resmlp_micro16", "mixer_tiny32"])
 def test_gradient_checkpointing_gives_the_same_gradients(name):
     """Also with stochastic depth on: the recomputation must redraw the same DropPath masks."""
+
     def grads(checkpointing):
         m = model(name, depth=3, drop_path_rate=0.3).train()
         m.set_grad_checkpointing(checkpointing)
@@ -129,13 +134,16 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
 
 def test_gradient_checkpointing_stores_fewer_activations():
     """Checkpointed blocks keep only their inputs for backward: count the tensors autograd saves."""
+
     def saved_bytes(checkpointing):
         m = model("resmlp_micro16", depth=4).train()
         m.set_grad_checkpointing(checkpointing)
         total = []
+
         def pack(t):
             total.append(t.numel() * t.element_size())
             return t
+
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             m(images(8, 16)).sum()
         return sum(total)

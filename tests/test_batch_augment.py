@@ -1,5 +1,6 @@
 """Batch augmentation (data/batch_augment.py, `data.batch_augment`): the same pad-crop / flip / normalise
 draws as the per-image pipeline, the progressive output sizes, the config rules and a run that uses it."""
+
 import dataclasses
 import json
 import random
@@ -37,7 +38,7 @@ def windows(images, padding, size):
     keys, views = [], []
     for top in range(padded.shape[2] - h + 1):
         for left in range(padded.shape[3] - w + 1):
-            view = padded[:, :, top:top + h, left:left + w]
+            view = padded[:, :, top : top + h, left : left + w]
             keys += [(top, left, False), (top, left, True)]
             views += [view, view.flip(-1)]
     return torch.stack(views, 1), keys
@@ -93,7 +94,7 @@ def test_views_give_the_full_crop_each_window_was_cut_from():
     out, full = windowed.views(images)
     assert out.shape == (200, 3, 5, 5) and full.shape == (200, 3, 8, 8)
     for i in range(len(images)):  # each window is a window of its own full crop, mirrored alike
-        hits = [(t, l) for t in range(4) for l in range(4) if torch.equal(full[i, :, t:t + 5, l:l + 5], out[i])]
+        hits = [(t, l) for t in range(4) for l in range(4) if torch.equal(full[i, :, t : t + 5, l : l + 5], out[i])]
         assert hits, f"window {i} is not inside its full-size view"
     flips = [f for _, _, f in matched_windows(full, images, padding=2)]  # the full views are pad-crops
     assert 0.35 < np.mean(flips) < 0.65
@@ -108,8 +109,9 @@ def test_resize_mode_shrinks_the_augmented_image_and_sizes_may_be_non_square():
     images = batch(b=4, h=8, w=12)
     aug = BatchAugment(mean=MEAN, std=STD, padding=0, hflip=0.0).with_output_size((4, 6), "resize")
     out = aug(images)
-    want = torch.nn.functional.interpolate(normalised(images), size=(4, 6), mode="bilinear", align_corners=False,
-                                           antialias=True)
+    want = torch.nn.functional.interpolate(
+        normalised(images), size=(4, 6), mode="bilinear", align_corners=False, antialias=True
+    )
     torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-4)
     assert aug.with_output_size(None)(images).shape == (4, 3, 8, 12)
 
@@ -145,9 +147,14 @@ def test_batch_and_per_image_pipelines_draw_the_same_distribution_of_mean_pixels
     assert (a - b).abs().max() < 0.15, (a - b).abs().max()
 
 
-@pytest.mark.parametrize("override, key", [("data.crop=rrc", "data.crop"),
-                                           ("data.auto_augment=rand-m9", "data.auto_augment"),
-                                           ("data.re_prob=0.25", "data.re_prob")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.crop=rrc", "data.crop"),
+        ("data.auto_augment=rand-m9", "data.auto_augment"),
+        ("data.re_prob=0.25", "data.re_prob"),
+    ],
+)
 def test_config_refuses_per_image_steps_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=f"data.batch_augment: .*{key}"):
         load_config("digits", ["data.batch_augment=true", override])
@@ -160,16 +167,30 @@ def test_config_keeps_the_alternating_flip_at_half_the_images():
     assert data.random_hflip == 0.0 and load_config("digits", ["data.hflip=0.5"]).data.random_hflip == data.hflip
 
 
-TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.warmup_epochs=1",
-        "run.progress=false", "run.tensorboard=false", "data.hflip=0.5", "data.batch_augment=true"]
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.batch_size=64",
+    "data.workers=0",
+    "optim.warmup_epochs=1",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "data.hflip=0.5",
+    "data.batch_augment=true",
+]
 
 
 @pytest.mark.slow
 def test_a_progressive_run_with_batch_augmentation_resumes_exactly_across_the_switch(tmp_path):
     """k epochs + resume + k epochs == 2k epochs with batches augmented from the checkpointed generator,
     across a progressive switch, with the stem whitened through the batch augmentation."""
-    common = TINY + ["optim.epochs=2", "model.stem_init=pca", "model.stem_init_samples=200",
-                     "run.progressive_mode=crop", "run.progressive_sizes=[[0, 4], [1, 8]]"]
+    common = TINY + [
+        "optim.epochs=2",
+        "model.stem_init=pca",
+        "model.stem_init_samples=200",
+        "run.progressive_mode=crop",
+        "run.progressive_sizes=[[0, 4], [1, 8]]",
+    ]
     train(load_config("digits", common), out=tmp_path / "full")
     train(load_config("digits", common + ["run.time_limit_min=0"]), out=tmp_path / "split")
     assert main(["train", "--resume", str(tmp_path / "split"), "--set", "run.time_limit_min=null"]) == 0

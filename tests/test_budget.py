@@ -1,5 +1,6 @@
 """Fitting a run to its time budget (train/budget.py): the plan after the first epoch, the re-check after
 every later one, the time kept for the final TTA evaluation."""
+
 import json
 
 import pytest
@@ -11,8 +12,15 @@ from resmlp.train import run as run_module
 from resmlp.train.budget import BudgetFit, final_tta_cost, fit_epochs
 from resmlp.train.run import train
 
-TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.warmup_epochs=1",
-        "run.progress=false", "run.tensorboard=false"]
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.batch_size=64",
+    "data.workers=0",
+    "optim.warmup_epochs=1",
+    "run.progress=false",
+    "run.tensorboard=false",
+]
 
 
 def test_fit_epochs_keeps_the_longest_plan_that_fits():
@@ -124,12 +132,19 @@ def test_final_tta_cost_scales_the_evaluation_by_views_and_size():
 def test_the_budget_fit_keeps_time_for_the_final_tta_evaluation(tmp_path, monkeypatch):
     budgets = []
     real = budget.fit_epochs
-    monkeypatch.setattr(budget, "fit_epochs", lambda planned, elapsed_s, budget_s, epoch_cost=None, **kw:
-                        budgets.append(budget_s) or real(planned, elapsed_s, budget_s, epoch_cost, **kw))
-    monkeypatch.setattr(run_module, "final_tta_cost", lambda cfg, row, scale=1.0: 600.0 if cfg.final_tta == "flip"
-                        else 0)
-    cfg = load_config("digits", TINY + ["optim.epochs=3", "run.time_limit_min=60", "run.fit_to_time_limit=true",
-                                        "run.final_tta=flip"])
+    monkeypatch.setattr(
+        budget,
+        "fit_epochs",
+        lambda planned, elapsed_s, budget_s, epoch_cost=None, **kw: (
+            budgets.append(budget_s) or real(planned, elapsed_s, budget_s, epoch_cost, **kw)
+        ),
+    )
+    monkeypatch.setattr(
+        run_module, "final_tta_cost", lambda cfg, row, scale=1.0: 600.0 if cfg.final_tta == "flip" else 0
+    )
+    cfg = load_config(
+        "digits", TINY + ["optim.epochs=3", "run.time_limit_min=60", "run.fit_to_time_limit=true", "run.final_tta=flip"]
+    )
     train(cfg, out=tmp_path / "r")
     assert budgets == [3600.0 * 0.98 - 600.0] * 2  # checked after each epoch but the last, 2 % kept for noise
 
@@ -163,13 +178,16 @@ def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path,
 
     monkeypatch.setattr(run_module, "time", clock)
     monkeypatch.setattr(run_module, "train_epoch", timed_epoch)
-    cfg = load_config("digits", TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true",
-                                        "run.final_tta=flip"])
+    cfg = load_config(
+        "digits",
+        TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true", "run.final_tta=flip"],
+    )
     summary = train(cfg, out=tmp_path / "r")
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["wall_time_s"] for r in rows[:4]] == [100.0, 400.0, 700.0, 1000.0]
-    assert [r.get("epoch_fraction") for r in rows[:4]] == [None] * 4 and rows[4]["epoch_fraction"] == \
-        pytest.approx(0.55, abs=0.03)  # steps of an epoch: 0.55 of them, rounded
+    assert [r.get("epoch_fraction") for r in rows[:4]] == [None] * 4 and rows[4]["epoch_fraction"] == pytest.approx(
+        0.55, abs=0.03
+    )  # steps of an epoch: 0.55 of them, rounded
     assert rows[4]["wall_time_s"] == pytest.approx(1000.0 + 300.0 * rows[4]["epoch_fraction"])
     assert rows[4]["wall_time_s"] <= 1200.0
     assert [r.get("tta") for r in rows] == [None, None, None, None, "flip"]  # the last epoch, known only after it ran
@@ -206,8 +224,10 @@ def test_a_run_whose_epochs_speed_up_lengthens_its_plan(tmp_path, monkeypatch, c
     annealed (a plan that only shrank would have ended after 3.9 epochs, at about 600 s)."""
     paces = iter([300.0] + [100.0] * 20)
     _timed_epochs(monkeypatch, lambda run: next(paces))
-    cfg = load_config("digits", TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true",
-                                        "run.final_tta=flip"])
+    cfg = load_config(
+        "digits",
+        TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true", "run.final_tta=flip"],
+    )
     summary = train(cfg, out=tmp_path / "r")
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert 9 < summary["planned_epochs"] == summary["epochs"] < 10
@@ -216,21 +236,30 @@ def test_a_run_whose_epochs_speed_up_lengthens_its_plan(tmp_path, monkeypatch, c
     assert ckpt["schedule"]["total_steps"] == ckpt["schedule"]["last_step"]  # the lr schedule ran to its end
     out = capsys.readouterr().out
     assert "the schedule now ends after 3.9 epochs instead of 10" in out
-    assert "2 epochs took 400 s, faster than planned, so the schedule now ends after 5.85 epochs instead of 3.9" \
-        in out
+    assert "2 epochs took 400 s, faster than planned, so the schedule now ends after 5.85 epochs instead of 3.9" in out
     assert "time limit of" not in out
 
 
-def test_a_progressive_run_lengthened_after_its_switch_never_goes_back_to_the_smaller_size(tmp_path, monkeypatch,
-                                                                                           capsys):
+def test_a_progressive_run_lengthened_after_its_switch_never_goes_back_to_the_smaller_size(
+    tmp_path, monkeypatch, capsys
+):
     """[[0, 4], [10, 8]] of 20 epochs, fitted to about 3.9 after a slow 4 px first epoch, switches at epoch 2.
     The 8 px epochs then take 30 s: a plan long enough for the budget would move the switch past epochs
     already trained at 8 px, so each re-check lengthens the plan only as far as the next epoch stays at 8 px."""
-    monkeypatch.setattr(run_module, "time_passes", lambda model, sizes, **kw: {s: {4: 0.1, 8: 0.4}[s[0]]
-                                                                                for s in sizes})
+    monkeypatch.setattr(
+        run_module, "time_passes", lambda model, sizes, **kw: {s: {4: 0.1, 8: 0.4}[s[0]] for s in sizes}
+    )
     _timed_epochs(monkeypatch, lambda run: 300.0 if run.model.stem.img_size in (4, (4, 4)) else 30.0)
-    cfg = load_config("digits", TINY + ["optim.epochs=20", "run.progressive_sizes=[[0, 4], [10, 8]]",
-                                        "run.time_limit_min=20", "run.fit_to_time_limit=true"])
+    cfg = load_config(
+        "digits",
+        TINY
+        + [
+            "optim.epochs=20",
+            "run.progressive_sizes=[[0, 4], [10, 8]]",
+            "run.time_limit_min=20",
+            "run.fit_to_time_limit=true",
+        ],
+    )
     summary = train(cfg, out=tmp_path / "r")
     sizes = [json.loads(x)["img_size"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert sizes[:3] == [4, 4, 8] and set(sizes[2:]) == {8}  # never back to 4 px

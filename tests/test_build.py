@@ -1,4 +1,5 @@
 """data/build.py: from a DataConfig to the train/val splits, their transforms and normalisation."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -34,8 +35,15 @@ def test_split_is_reproducible_for_a_seed_and_changes_with_it():
     assert not np.array_equal(a.val.images, c.val.images)
 
 
-@pytest.mark.parametrize("mean, std", [("dataset", "dataset"), ("imagenet", "imagenet"),
-                                       ([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]), ("imagenet", [0.1, 0.2, 0.3])])
+@pytest.mark.parametrize(
+    "mean, std",
+    [
+        ("dataset", "dataset"),
+        ("imagenet", "imagenet"),
+        ([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]),
+        ("imagenet", [0.1, 0.2, 0.3]),
+    ],
+)
 def test_mean_and_std_choices(mean, std):
     data = build_data(replace(DIGITS, mean=mean, std=std), img_size=8)
     stats = dataset_stats(data.train.images)
@@ -69,8 +77,19 @@ def test_runs_inside_share_decoded_decode_a_folder_once(tmp_path, monkeypatch):
     calls = []
     decode = build_module.cache_decoded
     monkeypatch.setattr(build_module, "cache_decoded", lambda *a, **k: calls.append(1) or decode(*a, **k))
-    folder = DataConfig(source="folder", path=str(tmp_path), val_split=0.4, cache=True, workers=0, crop="pad",
-                        auto_augment=None, re_prob=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, repeated_aug=False)
+    folder = DataConfig(
+        source="folder",
+        path=str(tmp_path),
+        val_split=0.4,
+        cache=True,
+        workers=0,
+        crop="pad",
+        auto_augment=None,
+        re_prob=0.0,
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        repeated_aug=False,
+    )
     with share_decoded():
         first = build_data(folder, img_size=4)
         second = build_data(replace(folder, batch_augment=True, padding=2), img_size=4)  # another run's transforms
@@ -91,8 +110,19 @@ def test_a_run_reusing_decoded_splits_gets_the_bad_file_log_of_the_run_that_deco
         for i in range(5):
             Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
     (root / "dog" / "broken.png").write_bytes(b"not a png")
-    folder = DataConfig(source="folder", path=str(root), val_split=0.4, cache=True, workers=0, crop="pad",
-                        auto_augment=None, re_prob=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, repeated_aug=False)
+    folder = DataConfig(
+        source="folder",
+        path=str(root),
+        val_split=0.4,
+        cache=True,
+        workers=0,
+        crop="pad",
+        auto_augment=None,
+        re_prob=0.0,
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        repeated_aug=False,
+    )
     teacher_log, student_log = tmp_path / "teacher" / "bad.tsv", tmp_path / "student" / "bad.tsv"
     teacher_log.parent.mkdir()
     with pytest.warns(Warning, match="broken.png"), share_decoded():

@@ -1,5 +1,6 @@
 """The fast CIFAR conv net (models/convnet.py): shapes, the scaled max-pool head, its whitened 2 x 2 stem,
 NHWC layout as a distillation teacher."""
+
 import pytest
 import torch
 
@@ -49,8 +50,9 @@ def test_whitened_stem_decorrelates_the_patches_it_was_fitted_on():
 def test_a_conv_net_teacher_runs_channels_last():
     teacher = resmlp.create_model("convnet_cifar", img_size=16).eval()
     pre = Preprocess(img_size=16)
-    crit = DistillationCriterion(teacher, BatchAdapter(pre, pre), kind="soft", alpha=0.5, tau=1.0,
-                                 device=torch.device("cpu"))
+    crit = DistillationCriterion(
+        teacher, BatchAdapter(pre, pre), kind="soft", alpha=0.5, tau=1.0, device=torch.device("cpu")
+    )
     assert crit.teacher.stem.proj.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(4, 3, 16, 16)
     assert torch.isfinite(crit(x, resmlp.create_model("resmlp_micro16")(x), torch.full((4, 10), 0.1)))

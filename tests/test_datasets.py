@@ -73,7 +73,8 @@ def folder(tmp_path: Path) -> Path:
             path = root / cls / name
             path.parent.mkdir(parents=True, exist_ok=True)
             fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}.get(
-                path.suffix.lower())
+                path.suffix.lower()
+            )
             if fmt is None:
                 path.write_text("not an image")
             else:
@@ -86,8 +87,7 @@ def test_scan_sorts_classes_filters_extensions_and_hidden(folder: Path) -> None:
     paths, labels, classes = scan_image_folder(folder)
     assert classes == ["ant", "moth", "zebra"]
     rel = [p.relative_to(folder).as_posix() for p in paths]
-    assert rel == ["ant/x.webp", "ant/y.bmp", "moth/m.png",
-                   "zebra/a.jpg", "zebra/b.PNG", "zebra/nested/deep/c.JpEg"]
+    assert rel == ["ant/x.webp", "ant/y.bmp", "moth/m.png", "zebra/a.jpg", "zebra/b.PNG", "zebra/nested/deep/c.JpEg"]
     assert labels == [0, 0, 1, 2, 2, 2]
 
 
@@ -130,8 +130,12 @@ def _mode_images() -> dict[str, tuple[Image.Image, str]]:
     palette.info["transparency"] = 0
     sixteen = Image.fromarray(rng.integers(0, 65536, (5, 7), dtype=np.uint16))
     return {
-        "L": (gray, "png"), "LA": (rgba.convert("LA"), "png"), "RGBA": (rgba, "png"),
-        "P": (palette, "png"), "I;16": (sixteen, "png"), "CMYK": (rgba.convert("RGB").convert("CMYK"), "jpeg"),
+        "L": (gray, "png"),
+        "LA": (rgba.convert("LA"), "png"),
+        "RGBA": (rgba, "png"),
+        "P": (palette, "png"),
+        "I;16": (sixteen, "png"),
+        "CMYK": (rgba.convert("RGB").convert("CMYK"), "jpeg"),
         "1": (gray.convert("1"), "bmp"),
     }
 
@@ -357,12 +361,19 @@ def _cifar10_archive(path: Path) -> tuple[Path, list[np.ndarray], np.ndarray, np
         rows, images = _cifar_rows(2, seed=i)
         train_images.append(images)
         members[f"cifar-10-batches-py/data_batch_{i}"] = _pickled(
-            {b"batch_label": b"x", b"data": rows, b"labels": [i % 10, (i + 1) % 10],
-             b"filenames": [b"a.png", b"b.png"]}, legacy_numpy=True)
+            {
+                b"batch_label": b"x",
+                b"data": rows,
+                b"labels": [i % 10, (i + 1) % 10],
+                b"filenames": [b"a.png", b"b.png"],
+            },
+            legacy_numpy=True,
+        )
     rows, test_images = _cifar_rows(3, seed=9)
     members["cifar-10-batches-py/test_batch"] = _pickled({b"data": rows, b"labels": [9, 0, 1]}, True)
-    names = [n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                  "horse", "ship", "truck"]]
+    names = [
+        n.encode() for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    ]
     members["cifar-10-batches-py/batches.meta"] = _pickled({b"label_names": names, b"num_vis": 3072}, True)
     members["cifar-10-batches-py/readme.html"] = b"<html/>"
     return _write_tar(path, members), train_images, np.concatenate(train_images), test_images
@@ -384,14 +395,18 @@ def test_load_cifar100_official_layout(tmp_path: Path) -> None:
     train_rows, train_images = _cifar_rows(4, seed=0)
     test_rows, test_images = _cifar_rows(2, seed=1)
     fine = [f"class{i:02d}".encode() for i in range(100)]
-    archive = _write_tar(tmp_path / "cifar-100-python.tar.gz", {
-        "cifar-100-python/train": _pickled({b"data": train_rows, b"fine_labels": [0, 99, 5, 5],
-                                            b"coarse_labels": [0, 1, 2, 3]}, False),
-        "cifar-100-python/test": _pickled({b"data": test_rows, b"fine_labels": [42, 7],
-                                           b"coarse_labels": [0, 1]}, False),
-        "cifar-100-python/meta": _pickled({b"fine_label_names": fine,
-                                           b"coarse_label_names": [b"c"] * 20}, False),
-    })
+    archive = _write_tar(
+        tmp_path / "cifar-100-python.tar.gz",
+        {
+            "cifar-100-python/train": _pickled(
+                {b"data": train_rows, b"fine_labels": [0, 99, 5, 5], b"coarse_labels": [0, 1, 2, 3]}, False
+            ),
+            "cifar-100-python/test": _pickled(
+                {b"data": test_rows, b"fine_labels": [42, 7], b"coarse_labels": [0, 1]}, False
+            ),
+            "cifar-100-python/meta": _pickled({b"fine_label_names": fine, b"coarse_label_names": [b"c"] * 20}, False),
+        },
+    )
     images, labels, classes = load_cifar(archive, train=True)
     np.testing.assert_array_equal(images, train_images)
     assert labels.tolist() == [0, 99, 5, 5] and len(classes) == 100 and classes[99] == "class99"
@@ -410,11 +425,14 @@ def test_load_cifar_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a readable tar"):
         load_cifar(tmp_path / "plain.tar.gz", train=True)
     rows, _ = _cifar_rows(1, seed=0)
-    no_fine = _write_tar(tmp_path / "cifar-100-python.tar.gz", {
-        "cifar-100-python/train": _pickled({b"data": rows, b"coarse_labels": [0]}, False),
-        "cifar-100-python/test": _pickled({b"data": rows, b"fine_labels": [0]}, False),
-        "cifar-100-python/meta": _pickled({b"fine_label_names": [b"a"]}, False),
-    })
+    no_fine = _write_tar(
+        tmp_path / "cifar-100-python.tar.gz",
+        {
+            "cifar-100-python/train": _pickled({b"data": rows, b"coarse_labels": [0]}, False),
+            "cifar-100-python/test": _pickled({b"data": rows, b"fine_labels": [0]}, False),
+            "cifar-100-python/meta": _pickled({b"fine_label_names": [b"a"]}, False),
+        },
+    )
     with pytest.raises(ValueError, match="train: missing key b'fine_labels'"):
         load_cifar(no_fine, train=True)
     assert load_cifar(no_fine, train=False)[1].tolist() == [0]
@@ -423,16 +441,20 @@ def test_load_cifar_errors(tmp_path: Path) -> None:
 class _Evil:
     def __reduce__(self):  # would run os.system on load with a plain pickle.load
         import os
+
         return (os.system, ("echo pwned",))
 
 
 def test_load_cifar_refuses_foreign_pickle_globals(tmp_path: Path) -> None:
     rows, _ = _cifar_rows(1, seed=0)
-    archive = _write_tar(tmp_path / "cifar-100-python.tar.gz", {
-        "cifar-100-python/train": pickle.dumps({b"data": rows, b"fine_labels": [_Evil()]}, protocol=2),
-        "cifar-100-python/test": _pickled({b"data": rows, b"fine_labels": [0]}, False),
-        "cifar-100-python/meta": _pickled({b"fine_label_names": [b"a"]}, False),
-    })
+    archive = _write_tar(
+        tmp_path / "cifar-100-python.tar.gz",
+        {
+            "cifar-100-python/train": pickle.dumps({b"data": rows, b"fine_labels": [_Evil()]}, protocol=2),
+            "cifar-100-python/test": _pickled({b"data": rows, b"fine_labels": [0]}, False),
+            "cifar-100-python/meta": _pickled({b"fine_label_names": [b"a"]}, False),
+        },
+    )
     with pytest.raises(ValueError, match=r"train: cannot unpickle.*refusing.*system"):
         load_cifar(archive, train=True)
 
@@ -451,6 +473,7 @@ def test_download_checks_md5_writes_atomically_and_reuses(tmp_path: Path, monkey
         download_cifar("cifar10", tmp_path)
     assert list(tmp_path.iterdir()) == []  # no partial or temp file left behind
     import hashlib
+
     digest = hashlib.md5(payload).hexdigest()
     monkeypatch.setitem(datasets.CIFAR_SOURCES, "cifar10", ("https://example.invalid/c10.tar.gz", digest))
     path = download_cifar("cifar10", tmp_path)

@@ -1,5 +1,6 @@
 """device.py: which precision "auto" picks on a CPU; keeping freed CPU memory in the process
 (run.retain_cpu_memory); conv nets placed in NHWC layout."""
+
 from __future__ import annotations
 
 import json
@@ -51,12 +52,15 @@ def test_off_linux_nothing_changes(monkeypatch):
     assert retain_freed_cpu_memory() is False
 
 
-@pytest.mark.parametrize("flags,expected", [
-    ({"AuthenticAMD", "avx2", "fma"}, "fp32"),  # bf16 emulated: 24x slower
-    ({"GenuineIntel", "avx512f", "avx512_bf16", "avx512_fp16"}, "fp32"),  # AVX512-BF16 without AMX: 0.77x fp32
-    ({"GenuineIntel", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),
-    ({"AuthenticAMD", "avx512f", "avx512_bf16"}, "bf16"),  # an EPYC with AVX512-BF16 (Zen 5): 2.0x fp32
-])
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        ({"AuthenticAMD", "avx2", "fma"}, "fp32"),  # bf16 emulated: 24x slower
+        ({"GenuineIntel", "avx512f", "avx512_bf16", "avx512_fp16"}, "fp32"),  # AVX512-BF16 without AMX: 0.77x fp32
+        ({"GenuineIntel", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "bf16"),
+        ({"AuthenticAMD", "avx512f", "avx512_bf16"}, "bf16"),  # an EPYC with AVX512-BF16 (Zen 5): 2.0x fp32
+    ],
+)
 def test_auto_precision_is_bf16_with_amx_or_amd_avx512_bf16_on_a_cpu(monkeypatch, flags, expected):
     monkeypatch.setattr(device_module, "cpu_flags", lambda: frozenset(flags))
     assert native_bf16("cpu") == (expected == "bf16")

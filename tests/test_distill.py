@@ -6,17 +6,22 @@ import torch
 import resmlp
 from resmlp.checkpoint import read_checkpoint
 from resmlp.config import ConfigError, load_config
-from resmlp.train.distill import BatchAdapter, DistillationCriterion, check_native_sizes, load_teacher
 from resmlp.models import Preprocess
+from resmlp.train.distill import BatchAdapter, DistillationCriterion, check_native_sizes, load_teacher
 from resmlp.train.run import train
+
 
 def test_bad_settings_are_named():
     teacher = torch.nn.Linear(3, 3)
     pre = Preprocess(img_size=8)
     with pytest.raises(ValueError, match="distill.kind='medium'"):
-        DistillationCriterion(teacher, BatchAdapter(pre, pre), kind="medium", alpha=0.5, tau=1, device=torch.device("cpu"))
+        DistillationCriterion(
+            teacher, BatchAdapter(pre, pre), kind="medium", alpha=0.5, tau=1, device=torch.device("cpu")
+        )
     with pytest.raises(ValueError, match="distill.alpha=1.5"):
-        DistillationCriterion(teacher, BatchAdapter(pre, pre), kind="hard", alpha=1.5, tau=1, device=torch.device("cpu"))
+        DistillationCriterion(
+            teacher, BatchAdapter(pre, pre), kind="hard", alpha=1.5, tau=1, device=torch.device("cpu")
+        )
     with pytest.raises(ValueError, match="does not exist"):
         load_teacher("/nonexistent/teacher.pt")
 
@@ -28,8 +33,9 @@ def test_teacher_is_frozen_in_eval_mode_and_never_updated():
     for p in teacher.parameters():
         p.requires_grad_(False)
     pre = Preprocess(img_size=8)
-    crit = DistillationCriterion(teacher, BatchAdapter(pre, pre), kind="soft", alpha=0.5, tau=2.0,
-                                 device=torch.device("cpu"))
+    crit = DistillationCriterion(
+        teacher, BatchAdapter(pre, pre), kind="soft", alpha=0.5, tau=2.0, device=torch.device("cpu")
+    )
     student = resmlp.create_model("resmlp_micro8")
     x = torch.randn(4, 3, 8, 8)
     loss = crit(x, student(x), torch.full((4, 10), 0.1))
@@ -48,8 +54,9 @@ def test_batch_adapter_renormalises_and_resizes():
     x_student = (raw - 0.5) / 0.25
     out = BatchAdapter(s, t)(x_student)
     assert out.shape == (2, 3, 16, 16)
-    expected = torch.nn.functional.interpolate((raw - torch.tensor(t.mean).view(1, 3, 1, 1)) /
-                                               torch.tensor(t.std).view(1, 3, 1, 1), size=16, mode="bicubic")
+    expected = torch.nn.functional.interpolate(
+        (raw - torch.tensor(t.mean).view(1, 3, 1, 1)) / torch.tensor(t.std).view(1, 3, 1, 1), size=16, mode="bicubic"
+    )
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert BatchAdapter(s, s).identity and BatchAdapter(s, None).identity
 
@@ -69,8 +76,9 @@ def test_a_native_teacher_view_refuses_a_teacher_made_for_one_size():
     check_native_sizes(resmlp.create_model("resmlp_micro8"), [], "t.pt")  # no other size: nothing to check
 
 
-@pytest.mark.parametrize("override, key", [("data.batch_augment=false", "data.batch_augment"),
-                                           ("data.mixup_alpha=0.8", "data.mixup_alpha")])
+@pytest.mark.parametrize(
+    "override, key", [("data.batch_augment=false", "data.batch_augment"), ("data.mixup_alpha=0.8", "data.mixup_alpha")]
+)
 def test_the_full_teacher_view_needs_batch_augmentation_without_mixing(override, key):
     common = ["distill.teacher=t", "distill.teacher_view=full", "data.cutmix_alpha=0"]  # the recipe mixes
     assert load_config("cifar10_cpu", common).distill.teacher_view == "full"
@@ -90,18 +98,38 @@ def test_torchscript_teacher_loads(tmp_path):
     assert pre is None and ident["kind"] == "torchscript" and len(ident["sha256"]) == 64
 
 
-TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.epochs=1",
-        "run.progress=false", "run.tensorboard=false"]
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.batch_size=64",
+    "data.workers=0",
+    "optim.epochs=1",
+    "run.progress=false",
+    "run.tensorboard=false",
+]
 
 
 def test_distilled_runs_record_the_teacher_and_alpha_zero_matches_plain(tmp_path):
     teacher_run = tmp_path / "teacher"
     no_overrides = [x for x in TINY if not x.startswith(("model.embed_dim", "model.depth"))]
-    train(load_config("digits", no_overrides + ["model.name=resnet20_cifar", "model.blocks_per_stage=1",
-                                                "model.img_size=8", "optim.name=sgd", "optim.lr=0.4"]), out=teacher_run)
+    train(
+        load_config(
+            "digits",
+            no_overrides
+            + [
+                "model.name=resnet20_cifar",
+                "model.blocks_per_stage=1",
+                "model.img_size=8",
+                "optim.name=sgd",
+                "optim.lr=0.4",
+            ],
+        ),
+        out=teacher_run,
+    )
     plain = train(load_config("digits", TINY), out=tmp_path / "plain")
-    zero = train(load_config("digits", TINY + [f"distill.teacher={teacher_run}", "distill.alpha=0"]),
-                 out=tmp_path / "zero")
+    zero = train(
+        load_config("digits", TINY + [f"distill.teacher={teacher_run}", "distill.alpha=0"]), out=tmp_path / "zero"
+    )
     a = read_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")["model"]
     b = read_checkpoint(tmp_path / "zero" / "checkpoints" / "last.pt")
     for k in a:
@@ -112,8 +140,12 @@ def test_distilled_runs_record_the_teacher_and_alpha_zero_matches_plain(tmp_path
     assert len(ident["sha256"]) == 64 and ident["path"].endswith("best.pt")
     assert zero["teacher"] == ident and plain["teacher"] is None
 
-    hard = train(load_config("digits", TINY + [f"distill.teacher={teacher_run}", "distill.kind=hard",
-                                               "distill.teacher_bf16=true"]), out=tmp_path / "hard")
+    hard = train(
+        load_config(
+            "digits", TINY + [f"distill.teacher={teacher_run}", "distill.kind=hard", "distill.teacher_bf16=true"]
+        ),
+        out=tmp_path / "hard",
+    )
     c = read_checkpoint(tmp_path / "hard" / "checkpoints" / "last.pt")["model"]
     assert any(not torch.equal(a[k], c[k]) for k in a)  # the teacher term changes training
     assert hard["final_val_top1"] is not None

@@ -1,4 +1,5 @@
 """The loop's two functions: `train_one_epoch` fits what it is shown, `evaluate` counts what it should."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,9 +14,14 @@ from resmlp.train.engine import EpochCarry, EvalStats, StepContext, TrainStats, 
 def _context(model: nn.Module, lr: float = 1e-2, accum_steps: int = 1) -> StepContext:
     opt = build_optimizer(model, name="adamw", lr=lr, weight_decay=0.0)
     schedule = CosineWarmupSchedule(opt, total_steps=10_000, warmup_steps=0, min_lr=lr)  # ~constant lr
-    return StepContext(model=model, optimizer=opt, schedule=schedule, device=torch.device("cpu"),
-                       criterion=lambda images, logits, targets: F.cross_entropy(logits, targets),
-                       accum_steps=accum_steps)
+    return StepContext(
+        model=model,
+        optimizer=opt,
+        schedule=schedule,
+        device=torch.device("cpu"),
+        criterion=lambda images, logits, targets: F.cross_entropy(logits, targets),
+        accum_steps=accum_steps,
+    )
 
 
 def test_train_one_epoch_overfits_one_repeated_batch():

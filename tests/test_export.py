@@ -1,4 +1,5 @@
 """Export round trips: ONNX (dynamic batch), TorchScript, packaged directory <-> from_pretrained, CLI."""
+
 import json
 
 import pytest
@@ -7,16 +8,13 @@ import torch
 import resmlp
 from resmlp.checkpoint import atomic_save, model_record
 from resmlp.cli import main
-from resmlp.deploy import export_onnx, export_torchscript, save_pretrained
+from resmlp.deploy import ExportError, export_onnx, export_torchscript, save_pretrained
 from resmlp.loading import load_model
-from resmlp.deploy import ExportError
 from resmlp.models import Preprocess
 from resmlp.weights import WeightsError
 
 CLASSES = ["cat", "dog", "emu"]
 PRE = Preprocess(img_size=8, crop_pct=0.875, interpolation="bilinear", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
-
-
 
 
 def model_with_weights(name="resmlp_micro8", seed=0, **kw):
@@ -96,8 +94,19 @@ def test_from_pretrained_round_trip(tmp_path):
 # timm's config.json schema, from timm/models/_hub.py (save_config_for_hf) and _pretrained.py (PretrainedCfg):
 # root keys, and the pretrained_cfg keys its loader turns into the model's input/preprocessing settings.
 TIMM_ROOT_KEYS = {"architecture", "num_classes", "num_features", "global_pool", "pretrained_cfg", "label_names"}
-TIMM_PRETRAINED_CFG_KEYS = {"input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std",
-                            "num_classes", "first_conv", "classifier", "label_names"}
+TIMM_PRETRAINED_CFG_KEYS = {
+    "input_size",
+    "fixed_input_size",
+    "interpolation",
+    "crop_pct",
+    "crop_mode",
+    "mean",
+    "std",
+    "num_classes",
+    "first_conv",
+    "classifier",
+    "label_names",
+}
 
 
 def test_packaged_config_follows_timms_schema(tmp_path):
@@ -120,6 +129,7 @@ def test_packaged_config_follows_timms_schema(tmp_path):
     assert "architecture" not in cfg  # timm pops it from pretrained_cfg to the root
     # Weights in timm's key layout: its module names (resmlp_12_224 = MlpMixer of ResBlocks) and shapes.
     from safetensors.torch import load_file
+
     sd = load_file(str(tmp_path / "pkg" / "model.safetensors"))
     assert sd["stem.proj.weight"].shape == (384, 3, 16, 16) and sd["blocks.11.linear_tokens.weight"].shape == (4, 4)
     assert sd["blocks.0.norm1.alpha"].shape == (1, 1, 384) and sd["blocks.0.ls1"].shape == (384,)
@@ -147,17 +157,34 @@ def test_a_convnet_teacher_packages_and_reloads(tmp_path):
 def timm_written_directory(tmp_path, model, **cfg):
     """A directory as timm's push_to_hub writes it (no "resmlp" key): config.json + model.safetensors."""
     from safetensors.torch import save_file
+
     folder = tmp_path / "timm_dir"
     folder.mkdir()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-    config = {"architecture": "resmlp_12_224", "num_classes": 3, "num_features": 384, "global_pool": "avg",
-              "model_args": {"img_size": 32},
-              "pretrained_cfg": {"tag": "fb_in1k", "custom_load": False, "input_size": [3, 32, 32],
-                                 "fixed_input_size": True, "interpolation": "bicubic", "crop_pct": 0.875,
-                                 "crop_mode": "center", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                 "num_classes": 3, "pool_size": None, "first_conv": "stem.proj", "classifier": "head",
-                                 **cfg},
-              "label_names": CLASSES}
+    config = {
+        "architecture": "resmlp_12_224",
+        "num_classes": 3,
+        "num_features": 384,
+        "global_pool": "avg",
+        "model_args": {"img_size": 32},
+        "pretrained_cfg": {
+            "tag": "fb_in1k",
+            "custom_load": False,
+            "input_size": [3, 32, 32],
+            "fixed_input_size": True,
+            "interpolation": "bicubic",
+            "crop_pct": 0.875,
+            "crop_mode": "center",
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "num_classes": 3,
+            "pool_size": None,
+            "first_conv": "stem.proj",
+            "classifier": "head",
+            **cfg,
+        },
+        "label_names": CLASSES,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
@@ -178,8 +205,14 @@ def test_from_pretrained_still_reads_format_1_directories(tmp_path):
     model = model_with_weights()
     save_pretrained(model, tmp_path / "pkg", preprocess=PRE, classes=CLASSES)
     config = json.loads((tmp_path / "pkg" / "config.json").read_text())
-    old = {"format": "resmlp-pretrained", "format_version": 1, "architectures": ["ResMLP"], "arch": "resmlp",
-           **{k: config["resmlp"][k] for k in ("model_name", "model_args", "preprocess", "classes")}, "num_classes": 3}
+    old = {
+        "format": "resmlp-pretrained",
+        "format_version": 1,
+        "architectures": ["ResMLP"],
+        "arch": "resmlp",
+        **{k: config["resmlp"][k] for k in ("model_name", "model_args", "preprocess", "classes")},
+        "num_classes": 3,
+    }
     (tmp_path / "pkg" / "config.json").write_text(json.dumps(old))
     loaded = resmlp.from_pretrained(tmp_path / "pkg")
     assert loaded.spec.class_names() == CLASSES and loaded.spec.preprocess == PRE
@@ -195,8 +228,9 @@ def test_from_pretrained_errors(tmp_path):
     with pytest.raises(WeightsError, match="not a resmlp config .* nor a timm config"):
         resmlp.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text('{"architecture": "vit_base_patch16_224", "pretrained_cfg": {}}')
-    with pytest.raises(WeightsError, match="config.json: architecture 'vit_base_patch16_224' is not a timm "
-                                           "architecture resmlp builds"):
+    with pytest.raises(
+        WeightsError, match="config.json: architecture 'vit_base_patch16_224' is not a timm architecture resmlp builds"
+    ):
         resmlp.from_pretrained(tmp_path)
 
 
@@ -236,8 +270,14 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [dict(norm="batchnorm", token_mixing="conv3x3_separable", pooling="class_mlp"),
-                                     dict(norm="layernorm", token_mixing="mlp", act="hardswish")], ids=str)
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(norm="batchnorm", token_mixing="conv3x3_separable", pooling="class_mlp"),
+        dict(norm="layernorm", token_mixing="mlp", act="hardswish"),
+    ],
+    ids=str,
+)
 def test_onnx_export_of_ablation_variants_fused_and_not(tmp_path, options):
     pytest.importorskip("onnxruntime")
     from resmlp.deploy.fuse import fusable, fuse

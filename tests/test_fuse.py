@@ -1,5 +1,6 @@
 """resmlp.fuse: the folded eval-only model gives the same logits as the original on every ResMLP and
 MLP-Mixer variant."""
+
 import pytest
 import torch
 
@@ -7,8 +8,6 @@ import resmlp
 from resmlp.deploy.fuse import FusedClassifier, fusable
 
 PATCH_MODELS = [n for n in resmlp.list_models() if resmlp.models.get_variant(n).arch in ("resmlp", "mixer")]
-
-
 
 
 def perturbed(name, depth=2, num_classes=5, seed=0, **kw):
@@ -114,10 +113,17 @@ def test_errors_name_the_problem():
         fused(torch.randn(1, 3, 8, 8))
 
 
-FUSABLE_ABLATIONS = [dict(norm="batchnorm"), dict(token_mixing="none"), dict(token_mixing="mlp"),
-                     dict(token_mixing="conv3x3"), dict(token_mixing="conv3x3_depthwise"),
-                     dict(token_mixing="conv3x3_separable"), dict(pooling="class_mlp"), dict(act="hardswish"),
-                     dict(norm="batchnorm", token_mixing="conv3x3_separable", pooling="class_mlp", act="silu")]
+FUSABLE_ABLATIONS = [
+    dict(norm="batchnorm"),
+    dict(token_mixing="none"),
+    dict(token_mixing="mlp"),
+    dict(token_mixing="conv3x3"),
+    dict(token_mixing="conv3x3_depthwise"),
+    dict(token_mixing="conv3x3_separable"),
+    dict(pooling="class_mlp"),
+    dict(act="hardswish"),
+    dict(norm="batchnorm", token_mixing="conv3x3_separable", pooling="class_mlp", act="silu"),
+]
 
 
 @pytest.mark.parametrize("options", FUSABLE_ABLATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
@@ -138,6 +144,8 @@ def test_layernorm_resmlp_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="normalises each token by its own statistics"):
         resmlp.fuse(model)
     assert not fusable(model)
+
+
 @pytest.mark.parametrize("name", ["resmlp_micro8", "mixer_tiny32"])
 def test_non_square_models_fuse(name):
     patch = resmlp.models.get_variant(name).args["patch_size"]

@@ -4,10 +4,10 @@ error type (which the CLI prints as one `error:` line) -- never another exceptio
 
 RESMLP_FUZZ_EXAMPLES sets the examples per target (default 200; e.g. 5000 for a long session).
 """
+
 import dataclasses
 import io
 import os
-import random
 import struct
 import tempfile
 from pathlib import Path
@@ -19,7 +19,8 @@ import yaml
 from PIL import Image
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from resmlp.checkpoint import model_record, read_checkpoint  # noqa: E402
 from resmlp.config import ConfigError, TrainConfig, load_config  # noqa: E402
@@ -29,8 +30,12 @@ from resmlp.models import create_model  # noqa: E402
 from resmlp.weights import WeightsError, read_state_dict  # noqa: E402
 
 EXAMPLES = int(os.environ.get("RESMLP_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _scratch(data: bytes, suffix: str) -> Path:
@@ -42,6 +47,7 @@ def _scratch(data: bytes, suffix: str) -> Path:
 
 def mutate(seed_bytes: bytes):
     """Valid bytes with random damage: bit flips, overwritten runs, a cut, an insertion."""
+
     @st.composite
     def strategy(draw):
         data = bytearray(seed_bytes)
@@ -52,16 +58,18 @@ def mutate(seed_bytes: bytes):
                 data[pos] ^= 1 << draw(st.integers(0, 7))
             elif kind == "run":
                 chunk = draw(st.binary(min_size=1, max_size=16))
-                data[pos:pos + len(chunk)] = chunk
+                data[pos : pos + len(chunk)] = chunk
             elif kind == "cut":
                 data = data[:pos]
             else:
                 data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
         return bytes(data)
+
     return strategy()
 
 
 # ------------------------------------------------------------------------------------------- images
+
 
 def _image_bytes(fmt: str) -> bytes:
     rng = np.random.default_rng(0)
@@ -71,8 +79,7 @@ def _image_bytes(fmt: str) -> bytes:
 
 
 IMAGES = {fmt: _image_bytes(fmt) for fmt in ("PNG", "JPEG", "WEBP", "BMP", "GIF")}
-image_inputs = st.one_of(st.binary(max_size=2048),
-                         *[mutate(b) for b in IMAGES.values()])
+image_inputs = st.one_of(st.binary(max_size=2048), *[mutate(b) for b in IMAGES.values()])
 
 
 @FUZZ
@@ -96,6 +103,7 @@ def test_image_loader_decodes_or_reports_a_bad_image(data, suffix):
 
 # ------------------------------------------------------------------------------------------- checkpoints
 
+
 def _checkpoint_bytes() -> bytes:
     model = create_model("resmlp_micro8", embed_dim=8, depth=1, num_classes=3)
     buf = io.BytesIO()
@@ -115,11 +123,18 @@ CKPT, SAFE = _checkpoint_bytes(), _safetensors_bytes()
 @st.composite
 def lying_safetensors(draw):
     """A safetensors file whose JSON header claims shapes, dtypes and offsets of its choosing."""
-    header = {"t": {"dtype": draw(st.sampled_from(["F32", "F16", "I64", "BOOL", "XX"])),
-                    "shape": draw(st.lists(st.integers(-2, 2**40), max_size=4)),
-                    "data_offsets": draw(st.lists(st.integers(-2, 2**40), min_size=0, max_size=3))}}
-    raw = yaml.safe_dump(header, default_flow_style=True).encode() if draw(st.booleans()) else \
-        __import__("json").dumps(header).encode()
+    header = {
+        "t": {
+            "dtype": draw(st.sampled_from(["F32", "F16", "I64", "BOOL", "XX"])),
+            "shape": draw(st.lists(st.integers(-2, 2**40), max_size=4)),
+            "data_offsets": draw(st.lists(st.integers(-2, 2**40), min_size=0, max_size=3)),
+        }
+    }
+    raw = (
+        yaml.safe_dump(header, default_flow_style=True).encode()
+        if draw(st.booleans())
+        else __import__("json").dumps(header).encode()
+    )
     size = draw(st.one_of(st.just(len(raw)), st.integers(0, 2**64 - 1)))
     return struct.pack("<Q", size) + raw + draw(st.binary(max_size=64))
 
@@ -164,14 +179,23 @@ def test_safetensors_reader_reads_or_reports_a_bad_file(data):
 
 # ------------------------------------------------------------------------------------------- configs
 
-SECTIONS = {f.name: [g.name for g in dataclasses.fields(f.type if isinstance(f.type, type) else
-                                                        getattr(__import__("resmlp.config", fromlist=["x"]), f.type))]
-            for f in dataclasses.fields(TrainConfig)}
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
-                    st.text(max_size=12))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                      st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                      max_leaves=12)
+SECTIONS = {
+    f.name: [
+        g.name
+        for g in dataclasses.fields(
+            f.type if isinstance(f.type, type) else getattr(__import__("resmlp.config", fromlist=["x"]), f.type)
+        )
+    ]
+    for f in dataclasses.fields(TrainConfig)
+}
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=12)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -212,10 +236,17 @@ def test_config_loader_builds_a_config_or_names_the_problem(text):
 
 
 @FUZZ
-@given(items=st.lists(st.one_of(st.text(max_size=40),
-                                st.tuples(st.sampled_from([f"{s}.{k}" for s, ks in SECTIONS.items() for k in ks]),
-                                          st.text(max_size=10)).map(lambda kv: f"{kv[0]}={kv[1]}")),
-                      max_size=4))
+@given(
+    items=st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            st.tuples(
+                st.sampled_from([f"{s}.{k}" for s, ks in SECTIONS.items() for k in ks]), st.text(max_size=10)
+            ).map(lambda kv: f"{kv[0]}={kv[1]}"),
+        ),
+        max_size=4,
+    )
+)
 def test_set_overrides_build_a_config_or_name_the_problem(items):
     try:
         cfg = load_config(None, items)

@@ -1,11 +1,11 @@
 """Hostile and broken inputs end in one clear `error:` line (exit code 2, no traceback, nothing executed),
 and the known defects of issue 15 stay fixed: typed CLI values, the export check's scale, safe checkpoint
 errors, loader workers capped at the cores. The rows of docs/reliability.md point here."""
+
 import os
 import pickle
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,11 +24,21 @@ from resmlp.train import distributed as dist
 from resmlp.train.run import loader_workers
 from resmlp.weights import NonFiniteWeightsWarning, load_weights
 
-TINY = ["model.embed_dim=16", "model.depth=1", "data.workers=0", "optim.warmup_epochs=0.5", "run.progress=false",
-        "run.tensorboard=false", "data.batch_size=8", "model.img_size=8", "data.auto_augment=null",
-        "data.repeated_aug=false", "data.val_split=0.25"]
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.workers=0",
+    "optim.warmup_epochs=0.5",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "data.batch_size=8",
+    "model.img_size=8",
+    "data.auto_augment=null",
+    "data.repeated_aug=false",
+    "data.val_split=0.25",
+]
 
-AWKWARD_NAMES = ["/my data #1/x", "2024", "a: b", "it's \"quoted\"", "données ü/λ", "1e3", "null", "[1, 2]", "~"]
+AWKWARD_NAMES = ["/my data #1/x", "2024", "a: b", 'it\'s "quoted"', "données ü/λ", "1e3", "null", "[1, 2]", "~"]
 
 
 @pytest.mark.parametrize("path", AWKWARD_NAMES)
@@ -47,10 +57,12 @@ def _folder(root, per_class=6):
 
 
 def test_cli_trains_on_a_folder_whose_path_holds_hash_colon_quotes_and_digits(tmp_path, monkeypatch):
-    data = _folder(tmp_path / "my data #1: it's \"ü\"" / "2024")
+    data = _folder(tmp_path / 'my data #1: it\'s "ü"' / "2024")
     out = tmp_path / "run"
-    assert main(["train", "--data", str(data), "--epochs", "1", "--out", str(out),
-                 *sum((["--set", s] for s in TINY), [])]) == 0
+    assert (
+        main(["train", "--data", str(data), "--epochs", "1", "--out", str(out), *sum((["--set", s] for s in TINY), [])])
+        == 0
+    )
     assert load_config(str(out / "config.yaml")).data.path == str(data)
     monkeypatch.chdir(data.parent)  # a folder named only with digits, relative to here
     cfg = load_config("digits", data_overrides("2024", None, None))
@@ -59,6 +71,7 @@ def test_cli_trains_on_a_folder_whose_path_holds_hash_colon_quotes_and_digits(tm
 
 # ----------------------------------------------------------------------------------------- export check
 
+
 def test_export_check_is_relative_to_the_logit_scale():
     model = create_model("resmlp_micro8", embed_dim=16, depth=1, num_classes=5).eval()
     with torch.no_grad():
@@ -66,7 +79,7 @@ def test_export_check_is_relative_to_the_logit_scale():
     with torch.no_grad():
         scale = float(model(torch.randn(3, 3, 8, 8)).abs().max())
     assert scale > 50
-    off = lambda d: (lambda x: model(x) + d)  # an exported copy that differs by d everywhere
+    off = lambda d: lambda x: model(x) + d  # an exported copy that differs by d everywhere
     assert check_export(model, off(3e-6 * scale), what="test") == pytest.approx(3e-6 * scale, rel=0.05)
     with pytest.raises(ExportError, match=r"differs from eager by .* > 0.0001 x logit scale .*--tolerance"):
         check_export(model, off(3e-4 * scale), what="test")
@@ -77,6 +90,7 @@ def test_export_check_is_relative_to_the_logit_scale():
 
 
 # ----------------------------------------------------------------------------------------- weights files
+
 
 def _checkpoint(tmp_path):
     model = create_model("resmlp_micro8", embed_dim=8, depth=1, num_classes=3)
@@ -143,9 +157,11 @@ def test_nan_weights_load_with_a_warning(tmp_path):
 
 # ----------------------------------------------------------------------------------------- images
 
+
 def _png_header_only(width, height):
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -156,8 +172,13 @@ def _broken_images(tmp_path):
     jpeg = buf.read_bytes()
     Image.new("RGB", (64, 64)).save(tmp_path / "ok.webp")
     webp = (tmp_path / "ok.webp").read_bytes()
-    return {"zero.png": b"", "truncated.jpg": jpeg[: len(jpeg) // 3], "garbage.png": b"\x89PNG\r\n\x1a\nxxxx",
-            "truncated.webp": webp[: len(webp) // 2], "bomb.png": _png_header_only(30_000, 30_000)}
+    return {
+        "zero.png": b"",
+        "truncated.jpg": jpeg[: len(jpeg) // 3],
+        "garbage.png": b"\x89PNG\r\n\x1a\nxxxx",
+        "truncated.webp": webp[: len(webp) // 2],
+        "bomb.png": _png_header_only(30_000, 30_000),
+    }
 
 
 def test_broken_images_are_bad_image_errors_and_a_bomb_is_refused_before_decoding(tmp_path):
@@ -189,8 +210,7 @@ def test_training_folder_with_every_kind_of_bad_file_trains_and_logs_them(tmp_pa
     os.symlink("loop.jpg", data / "b" / "loop.jpg")  # a symlink to itself
     os.symlink("..", data / "b" / "up")  # a directory loop: not followed
     (data / "b" / os.fsdecode(b"caf\xe9.png")).write_bytes(b"not an image")  # a Latin-1 (not UTF-8) name
-    cfg = load_config(None, TINY + ["data.source=folder", f"data.path={data}", "optim.epochs=1",
-                                    "data.val_split=0.2"])
+    cfg = load_config(None, TINY + ["data.source=folder", f"data.path={data}", "optim.epochs=1", "data.val_split=0.2"])
     from resmlp.train.run import train
 
     with pytest.warns(UserWarning):
@@ -249,6 +269,7 @@ def test_set_values_that_are_not_yaml_are_one_error_line(capsys):
 
 
 # ----------------------------------------------------------------------------------------- loader workers
+
 
 def test_loader_workers_are_capped_at_the_cores_of_this_process(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)

@@ -1,4 +1,5 @@
 """Pretrained weights by name (resmlp.hub): the Hub cache first, the original file as fallback; no network."""
+
 import json
 import os
 import subprocess
@@ -32,9 +33,15 @@ def hub_cache(root: Path, repo_id: str, files: dict) -> Path:
 def run_offline(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter with HF_HUB_OFFLINE=1 and the HF cache under tmp_path (the variable
     is read when huggingface_hub is imported, so this cannot be done in-process)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "TORCH_HOME": str(tmp_path / "torch"),
-           "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "PYTHONPATH": str(SRC),
+        "OMP_NUM_THREADS": "1",
+    }
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -46,8 +53,10 @@ def test_tags_follow_timm():
     assert hub_repo_id("resmlp_b24_p8", "fb_in22k_ft_in1k") == "timm/resmlp_big_24_224.fb_in22k_ft_in1k"
     assert resolve_tag("resmlp_s24", True) == "fb_in1k" and resolve_tag("resmlp_s24", "dist") == "fb_distilled_in1k"
     assert set(LEGACY_TAGS.values()) <= set(pretrained_tags("resmlp_b24_p8"))
-    with pytest.raises(WeightsError, match="no pretrained weights tagged 'fb_dino' for resmlp_s36; available: "
-                                           "fb_in1k, fb_distilled_in1k"):
+    with pytest.raises(
+        WeightsError,
+        match="no pretrained weights tagged 'fb_dino' for resmlp_s36; available: fb_in1k, fb_distilled_in1k",
+    ):
         resolve_tag("resmlp_s36", "fb_dino")
     with pytest.raises(WeightsError, match="no pretrained weights for resmlp_tiny32; available: none"):
         resmlp.create_model("resmlp_tiny32", pretrained=True)
@@ -68,19 +77,45 @@ def s12_weights(tmp_path_factory):
 def test_pretrained_by_name_from_the_hub_cache_offline(tmp_path, s12_weights):
     from safetensors.torch import save_file
 
-    config = {"architecture": "resmlp_12_224", "num_classes": 1000, "num_features": 384, "global_pool": "avg",
-              "pretrained_cfg": {"tag": "fb_distilled_in1k", "input_size": [3, 224, 224], "fixed_input_size": True,
-                                 "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
-                                 "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "num_classes": 1000,
-                                 "first_conv": "stem.proj", "classifier": "head"}}
-    hub_cache(tmp_path / "hf" / "hub", "timm/resmlp_12_224.fb_distilled_in1k", {
-        "model.safetensors": lambda p: save_file(s12_weights, str(p)),
-        "config.json": lambda p: p.write_text(json.dumps(config))})
+    config = {
+        "architecture": "resmlp_12_224",
+        "num_classes": 1000,
+        "num_features": 384,
+        "global_pool": "avg",
+        "pretrained_cfg": {
+            "tag": "fb_distilled_in1k",
+            "input_size": [3, 224, 224],
+            "fixed_input_size": True,
+            "interpolation": "bicubic",
+            "crop_pct": 0.875,
+            "crop_mode": "center",
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "num_classes": 1000,
+            "first_conv": "stem.proj",
+            "classifier": "head",
+        },
+    }
+    hub_cache(
+        tmp_path / "hf" / "hub",
+        "timm/resmlp_12_224.fb_distilled_in1k",
+        {
+            "model.safetensors": lambda p: save_file(s12_weights, str(p)),
+            "config.json": lambda p: p.write_text(json.dumps(config)),
+        },
+    )
     trunk = {k: v for k, v in s12_weights.items() if not k.startswith("head.")}
-    hub_cache(tmp_path / "hf" / "hub", "timm/resmlp_12_224.fb_dino", {  # weights only, no config.json
-        "model.safetensors": lambda p: save_file(trunk, str(p))})
+    hub_cache(
+        tmp_path / "hf" / "hub",
+        "timm/resmlp_12_224.fb_dino",
+        {  # weights only, no config.json
+            "model.safetensors": lambda p: save_file(trunk, str(p))
+        },
+    )
     out = tmp_path / "loaded.pt"
-    result = run_offline(tmp_path, f"""
+    result = run_offline(
+        tmp_path,
+        f"""
 import torch, resmlp
 m = resmlp.create_model("resmlp_s12", pretrained="fb_distilled_in1k")
 dino = resmlp.create_model("resmlp_s12", pretrained="fb_dino")
@@ -91,7 +126,8 @@ try:
     resmlp.create_model("resmlp_s12", pretrained="fb_in1k")
 except resmlp.WeightsError as e:
     print("error:", e)
-""")
+""",
+    )
     assert result.returncode == 0, result.stderr
     loaded = torch.load(out, weights_only=True)
     assert loaded["crop_pct"] == 0.875 and loaded["classes"] == 1000
@@ -102,8 +138,10 @@ except resmlp.WeightsError as e:
     assert loaded["dino_pre"] == 0.875  # no config.json in the cache: the registry's record of timm's config
     torch.testing.assert_close(loaded["dino_sd"]["blocks.3.ls2"], trunk["blocks.3.ls2"], rtol=0, atol=0)
     # The tag that is not cached: one error line naming the repo and both caches, and no network attempt.
-    assert "error: resmlp_s12 fb_in1k: offline (HF_HUB_OFFLINE is set) and not cached: " \
-           "timm/resmlp_12_224.fb_in1k not reachable" in result.stdout
+    assert (
+        "error: resmlp_s12 fb_in1k: offline (HF_HUB_OFFLINE is set) and not cached: "
+        "timm/resmlp_12_224.fb_in1k not reachable" in result.stdout
+    )
     assert "resmlp_12_no_dist.pth" in result.stdout
 
 
@@ -111,6 +149,7 @@ def test_pretrained_falls_back_to_the_original_file_once(tmp_path, monkeypatch, 
     """Hub unreachable (online, no such cached repo): the deit file, downloaded once, in deit layout."""
     hf = pytest.importorskip("huggingface_hub")
     from huggingface_hub.errors import LocalEntryNotFoundError
+
     calls = []
 
     def no_hub(repo_id, filename, **kw):
@@ -131,11 +170,15 @@ def test_pretrained_falls_back_to_the_original_file_once(tmp_path, monkeypatch, 
     assert len(calls) == 1  # cached
     assert tuned.head.weight.shape == (10, 384) and tuned.spec.num_classes == 10
     torch.testing.assert_close(tuned.stem.proj.weight, s12_weights["stem.proj.weight"], rtol=0, atol=0)
-    backbone = resmlp.create_model("resmlp_s12", pretrained=True, cache_dir=tmp_path, features_only=True,
-                                   out_indices=[5])
+    backbone = resmlp.create_model(
+        "resmlp_s12", pretrained=True, cache_dir=tmp_path, features_only=True, out_indices=[5]
+    )
     assert backbone.feature_info[0]["module"] == "blocks.5" and len(backbone.model.blocks) == 6
-    with pytest.raises(WeightsError, match="pretrained weights fix the architecture of resmlp_s12; of the "
-                                           "overrides img_size only num_classes and drop_path_rate"):
+    with pytest.raises(
+        WeightsError,
+        match="pretrained weights fix the architecture of resmlp_s12; of the "
+        "overrides img_size only num_classes and drop_path_rate",
+    ):
         resmlp.create_model("resmlp_s12", pretrained=True, cache_dir=tmp_path, img_size=64)
 
 
@@ -143,19 +186,30 @@ def test_trunk_only_weights_get_no_head(tmp_path, monkeypatch, s12_weights):
     """DINO's files hold the trunk alone: the model is built without a head (num_classes=0)."""
     hf = pytest.importorskip("huggingface_hub")
     monkeypatch.setattr(hf, "hf_hub_download", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, progress=True: torch.save(
-        {k: v for k, v in s12_weights.items() if not k.startswith("head.")}, dst))
+    monkeypatch.setattr(
+        torch.hub,
+        "download_url_to_file",
+        lambda url, dst, progress=True: torch.save(
+            {k: v for k, v in s12_weights.items() if not k.startswith("head.")}, dst
+        ),
+    )
     model = resmlp.create_model("resmlp_s12", pretrained="fb_dino", cache_dir=tmp_path)
     assert model.num_classes == 0 and model(torch.zeros(1, 3, 224, 224)).shape == (1, 384)
 
 
 def test_missing_huggingface_hub_falls_back_and_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
-    monkeypatch.setattr(torch.hub, "download_url_to_file",
-                        lambda url, dst, progress=True: (_ for _ in ()).throw(OSError("network unreachable")))
-    with pytest.raises(WeightsError, match=r"resmlp_s12 fb_in1k: the Hugging Face Hub needs huggingface_hub: "
-                                           r"pip install 'resmlp\[hub\]'; the original file failed too: could not "
-                                           r"download https://dl.fbaipublicfiles.com/deit/resmlp_12_no_dist.pth"):
+    monkeypatch.setattr(
+        torch.hub,
+        "download_url_to_file",
+        lambda url, dst, progress=True: (_ for _ in ()).throw(OSError("network unreachable")),
+    )
+    with pytest.raises(
+        WeightsError,
+        match=r"resmlp_s12 fb_in1k: the Hugging Face Hub needs huggingface_hub: "
+        r"pip install 'resmlp\[hub\]'; the original file failed too: could not "
+        r"download https://dl.fbaipublicfiles.com/deit/resmlp_12_no_dist.pth",
+    ):
         resmlp.create_model("resmlp_s12", pretrained=True, cache_dir=tmp_path)
 
 
@@ -173,5 +227,7 @@ def test_commands_take_published_names_as_weights(tmp_path, monkeypatch, s12_wei
     assert config["pretrained_cfg"]["crop_pct"] == 0.875
     assert (tmp_path / "torch" / "hub" / "checkpoints" / "resmlp_12_no_dist.pth").is_file()
     assert main(["export", "resmlp_s12.fb_nope", "--format", "safetensors", "--out", str(tmp_path / "x")]) == 2
-    assert "resmlp_s12.fb_nope: no such file or directory (nor a published model such as resmlp_s12.fb_in1k)" \
+    assert (
+        "resmlp_s12.fb_nope: no such file or directory (nor a published model such as resmlp_s12.fb_in1k)"
         in capsys.readouterr().err
+    )

@@ -1,4 +1,5 @@
 """Architecture of a bare state dict from its tensor shapes."""
+
 import pytest
 import torch
 
@@ -7,8 +8,6 @@ from resmlp.infer_arch import infer_architecture
 from resmlp.weights import WeightsError, convert_state_dict
 
 PATCH_MODELS = [n for n in resmlp.list_models() if resmlp.models.get_variant(n).arch in ("resmlp", "mixer")]
-
-
 
 
 def meta_state_dict(name, **overrides):
@@ -64,12 +63,20 @@ def test_errors_name_the_problem():
     assert infer_architecture(sd)[1] == {"token_mixing": "none"}
 
 
-@pytest.mark.parametrize("options", [dict(norm="batchnorm"), dict(norm="layernorm"), dict(token_mixing="mlp"),
-                                     dict(token_mixing="conv3x3", pooling="class_mlp"),
-                                     dict(token_mixing="conv3x3_depthwise", pooling="class_mlp"),
-                                     dict(token_mixing="conv3x3_separable", pooling="class_mlp"),
-                                     dict(token_mixing="none", pooling="class_mlp"), dict(pooling="class_mlp")],
-                         ids=str)
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(norm="batchnorm"),
+        dict(norm="layernorm"),
+        dict(token_mixing="mlp"),
+        dict(token_mixing="conv3x3", pooling="class_mlp"),
+        dict(token_mixing="conv3x3_depthwise", pooling="class_mlp"),
+        dict(token_mixing="conv3x3_separable", pooling="class_mlp"),
+        dict(token_mixing="none", pooling="class_mlp"),
+        dict(pooling="class_mlp"),
+    ],
+    ids=str,
+)
 def test_ablation_options_are_read_from_key_names(options):
     assert infer_architecture(meta_state_dict("resmlp_s12", **options)) == ("resmlp_s12", options)
 

@@ -168,12 +168,15 @@ def test_state_dict_round_trip_resumes_identically() -> None:
         torch.testing.assert_close(p_full, p_resumed, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    (dict(lr=-1.0), "lr"),
-    (dict(betas=(0.9, 1.0)), "betas"),
-    (dict(max_grad_norm=0.0), "max_grad_norm"),
-    (dict(weight_decay=-0.1), "weight_decay"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(lr=-1.0), "lr"),
+        (dict(betas=(0.9, 1.0)), "betas"),
+        (dict(max_grad_norm=0.0), "max_grad_norm"),
+        (dict(weight_decay=-0.1), "weight_decay"),
+    ],
+)
 def test_bad_hyperparameters_are_named(kwargs: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
         Lamb([nn.Parameter(torch.zeros(1))], **kwargs)

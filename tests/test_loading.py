@@ -1,4 +1,5 @@
 """The one loader (resmlp.loading): every kind of source, one class-matching rule."""
+
 import pytest
 import torch
 from PIL import Image
@@ -30,7 +31,6 @@ def test_bare_state_dict_with_explicit_model_name(tmp_path):
     assert spec.args["img_size"] == 12 and spec.preprocess.img_size == 12
     with pytest.raises(WeightsError, match="does not fit resmlp_micro16"):
         load_model(tmp_path / "w.pth", model_name="resmlp_micro16")
-
 
 
 def _checkpoint(tmp_path, classes=("cat", "dog", "eel")):

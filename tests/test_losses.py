@@ -1,4 +1,5 @@
 """Training objectives (train/losses.py): soft-target cross-entropy and DeiT distillation, by hand."""
+
 import math
 
 import pytest
@@ -45,8 +46,6 @@ def test_soft_distillation_by_hand():
 def test_alpha_zero_is_the_plain_loss():
     plain = distillation_loss(S, Y, T, kind="hard", alpha=0.0, tau=1.0)
     torch.testing.assert_close(plain, soft_target_cross_entropy(S, Y))
-
-
 
 
 def test_soft_targets_of_one_hot_are_plain_cross_entropy():

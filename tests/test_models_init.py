@@ -1,11 +1,18 @@
 """Structured init of A (models/init.py) and the whitened patch stem (models/whiten.py)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import resmlp
-from resmlp.models import (TOKEN_MIXING_INITS, freeze_stem, init_token_mixing, local_token_matrix, patch_vectors,
-                           whiten_patch_embedding)
+from resmlp.models import (
+    TOKEN_MIXING_INITS,
+    freeze_stem,
+    init_token_mixing,
+    local_token_matrix,
+    patch_vectors,
+    whiten_patch_embedding,
+)
 
 
 def tiny(name="resmlp_tiny32", **kw):
@@ -56,8 +63,11 @@ def test_local_kernels_are_local_translation_invariant_and_seeded():
         a = block.linear_tokens.weight
         assert torch.equal(a[far], torch.zeros(int(far.sum())))
         # Every interior output patch reads the same 3 x 3 kernel; the centre is dominant.
-        windows = [a[i * grid + j].view(grid, grid)[i - 1: i + 2, j - 1: j + 2]
-                   for i in range(1, grid - 1) for j in range(1, grid - 1)]
+        windows = [
+            a[i * grid + j].view(grid, grid)[i - 1 : i + 2, j - 1 : j + 2]
+            for i in range(1, grid - 1)
+            for j in range(1, grid - 1)
+        ]
         assert all(torch.equal(w, windows[0]) for w in windows)
         assert windows[0][1, 1] == 1 and windows[0].abs().flatten()[[0, 1, 2, 3, 5, 6, 7, 8]].max() < 0.5
         kernels.append(windows[0])

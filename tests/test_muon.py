@@ -1,4 +1,5 @@
 """optim/muon.py: Muon on the blocks' matrices + AdamW on the rest, as one optimizer."""
+
 import torch
 
 import resmlp
@@ -18,24 +19,35 @@ def test_every_parameter_is_in_exactly_one_group_and_muon_gets_the_block_matrice
     assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
     muon = {id(p) for g in opt.muon.param_groups for p in g["params"]}
     names = {n for n, p in model.named_parameters() if id(p) in muon}
-    assert names == set(muon_param_names(model)) == {
-        f"blocks.{i}.{m}" for i in range(2)
-        for m in ("linear_tokens.weight", "mlp_channels.fc1.weight", "mlp_channels.fc2.weight")}
+    assert (
+        names
+        == set(muon_param_names(model))
+        == {
+            f"blocks.{i}.{m}"
+            for i in range(2)
+            for m in ("linear_tokens.weight", "mlp_channels.fc1.weight", "mlp_channels.fc2.weight")
+        }
+    )
     no_decay = [g for g in opt.adamw.param_groups if g["weight_decay"] == 0]
     assert any(p is model.blocks[0].ls1 for g in no_decay for p in g["params"])  # LayerScale is not decayed
 
 
 def test_without_token_mixing_muon_leaves_a_and_mixers_token_mlp_to_adamw_with_decay():
-    for model, token in ((tiny(), ("linear_tokens.weight",)),
-                         (resmlp.create_model("mixer_tiny32", depth=2, embed_dim=16),
-                          ("mlp_tokens.fc1.weight", "mlp_tokens.fc2.weight"))):
+    for model, token in (
+        (tiny(), ("linear_tokens.weight",)),
+        (
+            resmlp.create_model("mixer_tiny32", depth=2, embed_dim=16),
+            ("mlp_tokens.fc1.weight", "mlp_tokens.fc2.weight"),
+        ),
+    ):
         opt = build_optimizer(model, name="muon", lr=1e-3, weight_decay=0.05, muon_token_mixing=False)
         grouped = [p for g in opt.param_groups for p in g["params"]]
         assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
         params = dict(model.named_parameters())
         muon = {id(p) for g in opt.muon.param_groups for p in g["params"]}
         assert {n for n, p in params.items() if id(p) in muon} == {
-            f"blocks.{i}.mlp_channels.{fc}.weight" for i in range(2) for fc in ("fc1", "fc2")}
+            f"blocks.{i}.mlp_channels.{fc}.weight" for i in range(2) for fc in ("fc1", "fc2")
+        }
         decayed = {id(p) for g in opt.adamw.param_groups if g["weight_decay"] == 0.05 for p in g["params"]}
         assert all(id(params[f"blocks.{i}.{t}"]) in decayed for i in range(2) for t in token)
 
@@ -77,14 +89,16 @@ def test_fp32_newton_schulz_is_torchs_iteration_without_the_bf16_rounding():
     import torch.optim._muon as torch_muon
 
     from resmlp.optim.muon import newton_schulz_fp32
+
     torch.manual_seed(0)
     coefficients, steps, eps = (3.4445, -4.7750, 2.0315), 5, 1e-7
     for shape in [(12, 20), (20, 12), (16, 16)]:
         g = torch.randn(*shape)
         ours = newton_schulz_fp32(g, coefficients, steps, eps)
         assert ours.dtype == torch.float32 and ours.shape == g.shape
-        torch.testing.assert_close(ours, torch_muon._zeropower_via_newtonschulz(g, coefficients, steps, eps).float(),
-                                   atol=0.03, rtol=0.05)  # torch's own result is rounded to bf16
+        torch.testing.assert_close(
+            ours, torch_muon._zeropower_via_newtonschulz(g, coefficients, steps, eps).float(), atol=0.03, rtol=0.05
+        )  # torch's own result is rounded to bf16
         s = torch.linalg.svdvals(ours)  # "orthogonal" in Muon's sense: singular values pushed into ~(0.5, 1.5)
         assert s.min() > 0.3 and s.max() < 1.6
 
@@ -93,6 +107,7 @@ def test_muon_orthogonalises_in_fp32_only_where_bf16_is_emulated(monkeypatch):
     import torch.optim._muon as torch_muon
 
     import resmlp.optim.muon as muon_module
+
     torch_version, fp32_version = torch_muon._zeropower_via_newtonschulz, muon_module.newton_schulz_fp32
     calls = []
 

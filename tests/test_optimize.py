@@ -1,4 +1,5 @@
 """resmlp.optimize and the runtimes: float32 in, float32 logits out, predictions kept."""
+
 import os
 
 import pytest
@@ -8,8 +9,6 @@ import resmlp
 from resmlp.deploy import OnnxRuntimeModel, build_runtime, resolve_precision
 from resmlp.deploy.onnx import onnx_runtime_model
 from resmlp.device import native_bf16
-
-
 
 
 def confident_model(name="resmlp_micro8", seed=0):
@@ -92,8 +91,10 @@ def test_runtime_errors_name_the_choices():
         build_runtime(model, runtime="tensorrt")
 
 
-@pytest.mark.skipif(not os.environ.get("RESMLP_TEST_COMPILE"),
-                    reason="torch.compile takes 15-60 s on a 2-core CPU; set RESMLP_TEST_COMPILE=1 to run")
+@pytest.mark.skipif(
+    not os.environ.get("RESMLP_TEST_COMPILE"),
+    reason="torch.compile takes 15-60 s on a 2-core CPU; set RESMLP_TEST_COMPILE=1 to run",
+)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_compile(precision):
     model = confident_model()
@@ -133,11 +134,21 @@ def test_benchmark_report_and_cli(tmp_path, capsys):
     from resmlp.cli import main
     from resmlp.deploy.benchmark import format_report, run_benchmark
 
-    report = run_benchmark(confident_model(), batches=[2, 3], precisions=["fp32", "int8"], runtimes=["eager"],
-                           rounds=2, seconds=0.01, progress=False)
+    report = run_benchmark(
+        confident_model(),
+        batches=[2, 3],
+        precisions=["fp32", "int8"],
+        runtimes=["eager"],
+        rounds=2,
+        seconds=0.01,
+        progress=False,
+    )
     rows = report["results"]
     assert [(r["batch"], r["runtime"], r["precision"], r["fused"]) for r in rows[:3]] == [
-        (2, "eager", "fp32", False), (2, "eager", "fp32", True), (2, "eager", "int8", True)]
+        (2, "eager", "fp32", False),
+        (2, "eager", "fp32", True),
+        (2, "eager", "int8", True),
+    ]
     assert len(rows) == 6 and all(len(r["images_per_s_rounds"]) == 2 for r in rows)
     peaks = report["matmul_peak_gflops"]  # int8 only where torch._int_mm has a fast kernel
     assert rows[0]["speedup"] == 1.0 and all(0 < r["mfu"] for r in rows if r["precision"] in peaks)
@@ -146,8 +157,28 @@ def test_benchmark_report_and_cli(tmp_path, capsys):
     assert "eager/fp32/unfused" in format_report(report)
 
     out = tmp_path / "bench.json"
-    assert main(["benchmark", "--model", "resmlp_micro8", "--batch", "2", "--precision", "fp32,bf16",
-                 "--runtime", "eager,onnx", "--rounds", "1", "--seconds", "0.01", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "--model",
+                "resmlp_micro8",
+                "--batch",
+                "2",
+                "--precision",
+                "fp32,bf16",
+                "--runtime",
+                "eager,onnx",
+                "--rounds",
+                "1",
+                "--seconds",
+                "0.01",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "onnx/bf16" in text and "skipped: ONNX Runtime (CPU) runs fp32 or int8" in text
     assert "measured matmul peak" in text and out.is_file()

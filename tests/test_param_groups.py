@@ -105,11 +105,14 @@ def test_empty_groups_are_omitted() -> None:
     assert [g["name"] for g in groups] == ["no_decay"]
 
 
-@pytest.mark.parametrize("name, cls, eps", [
-    ("lamb", Lamb, 1e-6),
-    ("adamw", torch.optim.AdamW, 1e-8),
-    ("sgd", torch.optim.SGD, None),
-])
+@pytest.mark.parametrize(
+    "name, cls, eps",
+    [
+        ("lamb", Lamb, 1e-6),
+        ("adamw", torch.optim.AdamW, 1e-8),
+        ("sgd", torch.optim.SGD, None),
+    ],
+)
 def test_build_optimizer_each_name(name: str, cls: type, eps: float | None) -> None:
     torch.manual_seed(0)
     model = _TinyModel()
@@ -137,9 +140,15 @@ def test_build_optimizer_unknown_name_lists_valid_ones() -> None:
         build_optimizer(_TinyModel(), name="adam", lr=1e-3, weight_decay=0.05)
 
 
-@pytest.mark.parametrize("name, max_grad_norm, clips", [
-    ("lamb", 1.0, True), ("lamb", None, False), ("adamw", 1.0, False), ("sgd", 1.0, False),
-])
+@pytest.mark.parametrize(
+    "name, max_grad_norm, clips",
+    [
+        ("lamb", 1.0, True),
+        ("lamb", None, False),
+        ("adamw", 1.0, False),
+        ("sgd", 1.0, False),
+    ],
+)
 def test_only_lamb_with_a_max_grad_norm_clips_internally(name: str, max_grad_norm: float | None, clips: bool) -> None:
     opt = build_optimizer(_TinyModel(), name=name, lr=1e-3, weight_decay=0.05, max_grad_norm=max_grad_norm)
     assert clips_internally(opt) is clips
@@ -148,9 +157,13 @@ def test_only_lamb_with_a_max_grad_norm_clips_internally(name: str, max_grad_nor
 def test_ablation_variants_decay_only_their_weight_matrices_and_kernels() -> None:
     import resmlp
 
-    model = resmlp.create_model("resmlp_micro8", norm="batchnorm", pooling="class_mlp",
-                                token_mixing="conv3x3_separable")
+    model = resmlp.create_model(
+        "resmlp_micro8", norm="batchnorm", pooling="class_mlp", token_mixing="conv3x3_separable"
+    )
     decay, no_decay = split_decay_names(model)
     assert "cls_token" in no_decay and "blocks.0.norm1.weight" in no_decay  # a class token, a BatchNorm scale
-    assert {"blocks.0.conv_tokens.conv.weight", "blocks.0.conv_tokens.pointwise.weight",
-            "class_blocks.0.linear_tokens.weight"} <= set(decay)
+    assert {
+        "blocks.0.conv_tokens.conv.weight",
+        "blocks.0.conv_tokens.pointwise.weight",
+        "class_blocks.0.linear_tokens.weight",
+    } <= set(decay)

@@ -1,5 +1,6 @@
 """`resmlp predict`: inputs expanded, batched, the checkpoint's preprocessing and class names used,
 a corrupt file reported by path without stopping the batch."""
+
 import csv
 import io
 import json
@@ -18,8 +19,6 @@ from resmlp.models import Preprocess
 
 CLASSES = [f"digit{i}" for i in range(10)]
 PRE = Preprocess(img_size=8, crop_pct=0.8, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-
-
 
 
 @pytest.fixture
@@ -48,20 +47,33 @@ def checkpoint(tmp_path):
 
 
 def test_expand_inputs_folders_globs_files_and_problems(folder):
-    paths, problems = expand_inputs([str(folder), str(folder / "*.png"), str(folder / "notes.txt"),
-                                     str(folder / "nope.png"), str(folder / "*.gif")])
+    paths, problems = expand_inputs(
+        [str(folder), str(folder / "*.png"), str(folder / "notes.txt"), str(folder / "nope.png"), str(folder / "*.gif")]
+    )
     names = [p.rsplit("/", 1)[-1] for p in paths]
-    assert names == ["broken.jpg", "gray.png", "img0.png", "img2.png", "img4.jpg", "img1.png", "img3.jpg",
-                     "notes.txt"]  # sorted, recursed, no repeats; a named file is kept whatever it is
-    assert problems == [f"{folder / 'nope.png'}: no such file or folder", f"{folder / '*.gif'}: pattern matches no files"]
+    assert names == [
+        "broken.jpg",
+        "gray.png",
+        "img0.png",
+        "img2.png",
+        "img4.jpg",
+        "img1.png",
+        "img3.jpg",
+        "notes.txt",
+    ]  # sorted, recursed, no repeats; a named file is kept whatever it is
+    assert problems == [
+        f"{folder / 'nope.png'}: no such file or folder",
+        f"{folder / '*.gif'}: pattern matches no files",
+    ]
     recursive, _ = expand_inputs([str(folder / "**" / "*.jpg")])
     assert sorted(p.rsplit("/", 1)[-1] for p in recursive) == ["broken.jpg", "img3.jpg", "img4.jpg"]
 
 
 def test_predict_folder_with_a_corrupt_file(folder, checkpoint, capsys):
     ck, model = checkpoint
-    rc = main(["predict", str(ck), str(folder), "--format", "json", "--topk", "3", "--batch-size", "2",
-               "--precision", "fp32"])
+    rc = main(
+        ["predict", str(ck), str(folder), "--format", "json", "--topk", "3", "--batch-size", "2", "--precision", "fp32"]
+    )
     out, err = capsys.readouterr()
     assert rc == 1  # some files failed
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads(out)}
@@ -96,8 +108,20 @@ def test_csv_and_table_formats(folder, checkpoint, capsys):
 def test_batching_and_padding_do_not_change_results(folder, checkpoint):
     ck, model = checkpoint
     paths, _ = expand_inputs([str(folder)])
-    runs = [list(predict_files(resmlp.optimize(model, "fp32"), paths, preprocess=PRE, classes=CLASSES, topk=2,
-                               batch_size=b, pad_batches=pad)) for b, pad in ((1, False), (3, True), (32, False))]
+    runs = [
+        list(
+            predict_files(
+                resmlp.optimize(model, "fp32"),
+                paths,
+                preprocess=PRE,
+                classes=CLASSES,
+                topk=2,
+                batch_size=b,
+                pad_batches=pad,
+            )
+        )
+        for b, pad in ((1, False), (3, True), (32, False))
+    ]
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert a.path == b.path and a.error == b.error and [t[1] for t in a.topk] == [t[1] for t in b.topk]

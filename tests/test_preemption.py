@@ -1,5 +1,6 @@
 """Preemption and crash safety of `resmlp train`: stop signals, mid-epoch resume, SIGKILL during a
 checkpoint write, a full disk, the run-directory lock (train/preempt.py, train/lock.py, files.py)."""
+
 import errno
 import os
 import random
@@ -17,11 +18,23 @@ from resmlp.checkpoint import latest_checkpoint, read_checkpoint
 from resmlp.cli import main
 from resmlp.train.lock import run_lock
 
-# digits, 20 optimizer steps per epoch (repeated augmentation); augmentation, Mixup/CutMix, drop-path and EMA all on, so every
-# generator a resume must restore is in use.
-TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.warmup_epochs=1",
-        "run.progress=false", "run.tensorboard=false", "run.ema=true", "run.ema_decay=0.9",
-        "data.repeated_aug=true", "data.re_prob=0.25", "model.drop_path_rate=0.1", "optim.epochs=2"]
+# digits, 20 optimizer steps per epoch (repeated augmentation); augmentation, Mixup/CutMix, drop-path and EMA
+# all on, so every generator a resume must restore is in use.
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.batch_size=64",
+    "data.workers=0",
+    "optim.warmup_epochs=1",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "run.ema=true",
+    "run.ema_decay=0.9",
+    "data.repeated_aug=true",
+    "data.re_prob=0.25",
+    "model.drop_path_rate=0.1",
+    "optim.epochs=2",
+]
 STEPS_PER_EPOCH = 20
 SRC = str(Path(run_mod.__file__).resolve().parents[2])
 
@@ -60,10 +73,17 @@ def signal_at_call(monkeypatch, call, signum=signal.SIGTERM):
     monkeypatch.setattr(run_mod, "soft_target_cross_entropy", loss)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow),
-                                    pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)])
-def test_stop_signal_writes_a_mid_epoch_checkpoint_and_resume_is_bit_exact(tmp_path, monkeypatch, capsys, full_run,
-                                                                          signum):
+@pytest.mark.parametrize(
+    "signum",
+    [
+        signal.SIGTERM,
+        pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+        pytest.param(signal.SIGUSR1, marks=pytest.mark.slow),
+    ],
+)
+def test_stop_signal_writes_a_mid_epoch_checkpoint_and_resume_is_bit_exact(
+    tmp_path, monkeypatch, capsys, full_run, signum
+):
     step = random.Random(int(signum)).randrange(2, 2 * STEPS_PER_EPOCH - 1)  # a seeded "random" step
     out = tmp_path / "run"
     signal_at_call(monkeypatch, step, signum)
@@ -82,15 +102,20 @@ def test_stop_signal_writes_a_mid_epoch_checkpoint_and_resume_is_bit_exact(tmp_p
     assert [strip(r) for r in rows] == [strip(r) for r in full_rows]  # the resumed epoch's loss sums the whole epoch
 
 
-
 @pytest.mark.parametrize("flip", ["random", "alternate"])
 def test_mid_epoch_resume_is_bit_exact_with_batch_augmentation(tmp_path, monkeypatch, flip):
     """Batch augmentation draws its crops and flips from the run's checkpointed batch generator (with Mixup's);
     the alternating flip follows the resumed sampler's epoch: stopped mid-epoch and resumed, the run is the
     uninterrupted one."""
     batch = [s for s in TINY if not s.startswith("data.re_prob")] + [
-        "data.re_prob=0.0", "data.crop=pad", "data.padding=1", "data.auto_augment=null", "data.batch_augment=true",
-        "data.hflip=0.5", f"data.hflip_alternate={flip == 'alternate'}"]
+        "data.re_prob=0.0",
+        "data.crop=pad",
+        "data.padding=1",
+        "data.auto_augment=null",
+        "data.batch_augment=true",
+        "data.hflip=0.5",
+        f"data.hflip_alternate={flip == 'alternate'}",
+    ]
     full, out = tmp_path / "full", tmp_path / "run"
     assert main(["train", "--out", str(full), *sum((["--set", s] for s in batch), [])]) == 0
     signal_at_call(monkeypatch, STEPS_PER_EPOCH + 7)
@@ -100,11 +125,18 @@ def test_mid_epoch_resume_is_bit_exact_with_batch_augmentation(tmp_path, monkeyp
     assert main(["train", "--resume", str(out)]) == 0
     assert_same_run(full, out)
 
+
 def test_periodic_checkpoints_and_previous_checkpoint_fallback(tmp_path, monkeypatch):
     saved = []
     real = run_mod._save
-    monkeypatch.setattr(run_mod, "_save", lambda run_dir, model, cfg, state, improved: (
-        saved.append((state["epoch"], state["step"])), real(run_dir, model, cfg, state, improved)))
+    monkeypatch.setattr(
+        run_mod,
+        "_save",
+        lambda run_dir, model, cfg, state, improved: (
+            saved.append((state["epoch"], state["step"])),
+            real(run_dir, model, cfg, state, improved),
+        ),
+    )
     out = tmp_path / "run"
     assert main(cli_args(out, ["optim.epochs=1", "run.checkpoint_every_min=1e-9"])) == 0
     assert saved == [(0, s) for s in range(1, STEPS_PER_EPOCH + 1)] + [(1, 0)]
@@ -129,7 +161,9 @@ def test_full_disk_keeps_the_previous_checkpoint_and_ends_in_one_line(tmp_path, 
     out = tmp_path / "run"
     assert main(cli_args(out)) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: cannot write the checkpoint at the end of epoch 2 (No space left on device)")
+    assert len(err.splitlines()) == 1 and err.startswith(
+        "error: cannot write the checkpoint at the end of epoch 2 (No space left on device)"
+    )
     assert "No space left on device" in err and f"the previous checkpoint {out}/checkpoints/last.pt is kept" in err
     assert read_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
     assert not [p for p in (out / "checkpoints").iterdir() if ".tmp" in p.name]
@@ -150,6 +184,7 @@ def test_a_run_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path,
 
 # ----------------------------------------------------------------- real processes, real signals
 
+
 def _env():
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     env.pop("RESMLP_DEBUG", None)
@@ -161,10 +196,19 @@ def test_sigterm_from_outside_then_resume_equals_the_uninterrupted_run(tmp_path)
     """`resmlp train` in a subprocess, SIGTERM once it has trained a random while, resume: bit-exact."""
     full, out = tmp_path / "full", tmp_path / "run"
     extra = ["optim.epochs=4", "run.progress=true"]
-    assert subprocess.run([sys.executable, "-m", "resmlp", *cli_args(full, extra)], env=_env(),
-                          capture_output=True).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "resmlp", *cli_args(out, extra)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "resmlp", *cli_args(full, extra)], env=_env(), capture_output=True
+        ).returncode
+        == 0
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resmlp", *cli_args(out, extra)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stdout:  # wait until training runs (the first epoch line), then a random extra while
         if line.startswith("epoch 1/4"):
             break
@@ -173,8 +217,9 @@ def test_sigterm_from_outside_then_resume_equals_the_uninterrupted_run(tmp_path)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and f"resume with `resmlp train --resume {out}`" in err
-    resumed = subprocess.run([sys.executable, "-m", "resmlp", "train", "--resume", str(out)], env=_env(),
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "resmlp", "train", "--resume", str(out)], env=_env(), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(full, out)
 
@@ -201,14 +246,16 @@ sys.exit(main(sys.argv[2:]))
 @pytest.mark.slow
 def test_sigkill_inside_a_checkpoint_write_leaves_a_loadable_checkpoint_and_resume_works(tmp_path, full_run):
     out = tmp_path / "run"
-    killed = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, "2", *cli_args(out)], env=_env(),
-                            capture_output=True, text=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_WRITE, "2", *cli_args(out)], env=_env(), capture_output=True, text=True
+    )
     assert killed.returncode == -signal.SIGKILL
     assert [p.name for p in (out / "checkpoints").iterdir() if ".tmp" in p.name]  # the half-written file
     assert read_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1  # the previous one, intact
     assert (out / ".lock").exists()  # left behind by the killed process
-    resumed = subprocess.run([sys.executable, "-m", "resmlp", "train", "--resume", str(out)], env=_env(),
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "resmlp", "train", "--resume", str(out)], env=_env(), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "took over the lock of a run that is gone" in resumed.stdout
     assert not [p.name for p in (out / "checkpoints").iterdir() if ".tmp" in p.name]
@@ -227,8 +274,14 @@ DDP = [s for s in TINY if not s.startswith("data.batch_size")] + ["data.batch_si
 
 
 def _ddp_worker(rank, world, port, out, signal_rank, signal_call, resume):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+    )
     from resmlp.config import load_config
     from resmlp.train import distributed as dist
 

@@ -1,5 +1,6 @@
 """Progressive resizing (train/progressive.py): the schedule, the switch (model, EMA, moments, transforms)
 and resuming across a switch."""
+
 import json
 
 import pytest
@@ -8,15 +9,24 @@ import torch
 from resmlp.checkpoint import read_checkpoint
 from resmlp.cli import main
 from resmlp.config import ConfigError, load_config
-from resmlp.optim import build_optimizer
 from resmlp.models import create_model, resample_optimizer_state
+from resmlp.optim import build_optimizer
+from resmlp.train import budget
 from resmlp.train import run as run_module
 from resmlp.train.progressive import relative_epoch_cost, schedule_of, size_at
-from resmlp.train import budget
 from resmlp.train.run import train
 
-TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.warmup_epochs=1",
-        "run.progress=false", "run.tensorboard=false", "data.crop=pad", "data.padding=1"]
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.batch_size=64",
+    "data.workers=0",
+    "optim.warmup_epochs=1",
+    "run.progress=false",
+    "run.tensorboard=false",
+    "data.crop=pad",
+    "data.padding=1",
+]
 SCHEDULE = "run.progressive_sizes=[[0, 4], [1, 4, 6], [2, 8]]"
 
 
@@ -101,8 +111,9 @@ def test_time_passes_leaves_the_model_and_the_random_streams_as_they_were():
     model = create_model("resmlp_tiny32", embed_dim=16, depth=1, img_size=8, patch_size=2, num_classes=10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    seconds = time_passes(model, [(4, 4), (8, 8)], batch_size=4, device=torch.device("cpu"), precision="fp32",
-                          mode="crop", repeats=2)
+    seconds = time_passes(
+        model, [(4, 4), (8, 8)], batch_size=4, device=torch.device("cpu"), precision="fp32", mode="crop", repeats=2
+    )
     assert set(seconds) == {(4, 4), (8, 8)} and min(seconds.values()) > 0
     assert torch.equal(torch.get_rng_state(), rng)  # the run's augmentation and dropout draws are not shifted
     assert model.stem.img_size in ((8, 8), 8) and all(p.grad is None for p in model.parameters())
@@ -122,8 +133,16 @@ def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tm
     timed = {(4, 4): 0.1, (6, 6): 0.2, (8, 8): 0.4}
     monkeypatch.setattr(run_module, "time_passes", lambda model, sizes, **kw: {s: timed[s] for s in sizes})
     monkeypatch.setattr(budget, "fit_epochs", fake_fit)
-    cfg = load_config("digits", TINY + ["optim.epochs=4", "run.progressive_sizes=[[0, 4], [2, 6], [3, 8]]",
-                                        "run.time_limit_min=60", "run.fit_to_time_limit=true"])
+    cfg = load_config(
+        "digits",
+        TINY
+        + [
+            "optim.epochs=4",
+            "run.progressive_sizes=[[0, 4], [2, 6], [3, 8]]",
+            "run.time_limit_min=60",
+            "run.fit_to_time_limit=true",
+        ],
+    )
     train(cfg, out=tmp_path / "r")
     costs = priced["costs"]
     assert costs[:2] == [1, 1] and costs[2] > 1  # each later epoch: the first plus its extra pass time
@@ -139,14 +158,18 @@ def test_crop_mode_trains_on_full_scale_windows_and_carries_a_by_offset(tmp_path
     with pytest.raises(ConfigError, match="run.progressive_mode"):
         load_config("digits", ["run.progressive_mode=zoom"])
     with pytest.raises(ConfigError, match=r"progressive_sizes\[0\]: run.progressive_mode=crop .* 10x10 is larger"):
-        train(load_config("digits", TINY + ["run.progressive_mode=crop", "run.progressive_sizes=[[0, 10]]"]),
-              out=tmp_path / "bad")
+        train(
+            load_config("digits", TINY + ["run.progressive_mode=crop", "run.progressive_sizes=[[0, 10]]"]),
+            out=tmp_path / "bad",
+        )
     methods = []
     real = progressive.resample_optimizer_state
-    monkeypatch.setattr(progressive, "resample_optimizer_state",
-                        lambda *a, method: methods.append(method) or real(*a, method=method))
-    cfg = load_config("digits", TINY + ["optim.epochs=2", "run.progressive_mode=crop",
-                                        "run.progressive_sizes=[[0, 4], [1, 8]]"])
+    monkeypatch.setattr(
+        progressive, "resample_optimizer_state", lambda *a, method: methods.append(method) or real(*a, method=method)
+    )
+    cfg = load_config(
+        "digits", TINY + ["optim.epochs=2", "run.progressive_mode=crop", "run.progressive_sizes=[[0, 4], [1, 8]]"]
+    )
     train(cfg, out=tmp_path / "crop")
     rows = [json.loads(x) for x in (tmp_path / "crop" / "metrics.jsonl").read_text().splitlines()]
     assert [r["img_size"] for r in rows] == [4, 8]

@@ -1,11 +1,11 @@
 """Magnitude pruning hits the requested sparsity exactly and keeps the largest weights."""
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import resmlp
-from resmlp.analysis.prune import (magnitude_prune_, parse_sparsities, parse_targets, prune_model,
-                                   pruning_sweep)
+from resmlp.analysis.prune import magnitude_prune_, parse_sparsities, parse_targets, prune_model, pruning_sweep
 from resmlp.analysis.stats import block_weights
 
 

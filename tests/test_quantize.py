@@ -1,4 +1,5 @@
 """resmlp.deploy.quantize: calibrated smoothing + dynamic int8 for the channel MLPs."""
+
 import copy
 
 import pytest
@@ -6,8 +7,16 @@ import torch
 from torch import nn
 
 import resmlp
-from resmlp.deploy.quantize import (Int8Linear, SmoothedLinear, channel_mlp_linears, choose_smoothing, full_range_activations,
-                                    quantize_int8, smooth, smoothing_scale)
+from resmlp.deploy.quantize import (
+    Int8Linear,
+    SmoothedLinear,
+    channel_mlp_linears,
+    choose_smoothing,
+    full_range_activations,
+    quantize_int8,
+    smooth,
+    smoothing_scale,
+)
 
 
 def uneven_inputs(rows=4096, dim=64, seed=0):
@@ -40,7 +49,7 @@ def test_smoothing_scale_formula():
     x_absmax = torch.tensor([4.0, 1.0, 0.0])
     weight = torch.tensor([[0.5, -2.0, 1.0], [-1.0, 1.0, 0.5]])  # column abs-max: 1, 2, 1
     s = smoothing_scale(x_absmax, weight, 0.5)
-    torch.testing.assert_close(s, torch.tensor([2.0, 1 / 2 ** 0.5, (1e-5) ** 0.5]))
+    torch.testing.assert_close(s, torch.tensor([2.0, 1 / 2**0.5, (1e-5) ** 0.5]))
     torch.testing.assert_close(smoothing_scale(x_absmax, weight, 1.0), torch.tensor([4.0, 1.0, 1e-5]))
 
 
@@ -119,8 +128,11 @@ def test_calibrated_int8_is_closer_to_fp32_than_plain_int8():
     with torch.no_grad():
         torch.testing.assert_close(copy.deepcopy(fused_int8)(x), fused_int8(x))
     # fc2 scales its (temporary) GELU input in place; fc1 must not touch the residual stream it reads
-    assert {(name.rsplit(".", 1)[-1], m.inplace_input) for name, m in fused_int8.named_modules()
-            if isinstance(m, Int8Linear)} == {("fc1", False), ("fc2", True)}
+    assert {
+        (name.rsplit(".", 1)[-1], m.inplace_input)
+        for name, m in fused_int8.named_modules()
+        if isinstance(m, Int8Linear)
+    } == {("fc1", False), ("fc2", True)}
     copying = copy.deepcopy(fused_int8)
     for m in copying.modules():
         if isinstance(m, Int8Linear):
@@ -142,8 +154,7 @@ def test_onnx_int8_exports_the_smoothed_model():
         return sum(node.op_type == "Mul" for node in onnx.load(str(runner.path)).graph.node)
 
     plain = resmlp.deploy.build_runtime(model, precision="int8", runtime="onnx")
-    calibrated = resmlp.deploy.build_runtime(model, precision="int8", runtime="onnx",
-                                             calibration=images(128, seed=4))
+    calibrated = resmlp.deploy.build_runtime(model, precision="int8", runtime="onnx", calibration=images(128, seed=4))
     smoothed = sum(isinstance(m, SmoothedLinear) for m in smooth(resmlp.fuse(model), images(128, seed=4))[0].modules())
     assert smoothed > 0 and graph_muls(calibrated) == graph_muls(plain) + smoothed  # one x / s per layer
     assert (calibrated(x).argmax(-1) == want.argmax(-1)).float().mean() >= 0.97

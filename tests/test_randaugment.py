@@ -177,8 +177,17 @@ def test_seeded_determinism():
     assert not np.array_equal(_seeded_run(ra, img, 3), _seeded_run(ra, img, 4))
 
 
-SIGNED_OPS = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "ColorIncreasing",
-              "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing"}
+SIGNED_OPS = {
+    "Rotate",
+    "ShearX",
+    "ShearY",
+    "TranslateXRel",
+    "TranslateYRel",
+    "ColorIncreasing",
+    "ContrastIncreasing",
+    "BrightnessIncreasing",
+    "SharpnessIncreasing",
+}
 
 
 @pytest.mark.parametrize("name", [n for n in RAND_INCREASING_OPS if n not in MAGNITUDE_FREE])

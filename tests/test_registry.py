@@ -5,9 +5,14 @@ import resmlp
 from resmlp.models import count_macs, count_params, get_variant
 
 PAPER_PARAMS = {
-    "resmlp_s12": 15_350_872, "resmlp_s24": 30_020_680, "resmlp_s36": 44_690_488,
-    "resmlp_b24": 115_736_776, "resmlp_b24_p8": 129_138_280,
-    "mixer_s16": 18_528_264, "mixer_b16": 59_880_472, "mixer_l16": 208_196_168,
+    "resmlp_s12": 15_350_872,
+    "resmlp_s24": 30_020_680,
+    "resmlp_s36": 44_690_488,
+    "resmlp_b24": 115_736_776,
+    "resmlp_b24_p8": 129_138_280,
+    "mixer_s16": 18_528_264,
+    "mixer_b16": 59_880_472,
+    "mixer_l16": 208_196_168,
 }
 PAPER_GFLOPS = {"resmlp_s12": 3.0, "resmlp_s24": 6.0, "resmlp_s36": 8.9, "resmlp_b24": 23.0}
 

@@ -1,5 +1,6 @@
 """Resampling the token mixing to another patch grid (models/resample.py, PatchClassifier.set_input_size,
 load_weights(resample=...))."""
+
 import pytest
 import torch
 
@@ -149,14 +150,59 @@ def test_cli_eval_export_and_predict_at_another_size(tmp_path, capsys):
     for c in ("a", "b"):
         (tmp_path / "data" / c).mkdir(parents=True)
         Image.new("RGB", (8, 8), (200 if c == "a" else 20, 0, 0)).save(tmp_path / "data" / c / "x.png")
-    assert main(["eval", "--checkpoint", str(tmp_path / "ck.pt"), "--data", str(tmp_path / "data"),
-                 "--img-size", "12x16", "--resample", "interp", "--workers", "0", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "ck.pt"),
+                "--data",
+                str(tmp_path / "data"),
+                "--img-size",
+                "12x16",
+                "--resample",
+                "interp",
+                "--workers",
+                "0",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     result = __import__("json").loads((tmp_path / "eval.json").read_text())
     assert result["img_size"] == [12, 16] and result["resample"] == "interp" and result["count"] == 2
-    assert main(["predict", str(tmp_path / "ck.pt"), str(tmp_path / "data"), "--img-size", "12",
-                 "--format", "json", "--precision", "fp32"]) == 0
-    assert main(["export", str(tmp_path / "ck.pt"), "--format", "safetensors", "--img-size", "12x16",
-                 "--out", str(tmp_path / "pkg")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "ck.pt"),
+                str(tmp_path / "data"),
+                "--img-size",
+                "12",
+                "--format",
+                "json",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "ck.pt"),
+                "--format",
+                "safetensors",
+                "--img-size",
+                "12x16",
+                "--out",
+                str(tmp_path / "pkg"),
+            ]
+        )
+        == 0
+    )
     packaged = load_model(tmp_path / "pkg")
     assert packaged.spec.input_shape == (3, 12, 16) and packaged.spec.preprocess.img_size == (12, 16)
     assert packaged.model(torch.randn(1, 3, 12, 16)).shape == (1, 2)
@@ -171,16 +217,29 @@ def test_finetune_at_another_size_resamples_the_weights(tmp_path):
     from resmlp.config import load_config
     from resmlp.train.run import train
 
-    tiny = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.epochs=1",
-            "run.progress=false", "run.tensorboard=false"]
+    tiny = [
+        "model.embed_dim=16",
+        "model.depth=1",
+        "data.batch_size=64",
+        "data.workers=0",
+        "optim.epochs=1",
+        "run.progress=false",
+        "run.tensorboard=false",
+    ]
     train(load_config("digits", tiny), out=tmp_path / "a")
-    summary = train(load_config("digits", tiny + ["model.img_size=[8, 12]", "data.crop=rrc"]),
-                    out=tmp_path / "b", finetune=tmp_path / "a" / "checkpoints" / "last.pt")
+    summary = train(
+        load_config("digits", tiny + ["model.img_size=[8, 12]", "data.crop=rrc"]),
+        out=tmp_path / "b",
+        finetune=tmp_path / "a" / "checkpoints" / "last.pt",
+    )
     assert summary["epochs"] == 1
     from resmlp.checkpoint import read_checkpoint
 
     ck = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
-    assert tuple(ck["model_args"]["img_size"]) == (8, 12) and ck["model"]["blocks.0.linear_tokens.weight"].shape == (24, 24)
+    assert tuple(ck["model_args"]["img_size"]) == (8, 12) and ck["model"]["blocks.0.linear_tokens.weight"].shape == (
+        24,
+        24,
+    )
 
 
 def test_non_square_models_export_and_analyse(tmp_path):
@@ -197,8 +256,15 @@ def test_non_square_models_export_and_analyse(tmp_path):
     assert (tmp_path / "report" / "cross_patch_overview.png").is_file()
 
 
-@pytest.mark.parametrize("options", [dict(token_mixing="conv3x3_separable"), dict(token_mixing="none"),
-                                     dict(token_mixing="conv3x3_depthwise", norm="batchnorm")], ids=str)
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(token_mixing="conv3x3_separable"),
+        dict(token_mixing="none"),
+        dict(token_mixing="conv3x3_depthwise", norm="batchnorm"),
+    ],
+    ids=str,
+)
 def test_size_free_ablation_variants_change_input_size_exactly(options):
     # A conv in place of A (or no token mixing) has no size-bound weights: any size, and back, is exact.
     torch.manual_seed(0)

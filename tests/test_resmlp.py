@@ -1,4 +1,5 @@
 """Model behaviour over every registered variant, plus a hand-computed tiny ResMLP."""
+
 import math
 
 import pytest
@@ -21,8 +22,9 @@ def small(name, **kw):
 SLOW_VARIANTS = {"resmlp_s24", "resmlp_s36", "resmlp_b24", "resmlp_b24_p8", "mixer_b16", "mixer_l16"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_VARIANTS else n
-                                  for n in resmlp.list_models()])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_VARIANTS else n for n in resmlp.list_models()]
+)
 def test_every_variant_shapes_finite_and_gradients(name):
     model = small(name)
     size = model.spec.args["img_size"]
@@ -39,8 +41,10 @@ def test_every_variant_shapes_finite_and_gradients(name):
     assert no_grad == []
 
 
-@pytest.mark.parametrize("name,value", [("resmlp_s12", 0.1), ("resmlp_s24", 1e-5), ("resmlp_s36", 1e-6),
-                                        ("resmlp_b24", 1e-6), ("resmlp_b24_p8", 1e-6)])
+@pytest.mark.parametrize(
+    "name,value",
+    [("resmlp_s12", 0.1), ("resmlp_s24", 1e-5), ("resmlp_s36", 1e-6), ("resmlp_b24", 1e-6), ("resmlp_b24_p8", 1e-6)],
+)
 def test_layerscale_and_affine_initial_values(name, value):
     with torch.device("meta"):
         arch_args = resmlp.create_model(name).spec.args
@@ -124,8 +128,9 @@ def test_hand_computed_tiny_resmlp():
     captured = {}
     blk.linear_tokens.register_forward_hook(lambda mod, i, o: captured.setdefault("a", o))
     logits = m(x)
-    after_cross_patch = torch.tensor([[1.0, 0.0], [2.0, -1.0], [3.0, -2.0], [4.0, -3.0]]) + \
-        captured["a"].transpose(1, 2)[0] * torch.tensor([1.0, 0.5])
+    after_cross_patch = torch.tensor([[1.0, 0.0], [2.0, -1.0], [3.0, -2.0], [4.0, -3.0]]) + captured["a"].transpose(
+        1, 2
+    )[0] * torch.tensor([1.0, 0.5])
     torch.testing.assert_close(after_cross_patch, z)
 
     # Cross-channel: Aff2 (1,1),(0,1) -> u = (z0, z1 + 1); h = GELU(u0 - 4, u0 + u1); y = (h0, 2 h1) * (0.5, 1).
@@ -147,9 +152,13 @@ def test_hand_computed_tiny_resmlp():
 
 
 # Every ablation option (paper Table 3 / Appendix A), one at a time on a small ResMLP with a 4x4 patch grid.
-ABLATIONS = ([dict(norm=v) for v in resmlp.models.NORMS] + [dict(token_mixing=v) for v in resmlp.models.TOKEN_MIXINGS]
-             + [dict(pooling=v) for v in resmlp.models.POOLINGS] + [dict(act=v) for v in resmlp.models.ACTIVATIONS]
-             + [dict(norm="batchnorm", token_mixing="conv3x3_separable", pooling="class_mlp", act="hardswish")])
+ABLATIONS = (
+    [dict(norm=v) for v in resmlp.models.NORMS]
+    + [dict(token_mixing=v) for v in resmlp.models.TOKEN_MIXINGS]
+    + [dict(pooling=v) for v in resmlp.models.POOLINGS]
+    + [dict(act=v) for v in resmlp.models.ACTIVATIONS]
+    + [dict(norm="batchnorm", token_mixing="conv3x3_separable", pooling="class_mlp", act="hardswish")]
+)
 
 
 @pytest.mark.parametrize("options", ABLATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
@@ -169,8 +178,11 @@ def test_every_ablation_variant_trains_a_step(options):
 
 
 def test_token_mixing_modules_are_named_by_kind():
-    keys = lambda **o: {k.split(".", 2)[2] for k in resmlp.create_model("resmlp_micro8", **o).state_dict()  # noqa: E731
-                        if k.startswith("blocks.0.")}
+    keys = lambda **o: {
+        k.split(".", 2)[2]
+        for k in resmlp.create_model("resmlp_micro8", **o).state_dict()  # noqa: E731
+        if k.startswith("blocks.0.")
+    }
     assert "linear_tokens.weight" in keys()  # timm's key for A, unchanged
     assert {"mlp_tokens.fc1.weight", "mlp_tokens.fc2.weight"} <= keys(token_mixing="mlp")
     assert {"conv_tokens.conv.weight", "conv_tokens.pointwise.weight"} <= keys(token_mixing="conv3x3_separable")
@@ -182,8 +194,13 @@ def test_conv_token_mixing_is_a_3x3_convolution_on_the_patch_grid():
     torch.manual_seed(0)
     block = resmlp.models.ResMLPBlock(dim=4, num_patches=12, grid=(3, 4), token_mixing="conv3x3_depthwise")
     x = torch.randn(2, 12, 4)
-    want = torch.nn.functional.conv2d(x.transpose(1, 2).reshape(2, 4, 3, 4), block.conv_tokens.conv.weight,
-                                      block.conv_tokens.conv.bias, padding=1, groups=4)
+    want = torch.nn.functional.conv2d(
+        x.transpose(1, 2).reshape(2, 4, 3, 4),
+        block.conv_tokens.conv.weight,
+        block.conv_tokens.conv.bias,
+        padding=1,
+        groups=4,
+    )
     torch.testing.assert_close(block.mix_tokens(x), want.flatten(2).transpose(1, 2))
     # A planted "read the left neighbour" kernel moves each token's value one column to the right.
     with torch.no_grad():
@@ -212,10 +229,15 @@ def test_class_mlp_updates_only_the_class_token():
     assert torch.equal(moved[:, 1:], tokens[:, 1:]) and not torch.allclose(moved[:, 0], tokens[:, 0])
 
 
-@pytest.mark.parametrize("option,value,valid", [("norm", "rmsnorm", "affine, layernorm, batchnorm"),
-                                                ("token_mixing", "attention", "linear, mlp, conv3x3"),
-                                                ("pooling", "max", "avg, class_mlp"),
-                                                ("act", "tanh", "gelu, silu, hardswish, relu")])
+@pytest.mark.parametrize(
+    "option,value,valid",
+    [
+        ("norm", "rmsnorm", "affine, layernorm, batchnorm"),
+        ("token_mixing", "attention", "linear, mlp, conv3x3"),
+        ("pooling", "max", "avg, class_mlp"),
+        ("act", "tanh", "gelu, silu, hardswish, relu"),
+    ],
+)
 def test_unknown_ablation_option_names_the_valid_values(option, value, valid):
     with pytest.raises(ValueError, match=f"unknown {option} '{value}'; choose one of: {valid}"):
         resmlp.create_model("resmlp_micro8", **{option: value})

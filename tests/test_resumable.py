@@ -1,5 +1,6 @@
 """data/resumable.py: each sample's draws are a function of its (index, seed) pair, not of the caller's state;
 the alternating flip is a function of (run seed, index, epoch)."""
+
 import random
 
 import pytest

@@ -12,8 +12,9 @@ from resmlp.data.sampler import RepeatedAugSampler, repeated_indices
 
 
 def _ranks(dataset_len: int, num_replicas: int, epoch: int = 0, **kwargs) -> list[list[int]]:
-    samplers = [RepeatedAugSampler(dataset_len, num_replicas=num_replicas, rank=r, **kwargs)
-                for r in range(num_replicas)]
+    samplers = [
+        RepeatedAugSampler(dataset_len, num_replicas=num_replicas, rank=r, **kwargs) for r in range(num_replicas)
+    ]
     for sampler in samplers:
         sampler.set_epoch(epoch)
     return [list(sampler) for sampler in samplers]
@@ -21,7 +22,7 @@ def _ranks(dataset_len: int, num_replicas: int, epoch: int = 0, **kwargs) -> lis
 
 def test_repeated_indices_repeat_consecutively_and_cover_everything() -> None:
     order = repeated_indices(10, num_repeats=3, shuffle=True, seed=0, epoch=0)
-    groups = [order[i:i + 3] for i in range(0, len(order), 3)]
+    groups = [order[i : i + 3] for i in range(0, len(order), 3)]
     assert all(len(set(group)) == 1 for group in groups)
     assert sorted(group[0] for group in groups) == list(range(10))
     assert order[::3] != list(range(10))  # actually shuffled
@@ -51,9 +52,18 @@ def test_padding_wraps_to_divide_evenly() -> None:
     assert sampler.total_size == 16
 
 
-@pytest.mark.parametrize(("dataset_len", "replicas", "expected"), [
-    (1000, 1, 768), (1000, 2, 384), (1000, 3, 256), (256, 4, 64), (255, 4, 64), (10, 3, 4), (1, 2, 1),
-])
+@pytest.mark.parametrize(
+    ("dataset_len", "replicas", "expected"),
+    [
+        (1000, 1, 768),
+        (1000, 2, 384),
+        (1000, 3, 256),
+        (256, 4, 64),
+        (255, 4, 64),
+        (10, 3, 4),
+        (1, 2, 1),
+    ],
+)
 def test_epoch_length_matches_deit(dataset_len: int, replicas: int, expected: int) -> None:
     per_rank = _ranks(dataset_len, num_replicas=replicas)
     assert [len(r) for r in per_rank] == [expected] * replicas
@@ -85,10 +95,15 @@ def test_defaults_without_distributed_and_dataloader_use() -> None:
     assert len(seen) == 8 and seen[0::2] == seen[1::2]
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"dataset_len": 0}, {"dataset_len": 4, "num_repeats": 0}, {"dataset_len": 4, "rank": 2, "num_replicas": 2},
-    {"dataset_len": 300, "num_replicas": 512},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dataset_len": 0},
+        {"dataset_len": 4, "num_repeats": 0},
+        {"dataset_len": 4, "rank": 2, "num_replicas": 2},
+        {"dataset_len": 300, "num_replicas": 512},
+    ],
+)
 def test_invalid_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         RepeatedAugSampler(**kwargs)

@@ -124,8 +124,8 @@ def test_warmup_longer_than_run_is_pure_warmup() -> None:
 def test_linear_decay_falls_in_equal_steps_to_min_lr() -> None:
     kw = dict(base_lr=BASE, total_steps=TOTAL, warmup_steps=WARMUP, warmup_lr=WARMUP_LR, min_lr=MIN_LR)
     linear = [cosine_warmup_lr(t, decay="linear", **kw) for t in range(TOTAL + 2)]
-    assert linear[:WARMUP + 1] == [cosine_warmup_lr(t, **kw) for t in range(WARMUP + 1)]  # the same warmup
-    drops = [a - b for a, b in zip(linear[WARMUP:TOTAL + 1], linear[WARMUP + 1:TOTAL + 1])]
+    assert linear[: WARMUP + 1] == [cosine_warmup_lr(t, **kw) for t in range(WARMUP + 1)]  # the same warmup
+    drops = [a - b for a, b in zip(linear[WARMUP : TOTAL + 1], linear[WARMUP + 1 : TOTAL + 1])]
     assert drops == pytest.approx([(BASE - MIN_LR) / (TOTAL - WARMUP)] * (TOTAL - WARMUP))  # a straight line
     assert linear[TOTAL] == linear[TOTAL + 1] == MIN_LR
     quarter = WARMUP + (TOTAL - WARMUP) // 4  # above the cosine early, below it late

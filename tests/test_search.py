@@ -1,4 +1,5 @@
 """benchmarks/search.py: an Optuna study over recipe options that resumes from its storage."""
+
 import importlib.util
 import json
 import sys
@@ -9,8 +10,16 @@ import pytest
 pytest.importorskip("optuna")  # in the test extra; the search itself says how to install it
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search.py"
-TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0", "optim.epochs=1",
-        "optim.warmup_epochs=0.2", "run.progress=false", "run.tensorboard=false"]
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.batch_size=64",
+    "data.workers=0",
+    "optim.epochs=1",
+    "optim.warmup_epochs=0.2",
+    "run.progress=false",
+    "run.tensorboard=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +40,15 @@ def test_parameters_parse_and_malformed_ones_are_named(search):
     assert search.parse_param("optim.lr=log:0.001:0.1") == search.Param("optim.lr", "log", (0.001, 0.1))
     assert search.parse_param("model.depth=int:2:8:2") == search.Param("model.depth", "int", (2, 8, 2))
     assert search.parse_param("optim.sched=choice:cosine, linear").args == ("cosine", "linear")
-    for bad, why in (("optim.lr", "expected KEY="), ("optim.lr=gauss:0:1", "expected KEY="),
-                     ("optim.lr=float:0.1:0.01", "LOW < HIGH"), ("optim.lr=log:0:1", "LOW > 0"),
-                     ("optim.lr=float:a:1", "must be floats"), ("model.depth=int:1:4:1:1", "LOW < HIGH"),
-                     ("optim.sched=choice:cosine", "at least two")):
+    for bad, why in (
+        ("optim.lr", "expected KEY="),
+        ("optim.lr=gauss:0:1", "expected KEY="),
+        ("optim.lr=float:0.1:0.01", "LOW < HIGH"),
+        ("optim.lr=log:0:1", "LOW > 0"),
+        ("optim.lr=float:a:1", "must be floats"),
+        ("model.depth=int:1:4:1:1", "LOW < HIGH"),
+        ("optim.sched=choice:cosine", "at least two"),
+    ):
         with pytest.raises(SystemExit, match=f"error: --param .*{why}"):
             search.parse_param(bad)
     assert search.override("optim.lr", 0.1 + 0.2) == "optim.lr=0.30000000000000004"  # read back exactly
@@ -42,8 +56,18 @@ def test_parameters_parse_and_malformed_ones_are_named(search):
 
 def test_a_study_trains_its_trials_and_resumes_from_its_storage(search, tmp_path, capsys):
     out = tmp_path / "s"
-    argv = ["--recipe", "digits", "--out", str(out), "--set", *TINY, "--param", "optim.lr=log:0.001:0.01",
-            "--param", "data.label_smoothing=choice:0.0,0.1"]
+    argv = [
+        "--recipe",
+        "digits",
+        "--out",
+        str(out),
+        "--set",
+        *TINY,
+        "--param",
+        "optim.lr=log:0.001:0.01",
+        "--param",
+        "data.label_smoothing=choice:0.0,0.1",
+    ]
     assert search.main([*argv, "--trials", "2"]) == 0
     assert capsys.readouterr().out.count("=== trial") == 2
     assert search.main([*argv, "--trials", "3"]) == 0

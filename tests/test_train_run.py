@@ -1,4 +1,5 @@
 """End-to-end training through the real CLI/API on tiny configs: artefacts, resume equivalence, DDP."""
+
 import json
 import os
 import socket
@@ -16,14 +17,31 @@ from resmlp.train import run as run_module
 from resmlp.train.budget import BudgetFit
 from resmlp.train.run import model_arguments, train
 
-TINY = ["model.embed_dim=16", "model.depth=1", "data.batch_size=64", "data.workers=0",
-        "optim.warmup_epochs=1", "run.progress=false", "run.tensorboard=false"]
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.batch_size=64",
+    "data.workers=0",
+    "optim.warmup_epochs=1",
+    "run.progress=false",
+    "run.tensorboard=false",
+]
 
 
 def test_cli_train_writes_the_run_directory(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--recipe", "digits", "--epochs", "3", "--out", str(out),
-                 *sum((["--set", s] for s in TINY + ["optim.name=adamw", "optim.lr=0.08", "optim.warmup_epochs=0.2"]), [])])
+    code = main(
+        [
+            "train",
+            "--recipe",
+            "digits",
+            "--epochs",
+            "3",
+            "--out",
+            str(out),
+            *sum((["--set", s] for s in TINY + ["optim.name=adamw", "optim.lr=0.08", "optim.warmup_epochs=0.2"]), []),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"run directory: {out}" in printed and "summary: " in printed
@@ -35,7 +53,9 @@ def test_cli_train_writes_the_run_directory(tmp_path, capsys):
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["best_val_top1"] == max(r["val_top1"] for r in rows)
-    assert summary["final_val_top1"] == rows[-1]["val_top1"] and summary["final_val_top1"] > 18  # 10 classes: chance is 10%
+    assert (
+        summary["final_val_top1"] == rows[-1]["val_top1"] and summary["final_val_top1"] > 18
+    )  # 10 classes: chance is 10%
     assert summary["train_images_per_s"] > 0 and summary["wall_time_s"] > 0
     ckpt = read_checkpoint(out / "checkpoints" / "best.pt")
     assert ckpt["classes"] == [str(d) for d in range(10)] and ckpt["model_args"]["embed_dim"] == 16
@@ -70,9 +90,21 @@ def make_folder(root, classes=("cat", "dog", "owl"), per_class=12, size=10):
 
 def test_folder_training_reports_bad_files_and_resizes(tmp_path):
     data = make_folder(tmp_path / "data")
-    cfg = load_config(None, TINY + ["data.source=folder", f"data.path={data}", "data.val_split=0.25",
-                                    "data.batch_size=8", "model.img_size=8", "model.name=resmlp_micro8",
-                                    "optim.epochs=1", "data.auto_augment=null", "data.crop=rrc"])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "data.source=folder",
+            f"data.path={data}",
+            "data.val_split=0.25",
+            "data.batch_size=8",
+            "model.img_size=8",
+            "model.name=resmlp_micro8",
+            "optim.epochs=1",
+            "data.auto_augment=null",
+            "data.crop=rrc",
+        ],
+    )
     with pytest.warns(UserWarning, match="broken.jpg"):
         summary = train(cfg, out=tmp_path / "run")
     assert summary["bad_files"] == 1 and summary["classes"] == 3
@@ -81,15 +113,26 @@ def test_folder_training_reports_bad_files_and_resizes(tmp_path):
 
 def test_bad_cli_input_is_one_line(tmp_path, capsys):
     assert main(["train", "--set", "optim.lrr=1", "--out", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown key optim.lrr; valid keys in optim: " \
-        "accum_steps, epochs, lr, lr_batch, max_grad_norm, min_lr, momentum, muon_token_mixing, name, sched, warmup_epochs, warmup_lr, weight_decay"
-    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"), "--set", "run.progress=false"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == "error: unknown key optim.lrr; valid keys in optim: "
+        "accum_steps, epochs, lr, lr_batch, max_grad_norm, min_lr, momentum, muon_token_mixing, name, sched, "
+        "warmup_epochs, warmup_lr, weight_decay"
+    )
+    assert (
+        main(
+            ["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"), "--set", "run.progress=false"]
+        )
+        == 2
+    )
     assert "missing" in capsys.readouterr().err
 
 
 def test_model_fields_are_checked_against_the_variant_before_anything_is_written(tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"model.token_mlp_ratio: resmlp_micro8 does not accept token_mlp_ratio; "
-                                          r"accepted overrides: .*layer_scale_init"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.token_mlp_ratio: resmlp_micro8 does not accept token_mlp_ratio; "
+        r"accepted overrides: .*layer_scale_init",
+    ):
         train(load_config("digits", ["model.token_mlp_ratio=0.5"]), out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
     with pytest.raises(ConfigError, match="model.name: unknown model 'nope'"):
@@ -106,9 +149,16 @@ def weights(run_dir):
 
 def test_resume_continues_exactly(tmp_path):
     """k epochs + resume + k epochs == 2k epochs: model, optimizer, schedule, EMA, sampler and RNG states."""
-    common = TINY + ["optim.epochs=2", "run.ema=true", "run.ema_decay=0.9", "data.repeated_aug=true",
-                     "data.mixup_alpha=0.8", "data.cutmix_alpha=1.0", "data.re_prob=0.25",
-                     "model.drop_path_rate=0.1"]
+    common = TINY + [
+        "optim.epochs=2",
+        "run.ema=true",
+        "run.ema_decay=0.9",
+        "data.repeated_aug=true",
+        "data.mixup_alpha=0.8",
+        "data.cutmix_alpha=1.0",
+        "data.re_prob=0.25",
+        "model.drop_path_rate=0.1",
+    ]
     train(load_config("digits", common), out=tmp_path / "full")
     train(load_config("digits", common + ["run.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
     assert read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 1
@@ -147,14 +197,28 @@ def _free_port():
         return s.getsockname()[1]
 
 
-DDP_SET = TINY + ["optim.epochs=1", "data.repeated_aug=false", "data.crop=pad", "data.padding=0",
-                  "data.hflip=0", "data.mixup_alpha=0", "data.cutmix_alpha=0", "model.drop_path_rate=0",
-                  "optim.warmup_epochs=0.5"]
+DDP_SET = TINY + [
+    "optim.epochs=1",
+    "data.repeated_aug=false",
+    "data.crop=pad",
+    "data.padding=0",
+    "data.hflip=0",
+    "data.mixup_alpha=0",
+    "data.cutmix_alpha=0",
+    "model.drop_path_rate=0",
+    "optim.warmup_epochs=0.5",
+]
 
 
 def _ddp_worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+    )
     from resmlp.train import distributed as dist
 
     train(load_config("digits", DDP_SET + [f"data.batch_size={32 // world}"]), out=out)
@@ -178,9 +242,29 @@ def test_cifar_archive_trains_and_validates_on_the_official_test_split(tmp_path)
 
     archive = _cifar10_archive(tmp_path / "cifar-10-python.tar.gz")[0]
     out = tmp_path / "run"
-    assert main(["train", "--data", str(archive), "--model", "resmlp_tiny32", "--epochs", "1", "--out", str(out),
-                 "--set", "data.batch_size=4", "data.repeated_aug=false", "model.depth=1",
-                 "run.progress=false", "run.tensorboard=false", "data.workers=0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(archive),
+                "--model",
+                "resmlp_tiny32",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--set",
+                "data.batch_size=4",
+                "data.repeated_aug=false",
+                "model.depth=1",
+                "run.progress=false",
+                "run.tensorboard=false",
+                "data.workers=0",
+            ]
+        )
+        == 0
+    )
     cfg = load_config(str(out / "config.yaml"))
     assert cfg.data.source == "cifar10" and cfg.data.path == str(archive)
     ckpt = read_checkpoint(out / "checkpoints" / "last.pt")
@@ -211,8 +295,13 @@ def test_final_tta_scores_the_last_epoch_once_more_with_its_views(tmp_path):
 def test_initialisation_levers_reach_the_model_and_tta_the_validation(tmp_path):
     from resmlp.train.run import build
 
-    levers = ["model.token_mixing_init=identity", "model.stem_init=pca", "model.stem_init_samples=200",
-              "run.precision=auto", "run.tta=flip"]
+    levers = [
+        "model.token_mixing_init=identity",
+        "model.stem_init=pca",
+        "model.stem_init_samples=200",
+        "run.precision=auto",
+        "run.tta=flip",
+    ]
     cfg = load_config("digits", TINY + ["optim.epochs=1"] + levers)
     run = build(cfg, tmp_path / "built", torch.device("cpu"))
     a = run.model.blocks[0].linear_tokens
@@ -249,9 +338,29 @@ def test_a_run_trains_its_own_teacher_first_inside_its_time_limit(tmp_path, caps
     recipe = tmp_path / "teacher.yaml"
     recipe.write_text(TEACHER_RECIPE)
     out = tmp_path / "run"
-    args = ["train", "--recipe", "digits", "--epochs", "1", "--out", str(out), *sum((["--set", s] for s in TINY + [
-        f"distill.teacher_recipe={recipe}", "distill.kind=soft", "data.val_split=0.2", "run.seed=3",
-        "run.time_limit_min=30"]), [])]
+    args = [
+        "train",
+        "--recipe",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        *sum(
+            (
+                ["--set", s]
+                for s in TINY
+                + [
+                    f"distill.teacher_recipe={recipe}",
+                    "distill.kind=soft",
+                    "data.val_split=0.2",
+                    "run.seed=3",
+                    "run.time_limit_min=30",
+                ]
+            ),
+            [],
+        ),
+    ]
     assert main(args) == 0
     assert "the teacher first" in capsys.readouterr().out
     teacher = load_config(None, base=yaml_of(out / "teacher" / "config.yaml"))
@@ -285,18 +394,33 @@ def test_a_teacher_recipe_is_checked_before_anything_trains(tmp_path):
     with pytest.raises(ConfigError, match="distils from a teacher itself"):
         train(load_config("digits", TINY + [f"distill.teacher_recipe={recipe}"]), out=tmp_path / "run")
     with pytest.raises(ConfigError, match="trains for 15 min .* no time of run.time_limit_min=10"):
-        train(load_config("digits", TINY + [f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}",
-                                            "run.time_limit_min=10"]), out=tmp_path / "run")
+        train(
+            load_config(
+                "digits", TINY + [f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}", "run.time_limit_min=10"]
+            ),
+            out=tmp_path / "run",
+        )
     with pytest.raises(ConfigError, match="trains for 30 min .* no time of run.time_limit_min=20"):
-        train(load_config("digits", TINY + [f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}",
-                                            "distill.teacher_time_min=30", "run.time_limit_min=20"]),
-              out=tmp_path / "run")
+        train(
+            load_config(
+                "digits",
+                TINY
+                + [
+                    f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}",
+                    "distill.teacher_time_min=30",
+                    "run.time_limit_min=20",
+                ],
+            ),
+            out=tmp_path / "run",
+        )
     assert not (tmp_path / "run" / "teacher" / "checkpoints").exists()
 
 
 def test_the_fit_line_prints_a_student_s_leftover_budget_rounded():
     fit = BudgetFit(budget_s=2703.3, longest=50)
     line = run_module._fit_line(45.055504847816664, 8, 581.2, fit, 17.0, 33.15, 33.2)
-    assert line == ("time budget 45.06 min: 9 epochs took 581 s, faster than planned, 17 s kept for the final TTA "
-                    "evaluation, so the schedule now ends after 33.2 epochs instead of 33.15")
+    assert line == (
+        "time budget 45.06 min: 9 epochs took 581 s, faster than planned, 17 s kept for the final TTA "
+        "evaluation, so the schedule now ends after 33.2 epochs instead of 33.15"
+    )
     assert run_module._fit_line(60.0, 0, 132.0, fit, 0.0, 50, 50).startswith("time budget 60 min: the first epoch")

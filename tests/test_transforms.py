@@ -228,7 +228,7 @@ def test_crop_mode_cuts_windows_at_full_scale():
     for _ in range(20):
         w = CropTensor(4, train=True)(x)
         top, left = divmod(int(w[0, 0, 0]), 10)
-        assert torch.equal(w, x[:, top:top + 4, left:left + 4])  # a window of the input, not a resize
+        assert torch.equal(w, x[:, top : top + 4, left : left + 4])  # a window of the input, not a resize
     with pytest.raises(ValueError, match="cannot crop 9x9 out of a 8x10 image"):
         CropTensor(9, train=True)(x)
     base = build_train_transform(32, mean=MEAN, std=STD, crop="pad", auto_augment=None, re_prob=0.0)

@@ -1,4 +1,5 @@
 """Test-time augmentation wrapper (models/tta.py)."""
+
 import pytest
 import torch
 from torch import nn

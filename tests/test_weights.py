@@ -1,4 +1,5 @@
 """Checkpoint interop: deit / timm / ours layouts, files, and readable mismatch errors."""
+
 import pickle
 
 import pytest
@@ -26,13 +27,28 @@ def logits(model, seed=1):
 
 def test_our_keys_use_timm_layout():
     keys = set(tiny().state_dict())
-    for k in ["stem.proj.weight", "blocks.0.norm1.alpha", "blocks.0.linear_tokens.weight", "blocks.0.ls1",
-              "blocks.0.norm2.beta", "blocks.0.mlp_channels.fc1.weight", "blocks.0.mlp_channels.fc2.bias",
-              "blocks.0.ls2", "norm.alpha", "head.weight"]:
+    for k in [
+        "stem.proj.weight",
+        "blocks.0.norm1.alpha",
+        "blocks.0.linear_tokens.weight",
+        "blocks.0.ls1",
+        "blocks.0.norm2.beta",
+        "blocks.0.mlp_channels.fc1.weight",
+        "blocks.0.mlp_channels.fc2.bias",
+        "blocks.0.ls2",
+        "norm.alpha",
+        "head.weight",
+    ]:
         assert k in keys
     mixer = set(resmlp.create_model("mixer_tiny32", depth=1).state_dict())
-    assert {"blocks.0.norm1.weight", "blocks.0.mlp_tokens.fc1.weight", "blocks.0.mlp_tokens.fc2.weight",
-            "blocks.0.norm2.bias", "blocks.0.mlp_channels.fc1.weight", "blocks.0.mlp_channels.fc2.weight"} <= mixer
+    assert {
+        "blocks.0.norm1.weight",
+        "blocks.0.mlp_tokens.fc1.weight",
+        "blocks.0.mlp_tokens.fc2.weight",
+        "blocks.0.norm2.bias",
+        "blocks.0.mlp_channels.fc1.weight",
+        "blocks.0.mlp_channels.fc2.weight",
+    } <= mixer
 
 
 @pytest.mark.parametrize("layout", ["deit", "timm"])
@@ -59,14 +75,22 @@ def hand_made_deit_checkpoint(dim=8, depth=2, n=4, classes=3):
     r = lambda *s: torch.randn(*s, generator=g) * 0.1  # noqa: E731
     sd = {"patch_embed.proj.weight": r(dim, 3, 4, 4), "patch_embed.proj.bias": r(dim)}
     for i in range(depth):
-        sd.update({
-            f"blocks.{i}.norm1.alpha": 1 + r(dim), f"blocks.{i}.norm1.beta": r(dim),
-            f"blocks.{i}.attn.weight": r(n, n), f"blocks.{i}.attn.bias": r(n),
-            f"blocks.{i}.norm2.alpha": 1 + r(dim), f"blocks.{i}.norm2.beta": r(dim),
-            f"blocks.{i}.mlp.fc1.weight": r(4 * dim, dim), f"blocks.{i}.mlp.fc1.bias": r(4 * dim),
-            f"blocks.{i}.mlp.fc2.weight": r(dim, 4 * dim), f"blocks.{i}.mlp.fc2.bias": r(dim),
-            f"blocks.{i}.gamma_1": r(dim), f"blocks.{i}.gamma_2": r(dim),
-        })
+        sd.update(
+            {
+                f"blocks.{i}.norm1.alpha": 1 + r(dim),
+                f"blocks.{i}.norm1.beta": r(dim),
+                f"blocks.{i}.attn.weight": r(n, n),
+                f"blocks.{i}.attn.bias": r(n),
+                f"blocks.{i}.norm2.alpha": 1 + r(dim),
+                f"blocks.{i}.norm2.beta": r(dim),
+                f"blocks.{i}.mlp.fc1.weight": r(4 * dim, dim),
+                f"blocks.{i}.mlp.fc1.bias": r(4 * dim),
+                f"blocks.{i}.mlp.fc2.weight": r(dim, 4 * dim),
+                f"blocks.{i}.mlp.fc2.bias": r(dim),
+                f"blocks.{i}.gamma_1": r(dim),
+                f"blocks.{i}.gamma_2": r(dim),
+            }
+        )
     sd.update({"norm.alpha": 1 + r(dim), "norm.beta": r(dim), "head.weight": r(classes, dim), "head.bias": r(classes)})
     return {"model": sd, "optimizer": {}, "epoch": 399}
 
@@ -103,7 +127,9 @@ def test_safetensors_and_wrapped_checkpoints(tmp_path):
 
 def test_wrong_shape_checkpoint_fails_with_a_readable_message():
     sd = tiny(embed_dim=64).state_dict()
-    with pytest.raises(WeightsError, match=r"shape conflicts: stem.proj.weight: checkpoint \(64, 3, 2, 2\) vs model \(128, 3, 2, 2\)"):
+    with pytest.raises(
+        WeightsError, match=r"shape conflicts: stem.proj.weight: checkpoint \(64, 3, 2, 2\) vs model \(128, 3, 2, 2\)"
+    ):
         resmlp.load_weights(tiny(), sd)
     sd = tiny().state_dict()
     del sd["blocks.1.ls2"]
@@ -164,5 +190,3 @@ def test_models_and_summary_cli(capsys):
     assert main(["summary", "resmlp_s24"]) == 0
     out = capsys.readouterr().out
     assert "total params 30,020,680" in out and "5.96 GFLOPs" in out
-
-

@@ -1,4 +1,5 @@
 """`python -m resmlp ...` (what `torchrun -m resmlp train ...` runs)."""
+
 import sys
 
 from resmlp.cli import main

@@ -9,6 +9,7 @@ Layout of a checkpoint (a dict; loadable with `torch.load(weights_only=True)`):
     classes       class names, index = label id                           } and feeds it images
     plus whatever the writer adds (config, epoch, step, optimizer, schedule, ema, rng, metrics, teacher).
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,9 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     return max(found, key=lambda c: (c.get("epoch", 0), c.get("step", 0)))
 
 
-def model_record(model: nn.Module, *, classes: Sequence[str] | None = None,
-                 preprocess: Preprocess | None = None) -> dict[str, Any]:
+def model_record(
+    model: nn.Module, *, classes: Sequence[str] | None = None, preprocess: Preprocess | None = None
+) -> dict[str, Any]:
     """The part of a checkpoint that rebuilds `model`: format, weights and the model's spec
     (`classes` / `preprocess`, when given, replace the spec's)."""
     spec = spec_of(model)
@@ -64,8 +66,7 @@ def model_record(model: nn.Module, *, classes: Sequence[str] | None = None,
         spec = spec.replace(classes=classes)
     if preprocess is not None:
         spec = spec.replace(preprocess=preprocess)
-    return {"format": FORMAT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            **spec.to_dict()}
+    return {"format": FORMAT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **spec.to_dict()}
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -82,7 +83,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path}: no such checkpoint file")
     ckpt = torch_load_safely(path)
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
-        raise WeightsError(f"{path}: not a resmlp checkpoint (no format={FORMAT!r}); use load_weights for plain weights")
+        raise WeightsError(
+            f"{path}: not a resmlp checkpoint (no format={FORMAT!r}); use load_weights for plain weights"
+        )
     ckpt["path"] = str(path)
     return dict(ckpt)
 

@@ -5,6 +5,7 @@ Unknown keys, values of the wrong type and choices outside a `Literal` are error
 A recipe may start from another (`base: imagenet_s12`) and list only what differs.
 This module sits below data/, optim/ and train/: it imports only the standard library and yaml.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,8 +81,11 @@ class ModelConfig:
 
     def overrides(self) -> dict[str, Any]:
         """The constructor arguments this config sets: every such field that is not None."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in _NOT_CONSTRUCTOR_ARGS and getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in _NOT_CONSTRUCTOR_ARGS and getattr(self, f.name) is not None
+        }
 
 
 _NOT_CONSTRUCTOR_ARGS = ("name", "token_mixing_init", "stem_init", "stem_init_samples")
@@ -131,17 +135,23 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.hflip_alternate and self.hflip != 0.5:
-            raise ConfigError(f"data.hflip_alternate flips half of the images in every epoch, replacing the random "
-                              f"flip: data.hflip must be 0.5, got {self.hflip}")
+            raise ConfigError(
+                f"data.hflip_alternate flips half of the images in every epoch, replacing the random "
+                f"flip: data.hflip must be 0.5, got {self.hflip}"
+            )
         if not self.batch_augment:
             return
         if self.crop != "pad":
-            raise ConfigError(f"data.batch_augment: batches are augmented with crop=pad only, got data.crop="
-                              f"{self.crop!r}; set data.crop=pad or data.batch_augment=false")
+            raise ConfigError(
+                f"data.batch_augment: batches are augmented with crop=pad only, got data.crop="
+                f"{self.crop!r}; set data.crop=pad or data.batch_augment=false"
+            )
         for key, value, off in (("auto_augment", self.auto_augment, "null"), ("re_prob", self.re_prob, "0")):
             if value:
-                raise ConfigError(f"data.batch_augment: data.{key}={value!r} runs per image; set data.{key}={off} "
-                                  f"or data.batch_augment=false")
+                raise ConfigError(
+                    f"data.batch_augment: data.{key}={value!r} runs per image; set data.{key}={off} "
+                    f"or data.batch_augment=false"
+                )
 
     @property
     def random_hflip(self) -> float:
@@ -238,8 +248,10 @@ class RunConfig:
         sizes = self.progressive_sizes or []
         for i, entry in enumerate(sizes):
             if len(entry) not in (2, 3) or entry[0] < 0 or min(entry[1:]) < 1:
-                raise ConfigError(f"run.progressive_sizes[{i}]: expected [epoch, size] or [epoch, height, width] "
-                                  f"with epoch >= 0 and sizes >= 1, got {entry!r}")
+                raise ConfigError(
+                    f"run.progressive_sizes[{i}]: expected [epoch, size] or [epoch, height, width] "
+                    f"with epoch >= 0 and sizes >= 1, got {entry!r}"
+                )
         epochs = [e[0] for e in sizes]
         if epochs != sorted(set(epochs)):
             raise ConfigError(f"run.progressive_sizes: the epochs must increase, got {epochs}")
@@ -258,11 +270,15 @@ class TrainConfig:
         if not self.distill.active or self.distill.teacher_view != "full":
             return
         if not d.batch_augment:
-            raise ConfigError("distill.teacher_view=full: the full-size views come from batch augmentation; "
-                              "set data.batch_augment=true or another distill.teacher_view")
+            raise ConfigError(
+                "distill.teacher_view=full: the full-size views come from batch augmentation; "
+                "set data.batch_augment=true or another distill.teacher_view"
+            )
         if d.mixup_alpha or d.cutmix_alpha:
-            raise ConfigError("distill.teacher_view=full: Mixup/CutMix mix the student's batch only; set "
-                              "data.mixup_alpha=0 and data.cutmix_alpha=0 or another distill.teacher_view")
+            raise ConfigError(
+                "distill.teacher_view=full: Mixup/CutMix mix the student's batch only; set "
+                "data.mixup_alpha=0 and data.cutmix_alpha=0 or another distill.teacher_view"
+            )
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -332,8 +348,10 @@ def _build(cls: type, values: dict, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names, key=str)  # YAML keys may be numbers, null, ...
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys in {prefix.rstrip('.') or 'the config'}: "
-                          f"{', '.join(sorted(names))}")
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]}; valid keys in {prefix.rstrip('.') or 'the config'}: "
+            f"{', '.join(sorted(names))}"
+        )
     kwargs = {}
     for name, value in values.items():
         tp = hints[name]
@@ -410,8 +428,10 @@ def parse_override(item: Override) -> dict:
     try:
         value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else None
     except (yaml.YAMLError, RecursionError, ValueError) as e:
-        raise ConfigError(f"override {_short(item)}: the value is not valid YAML ({_first_line(e)[:120]}); "
-                          "quote strings that hold ': ' or start with special characters") from None
+        raise ConfigError(
+            f"override {_short(item)}: the value is not valid YAML ({_first_line(e)[:120]}); "
+            "quote strings that hold ': ' or start with special characters"
+        ) from None
     if isinstance(value, str) and _looks_like_float(value):
         value = float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
     return override_dict(key, value)
@@ -449,8 +469,9 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config",
-                                              event.start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a config", event.start_mark
+            )
         return super().compose_node(parent, index)
 
 
@@ -473,8 +494,9 @@ def load_yaml(path: Path) -> dict:
     except ValueError as e:  # e.g. an integer of more than 4300 digits
         raise ConfigError(f"{path}: holds a value that cannot be read ({_first_line(e)[:120]})") from None
     if values is None:
-        raise ConfigError(f"{path}: the file is empty; a recipe is a mapping of sections "
-                          "(model, data, optim, distill, run)")
+        raise ConfigError(
+            f"{path}: the file is empty; a recipe is a mapping of sections (model, data, optim, distill, run)"
+        )
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (model, data, optim, distill, run)")
     try:
@@ -516,8 +538,7 @@ def _load_recipe(path: Path, chain: tuple[Path, ...]) -> dict:
     return values if base_path is None else _deep_merge(_load_recipe(base_path, chain), values)
 
 
-def load_config(recipe: str | None = None, overrides: Sequence[Override] = (),
-                base: dict | None = None) -> TrainConfig:
+def load_config(recipe: str | None = None, overrides: Sequence[Override] = (), base: dict | None = None) -> TrainConfig:
     """Defaults <- `base` (e.g. a resumed run's config) <- recipe YAML <- overrides (`--set` strings or
     typed (key, value) pairs, see `parse_override`)."""
     values = _migrate(dict(base or {}))

@@ -1,4 +1,5 @@
 """Which device a command runs on (one rule for `--device` / `run.device`) and what its hardware does fast."""
+
 from __future__ import annotations
 
 import ctypes
@@ -10,7 +11,7 @@ import torch
 
 
 def resolve_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
-    """"auto" -> this process's GPU when CUDA is available (cuda:<local_rank> under torchrun), else the CPU;
+    """ "auto" -> this process's GPU when CUDA is available (cuda:<local_rank> under torchrun), else the CPU;
     anything else is taken as a torch device name, and asking for CUDA without it is a clear error."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
@@ -59,7 +60,7 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
 
 
 def auto_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """"auto" -> bf16 where `device` has native bf16, else fp32; any other precision as given. The one
+    """ "auto" -> bf16 where `device` has native bf16, else fp32; any other precision as given. The one
     rule for `run.precision` in training and `--precision` at inference."""
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"

@@ -1,5 +1,6 @@
 """Figures more than one command draws (matplotlib `Figure` objects with Agg, never pyplot, so drawing
 never changes the caller's matplotlib backend)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Files we write and fingerprint: one atomic writer and one content hash for the whole package."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Callable
 
-
 TMP_MARK = ".tmp"  # temporary files are named .<name>.tmp<pid>; a killed writer may leave one behind
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], object], *,
-                 keep_previous: str | os.PathLike | None = None) -> Path:
+def write_atomic(
+    path: str | os.PathLike, write: Callable[[Path], object], *, keep_previous: str | os.PathLike | None = None
+) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, flush it to disk, then rename it over `path`.
 
     A crash (or an exception from `write`: a failed export check, a full disk) never leaves half a file

@@ -7,6 +7,7 @@ for free. When the Hub copy cannot be had (no huggingface_hub, no such repo, no 
 (deit repo / timm release) is downloaded once into the torch hub cache instead; offline, only a copy
 already in one of the two caches is used.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +18,9 @@ from typing import Any, Optional, Union
 
 from torch import nn
 
-from .models import (FeatureMaps, ModelSpec, PretrainedWeights, as_backbone, from_timm_config, get_variant,
-                     model_args)
-from .models.backbone import Indices
+from .models import FeatureMaps, ModelSpec, PretrainedWeights, as_backbone, from_timm_config, get_variant, model_args
 from .models import create_model as build_model
+from .models.backbone import Indices
 from .weights import WeightsError, convert_state_dict, download_path, download_weights, load_weights, read_state_dict
 
 HUB_WEIGHTS = "model.safetensors"
@@ -92,8 +92,9 @@ def _from_hub(repo_id: str, cache_dir: Optional[str | os.PathLike]) -> tuple[Pat
     return weights, config
 
 
-def fetch_pretrained(name: str, tag: str, *, cache_dir: Optional[str | os.PathLike] = None
-                     ) -> tuple[Path, Optional[dict[str, Any]]]:
+def fetch_pretrained(
+    name: str, tag: str, *, cache_dir: Optional[str | os.PathLike] = None
+) -> tuple[Path, Optional[dict[str, Any]]]:
     """The local weights file of `name`'s `tag` weights and the Hub config.json that came with it (None
     for the fallback file). `cache_dir` replaces the HF cache (and the torch hub cache for the fallback)."""
     published: PretrainedWeights = get_variant(name).weights[tag]
@@ -103,17 +104,25 @@ def fetch_pretrained(name: str, tag: str, *, cache_dir: Optional[str | os.PathLi
         hub_problem = str(e)
     fallback = download_path(published.url, cache_dir)
     if hub_offline() and not fallback.is_file():
-        raise WeightsError(f"{name} {tag}: offline (HF_HUB_OFFLINE is set) and not cached: {hub_problem}; "
-                           f"nor is the original file at {fallback}")
+        raise WeightsError(
+            f"{name} {tag}: offline (HF_HUB_OFFLINE is set) and not cached: {hub_problem}; "
+            f"nor is the original file at {fallback}"
+        )
     try:
         return download_weights(published.url, cache_dir), None
     except WeightsError as e:
         raise WeightsError(f"{name} {tag}: {hub_problem}; the original file failed too: {e}") from None
 
 
-def create_model(name: str, pretrained: Union[bool, str] = False, *, features_only: bool = False,
-                 out_indices: Indices = None, cache_dir: Optional[str | os.PathLike] = None,
-                 **overrides: Any) -> Union[nn.Module, FeatureMaps]:
+def create_model(
+    name: str,
+    pretrained: Union[bool, str] = False,
+    *,
+    features_only: bool = False,
+    out_indices: Indices = None,
+    cache_dir: Optional[str | os.PathLike] = None,
+    **overrides: Any,
+) -> Union[nn.Module, FeatureMaps]:
     """Build registered variant `name` (see `resmlp.models.create_model` for `overrides`, `features_only`
     and `out_indices`). `pretrained=True` loads its default published weights, `pretrained="TAG"` those
     of timm's tag TAG (`pretrained_tags(name)` lists them): class count and preprocessing (`model.spec`)
@@ -126,8 +135,10 @@ def create_model(name: str, pretrained: Union[bool, str] = False, *, features_on
     spec = _published_spec(name, tag, hub_config, head=sd["head.weight"].shape[0] if "head.weight" in sd else 0)
     new_head = overrides.pop("num_classes", spec.num_classes)
     if set(overrides) - {"drop_path_rate"}:
-        raise WeightsError(f"pretrained weights fix the architecture of {name}; of the overrides "
-                           f"{', '.join(sorted(overrides))} only num_classes and drop_path_rate are allowed")
+        raise WeightsError(
+            f"pretrained weights fix the architecture of {name}; of the overrides "
+            f"{', '.join(sorted(overrides))} only num_classes and drop_path_rate are allowed"
+        )
     model = spec.replace(args={**spec.args, **overrides}).build()
     try:
         load_weights(model, sd)

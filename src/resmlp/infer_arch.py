@@ -14,6 +14,7 @@ norm1.weight / norm1.running_mean give norm; cls_token gives class-MLP pooling. 
 trace in a state dict: our checkpoints carry it in their spec, a bare state dict is read as GELU.
 The result is the registered variant with the same body plus the overrides that differ from it.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def shape_args(sd: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
         hidden, num_patches = sd["blocks.0.mlp_tokens.fc1.weight"].shape
         args["token_mlp_ratio"] = hidden / embed_dim
     else:
-        raise WeightsError("cannot infer the architecture: blocks.0 has neither linear_tokens (ResMLP) "
-                           "nor mlp_tokens (MLP-Mixer)")
+        raise WeightsError(
+            "cannot infer the architecture: blocks.0 has neither linear_tokens (ResMLP) nor mlp_tokens (MLP-Mixer)"
+        )
     if num_patches is not None:  # else (conv / no token mixing, average pooling) the size is not in the shapes
         grid = math.isqrt(num_patches)
         if grid * grid != num_patches:
@@ -83,8 +85,11 @@ def resmlp_options(sd: Mapping[str, torch.Tensor]) -> dict[str, str]:
 
 def resmlp_num_patches(sd: Mapping[str, torch.Tensor]) -> int | None:
     """N, from A (N, N), the token MLP's fc1 (4N, N) or the class-MLP row (1, N + 1); None when no shape has it."""
-    for key, index, offset in (("blocks.0.linear_tokens.weight", 1, 0), ("blocks.0.mlp_tokens.fc1.weight", 1, 0),
-                               ("class_blocks.0.linear_tokens.weight", 1, -1)):
+    for key, index, offset in (
+        ("blocks.0.linear_tokens.weight", 1, 0),
+        ("blocks.0.mlp_tokens.fc1.weight", 1, 0),
+        ("class_blocks.0.linear_tokens.weight", 1, -1),
+    ):
         if key in sd:
             return sd[key].shape[index] + offset
     return None
@@ -102,8 +107,12 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, A
         if VARIANTS[name].arch != arch:
             continue
         _, full = model_args(name)
-        body_mismatch = [k for k in _BODY if k in found and not (
-            full[k] == found[k] if isinstance(found[k], str) else math.isclose(full[k], found[k]))]
+        body_mismatch = [
+            k
+            for k in _BODY
+            if k in found
+            and not (full[k] == found[k] if isinstance(found[k], str) else math.isclose(full[k], found[k]))
+        ]
         overrides = {k: v for k, v in found.items() if k not in _BODY and full.get(k) != v}
         cost = 100 * len(body_mismatch) + len(overrides)  # a body difference outweighs any plain override
         if best is None or cost < best[0]:

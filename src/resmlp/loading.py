@@ -10,6 +10,7 @@ Sources, tried in this order (every command that takes weights uses `load_model`
                                      `model_name`), the variant's default preprocessing, no class names
 and the one rule for matching an image folder's classes to a model (`folder_dataset`).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,8 @@ from torch import nn
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .data.datasets import ImageDataset, scan_image_folder
 from .data.transforms import eval_transform_from
-from .infer_arch import infer_architecture, shape_args
 from .hub import create_model as create_pretrained
+from .infer_arch import infer_architecture, shape_args
 from .models import VARIANTS, ModelSpec, create_model, from_timm_config
 from .models.layers import to_pair
 from .models.resample import DEFAULT_METHOD
@@ -54,9 +55,16 @@ class Loaded:
         return self.path.parent.parent if self.checkpoint and self.path.parent.name == "checkpoints" else None
 
 
-def load_model(source: str | os.PathLike | Mapping, *, model_name: str | None = None, weights: str = "model",
-               key: str | None = None, overrides: Mapping[str, Any] | None = None,
-               img_size: int | Sequence[int] | None = None, resample: str = DEFAULT_METHOD) -> Loaded:
+def load_model(
+    source: str | os.PathLike | Mapping,
+    *,
+    model_name: str | None = None,
+    weights: str = "model",
+    key: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    img_size: int | Sequence[int] | None = None,
+    resample: str = DEFAULT_METHOD,
+) -> Loaded:
     """Load `source` (see the module docstring). `model_name` names the variant a bare state dict holds
     (and must match what a checkpoint holds); `weights="ema"` picks a checkpoint's EMA weights; `key`
     picks an entry of a bare weights file; `overrides` (img_size, num_classes) apply to bare state dicts.
@@ -69,8 +77,9 @@ def load_model(source: str | os.PathLike | Mapping, *, model_name: str | None = 
     if model_name is not None and loaded.spec.name != model_name:
         raise WeightsError(f"{source} holds {loaded.spec.name}, not {model_name}; drop --model or fix it")
     if loaded.spec.classes is not None and len(loaded.spec.classes) != loaded.spec.num_classes:
-        raise WeightsError(f"{source}: {len(loaded.spec.classes)} class names for a "
-                           f"{loaded.spec.num_classes}-class head")
+        raise WeightsError(
+            f"{source}: {len(loaded.spec.classes)} class names for a {loaded.spec.num_classes}-class head"
+        )
     if img_size is not None and to_pair(img_size) != loaded.spec.input_shape[1:]:
         if not hasattr(loaded.model, "set_input_size"):
             raise WeightsError(f"{source}: {loaded.spec.name} is not a patch model; it cannot change its input size")
@@ -82,8 +91,9 @@ def load_model(source: str | os.PathLike | Mapping, *, model_name: str | None = 
     return loaded
 
 
-def _from_path(path: Path, model_name: str | None, weights: str, key: str | None,
-               overrides: Mapping[str, Any] | None) -> Loaded:
+def _from_path(
+    path: Path, model_name: str | None, weights: str, key: str | None, overrides: Mapping[str, Any] | None
+) -> Loaded:
     if not path.exists():
         published = _published_name(str(path))
         if published is not None:  # NAME.TAG: published weights by name, through the Hub cache
@@ -113,8 +123,9 @@ def _our_checkpoint(path: Path) -> Optional[dict[str, Any]]:
         raise
 
 
-def _from_state_dict(source: str | os.PathLike | Mapping, model_name: str | None, key: str | None,
-                     overrides: Mapping[str, Any] | None) -> nn.Module:
+def _from_state_dict(
+    source: str | os.PathLike | Mapping, model_name: str | None, key: str | None, overrides: Mapping[str, Any] | None
+) -> nn.Module:
     sd = convert_state_dict(read_state_dict(source, key=key), to="timm")
     if model_name is None:  # the architecture from the tensor shapes
         model_name, found = infer_architecture(sd)
@@ -138,8 +149,10 @@ def read_packaged(directory: str | os.PathLike) -> nn.Module:
     folder = path.parent if path.name == CONFIG_NAME else path
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
-        raise WeightsError(f"{folder}: not a packaged model (no {CONFIG_NAME}); "
-                           f"create one with `resmlp export WEIGHTS --format safetensors --out DIR`")
+        raise WeightsError(
+            f"{folder}: not a packaged model (no {CONFIG_NAME}); "
+            f"create one with `resmlp export WEIGHTS --format safetensors --out DIR`"
+        )
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -151,8 +164,10 @@ def read_packaged(directory: str | os.PathLike) -> nn.Module:
             spec = from_timm_config(config)
         else:
             found = config.get("format") if isinstance(config, dict) else None
-            raise WeightsError(f"not a resmlp config (format={found!r}, expected {PRETRAINED_FORMAT!r}) "
-                               f"nor a timm config (no 'architecture')")
+            raise WeightsError(
+                f"not a resmlp config (format={found!r}, expected {PRETRAINED_FORMAT!r}) "
+                f"nor a timm config (no 'architecture')"
+            )
     except ValueError as e:
         raise WeightsError(f"{config_path}: {e}") from None
     weights = next((folder / n for n in (WEIGHTS_NAME, TIMM_BIN_NAME) if (folder / n).is_file()), folder / WEIGHTS_NAME)
@@ -170,13 +185,20 @@ def folder_dataset(root: str | os.PathLike, spec: ModelSpec, *, on_bad: str = "s
     classes = spec.class_names()
     if spec.classes is None:
         if len(folder_classes) > spec.num_classes:
-            raise ValueError(f"{root}: {len(folder_classes)} class folders but the model has {spec.num_classes} outputs")
-        classes = list(folder_classes) + classes[len(folder_classes):]
+            raise ValueError(
+                f"{root}: {len(folder_classes)} class folders but the model has {spec.num_classes} outputs"
+            )
+        classes = list(folder_classes) + classes[len(folder_classes) :]
     unknown = [c for c in folder_classes if c not in classes]
     if unknown:
-        raise ValueError(f"{root}: class folders {', '.join(unknown[:5])} are not among the model's classes "
-                         f"({', '.join(classes[:10])}{'...' if len(classes) > 10 else ''})")
+        raise ValueError(
+            f"{root}: class folders {', '.join(unknown[:5])} are not among the model's classes "
+            f"({', '.join(classes[:10])}{'...' if len(classes) > 10 else ''})"
+        )
     remap = [classes.index(c) for c in folder_classes]  # folder label -> model label
-    return ImageDataset([(p, remap[y]) for p, y in zip(paths, labels)], transform=eval_transform_from(spec.preprocess),
-                        on_bad=on_bad, classes=classes)
-
+    return ImageDataset(
+        [(p, remap[y]) for p, y in zip(paths, labels)],
+        transform=eval_transform_from(spec.preprocess),
+        on_bad=on_bad,
+        classes=classes,
+    )

@@ -7,6 +7,7 @@ Layouts of the same ResMLP weights:
       Aff alpha/beta of shape [1, 1, D].
 Loading never unpickles code: `torch.load(weights_only=True)` or safetensors.
 """
+
 from __future__ import annotations
 
 import os
@@ -98,16 +99,22 @@ def _load_failure(path: Path, error: Exception) -> str:
         return "empty file (0 bytes); not a weights file"
     blocked = re.search(r"GLOBAL ([\w.]+)", text)
     if blocked:
-        return (f"refused: the pickle references {blocked.group(1)}, which a weights file never needs "
-                "(loading it could run code); only tensors and plain containers are read")
+        return (
+            f"refused: the pickle references {blocked.group(1)}, which a weights file never needs "
+            "(loading it could run code); only tensors and plain containers are read"
+        )
     if magic.startswith(b"PK"):
         return f"truncated or corrupt PyTorch zip archive ({size} bytes); the file is damaged or incomplete"
     if isinstance(error, PermissionError):
         return f"cannot read ({error.strerror})"
     if isinstance(error, pickle.UnpicklingError) or "Unsupported operand" in text:
-        return ("not a PyTorch weights file: its pickle holds something other than tensors and plain "
-                "containers (or is not a pickle at all)")
-    return f"not a PyTorch weights file (neither a readable zip archive nor a pickle of tensors; {type(error).__name__})"
+        return (
+            "not a PyTorch weights file: its pickle holds something other than tensors and plain "
+            "containers (or is not a pickle at all)"
+        )
+    return (
+        f"not a PyTorch weights file (neither a readable zip archive nor a pickle of tensors; {type(error).__name__})"
+    )
 
 
 def read_safetensors(path: str | os.PathLike) -> StateDict:
@@ -126,8 +133,12 @@ def warn_if_nonfinite(sd: Mapping[str, torch.Tensor], where: str) -> None:
     bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
-        warnings.warn(f"{where}: {len(bad)} tensor(s) hold NaN or inf values: {', '.join(bad[:3])}{more}; "
-                      "the model's outputs will not be finite", NonFiniteWeightsWarning, stacklevel=3)
+        warnings.warn(
+            f"{where}: {len(bad)} tensor(s) hold NaN or inf values: {', '.join(bad[:3])}{more}; "
+            "the model's outputs will not be finite",
+            NonFiniteWeightsWarning,
+            stacklevel=3,
+        )
 
 
 def _is_tensor_dict(obj: Mapping) -> bool:
@@ -140,7 +151,7 @@ def _strip_prefixes(key: str) -> str:
         changed = False
         for p in _PREFIXES:
             if key.startswith(p):
-                key, changed = key[len(p):], True
+                key, changed = key[len(p) :], True
     return key
 
 
@@ -165,7 +176,7 @@ _BLOCK_PARTS = ((".attn.", ".linear_tokens."), (".mlp.", ".mlp_channels."), (".g
 def _rename(key: str, to: str) -> str:
     i, j = (0, 1) if to == "timm" else (1, 0)
     if key.startswith(_STEM[i]):
-        key = _STEM[j] + key[len(_STEM[i]):]
+        key = _STEM[j] + key[len(_STEM[i]) :]
     for pair in _BLOCK_PARTS:
         key = key.replace(pair[i], pair[j])
     return key
@@ -190,8 +201,13 @@ def convert_state_dict(sd: Mapping[str, torch.Tensor], to: str) -> StateDict:
 
 
 def load_weights(
-    model: nn.Module, source: Source, *, key: str | None = None, allow_head_mismatch: bool = False,
-    resample: Union[bool, str] = False, source_grid: Union[int, tuple[int, int], None] = None,
+    model: nn.Module,
+    source: Source,
+    *,
+    key: str | None = None,
+    allow_head_mismatch: bool = False,
+    resample: Union[bool, str] = False,
+    source_grid: Union[int, tuple[int, int], None] = None,
 ) -> nn.Module:
     """Load `source` (path to .pth/.pt/.safetensors, or a state dict) into `model`, in place.
 
@@ -219,15 +235,20 @@ def load_weights(
     problems = _mismatches(own, sd)
     if problems:
         where = source if not isinstance(source, Mapping) else "state dict"
-        raise WeightsError(f"{where} does not fit {_model_name(model)}: "
-                           + "; ".join(problems))
+        raise WeightsError(f"{where} does not fit {_model_name(model)}: " + "; ".join(problems))
     warn_if_nonfinite(sd, str(source) if not isinstance(source, Mapping) else "state dict")
     model.load_state_dict(sd, strict=True)
     return model
 
 
-def _fit_grid(model: nn.Module, own: Mapping[str, torch.Tensor], sd: StateDict, source: Source,
-              resample: Union[bool, str], source_grid: Union[int, tuple[int, int], None]) -> StateDict:
+def _fit_grid(
+    model: nn.Module,
+    own: Mapping[str, torch.Tensor],
+    sd: StateDict,
+    source: Source,
+    resample: Union[bool, str],
+    source_grid: Union[int, tuple[int, int], None],
+) -> StateDict:
     """`sd` with its token mixing resampled to the model's patch grid when asked; a WeightsError naming both
     grids when they differ and it was not asked."""
     key = next((k for k in sd if token_axis_kind(k) in ("matrix", "in") and k in own), None)
@@ -247,12 +268,19 @@ def _fit_grid(model: nn.Module, own: Mapping[str, torch.Tensor], sd: StateDict, 
         return f"a {grid[0]}x{grid[1]} patch grid ({n} tokens, {grid[0] * patch}x{grid[1] * patch} px at patch {patch})"
 
     if not resample or ck_grid is None:
-        how = ("load_weights(..., resample=True) (CLI: --resample), or resmlp.resample_token_mixing(state_dict, "
-               f"grid={model_grid}) first; or build the model at the checkpoint's size") if ck_grid is not None else \
-            "pass source_grid=(h, w) with resample=True"
-        raise WeightsError(f"{where} was made for {describe(ck_grid, sd[key].shape[-1])}, the model "
-                           f"{_model_name(model)} has {describe(model_grid, own[key].shape[-1])}; to resample the "
-                           f"token mixing to the model's grid use {how}")
+        how = (
+            (
+                "load_weights(..., resample=True) (CLI: --resample), or resmlp.resample_token_mixing(state_dict, "
+                f"grid={model_grid}) first; or build the model at the checkpoint's size"
+            )
+            if ck_grid is not None
+            else "pass source_grid=(h, w) with resample=True"
+        )
+        raise WeightsError(
+            f"{where} was made for {describe(ck_grid, sd[key].shape[-1])}, the model "
+            f"{_model_name(model)} has {describe(model_grid, own[key].shape[-1])}; to resample the "
+            f"token mixing to the model's grid use {how}"
+        )
     method = resample if isinstance(resample, str) else DEFAULT_METHOD
     try:
         return resample_state_dict(sd, model_grid, old_grid=ck_grid, method=method)
@@ -272,8 +300,11 @@ def _mismatches(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor],
 
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     out = []
     if missing:
         out.append(f"missing keys: {fmt(missing)}")

@@ -5,11 +5,30 @@ re-exported here; `weights_maps` (cross-patch maps and mosaics) and `report` (fi
 report.html) import matplotlib, so they are imported from their modules, e.g.
 `from resmlp.analysis.report import build_report`.
 """
+
 from .prune import PRUNE_TARGETS, magnitude_prune_, prune_model, pruning_sweep
-from .stats import (block_matrices, block_weights, layer_scale, layer_stats, locality, patch_distances,
-                    peak_locality, sparsity)
+from .stats import (
+    block_matrices,
+    block_weights,
+    layer_scale,
+    layer_stats,
+    locality,
+    patch_distances,
+    peak_locality,
+    sparsity,
+)
 
 __all__ = [
-    "PRUNE_TARGETS", "block_matrices", "block_weights", "layer_scale", "layer_stats", "locality",
-    "magnitude_prune_", "patch_distances", "peak_locality", "prune_model", "pruning_sweep", "sparsity",
+    "PRUNE_TARGETS",
+    "block_matrices",
+    "block_weights",
+    "layer_scale",
+    "layer_stats",
+    "locality",
+    "magnitude_prune_",
+    "patch_distances",
+    "peak_locality",
+    "prune_model",
+    "pruning_sweep",
+    "sparsity",
 ]

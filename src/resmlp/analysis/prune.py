@@ -3,6 +3,7 @@
 Each matrix is pruned on its own ("per layer"): the round(s * numel) entries of smallest |w| are set to
 zero, so the requested sparsity is hit exactly (up to rounding to whole entries). Biases are kept.
 """
+
 from __future__ import annotations
 
 import copy
@@ -69,14 +70,20 @@ def prune_model(model: nn.Module, sparsity: float, targets: Sequence[str] = ("A"
             total[t] += w.numel()
             mass[t][0] += float(w.abs().sum())
             mass[t][1] += before
-    report = {t: {"sparsity": zeros[t] / total[t], "l1_kept": mass[t][0] / mass[t][1] if mass[t][1] else 1.0}
-              for t in targets}
+    report = {
+        t: {"sparsity": zeros[t] / total[t], "l1_kept": mass[t][0] / mass[t][1] if mass[t][1] else 1.0} for t in targets
+    }
     return pruned, report
 
 
 def pruning_sweep(
-    model: nn.Module, sparsities: Sequence[float], targets: Sequence[str] = ("A",), *,
-    loader: Iterable | None = None, device: torch.device | str = "cpu", progress: bool = True,
+    model: nn.Module,
+    sparsities: Sequence[float],
+    targets: Sequence[str] = ("A",),
+    *,
+    loader: Iterable | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
 ) -> list[dict]:
     """One record per sparsity (0.0, the unpruned model, first): achieved sparsity and L1 kept per target,
     plus top1/top5/loss when a `loader` is given."""

@@ -3,6 +3,7 @@
 Figures are drawn on matplotlib `Figure` objects (Agg, no pyplot), so importing this module never changes
 the caller's matplotlib backend.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,8 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from ..infer_arch import spec_of
 from ..figures import plot_confusion, save_figure
+from ..infer_arch import spec_of
 from . import stats, weights_maps
 
 # (file, title, one-line explanation) of every figure the report can show, in display order.
@@ -29,41 +30,53 @@ CAPTIONS = {
         "Cross-patch weight maps, all layers",
         "Each small square is one row of A (what one output patch takes from every input patch) laid out on the "
         "image's patch grid (black square: that output patch); central output patches, one panel per layer; "
-        "red > 0 > blue, per-layer scale."),
+        "red > 0 > blue, per-layer scale.",
+    ),
     "offset_profile.png": (
         "Cross-patch weights by offset",
         "Mean A[output, input] over all output patches, by the input's offset from the output patch (outlined "
-        "centre = the patch itself): the average kernel A applies; a compact blob means convolution-like."),
+        "centre = the patch itself): the average kernel A applies; a compact blob means convolution-like.",
+    ),
     "sparsity.png": (
         "Sparsity across depth",
         "Share of entries with |w| < 5% of the matrix's max |w|, per layer, for A (cross-patch), B and C "
-        "(channel MLP); dashed: the same variant at random init."),
+        "(channel MLP); dashed: the same variant at random init.",
+    ),
     "locality.png": (
         "Locality of the cross-patch layer",
         "|A|-weighted mean Chebyshev distance between output and input patch (0 = identity, 1 = direct "
         "neighbours only), share of |A| inside the 3x3 neighbourhood, and share of output patches whose largest "
-        "|A| lies there; dashed: random init, dotted: all |w| equal."),
+        "|A| lies there; dashed: random init, dotted: all |w| equal.",
+    ),
     "layer_scale.png": (
         "LayerScale per block",
-        "Mean |LayerScale| of each residual branch: ls1 scales the cross-patch sublayer, ls2 the MLP."),
+        "Mean |LayerScale| of each residual branch: ls1 scales the cross-patch sublayer, ls2 the MLP.",
+    ),
     "training_curves.png": (
-        "Training curves", "Train / validation loss and validation top-1 per epoch, from metrics.jsonl."),
+        "Training curves",
+        "Train / validation loss and validation top-1 per epoch, from metrics.jsonl.",
+    ),
     "confusion.png": (
-        "Confusion matrix", "From eval.json, rows normalised: row = true class, column = predicted class."),
+        "Confusion matrix",
+        "From eval.json, rows normalised: row = true class, column = predicted class.",
+    ),
     "pruning.png": (
         "Compression by magnitude pruning",
         "Validation top-1 (or the L1 mass kept, without --data) after zeroing the smallest |w| of each pruned "
-        "matrix in every layer, against the requested sparsity."),
+        "matrix in every layer, against the requested sparsity.",
+    ),
 }
 _MIXER_CAPTIONS = {
     "cross_patch_overview.png": (
         "Token-mixing weight maps (fc1 rows), all layers",
         "Each small square is one row of the token-mixing MLP's fc1 (one hidden unit's weights over the input "
-        "patches) on the patch grid; the strongest rows, one panel per layer; red > 0 > blue, per-layer scale."),
+        "patches) on the patch grid; the strongest rows, one panel per layer; red > 0 > blue, per-layer scale.",
+    ),
     "locality.png": (
         "Locality of the token-mixing layer",
         "|w|-weighted mean Chebyshev distance of each fc1 row's weights from that row's peak patch, and the share "
-        "of |w| within the peak's 3x3 neighbourhood; dashed: random init."),
+        "of |w| within the peak's 3x3 neighbourhood; dashed: random init.",
+    ),
 }
 
 
@@ -113,9 +126,11 @@ def _depth_trend(values: Sequence[float | None]) -> dict[str, float | None]:
 
 
 def _trends(layers: list[dict], dist_key: str, share_key: str) -> dict:
-    out = {"mean_distance": _depth_trend([l["locality"][dist_key] for l in layers]),
-           "share_3x3": _depth_trend([l["locality"][share_key] for l in layers]),
-           "sparsity_A": _depth_trend([l["sparsity"]["A"] for l in layers])}
+    out = {
+        "mean_distance": _depth_trend([l["locality"][dist_key] for l in layers]),
+        "share_3x3": _depth_trend([l["locality"][share_key] for l in layers]),
+        "sparsity_A": _depth_trend([l["sparsity"]["A"] for l in layers]),
+    }
     if "peak_in_3x3" in layers[0]["locality"]:
         out["peak_in_3x3"] = _depth_trend([l["locality"]["peak_in_3x3"] for l in layers])
     return out
@@ -135,19 +150,29 @@ def plot_sparsity(layers: list[dict], reference: list[dict] | None, path: Path) 
     for key, colour in zip("ABC", ("tab:red", "tab:blue", "tab:green")):
         ax.plot(depth, [l["sparsity"][key] for l in layers], "o-", color=colour, label=key, ms=3)
         if reference:
-            ax.plot(depth, [l["sparsity"][key] for l in reference], "--", color=colour, alpha=0.6,
-                    label=f"{key} random init")
+            ax.plot(
+                depth,
+                [l["sparsity"][key] for l in reference],
+                "--",
+                color=colour,
+                alpha=0.6,
+                label=f"{key} random init",
+            )
     ax.set(xlabel="layer", ylabel="fraction |w| < 5% max", ylim=(0, 1))
     _layer_axis(ax)
     ax.legend(fontsize=7, ncol=2)
     save_figure(fig, path)
 
 
-def plot_locality(layers: list[dict], reference: list[dict] | None, path: Path, *, centred: str,
-                  uniform: dict | None = None) -> None:
+def plot_locality(
+    layers: list[dict], reference: list[dict] | None, path: Path, *, centred: str, uniform: dict | None = None
+) -> None:
     if centred == "output":
-        panels = [("mean_distance", "mean distance (patches)"), ("share_3x3", "share of |w| in 3x3"),
-                  ("peak_in_3x3", "rows whose max |w| is in 3x3")]
+        panels = [
+            ("mean_distance", "mean distance (patches)"),
+            ("share_3x3", "share of |w| in 3x3"),
+            ("peak_in_3x3", "rows whose max |w| is in 3x3"),
+        ]
     else:
         panels = [("peak_mean_distance", "mean distance from peak"), ("peak_share_3x3", "share of |w| in 3x3")]
     fig = Figure(figsize=(4 * len(panels), 3.2))
@@ -183,7 +208,9 @@ def plot_training(metrics: list[dict], path: Path) -> None:
     panels = 3 if timed else 2
     fig = Figure(figsize=(4 * panels, 3.2))
     epochs = [m["epoch"] for m in metrics]
-    for i, (keys, ylabel) in enumerate(((("train_loss", "val_loss"), "loss"), (("val_top1", "val_top5"), "accuracy (%)"))):
+    for i, (keys, ylabel) in enumerate(
+        ((("train_loss", "val_loss"), "loss"), (("val_top1", "val_top5"), "accuracy (%)"))
+    ):
         ax = fig.add_subplot(1, panels, i + 1)
         for key in keys:
             if any(key in m for m in metrics):
@@ -223,8 +250,14 @@ def grid_text(grid) -> str:
 
 
 def build_report(
-    model: nn.Module, out_dir: str | Path, *, source: str, reference: nn.Module | None = None,
-    run_dir: Path | None = None, pruning: list[dict] | None = None, pruning_targets: Sequence[str] = (),
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    source: str,
+    reference: nn.Module | None = None,
+    run_dir: Path | None = None,
+    pruning: list[dict] | None = None,
+    pruning_targets: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Analyse `model` (compared with `reference`, a random init of the same variant) and write the
     figures, summary.json and report.html into `out_dir`. Returns the summary."""
@@ -248,14 +281,16 @@ def build_report(
         maps = weights_maps.patch_maps(ws["A"], grid, rows)
         tile = weights_maps.mosaic(maps)
         marks.append(weights_maps.output_marks(rows, grid) if arch == "resmlp" else None)
-        layers[i]["map_vmax"] = weights_maps.plot_layer(tile, out / "maps" / f"layer{i:02d}.png",
-                                                        title=f"layer {i}: rows of {what}", marks=marks[-1])
+        layers[i]["map_vmax"] = weights_maps.plot_layer(
+            tile, out / "maps" / f"layer{i:02d}.png", title=f"layer {i}: rows of {what}", marks=marks[-1]
+        )
         tiles.append(tile)
         map_rows.append(rows)
         arrays[f"layer{i:02d}"] = maps.numpy()
         arrays[f"layer{i:02d}_rows"] = np.asarray(rows)
-    weights_maps.plot_overview(tiles, out / "cross_patch_overview.png", title=f"{what}: rows on the patch grid",
-                               marks=marks)
+    weights_maps.plot_overview(
+        tiles, out / "cross_patch_overview.png", title=f"{what}: rows on the patch grid", marks=marks
+    )
 
     figures = ["cross_patch_overview.png"]
     if arch == "resmlp":
@@ -270,8 +305,9 @@ def build_report(
     num_patches = model.stem.num_patches
     uniform = stats.locality(torch.ones(num_patches, num_patches), grid)  # no locality at all
     uniform["peak_in_3x3"] = uniform["share_3x3"]  # chance that a uniformly random peak falls in the 3x3
-    plot_locality(layers, ref_layers, out / "locality.png", centred=centred,
-                  uniform=uniform if arch == "resmlp" else None)
+    plot_locality(
+        layers, ref_layers, out / "locality.png", centred=centred, uniform=uniform if arch == "resmlp" else None
+    )
     figures += ["sparsity.png", "locality.png"]
     if scales:
         plot_layer_scale(scales, out / "layer_scale.png")
@@ -283,8 +319,9 @@ def build_report(
         figures.append("training_curves.png")
     evaluation = read_eval(run_dir) if run_dir else None
     if evaluation and evaluation.get("confusion"):
-        plot_confusion(np.asarray(evaluation["confusion"], dtype=float), evaluation.get("classes"),
-                       out / "confusion.png")
+        plot_confusion(
+            np.asarray(evaluation["confusion"], dtype=float), evaluation.get("classes"), out / "confusion.png"
+        )
         figures.append("confusion.png")
     if pruning:
         plot_pruning(pruning, out / "pruning.png")
@@ -345,24 +382,37 @@ def write_html(out: Path, summary: dict) -> Path:
         f"Patch grid {grid_text(summary['grid_size'])}; distance: {esc(summary['distance'])}; "
         f"locality measured from the {esc(summary['locality_centre'])}.</p>",
         "<p><b>Locality across depth</b>, first third of the layers vs last third (random init in brackets): "
-        + "; ".join(f"{label} {_num(trend[k]['first_third'])} vs {_num(trend[k]['last_third'])}"
-                    + (f" ({_num(ref_trend[k]['first_third'])} vs {_num(ref_trend[k]['last_third'])})"
-                       if ref_trend else "")
-                    for k, label in (("mean_distance", "mean distance"), ("share_3x3", "3x3 share"),
-                                     ("peak_in_3x3", "peak in 3x3")) if k in trend) + ".</p>",
+        + "; ".join(
+            f"{label} {_num(trend[k]['first_third'])} vs {_num(trend[k]['last_third'])}"
+            + (f" ({_num(ref_trend[k]['first_third'])} vs {_num(ref_trend[k]['last_third'])})" if ref_trend else "")
+            for k, label in (
+                ("mean_distance", "mean distance"),
+                ("share_3x3", "3x3 share"),
+                ("peak_in_3x3", "peak in 3x3"),
+            )
+            if k in trend
+        )
+        + ".</p>",
     ]
     if summary.get("eval"):
         ev = summary["eval"]
         parts.append(f"<p>eval.json: top-1 {_num(ev.get('top1'), 2)}%, top-5 {_num(ev.get('top5'), 2)}%.</p>")
     for fig in summary["figures"]:
-        parts.append(f"<figure><h3>{esc(fig['title'])}</h3>{_img(out / fig['file'], 'max-width:100%')}"
-                     f"<figcaption>{esc(fig['caption'])}</figcaption></figure>")
+        parts.append(
+            f"<figure><h3>{esc(fig['title'])}</h3>{_img(out / fig['file'], 'max-width:100%')}"
+            f"<figcaption>{esc(fig['caption'])}</figcaption></figure>"
+        )
 
     head, table = layer_table(summary)
     rows = ["<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" for cells in table]
-    parts.append("<h3>Per-layer numbers</h3><p>Sparsity = share of |w| &lt; 5% of max |w|; random = the same "
-                 "variant freshly initialised (seeded).</p><table><tr>"
-                 + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+    parts.append(
+        "<h3>Per-layer numbers</h3><p>Sparsity = share of |w| &lt; 5% of max |w|; random = the same "
+        "variant freshly initialised (seeded).</p><table><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
     if summary.get("pruning"):
         pr = summary["pruning"]
@@ -371,16 +421,27 @@ def write_html(out: Path, summary: dict) -> Path:
         head += ["top-1 %", "top-5 %", "loss"] if with_acc else []
         rows = []
         for rec in pr["results"]:
-            cells = [f"{rec['sparsity']:.2f}", *(_num(rec["targets"][t]["sparsity"], 4) for t in pr["targets"]),
-                     *(_num(rec["targets"][t]["l1_kept"]) for t in pr["targets"])]
+            cells = [
+                f"{rec['sparsity']:.2f}",
+                *(_num(rec["targets"][t]["sparsity"], 4) for t in pr["targets"]),
+                *(_num(rec["targets"][t]["l1_kept"]) for t in pr["targets"]),
+            ]
             cells += [_num(rec["top1"], 2), _num(rec["top5"], 2), _num(rec["loss"])] if with_acc else []
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        parts.append(f"<h3>Magnitude pruning of {esc(', '.join(pr['targets']))}</h3><table><tr>"
-                     + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+        parts.append(
+            f"<h3>Magnitude pruning of {esc(', '.join(pr['targets']))}</h3><table><tr>"
+            + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr>"
+            + "".join(rows)
+            + "</table>"
+        )
 
     maps = sorted((out / "maps").glob("layer*.png"))
-    parts.append("<h3>Per-layer maps</h3><p>One mosaic per layer, with its colour scale.</p><div class='maps'>"
-                 + "".join(_img(p, "width:230px") for p in maps) + "</div></body></html>")
+    parts.append(
+        "<h3>Per-layer maps</h3><p>One mosaic per layer, with its colour scale.</p><div class='maps'>"
+        + "".join(_img(p, "width:230px") for p in maps)
+        + "</div></body></html>"
+    )
     path = out / "report.html"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
@@ -399,9 +460,15 @@ def layer_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for i, l in enumerate(summary["layers"]):
         r = ref[i] if ref else None
-        cells = [str(i), *(_num(l["sparsity"][k]) for k in "ABC"), _num(r["sparsity"]["A"] if r else None),
-                 _num(l["locality"][dist_key]), _num(r["locality"][dist_key] if r else None),
-                 _num(l["locality"][share_key]), _num(r["locality"][share_key] if r else None)]
+        cells = [
+            str(i),
+            *(_num(l["sparsity"][k]) for k in "ABC"),
+            _num(r["sparsity"]["A"] if r else None),
+            _num(l["locality"][dist_key]),
+            _num(r["locality"][dist_key] if r else None),
+            _num(l["locality"][share_key]),
+            _num(r["locality"][share_key] if r else None),
+        ]
         if arch == "resmlp":
             cells += [_num(l["locality"]["peak_in_3x3"]), _num(r["locality"]["peak_in_3x3"] if r else None)]
         if has_ls:

@@ -11,6 +11,7 @@ in place of A (full, depthwise or separable) is shown as the N x N matrix it app
 the RMS over channels of the kernel tap at offset position(i) - position(o) (zero beyond the 3x3), so its maps
 and offset profile show the kernel; its sparsity is that of the kernel weights themselves.
 """
+
 from __future__ import annotations
 
 from typing import Union
@@ -57,8 +58,9 @@ def _token_weight(block: nn.Module) -> nn.Parameter:
 def block_weights(model: nn.Module) -> list[dict[str, nn.Parameter]]:
     """Per block, the weight Parameters (not copies) named A, B, C as in the module docstring."""
     architecture(model)  # a clear error for models without token-mixing weights
-    return [{"A": _token_weight(b), "B": b.mlp_channels.fc1.weight, "C": b.mlp_channels.fc2.weight}
-            for b in model.blocks]
+    return [
+        {"A": _token_weight(b), "B": b.mlp_channels.fc1.weight, "C": b.mlp_channels.fc2.weight} for b in model.blocks
+    ]
 
 
 def kernel_as_matrix(kernel: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -133,8 +135,12 @@ def locality(a: torch.Tensor, grid: Grid) -> dict[str, float | None]:
     rows = w.sum(dim=1) > 0
     near = cheb[torch.arange(n), w.argmax(dim=1)] <= 1
     peak_near = float(near[rows].float().mean()) if rows.any() else None
-    return {"mean_distance": mean_cheb, "mean_distance_euclidean": mean_euc, "share_3x3": share,
-            "peak_in_3x3": peak_near}
+    return {
+        "mean_distance": mean_cheb,
+        "mean_distance_euclidean": mean_euc,
+        "share_3x3": share,
+        "peak_in_3x3": peak_near,
+    }
 
 
 def peak_locality(rows: torch.Tensor, grid: Grid) -> dict[str, float | None]:
@@ -154,8 +160,9 @@ def layer_scale(model: nn.Module) -> list[dict[str, float]]:
     """Mean |LayerScale| per block: ls1 (after the cross-patch sublayer) and ls2 (after the MLP); [] for Mixer."""
     if not all(hasattr(b, "ls1") for b in model.blocks):
         return []
-    return [{"ls1": float(b.ls1.detach().abs().mean()), "ls2": float(b.ls2.detach().abs().mean())}
-            for b in model.blocks]
+    return [
+        {"ls1": float(b.ls1.detach().abs().mean()), "ls2": float(b.ls2.detach().abs().mean())} for b in model.blocks
+    ]
 
 
 def layer_stats(model: nn.Module, threshold: float = SPARSITY_THRESHOLD) -> list[dict]:
@@ -165,6 +172,10 @@ def layer_stats(model: nn.Module, threshold: float = SPARSITY_THRESHOLD) -> list
     out = []
     for ws, params in zip(block_matrices(model), block_weights(model)):
         loc = locality(ws["A"], grid) if arch == "resmlp" else {}
-        out.append({"sparsity": {k: sparsity(w, threshold) for k, w in params.items()},  # of the weights themselves
-                    "locality": {**loc, **peak_locality(ws["A"], grid)}})
+        out.append(
+            {
+                "sparsity": {k: sparsity(w, threshold) for k, w in params.items()},  # of the weights themselves
+                "locality": {**loc, **peak_locality(ws["A"], grid)},
+            }
+        )
     return out

@@ -5,6 +5,7 @@ flattens patches row-major, so reshaping the row to (h, w) puts each weight wher
 sits in the image. The paper shows the central 6x6 output patches of a 14x14 grid; other grids scale that.
 A grid is an int (square) or (h, w) for non-square inputs.
 """
+
 from __future__ import annotations
 
 from typing import Union
@@ -60,13 +61,13 @@ def patch_maps(matrix: torch.Tensor, grid: Grid, rows: list[int]) -> torch.Tenso
 def mosaic(maps: torch.Tensor, pad: int = 1) -> np.ndarray:
     """Tile (side*side, h, w) maps into one array, separated by NaN lines (drawn as background)."""
     count, h, w = maps.shape
-    side = int(round(count ** 0.5))
+    side = int(round(count**0.5))
     if side * side != count:
         raise ValueError(f"a mosaic needs a square number of maps, got {count}")
     out = np.full((side * h + (side - 1) * pad, side * w + (side - 1) * pad), np.nan, dtype=np.float32)
     for k, m in enumerate(maps.numpy()):
         r, c = divmod(k, side)
-        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = m
+        out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = m
     return out
 
 
@@ -94,8 +95,9 @@ def offset_profile(a: torch.Tensor, grid: Grid, radius: int | None = None) -> to
     dc = (col[None, :] - col[:, None]).flatten()
     keep = (dr.abs() <= r) & (dc.abs() <= r)
     index = (dr[keep] + r, dc[keep] + r)
-    total = torch.zeros(2 * r + 1, 2 * r + 1).index_put_(index, a.detach().float().cpu().flatten()[keep],
-                                                         accumulate=True)
+    total = torch.zeros(2 * r + 1, 2 * r + 1).index_put_(
+        index, a.detach().float().cpu().flatten()[keep], accumulate=True
+    )
     count = torch.zeros_like(total).index_put_(index, torch.ones(int(keep.sum())), accumulate=True)
     return total / count  # every offset up to grid - 1 occurs for at least one output patch
 
@@ -145,8 +147,9 @@ def plot_offsets(profiles: list[torch.Tensor], path, *, title: str) -> None:
     fig.savefig(path, bbox_inches="tight")
 
 
-def plot_overview(tiles: list[np.ndarray], path, *, title: str,
-                  marks: list[list[tuple[int, int]]] | None = None) -> None:
+def plot_overview(
+    tiles: list[np.ndarray], path, *, title: str, marks: list[list[tuple[int, int]]] | None = None
+) -> None:
     """Every layer's mosaic side by side, each with its own symmetric scaling."""
     cols = min(len(tiles), 6)
     rows = -(-len(tiles) // cols)

@@ -3,6 +3,7 @@
 User mistakes (ValueError and its subclasses, missing files) end with one line on stderr and exit code
 2; set RESMLP_DEBUG=1 to see the traceback instead.
 """
+
 from __future__ import annotations
 
 import argparse

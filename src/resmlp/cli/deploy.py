@@ -3,6 +3,7 @@
 WEIGHTS is anything `resmlp.loading.load_model` accepts: our checkpoint or run directory, a packaged model
 directory, or a bare deit/timm state dict (architecture inferred from the shapes, or `--model`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,7 @@ def _csv(kind):
             return [kind(v) for v in text.split(",") if v.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+
     return parse
 
 
@@ -37,20 +39,41 @@ def add_size_flags(p: argparse.ArgumentParser) -> None:
     """--img-size / --resample: run a patch model at another input size (its token mixing resampled)."""
     from ..models.resample import DEFAULT_METHOD, METHODS
 
-    p.add_argument("--img-size", type=img_size_arg, default=None, metavar="SIZE",
-                   help="run at this input size, 48 or HxW (24x32): the token mixing is resampled to the new "
-                        "patch grid (default: the size the weights were made for)")
-    p.add_argument("--resample", default=DEFAULT_METHOD, choices=METHODS,
-                   help=f"how --img-size resamples the token mixing (default: {DEFAULT_METHOD})")
+    p.add_argument(
+        "--img-size",
+        type=img_size_arg,
+        default=None,
+        metavar="SIZE",
+        help="run at this input size, 48 or HxW (24x32): the token mixing is resampled to the new "
+        "patch grid (default: the size the weights were made for)",
+    )
+    p.add_argument(
+        "--resample",
+        default=DEFAULT_METHOD,
+        choices=METHODS,
+        help=f"how --img-size resamples the token mixing (default: {DEFAULT_METHOD})",
+    )
 
 
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
-                   help="auto = bf16 where the hardware multiplies bf16 natively, else fp32 (default: auto)")
-    p.add_argument("--runtime", default="eager", choices=("eager", "compile", "onnx"),
-                   help="eager PyTorch, torch.compile (slow first batch), or ONNX Runtime (default: eager)")
-    p.add_argument("--tta", default="none", choices=("none", "flip", "flip+shift1"),
-                   help="test-time augmentation: mean logits over the image and its mirror (and 1-px shifts)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "int8"),
+        help="auto = bf16 where the hardware multiplies bf16 natively, else fp32 (default: auto)",
+    )
+    p.add_argument(
+        "--runtime",
+        default="eager",
+        choices=("eager", "compile", "onnx"),
+        help="eager PyTorch, torch.compile (slow first batch), or ONNX Runtime (default: eager)",
+    )
+    p.add_argument(
+        "--tta",
+        default="none",
+        choices=("none", "flip", "flip+shift1"),
+        help="test-time augmentation: mean logits over the image and its mirror (and 1-px shifts)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,32 +86,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="threads decoding images (default: 2)")
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
     p.add_argument("--out", default=None, help="write the output here instead of stdout")
-    p.add_argument("--max-image-pixels", type=int, default=100_000_000, metavar="N",
-                   help="refuse images above N pixels before decoding them (decompression bombs); 0 = no limit "
-                        "(default: 100,000,000)")
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=100_000_000,
+        metavar="N",
+        help="refuse images above N pixels before decoding them (decompression bombs); 0 = no limit "
+        "(default: 100,000,000)",
+    )
     _add_runtime_flags(p)
     add_size_flags(p)
-    p.add_argument("--calibration", default=None, metavar="FOLDER|GLOB",
-                   help="int8 only: typical images (up to 256 used) to fit the int8 smoothing on "
-                        "(default: the inputs themselves)")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FOLDER|GLOB",
+        help="int8 only: typical images (up to 256 used) to fit the int8 smoothing on (default: the inputs themselves)",
+    )
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser("export", help="export to ONNX, TorchScript, or a packaged safetensors directory")
     p.add_argument("weights", help="checkpoint, run directory, packaged directory or state dict")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"),
-                   help="safetensors writes a directory (config.json + model.safetensors) for from_pretrained")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "torchscript", "safetensors"),
+        help="safetensors writes a directory (config.json + model.safetensors) for from_pretrained",
+    )
     p.add_argument("--out", required=True, help="output file (onnx/torchscript) or directory (safetensors)")
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
-    p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="largest accepted max|exported - eager| as a fraction of max(1, max|logit|) (default 1e-4)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest accepted max|exported - eager| as a fraction of max(1, max|logit|) (default 1e-4)",
+    )
     add_size_flags(p)
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("push", help="upload a model to the Hugging Face Hub with a model card (needs resmlp[hub])")
     p.add_argument("weights", help="checkpoint, run directory, packaged directory or state dict")
     p.add_argument("repo_id", help="Hub repository, e.g. user/resmlp-cifar10 (created if missing)")
-    p.add_argument("--run-dir", default=None, help="run whose config.yaml/summary.json/eval.json fill the model card "
-                                                   "(default: the run the weights come from)")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="run whose config.yaml/summary.json/eval.json fill the model card "
+        "(default: the run the weights come from)",
+    )
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument("--out", default=None, help="only write the directory that would be uploaded here (no network)")
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
@@ -99,10 +142,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="load these weights (speed does not depend on them)")
     p.add_argument("--img-size", type=int, default=None, help="override the input size")
     p.add_argument("--batch", type=_csv(int), default=[1, 16, 64], help="batch sizes (default: 1,16,64)")
-    p.add_argument("--precision", type=_csv(str), default=["fp32", "bf16", "int8"],
-                   help="precisions (default: fp32,bf16,int8)")
-    p.add_argument("--runtime", type=_csv(str), default=["eager", "compile", "onnx"],
-                   help="runtimes (default: eager,compile,onnx)")
+    p.add_argument(
+        "--precision", type=_csv(str), default=["fp32", "bf16", "int8"], help="precisions (default: fp32,bf16,int8)"
+    )
+    p.add_argument(
+        "--runtime", type=_csv(str), default=["eager", "compile", "onnx"], help="runtimes (default: eager,compile,onnx)"
+    )
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
     p.add_argument("--seconds", type=float, default=1.0, help="target time per variant per round (default: 1)")
     p.add_argument("--threads", type=int, default=None, help="torch/ONNX Runtime threads (default: torch's)")
@@ -115,9 +160,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..deploy import build_runtime
+    from ..deploy.predict import calibration_images, expand_inputs, format_predictions, predict_files
     from ..loading import load_model
     from ..models.tta import with_tta
-    from ..deploy.predict import calibration_images, expand_inputs, format_predictions, predict_files
 
     if args.topk < 1 or args.batch_size < 1:
         raise ValueError("--topk and --batch-size must be at least 1")
@@ -134,13 +179,24 @@ def run_predict(args: argparse.Namespace) -> int:
         if not calib_paths:
             raise ValueError(f"--calibration {args.calibration}: {'; '.join(calib_problems)}")
         calibration = calibration_images(calib_paths, preprocess, workers=args.workers)
-    runner = with_tta(build_runtime(loaded.model, precision=args.precision, runtime=args.runtime,
-                                    calibration=calibration), args.tta)
+    runner = with_tta(
+        build_runtime(loaded.model, precision=args.precision, runtime=args.runtime, calibration=calibration), args.tta
+    )
     with tqdm(total=len(paths), desc="predict", unit="img", disable=None, file=sys.stderr) as bar:
-        predictions = list(predict_files(runner, paths, preprocess=preprocess, classes=classes, topk=args.topk,
-                                         batch_size=args.batch_size, workers=args.workers,
-                                         pad_batches=args.runtime == "compile", progress=bar.update,
-                                         max_pixels=args.max_image_pixels or None))
+        predictions = list(
+            predict_files(
+                runner,
+                paths,
+                preprocess=preprocess,
+                classes=classes,
+                topk=args.topk,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                pad_batches=args.runtime == "compile",
+                progress=bar.update,
+                max_pixels=args.max_image_pixels or None,
+            )
+        )
     failed = [p for p in predictions if p.error is not None]
     for p in failed:
         print(f"error: {p.path}: {p.error}", file=sys.stderr)
@@ -160,8 +216,11 @@ def run_export(args: argparse.Namespace) -> int:
 
     loaded = load_model(args.weights, model_name=args.model, img_size=args.img_size, resample=args.resample)
     out, diff = export_model(loaded.model, args.format, args.out, tolerance=args.tolerance)
-    check = (f"; max |{args.format} - eager| = {diff:.2e} (limit {args.tolerance:g} x logit scale)"
-             if diff is not None else "")
+    check = (
+        f"; max |{args.format} - eager| = {diff:.2e} (limit {args.tolerance:g} x logit scale)"
+        if diff is not None
+        else ""
+    )
     print(f"wrote {out} ({loaded.spec.name}, {args.format}{check})")
     return 0
 
@@ -182,7 +241,8 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    from ..deploy.benchmark import format_report, run_benchmark as bench
+    from ..deploy.benchmark import format_report
+    from ..deploy.benchmark import run_benchmark as bench
     from ..loading import load_model
     from ..models import create_model
 
@@ -193,8 +253,15 @@ def run_benchmark(args: argparse.Namespace) -> int:
     else:
         torch.manual_seed(0)
         model = create_model(args.model or "resmlp_s12", **({"img_size": args.img_size} if args.img_size else {}))
-    report = bench(model, batches=args.batch, precisions=args.precision, runtimes=args.runtime,
-                   rounds=args.rounds, seconds=args.seconds, device=args.device)
+    report = bench(
+        model,
+        batches=args.batch,
+        precisions=args.precision,
+        runtimes=args.runtime,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        device=args.device,
+    )
     print(format_report(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """`resmlp models`, `resmlp summary NAME`, `resmlp convert SRC DST --to deit|timm`."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..models import count_macs, count_params, create_model, get_variant, list_models
 from ..files import write_atomic
+from ..models import count_macs, count_params, create_model, get_variant, list_models
 from ..weights import convert_state_dict, read_state_dict
 
 
@@ -36,7 +37,9 @@ def _input_shape(model) -> tuple[int, int, int, int]:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    header = f"{'name':<16}{'arch':<8}{'img':>5}{'patch':>6}{'dim':>6}{'depth':>6}{'params':>14}{'GFLOPs':>8}  description"
+    header = (
+        f"{'name':<16}{'arch':<8}{'img':>5}{'patch':>6}{'dim':>6}{'depth':>6}{'params':>14}{'GFLOPs':>8}  description"
+    )
     print(header)
     print("-" * len(header))
     for name in list_models():
@@ -45,8 +48,10 @@ def run_models(args: argparse.Namespace) -> int:
         a = m.spec.args
         gmacs = count_macs(m, _input_shape(m)) / 1e9
         depth = a.get("depth", 6 * a.get("blocks_per_stage", 0) + 2)  # CIFAR ResNets: 6n + 2 layers
-        print(f"{name:<16}{v.arch:<8}{a['img_size']:>5}{a.get('patch_size', '-'):>6}{m.embed_dim:>6}{depth:>6}"
-              f"{count_params(m):>14,}{gmacs:>8.2f}  {v.description}")
+        print(
+            f"{name:<16}{v.arch:<8}{a['img_size']:>5}{a.get('patch_size', '-'):>6}{m.embed_dim:>6}{depth:>6}"
+            f"{count_params(m):>14,}{gmacs:>8.2f}  {v.description}"
+        )
     print("GFLOPs = multiply-adds of one image at the listed size, as the paper counts them.")
     return 0
 
@@ -55,22 +60,32 @@ def run_summary(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("img_size", args.img_size), ("num_classes", args.num_classes)) if v is not None}
     m = _meta_model(args.name, **overrides)
     shapes: dict[str, tuple] = {}
-    hooks = [mod.register_forward_hook(lambda mod, i, o, n=n: shapes.__setitem__(n, tuple(o.shape)))
-             for n, mod in m.named_children() if n != "blocks"]
-    hooks += [b.register_forward_hook(lambda mod, i, o, n=f"blocks.{j}": shapes.__setitem__(n, tuple(o.shape)))
-              for j, b in enumerate(m.blocks)]
+    hooks = [
+        mod.register_forward_hook(lambda mod, i, o, n=n: shapes.__setitem__(n, tuple(o.shape)))
+        for n, mod in m.named_children()
+        if n != "blocks"
+    ]
+    hooks += [
+        b.register_forward_hook(lambda mod, i, o, n=f"blocks.{j}": shapes.__setitem__(n, tuple(o.shape)))
+        for j, b in enumerate(m.blocks)
+    ]
     macs = count_macs(m, _input_shape(m))
     for h in hooks:
         h.remove()
     print(f"{args.name}: {type(m).__name__}({', '.join(f'{k}={v}' for k, v in m.spec.args.items())})")
     print(f"{'module':<20}{'output shape':<22}{'params':>14}")
-    rows = [("stem", m.stem)] + [(f"blocks.{j}", b) for j, b in enumerate(m.blocks)] + \
-        [(n, getattr(m, n)) for n in ("norm", "head") if hasattr(m, n)]
+    rows = (
+        [("stem", m.stem)]
+        + [(f"blocks.{j}", b) for j, b in enumerate(m.blocks)]
+        + [(n, getattr(m, n)) for n in ("norm", "head") if hasattr(m, n)]
+    )
     for n, mod in rows:
         if n in shapes:
             print(f"{n:<20}{str(shapes[n]):<22}{count_params(mod):>14,}")
-    print(f"total params {count_params(m):,}; {macs / 1e9:.2f} GFLOPs (multiply-adds) per image; "
-          f"tokens N={m.forward_features(torch.zeros(_input_shape(m), device='meta')).shape[1]}, dim D={m.embed_dim}")
+    print(
+        f"total params {count_params(m):,}; {macs / 1e9:.2f} GFLOPs (multiply-adds) per image; "
+        f"tokens N={m.forward_features(torch.zeros(_input_shape(m), device='meta')).shape[1]}, dim D={m.embed_dim}"
+    )
     p = m.spec.preprocess
     print(f"preprocessing: {p.img_size}px, crop_pct {p.crop_pct}, {p.interpolation}, mean {p.mean}, std {p.std}")
     return 0

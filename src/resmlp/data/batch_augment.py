@@ -12,6 +12,7 @@ Randomness comes from one `torch.Generator` (the run checkpoints its state, so a
 crops). Progressive resizing's smaller sizes (`with_output_size`) are reached as in the per-image pipeline:
 mode "crop" cuts a random window of the augmented image at full scale, "resize" shrinks it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,7 @@ class BatchAugment:
 
     def with_output_size(self, size: Optional[Size], mode: Optional[str] = None) -> "BatchAugment":
         """The same augmentation ending at `size` (None: the input size), reached by `mode`."""
-        return dataclasses.replace(self, output_size=None if size is None else to_pair(size),
-                                   mode=mode or self.mode)
+        return dataclasses.replace(self, output_size=None if size is None else to_pair(size), mode=mode or self.mode)
 
     def _randint(self, high: int, count: int) -> torch.Tensor:
         """`count` integers uniform in [0, high] (inclusive)."""
@@ -107,8 +107,9 @@ class BatchAugment:
         # The full crop, flipped alike: the window reads the same pixels inside it.
         return x, self._normalised_crops(padded, pad_top, pad_left, (height, width), flip)
 
-    def _normalised_crops(self, padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-                          size: tuple[int, int], flip: torch.Tensor) -> torch.Tensor:
+    def _normalised_crops(
+        self, padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: tuple[int, int], flip: torch.Tensor
+    ) -> torch.Tensor:
         """(B, 3, h, w) float windows of `padded` at (top, left), mirrored where `flip`, normalised."""
         device = padded.device
         rows = top.to(device)[:, None] + torch.arange(size[0], device=device)  # (B, h)

@@ -1,4 +1,5 @@
 """From a DataConfig to train/val datasets with the recipe's transforms (the one place that wires data)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,9 +16,19 @@ from ..config import DataConfig, Normalization, Source
 from ..files import write_atomic
 from ..models.layers import to_pair
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
-from .datasets import (ArrayDataset, ImageDataset, cache_decoded, dataset_stats, download_cifar, load_cifar,
-                       load_digits_arrays, load_rgb, scan_image_folder, stratified_split)
 from .batch_augment import ToUint8Tensor
+from .datasets import (
+    ArrayDataset,
+    ImageDataset,
+    cache_decoded,
+    dataset_stats,
+    download_cifar,
+    load_cifar,
+    load_digits_arrays,
+    load_rgb,
+    scan_image_folder,
+    stratified_split,
+)
 from .transforms import build_eval_transform, build_train_transform, resolve_interpolation
 
 SOURCES = typing.get_args(Source)
@@ -39,8 +50,9 @@ def _subset_array(ds: ArrayDataset, idx: Sequence[int]) -> ArrayDataset:
 
 
 def _subset_images(ds: ImageDataset, idx: Sequence[int], bad_log: Path | None) -> ImageDataset:
-    return ImageDataset([ds.samples[i] for i in idx], loader=ds.loader, on_bad=ds.on_bad, classes=ds.classes,
-                        bad_log=bad_log)
+    return ImageDataset(
+        [ds.samples[i] for i in idx], loader=ds.loader, on_bad=ds.on_bad, classes=ds.classes, bad_log=bad_log
+    )
 
 
 def _splits(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset, list[str]]:
@@ -50,8 +62,11 @@ def _splits(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset, li
     if shared is not None and key in shared:
         train, val, classes, first_log = shared[key]
         _copy_bad_log(first_log, bad_log)
-        return (ArrayDataset(train.images, train.labels, classes=train.classes),
-                ArrayDataset(val.images, val.labels, classes=val.classes), classes)
+        return (
+            ArrayDataset(train.images, train.labels, classes=train.classes),
+            ArrayDataset(val.images, val.labels, classes=val.classes),
+            classes,
+        )
     train, val, classes = _load_raw(cfg, bad_log)
     if val is None:
         tr_idx, va_idx = stratified_split(_labels(train), cfg.val_split, cfg.split_seed)
@@ -94,15 +109,19 @@ def _load_raw(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset |
             raise ValueError("data.path: give the image folder (root/<class>/*.jpg)")
         paths, labels, classes = scan_image_folder(cfg.path)
         loader = functools.partial(load_rgb, max_pixels=cfg.max_image_pixels)
-        train = ImageDataset(list(zip(paths, labels)), loader=loader, on_bad=cfg.on_bad, classes=classes,
-                             bad_log=bad_log)
+        train = ImageDataset(
+            list(zip(paths, labels)), loader=loader, on_bad=cfg.on_bad, classes=classes, bad_log=bad_log
+        )
         val = None
         if cfg.val_path:
             vpaths, vlabels, vclasses = scan_image_folder(cfg.val_path)
             if vclasses != classes:
-                raise ValueError(f"data.val_path {cfg.val_path}: classes {vclasses} differ from the train folder's {classes}")
-            val = ImageDataset(list(zip(vpaths, vlabels)), loader=loader, on_bad=cfg.on_bad, classes=classes,
-                               bad_log=bad_log)
+                raise ValueError(
+                    f"data.val_path {cfg.val_path}: classes {vclasses} differ from the train folder's {classes}"
+                )
+            val = ImageDataset(
+                list(zip(vpaths, vlabels)), loader=loader, on_bad=cfg.on_bad, classes=classes, bad_log=bad_log
+            )
         return train, val, classes
     raise ValueError(f"data.source: unknown {cfg.source!r}; expected one of {', '.join(SOURCES)}")
 
@@ -162,9 +181,18 @@ def build_data(cfg: DataConfig, *, img_size: int, bad_log: Path | None = None) -
         train.transform = ToUint8Tensor(img_size, resolve_interpolation(cfg.interpolation))
     else:
         train.transform = build_train_transform(
-            img_size, mean=mean, std=std, crop=cfg.crop, scale=tuple(cfg.scale), hflip=cfg.random_hflip,
-            auto_augment=cfg.auto_augment or None, re_prob=cfg.re_prob, interpolation=cfg.interpolation,
-            padding=cfg.padding)
-    val.transform = build_eval_transform(img_size, mean=mean, std=std, crop_pct=cfg.crop_pct,
-                                         interpolation=cfg.interpolation)
+            img_size,
+            mean=mean,
+            std=std,
+            crop=cfg.crop,
+            scale=tuple(cfg.scale),
+            hflip=cfg.random_hflip,
+            auto_augment=cfg.auto_augment or None,
+            re_prob=cfg.re_prob,
+            interpolation=cfg.interpolation,
+            padding=cfg.padding,
+        )
+    val.transform = build_eval_transform(
+        img_size, mean=mean, std=std, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation
+    )
     return DataSplits(train, val, list(classes), tuple(mean), tuple(std), _labels(train))

@@ -96,8 +96,10 @@ def _allow_pixels(max_pixels: int | None) -> None:
 def _too_large(size: Any, max_pixels: int | None) -> str:
     if isinstance(size, re.Match):
         size = f"{int(size.group(1)) / 1e6:.0f} Mpx"
-    return (f"{size or 'the image'} is above the limit of {(max_pixels or 0) / 1e6:g} Mpx (a decompression bomb?); "
-            "raise data.max_image_pixels (--max-image-pixels) to read it")
+    return (
+        f"{size or 'the image'} is above the limit of {(max_pixels or 0) / 1e6:g} Mpx (a decompression bomb?); "
+        "raise data.max_image_pixels (--max-image-pixels) to read it"
+    )
 
 
 def load_rgb(path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
@@ -204,27 +206,36 @@ def scan_image_folder(
     """
     root = Path(root)
     if not root.is_dir():
-        what = ("is not a directory" if root.exists() else
-                "is a broken symbolic link or a symbolic-link loop" if root.is_symlink() else "does not exist")
+        what = (
+            "is not a directory"
+            if root.exists()
+            else "is a broken symbolic link or a symbolic-link loop"
+            if root.is_symlink()
+            else "does not exist"
+        )
         raise ValueError(f"image folder {root} {what}; expected root/<class_name>/<image files>")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     undecodable = [name for name in classes if not _is_utf8(name)]
     if undecodable:
-        raise ValueError(f"{root}: class folder name {os.fsencode(undecodable[0])!r} is not valid UTF-8; rename it "
-                         "(class names are stored as text in checkpoints and reports)")
+        raise ValueError(
+            f"{root}: class folder name {os.fsencode(undecodable[0])!r} is not valid UTF-8; rename it "
+            "(class names are stored as text in checkpoints and reports)"
+        )
     if not classes:
         raise ValueError(f"{root}: no class folders found; expected root/<class_name>/<image files>")
     exts = _normalise_extensions(extensions)
     per_class = [_class_images(root / name, exts) for name in classes]
     if not any(per_class):
-        raise ValueError(f"{root}: no images with extensions {sorted(exts)} in any of the "
-                         f"{len(classes)} class folders")
+        raise ValueError(f"{root}: no images with extensions {sorted(exts)} in any of the {len(classes)} class folders")
     paths: list[Path] = []
     labels: list[int] = []
     for label, (name, images) in enumerate(zip(classes, per_class)):
         if not images:
-            warnings.warn(f"{root / name}: class folder has no images with extensions "
-                          f"{sorted(exts)}; label {label} will have no samples", stacklevel=2)
+            warnings.warn(
+                f"{root / name}: class folder has no images with extensions "
+                f"{sorted(exts)}; label {label} will have no samples",
+                stacklevel=2,
+            )
         paths.extend(images)
         labels.extend([label] * len(images))
     return paths, labels, classes
@@ -273,8 +284,7 @@ class ImageDataset(Dataset):
     ) -> ImageDataset:
         """Build from ``root/<class>/**/<image>`` (see ``scan_image_folder``)."""
         paths, labels, classes = scan_image_folder(root, extensions=extensions)
-        return cls(list(zip(paths, labels)), transform=transform, on_bad=on_bad, classes=classes,
-                   bad_log=bad_log)
+        return cls(list(zip(paths, labels)), transform=transform, on_bad=on_bad, classes=classes, bad_log=bad_log)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -381,7 +391,8 @@ def cache_decoded(dataset: ImageDataset, workers: int = 0, *, progress: bool = T
             raise ValueError(
                 f"{key}: size {image.width}x{image.height} differs from {images.shape[2]}x"
                 f"{images.shape[1]} of {first_key}; the in-memory cache needs one image size: "
-                "disable the cache or resize the images first")
+                "disable the cache or resize the images first"
+            )
         images[len(keep)] = np.asarray(image)
         keep.append(index)
     if images is None:
@@ -398,7 +409,7 @@ def dataset_stats(images: np.ndarray, *, chunk: int = 4096) -> tuple[tuple[float
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
     for start in range(0, len(images), chunk):  # float64 in chunks: exact enough, bounded memory
-        block = images[start:start + chunk].reshape(-1, channels).astype(np.float64) / 255.0
+        block = images[start : start + chunk].reshape(-1, channels).astype(np.float64) / 255.0
         total += block.sum(axis=0)
         total_sq += np.square(block).sum(axis=0)
     count = images.size // channels
@@ -451,10 +462,8 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray, list[str]]:
 # --------------------------------------------------------------------------- CIFAR archives
 
 CIFAR_SOURCES = {
-    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                "c58f30108f718f92721af3b95e74349a"),
-    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                 "eb9058c3a382ffc7106e4002c42a8d85"),
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
 }
 # Member basenames of the official python-version archives: (train members, test members, meta).
 _CIFAR_LAYOUTS = {
@@ -526,9 +535,11 @@ def _cifar_layout(present: set[str], archive: Path) -> str:
     for name, (train, test, meta) in _CIFAR_LAYOUTS.items():
         if all(m in present for m in (*train, *test, meta)):
             return name
-    raise ValueError(f"{archive}: not an official CIFAR python archive; expected cifar-10-python.tar.gz "
-                     "(data_batch_1..5, test_batch, batches.meta) or cifar-100-python.tar.gz "
-                     f"(train, test, meta); found CIFAR members {sorted(present)}")
+    raise ValueError(
+        f"{archive}: not an official CIFAR python archive; expected cifar-10-python.tar.gz "
+        "(data_batch_1..5, test_batch, batches.meta) or cifar-100-python.tar.gz "
+        f"(train, test, meta); found CIFAR members {sorted(present)}"
+    )
 
 
 def _member_field(content: dict, key: bytes, member: str) -> Any:
@@ -542,8 +553,9 @@ def _cifar_batch(data: bytes, member: str, label_key: bytes) -> tuple[np.ndarray
     rows = np.asarray(_member_field(batch, b"data", member), dtype=np.uint8)
     labels = np.asarray(_member_field(batch, label_key, member), dtype=np.int64)
     if rows.ndim != 2 or rows.shape[1] != 3 * 32 * 32 or len(labels) != len(rows):
-        raise ValueError(f"CIFAR member {member}: expected data (N, 3072) and N labels, "
-                         f"got {rows.shape} and {len(labels)}")
+        raise ValueError(
+            f"CIFAR member {member}: expected data (N, 3072) and N labels, got {rows.shape} and {len(labels)}"
+        )
     # Each row is the red plane, then green, then blue, each 32x32 row-major.
     images = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 3, 32, 32) -> (N, 32, 32, 3)
     return np.ascontiguousarray(images), labels
@@ -600,15 +612,15 @@ def download_cifar(name: str, dest_dir: str | Path, *, timeout: float = 60.0) ->
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     size = response.headers.get("Content-Length")
-                    with tqdm(total=int(size) if size else None, unit="B", unit_scale=True,
-                              desc=dest.name) as bar:
+                    with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, desc=dest.name) as bar:
                         for block in iter(lambda: response.read(1 << 20), b""):
                             out.write(block)
                             bar.update(len(block))
             except (urllib.error.URLError, OSError) as err:
                 raise ConnectionError(
                     f"could not download {url} ({err}); if this machine is offline, fetch the file "
-                    f"elsewhere and place it at {dest}") from err
+                    f"elsewhere and place it at {dest}"
+                ) from err
         got = _md5(tmp)
         if got != md5:
             raise ValueError(f"{url}: md5 {got} does not match the official {md5}; download again")

@@ -162,13 +162,32 @@ OPS: dict[str, Callable[[Image.Image, float, Fill, int], Image.Image]] = {
 
 _SHARED_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate")
 _GEOMETRIC_OPS = ("ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
-RAND_OPS = _SHARED_OPS + (
-    "Posterize", "Solarize", "SolarizeAdd", "Color", "Contrast", "Brightness", "Sharpness",
-) + _GEOMETRIC_OPS
-RAND_INCREASING_OPS = _SHARED_OPS + (
-    "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd", "ColorIncreasing",
-    "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing",
-) + _GEOMETRIC_OPS
+RAND_OPS = (
+    _SHARED_OPS
+    + (
+        "Posterize",
+        "Solarize",
+        "SolarizeAdd",
+        "Color",
+        "Contrast",
+        "Brightness",
+        "Sharpness",
+    )
+    + _GEOMETRIC_OPS
+)
+RAND_INCREASING_OPS = (
+    _SHARED_OPS
+    + (
+        "PosterizeIncreasing",
+        "SolarizeIncreasing",
+        "SolarizeAdd",
+        "ColorIncreasing",
+        "ContrastIncreasing",
+        "BrightnessIncreasing",
+        "SharpnessIncreasing",
+    )
+    + _GEOMETRIC_OPS
+)
 
 
 @dataclass(frozen=True)
@@ -266,9 +285,7 @@ def rand_augment_from_string(config: str, *, fill: Fill, interpolation: str = "b
     ``interpolation`` is the resampling filter of the geometric ops: nearest, bilinear or bicubic.
     """
     if interpolation not in RESAMPLE_FILTERS:
-        raise ValueError(
-            f"unknown RandAugment interpolation {interpolation!r}; valid: {sorted(RESAMPLE_FILTERS)}"
-        )
+        raise ValueError(f"unknown RandAugment interpolation {interpolation!r}; valid: {sorted(RESAMPLE_FILTERS)}")
     if len(fill) != 3:
         raise ValueError(f"fill must be an RGB triple, got {fill!r}")
     params = parse_rand_augment_config(config)

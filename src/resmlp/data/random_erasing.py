@@ -86,7 +86,8 @@ class RandomErasing:
         return out
 
     def __repr__(self) -> str:
-        return f"RandomErasing(probability={self.probability}, mode={self.mode!r}, count={self.min_count}..{self.max_count})"
+        count = f"{self.min_count}..{self.max_count}"
+        return f"RandomErasing(probability={self.probability}, mode={self.mode!r}, count={count})"
 
 
 def _check_args(probability, mode, min_area, max_area, min_aspect, max_aspect, min_count, max_count) -> None:

@@ -12,6 +12,7 @@ trainings (cifar10-airbench's "derandomized" flip): a seeded half of the images 
 the other half in odd ones, so every image is seen both ways within any two consecutive epochs.
 `SeededDataset` applies it to each sample's output tensor (a function of run seed, index and epoch).
 """
+
 from __future__ import annotations
 
 import random

@@ -77,11 +77,14 @@ class RepeatedAugSampler(Sampler[int]):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
-        self.num_samples = samples_per_replica(dataset_len, num_replicas=self.num_replicas,
-                                               selected_round=selected_round)
+        self.num_samples = samples_per_replica(
+            dataset_len, num_replicas=self.num_replicas, selected_round=selected_round
+        )
         if self.num_samples < 1:
-            raise ValueError(f"{dataset_len} samples rounded down to multiples of {selected_round} leave "
-                             f"none for each of {self.num_replicas} replicas; lower selected_round")
+            raise ValueError(
+                f"{dataset_len} samples rounded down to multiples of {selected_round} leave "
+                f"none for each of {self.num_replicas} replicas; lower selected_round"
+            )
         # Every replica's share of the padded, repeated list; the kept prefix must fit in it.
         self.total_size = math.ceil(dataset_len * num_repeats / self.num_replicas) * self.num_replicas
 
@@ -90,11 +93,12 @@ class RepeatedAugSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        indices = repeated_indices(self.dataset_len, num_repeats=self.num_repeats, shuffle=self.shuffle,
-                                   seed=self.seed, epoch=self.epoch)
+        indices = repeated_indices(
+            self.dataset_len, num_repeats=self.num_repeats, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch
+        )
         padding = self.total_size - len(indices)
         indices += (indices * math.ceil(padding / len(indices)))[:padding]  # wrap to divide evenly
-        mine = indices[self.rank:self.total_size:self.num_replicas]
+        mine = indices[self.rank : self.total_size : self.num_replicas]
         return iter(mine[: self.num_samples])
 
     def __len__(self) -> int:

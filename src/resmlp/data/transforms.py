@@ -279,8 +279,13 @@ def build_eval_transform(
 
 def eval_transform_from(preprocess: "Preprocess") -> Callable[[Image.Image], torch.Tensor]:
     """The eval pipeline a model's preprocessing metadata (`model.spec.preprocess`) describes."""
-    return build_eval_transform(preprocess.img_size, mean=preprocess.mean, std=preprocess.std,
-                                crop_pct=preprocess.crop_pct, interpolation=preprocess.interpolation)
+    return build_eval_transform(
+        preprocess.img_size,
+        mean=preprocess.mean,
+        std=preprocess.std,
+        crop_pct=preprocess.crop_pct,
+        interpolation=preprocess.interpolation,
+    )
 
 
 class ResizeTensor:
@@ -294,8 +299,9 @@ class ResizeTensor:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) == (self.height, self.width):
             return x
-        return torch.nn.functional.interpolate(x[None], size=(self.height, self.width), mode="bilinear",
-                                               align_corners=False, antialias=True)[0]
+        return torch.nn.functional.interpolate(
+            x[None], size=(self.height, self.width), mode="bilinear", align_corners=False, antialias=True
+        )[0]
 
     def __repr__(self) -> str:
         return f"ResizeTensor(size=({self.height}, {self.width}))"
@@ -322,7 +328,7 @@ class CropTensor:
             top, left = random.randint(0, h - self.height), random.randint(0, w - self.width)
         else:
             top, left = (h - self.height) // 2, (w - self.width) // 2
-        return x[..., top:top + self.height, left:left + self.width]
+        return x[..., top : top + self.height, left : left + self.width]
 
     def __repr__(self) -> str:
         return f"CropTensor(size=({self.height}, {self.width}), train={self.train})"

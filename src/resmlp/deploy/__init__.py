@@ -3,6 +3,7 @@
 Every command loads its weights through `resmlp.loading.load_model` (checkpoint, run directory,
 packaged directory or bare state dict).
 """
+
 from .export import EXPORT_FORMATS, export_model, export_torchscript, from_pretrained, save_pretrained
 from .fuse import FusedClassifier, fuse
 from .hub import model_card, package_for_hub, push_to_hub
@@ -11,7 +12,21 @@ from .optimize import OptimizedModel, build_runtime, optimize, resolve_precision
 from .trace import ExportError
 
 __all__ = [
-    "EXPORT_FORMATS", "ExportError", "FusedClassifier", "OnnxRuntimeModel", "OptimizedModel", "build_runtime",
-    "export_model", "export_onnx", "export_torchscript", "from_pretrained", "fuse", "optimize",
-    "resolve_precision", "save_pretrained", "model_card", "package_for_hub", "push_to_hub",
+    "EXPORT_FORMATS",
+    "ExportError",
+    "FusedClassifier",
+    "OnnxRuntimeModel",
+    "OptimizedModel",
+    "build_runtime",
+    "export_model",
+    "export_onnx",
+    "export_torchscript",
+    "from_pretrained",
+    "fuse",
+    "optimize",
+    "resolve_precision",
+    "save_pretrained",
+    "model_card",
+    "package_for_hub",
+    "push_to_hub",
 ]

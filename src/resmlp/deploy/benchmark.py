@@ -5,6 +5,7 @@ load elsewhere hits them alike; each round gives one images/s figure per variant
 median with the min..max range. The matmul peak of each precision is measured the same way, inside the
 same rounds, and model FLOP utilisation is MFU = 2 * MACs/image * images/s / peak FLOP/s.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -18,8 +19,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..models import count_macs, count_params
 from ..infer_arch import spec_of
+from ..models import count_macs, count_params
 from .optimize import PRECISIONS, RUNTIMES, build_runtime
 
 MATMUL_SIZE = 2048
@@ -46,10 +47,15 @@ class Result:
         s = {k: v for k, v in asdict(self).items() if k not in ("images_per_s", "latencies_ms")}
         if self.images_per_s:
             lat = sorted(self.latencies_ms)
-            s.update(images_per_s_median=statistics.median(self.images_per_s), images_per_s_min=min(self.images_per_s),
-                     images_per_s_max=max(self.images_per_s), images_per_s_rounds=self.images_per_s,
-                     latency_ms_p50=_percentile(lat, 50), latency_ms_p90=_percentile(lat, 90),
-                     latency_ms_p99=_percentile(lat, 99))
+            s.update(
+                images_per_s_median=statistics.median(self.images_per_s),
+                images_per_s_min=min(self.images_per_s),
+                images_per_s_max=max(self.images_per_s),
+                images_per_s_rounds=self.images_per_s,
+                latency_ms_p50=_percentile(lat, 50),
+                latency_ms_p90=_percentile(lat, 90),
+                latency_ms_p99=_percentile(lat, 99),
+            )
         return s
 
 
@@ -91,9 +97,11 @@ def _matmul_fns(device: torch.device, size: int = MATMUL_SIZE) -> dict[str, Call
     return fns
 
 
-def _runs_natively(mm: Callable[[torch.Tensor], object], dtype: torch.dtype, device: torch.device,
-                   size: int = 512) -> bool:
+def _runs_natively(
+    mm: Callable[[torch.Tensor], object], dtype: torch.dtype, device: torch.device, size: int = 512
+) -> bool:
     """Whether `mm` in `dtype` runs at least at half the fp32 matmul rate (best of 3 at `size`)."""
+
     def best(fn: Callable[[], object]) -> float:
         times = []
         for _ in range(3):
@@ -167,16 +175,30 @@ def machine_info() -> dict:
             name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
     except OSError:
         pass
-    info = {"cpu": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    info = {
+        "cpu": name,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
 
 
-def run_benchmark(model: nn.Module, *, batches: list[int], precisions: list[str], runtimes: list[str],
-                  rounds: int = 5, seconds: float = 1.0, warmup: int = 1, baseline: bool = True,
-                  device: str | torch.device = "cpu", progress: bool = True) -> dict:
+def run_benchmark(
+    model: nn.Module,
+    *,
+    batches: list[int],
+    precisions: list[str],
+    runtimes: list[str],
+    rounds: int = 5,
+    seconds: float = 1.0,
+    warmup: int = 1,
+    baseline: bool = True,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict:
     """Time every runtime x precision variant of `model` (plus the plain unfused fp32 model as the
     baseline) at each batch size; returns a JSON-ready report with medians, ranges, MFU and speed-ups.
 
@@ -198,9 +220,17 @@ def run_benchmark(model: nn.Module, *, batches: list[int], precisions: list[str]
     spec = spec_of(model)
     shape = spec.input_shape
     macs = count_macs(model, (1, *shape))
-    report = {"model": spec.name, "img_size": shape[-1] if shape[-1] == shape[-2] else f"{shape[-2]}x{shape[-1]}",
-              "params": count_params(model), "gmacs_per_image": macs / 1e9, "machine": machine_info(),
-              "device": str(device), "rounds": rounds, "results": [], "matmul_peak_gflops": {}}
+    report = {
+        "model": spec.name,
+        "img_size": shape[-1] if shape[-1] == shape[-2] else f"{shape[-2]}x{shape[-1]}",
+        "params": count_params(model),
+        "gmacs_per_image": macs / 1e9,
+        "machine": machine_info(),
+        "device": str(device),
+        "rounds": rounds,
+        "results": [],
+        "matmul_peak_gflops": {},
+    }
 
     # Build each variant once; every batch size reuses it (a compiled model specialises per shape).
     runners: dict[tuple[str, str, bool], nn.Module] = {}
@@ -212,8 +242,11 @@ def run_benchmark(model: nn.Module, *, batches: list[int], precisions: list[str]
     for spec in specs:
         runtime, precision, fused = spec
         try:
-            runners[spec] = _Plain(model) if not fused else build_runtime(
-                model, precision=precision, runtime=runtime, calibration=calibration.to(device))
+            runners[spec] = (
+                _Plain(model)
+                if not fused
+                else build_runtime(model, precision=precision, runtime=runtime, calibration=calibration.to(device))
+            )
         except (ValueError, RuntimeError) as e:  # e.g. no bf16 in ONNX Runtime, int8 on CUDA
             skipped[spec] = str(e).splitlines()[0]
 
@@ -241,7 +274,7 @@ def run_benchmark(model: nn.Module, *, batches: list[int], precisions: list[str]
             bar.update(1)
         live = [s for s in live if results[s].skipped is None]
         for r in range(rounds):
-            order = live[r % len(live):] + live[:r % len(live)] if live else []  # rotate the order each round
+            order = live[r % len(live) :] + live[: r % len(live)] if live else []  # rotate the order each round
             for spec in order:
                 bar.set_postfix_str(f"round {r + 1}/{rounds} {results[spec].label}")
                 total = 0.0
@@ -272,8 +305,14 @@ def run_benchmark(model: nn.Module, *, batches: list[int], precisions: list[str]
     for row in report["results"]:
         if "images_per_s_median" not in row:
             continue
-        base = next((b for b in report["results"] if b["batch"] == row["batch"] and not b["fused"]
-                     and "images_per_s_median" in b), None)
+        base = next(
+            (
+                b
+                for b in report["results"]
+                if b["batch"] == row["batch"] and not b["fused"] and "images_per_s_median" in b
+            ),
+            None,
+        )
         if base is not None:
             row["speedup"] = row["images_per_s_median"] / base["images_per_s_median"]
         peak = peaks.get(row["precision"])
@@ -305,6 +344,8 @@ def format_report(report: dict) -> str:
         mem = f"{r['peak_mem_mb']:.0f}" if r.get("peak_mem_mb") is not None else "-"
         mfu = f"{100 * r['mfu']:.0f}%" if "mfu" in r else "-"
         speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
-        lines.append(f"{r['batch']:>5}  {label:<22}{r['images_per_s_median']:>10.1f} {rng:<16}{speed:>8}"
-                     f"{r['latency_ms_p50']:>9.1f}{r['latency_ms_p90']:>9.1f}{r['latency_ms_p99']:>9.1f}{mem:>9}{mfu:>7}")
+        lines.append(
+            f"{r['batch']:>5}  {label:<22}{r['images_per_s_median']:>10.1f} {rng:<16}{speed:>8}"
+            f"{r['latency_ms_p50']:>9.1f}{r['latency_ms_p90']:>9.1f}{r['latency_ms_p99']:>9.1f}{mem:>9}{mfu:>7}"
+        )
     return "\n".join(lines)

@@ -7,6 +7,7 @@ Packaged directory (the layout Hugging Face Hub and timm users expect):
 ONNX and TorchScript files hold the fused model (resmlp.fuse) and carry the same config as metadata
 (ONNX metadata_props["resmlp.config"], TorchScript extra file "config.json").
 """
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,27 @@ from ..infer_arch import spec_of
 from ..loading import CONFIG_NAME, PRETRAINED_FORMAT, WEIGHTS_NAME, read_packaged
 from ..models import Preprocess, to_timm_config
 from .onnx import export_onnx, onnxruntime_module
-from .trace import DEFAULT_TOLERANCE, ExportError, check_export, cpu_eval_copy, example_input, for_export, model_config, quiet
+from .trace import (
+    DEFAULT_TOLERANCE,
+    ExportError,
+    check_export,
+    cpu_eval_copy,
+    example_input,
+    for_export,
+    model_config,
+    quiet,
+)
 
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike, *, preprocess: Preprocess | None = None,
-                    classes: Sequence[str] | None = None) -> Path:
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    *,
+    preprocess: Preprocess | None = None,
+    classes: Sequence[str] | None = None,
+) -> Path:
     """Write `directory`/config.json and `directory`/model.safetensors; returns the directory."""
     from safetensors.torch import save_file
 
@@ -52,8 +67,14 @@ def from_pretrained(directory: str | os.PathLike) -> nn.Module:
     return read_packaged(directory)
 
 
-def export_torchscript(model: nn.Module, path: str | os.PathLike, *, config: dict[str, Any] | None = None,
-                       check: bool = True, atol: float = 1e-4) -> float | None:
+def export_torchscript(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    config: dict[str, Any] | None = None,
+    check: bool = True,
+    atol: float = 1e-4,
+) -> float | None:
     """Trace the fused `model` to TorchScript (loadable with torch.jit.load, no resmlp needed).
 
     TorchScript is deprecated upstream in favour of torch.export but still the format many C++ and
@@ -76,8 +97,15 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, *, config: dic
     return diff
 
 
-def export_model(model: nn.Module, fmt: str, out: str | os.PathLike, *, preprocess: Preprocess | None = None,
-                 classes: Sequence[str] | None = None, tolerance: float = DEFAULT_TOLERANCE) -> tuple[Path, float | None]:
+def export_model(
+    model: nn.Module,
+    fmt: str,
+    out: str | os.PathLike,
+    *,
+    preprocess: Preprocess | None = None,
+    classes: Sequence[str] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> tuple[Path, float | None]:
     """Dispatch on `fmt` (onnx | torchscript | safetensors); returns (written path, max diff or None).
     `tolerance`: the check's limit relative to the logits' scale (see `check_export`)."""
     if fmt not in EXPORT_FORMATS:

@@ -22,6 +22,7 @@ ls1 * f(alpha x + beta) = L(x) + ls1 * f(beta), L linear: the (N, D) bias is f a
 (which gets the zero padding of the convs right at the borders). The token MLP folds alpha and beta into its
 fc1 as Mixer's does. Class-MLP pooling keeps the tokens-first layout: its token weights form a (1, N + 1) row.
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,8 +56,10 @@ class FusedStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing() and tuple(x.shape[1:]) != self.expected:
-            raise ValueError(f"input of shape {tuple(x.shape)} does not match the model, which expects "
-                             f"(B, {', '.join(map(str, self.expected))})")
+            raise ValueError(
+                f"input of shape {tuple(x.shape)} does not match the model, which expects "
+                f"(B, {', '.join(map(str, self.expected))})"
+            )
         x = self.proj(x).flatten(2)  # (B, C, H, W) -> (B, D, N)
         return x.permute(2, 0, 1).contiguous()  # (B, D, N) -> (N, B, D)
 
@@ -68,15 +71,25 @@ def norm_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(norm, TokenBatchNorm):
         alpha = norm.weight / torch.sqrt(norm.running_var + norm.eps)
         return alpha, norm.bias - norm.running_mean * alpha
-    raise ValueError(f"fuse() folds Aff and BatchNorm, which are fixed per-channel maps at inference; "
-                     f"{type(norm).__name__} normalises each token by its own statistics and does not fold "
-                     f"(run or export this model unfused)")
+    raise ValueError(
+        f"fuse() folds Aff and BatchNorm, which are fixed per-channel maps at inference; "
+        f"{type(norm).__name__} normalises each token by its own statistics and does not fold "
+        f"(run or export this model unfused)"
+    )
 
 
 def _scaled_conv(conv: nn.Conv2d, out_scale: torch.Tensor, in_scale: torch.Tensor | None) -> nn.Conv2d:
     """A bias-free copy of `conv` computing out_scale * conv_W(in_scale * x) (the input scale per channel)."""
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
-                      groups=conv.groups, bias=False, device=conv.weight.device, dtype=conv.weight.dtype)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        padding=conv.padding,
+        groups=conv.groups,
+        bias=False,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
     w = conv.weight * out_scale[:, None, None, None]
     if in_scale is not None:  # full conv: per input channel; depthwise: input channel = output channel
         w = w * (in_scale[None, :, None, None] if conv.groups == 1 else in_scale[:, None, None, None])
@@ -248,8 +261,10 @@ class FusedClassifier(nn.Module):
 
     def train(self, mode: bool = True) -> "FusedClassifier":
         if mode:
-            raise RuntimeError("a fused model is inference-only (its Aff/LayerScale are folded); "
-                               "train the original model and call resmlp.fuse() again")
+            raise RuntimeError(
+                "a fused model is inference-only (its Aff/LayerScale are folded); "
+                "train the original model and call resmlp.fuse() again"
+            )
         return super().train(False)
 
 
@@ -260,8 +275,10 @@ def why_not_fusable(model: nn.Module) -> str | None:
     if not isinstance(model, (ResMLP, MlpMixer)):
         return f"fuse() takes a ResMLP or MlpMixer, got {type(model).__name__}"
     if isinstance(model, ResMLP) and isinstance(model.norm, nn.LayerNorm):
-        return ("fuse() folds Aff and BatchNorm, which are fixed per-channel maps at inference; a norm='layernorm' "
-                "ResMLP normalises each token by its own statistics and does not fold (run or export it unfused)")
+        return (
+            "fuse() folds Aff and BatchNorm, which are fixed per-channel maps at inference; a norm='layernorm' "
+            "ResMLP normalises each token by its own statistics and does not fold (run or export it unfused)"
+        )
     return None
 
 

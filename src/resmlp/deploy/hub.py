@@ -1,6 +1,7 @@
 """Publish a model on the Hugging Face Hub: the packaged directory (timm's config.json schema +
 model.safetensors, see export.save_pretrained) plus a model card README.md written from the run's
 config.yaml, summary.json and eval.json. `push_to_hub` is the only function here that uses the network."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,10 @@ def _what(spec: ModelSpec) -> str:
     if spec.arch == "resnet":
         return f"A CIFAR ResNet-{6 * a['blocks_per_stage'] + 2} (He et al. 2016) image classifier"
     family = "ResMLP (Touvron et al. 2021)" if spec.arch == "resmlp" else "MLP-Mixer (Tolstikhin et al. 2021)"
-    return (f"A {family} image classifier, {a['depth']} blocks of width {a['embed_dim']} over "
-            f"{a['patch_size']}x{a['patch_size']} patches,")
+    return (
+        f"A {family} image classifier, {a['depth']} blocks of width {a['embed_dim']} over "
+        f"{a['patch_size']}x{a['patch_size']} patches,"
+    )
 
 
 def model_card(spec: ModelSpec, *, params: int, run_dir: Optional[Path] = None, repo_id: Optional[str] = None) -> str:
@@ -60,9 +63,18 @@ def model_card(spec: ModelSpec, *, params: int, run_dir: Optional[Path] = None, 
     pre = spec.preprocess
     classes = spec.class_names()
     repo = repo_id or "<user>/<repo>"
-    front = ["---", "license: apache-2.0", f"library_name: {'timm' if timm_name else 'resmlp'}",
-             "pipeline_tag: image-classification", "tags:", "- image-classification", "- resmlp",
-             *(["- timm"] if timm_name else []), "---", ""]
+    front = [
+        "---",
+        "license: apache-2.0",
+        f"library_name: {'timm' if timm_name else 'resmlp'}",
+        "pipeline_tag: image-classification",
+        "tags:",
+        "- image-classification",
+        "- resmlp",
+        *(["- timm"] if timm_name else []),
+        "---",
+        "",
+    ]
     lines = [
         f"# {spec.name}" + (f" (timm `{timm_name}`)" if timm_name else ""),
         "",
@@ -78,53 +90,87 @@ def model_card(spec: ModelSpec, *, params: int, run_dir: Optional[Path] = None, 
         "```",
     ]
     if timm_name:
-        lines += ["", "timm opens the same directory (`config.json` in timm's schema, weights in timm's key layout):",
-                  "", "```python", "import timm", f'model = timm.create_model("hf-hub:{repo}", pretrained=True)', "```"]
-    lines += ["", f"Preprocessing: resize to {pre.img_size / pre.crop_pct:.0f} px ({pre.interpolation}), center crop "
-              f"{pre.img_size} px (crop_pct {pre.crop_pct}), normalise with mean {list(pre.mean)} and std "
-              f"{list(pre.std)}.", "", "## Data", ""]
+        lines += [
+            "",
+            "timm opens the same directory (`config.json` in timm's schema, weights in timm's key layout):",
+            "",
+            "```python",
+            "import timm",
+            f'model = timm.create_model("hf-hub:{repo}", pretrained=True)',
+            "```",
+        ]
+    lines += [
+        "",
+        f"Preprocessing: resize to {pre.img_size / pre.crop_pct:.0f} px ({pre.interpolation}), center crop "
+        f"{pre.img_size} px (crop_pct {pre.crop_pct}), normalise with mean {list(pre.mean)} and std "
+        f"{list(pre.std)}.",
+        "",
+        "## Data",
+        "",
+    ]
     if data:
         where = data.get("path") or "bundled with scikit-learn" if data.get("source") == "digits" else data.get("path")
-        val = data.get("val_path") or (f"{data.get('val_split', 0):.0%} of the training images held out "
-                                       f"(seed {data.get('split_seed', 0)})")
+        val = data.get("val_path") or (
+            f"{data.get('val_split', 0):.0%} of the training images held out (seed {data.get('split_seed', 0)})"
+        )
         lines += [f"- training data: `{data.get('source')}` ({where})", f"- validation: {val}"]
     else:
         lines += ["- not recorded (the model was not packaged from a resmlp run directory)"]
-    lines += [f"- classes ({len(classes)}): {', '.join(classes[:20])}{' ...' if len(classes) > 20 else ''}",
-              "", "## Training recipe", ""]
+    lines += [
+        f"- classes ({len(classes)}): {', '.join(classes[:20])}{' ...' if len(classes) > 20 else ''}",
+        "",
+        "## Training recipe",
+        "",
+    ]
     if optim:
-        lines += [f"- optimizer {optim.get('name')}, lr {optim.get('lr')} per {optim.get('lr_batch')} images, "
-                  f"weight decay {optim.get('weight_decay')}, {optim.get('epochs')} epochs "
-                  f"({optim.get('warmup_epochs')} warm-up), batch {data.get('batch_size')} per process",
-                  f"- augmentation: crop {data.get('crop')}, RandAugment {data.get('auto_augment')}, mixup "
-                  f"{data.get('mixup_alpha')}, cutmix {data.get('cutmix_alpha')}, random erasing {data.get('re_prob')}, "
-                  f"label smoothing {data.get('label_smoothing')}",
-                  f"- stochastic depth {spec.args.get('drop_path_rate', 0.0)}"
-                  + (f"; distilled from {distill.get('teacher')}" if distill.get("teacher") else "")]
+        lines += [
+            f"- optimizer {optim.get('name')}, lr {optim.get('lr')} per {optim.get('lr_batch')} images, "
+            f"weight decay {optim.get('weight_decay')}, {optim.get('epochs')} epochs "
+            f"({optim.get('warmup_epochs')} warm-up), batch {data.get('batch_size')} per process",
+            f"- augmentation: crop {data.get('crop')}, RandAugment {data.get('auto_augment')}, mixup "
+            f"{data.get('mixup_alpha')}, cutmix {data.get('cutmix_alpha')}, random erasing {data.get('re_prob')}, "
+            f"label smoothing {data.get('label_smoothing')}",
+            f"- stochastic depth {spec.args.get('drop_path_rate', 0.0)}"
+            + (f"; distilled from {distill.get('teacher')}" if distill.get("teacher") else ""),
+        ]
     else:
         lines += ["- not recorded"]
     lines += ["", "## Metrics", ""]
     if summary:
-        lines += [f"- validation top-1: best {_pct(summary.get('best_val_top1'))}, final "
-                  f"{_pct(summary.get('final_val_top1'))} (top-5 {_pct(summary.get('final_val_top5'))}) after "
-                  f"{summary.get('epochs')} epochs, {summary.get('wall_time_s', 0) / 60:.1f} min on "
-                  f"{summary.get('processes', 1)} x {summary.get('device')}"]
+        lines += [
+            f"- validation top-1: best {_pct(summary.get('best_val_top1'))}, final "
+            f"{_pct(summary.get('final_val_top1'))} (top-5 {_pct(summary.get('final_val_top5'))}) after "
+            f"{summary.get('epochs')} epochs, {summary.get('wall_time_s', 0) / 60:.1f} min on "
+            f"{summary.get('processes', 1)} x {summary.get('device')}"
+        ]
     if evaluation:
-        lines += [f"- evaluation on `{evaluation.get('data')}` ({evaluation.get('count')} images, TTA "
-                  f"{evaluation.get('tta', 'none')}): top-1 {_pct(evaluation.get('top1'))}, "
-                  f"top-5 {_pct(evaluation.get('top5'))}"]
+        lines += [
+            f"- evaluation on `{evaluation.get('data')}` ({evaluation.get('count')} images, TTA "
+            f"{evaluation.get('tta', 'none')}): top-1 {_pct(evaluation.get('top1'))}, "
+            f"top-5 {_pct(evaluation.get('top5'))}"
+        ]
     if not summary and not evaluation:
         lines += ["- not recorded"]
-    lines += ["", "## Intended use and limitations", "",
-              f"Classifying images of the {len(classes)} classes above, prepared as described, or as a starting "
-              "point for fine-tuning (`resmlp train --finetune`) and as a backbone "
-              "(`resmlp.create_model(..., features_only=True)`). The accuracy holds for images like the "
-              "training data only; it is no measure of fitness for any decision about people.", ""]
+    lines += [
+        "",
+        "## Intended use and limitations",
+        "",
+        f"Classifying images of the {len(classes)} classes above, prepared as described, or as a starting "
+        "point for fine-tuning (`resmlp train --finetune`) and as a backbone "
+        "(`resmlp.create_model(..., features_only=True)`). The accuracy holds for images like the "
+        "training data only; it is no measure of fitness for any decision about people.",
+        "",
+    ]
     return "\n".join(front + lines)
 
 
-def package_for_hub(source: Any, directory: str | os.PathLike, *, run_dir: Optional[str | os.PathLike] = None,
-                    repo_id: Optional[str] = None) -> Path:
+def package_for_hub(
+    source: Any,
+    directory: str | os.PathLike,
+    *,
+    run_dir: Optional[str | os.PathLike] = None,
+    repo_id: Optional[str] = None,
+) -> Path:
     """Write what `push_to_hub` uploads into `directory`: config.json, model.safetensors and the model
     card README.md. `source` is a model or anything `load_model` reads; the card's data, recipe and
     metrics come from `run_dir` (default: the run directory `source` lives in, if any)."""
@@ -140,8 +186,15 @@ def package_for_hub(source: Any, directory: str | os.PathLike, *, run_dir: Optio
     return out
 
 
-def push_to_hub(source: Any, repo_id: str, *, run_dir: Optional[str | os.PathLike] = None, private: bool = False,
-                token: Optional[str] = None, commit_message: str = "Upload resmlp model") -> str:
+def push_to_hub(
+    source: Any,
+    repo_id: str,
+    *,
+    run_dir: Optional[str | os.PathLike] = None,
+    private: bool = False,
+    token: Optional[str] = None,
+    commit_message: str = "Upload resmlp model",
+) -> str:
     """Package `source` (see `package_for_hub`) and upload it to the Hub repository `repo_id` (created if
     missing). Online only; needs huggingface_hub and a token (`huggingface-cli login` or `token=`).
     Returns the URL of the commit."""

@@ -1,5 +1,6 @@
 """ONNX: export (fused, dynamic batch, config as metadata) and the ONNX Runtime model behind the same
 contract as `optimize` (float32 images in, float32 logits out)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,15 @@ def onnxruntime_module():
     return onnxruntime
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, *, config: dict[str, Any] | None = None,
-                check: bool = True, atol: float = 1e-4, opset: int = 17) -> float | None:
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    config: dict[str, Any] | None = None,
+    check: bool = True,
+    atol: float = 1e-4,
+    opset: int = 17,
+) -> float | None:
     """Export the fused `model` (CPU, fp32; unfused if it has nothing to fold) to ONNX with a dynamic
     batch axis ("images" -> "logits").
 
@@ -42,9 +50,16 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, config: dict[str, 
     def write(tmp: Path) -> None:
         nonlocal diff
         with quiet(), torch.no_grad():
-            torch.onnx.export(for_export(model), (example_input(model, 2),), str(tmp), input_names=["images"],
-                              output_names=["logits"], opset_version=opset, dynamo=False,
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                for_export(model),
+                (example_input(model, 2),),
+                str(tmp),
+                input_names=["images"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            )
         _add_onnx_metadata(tmp, config or model_config(model))
         if check:
             diff = check_export(model, OnnxRuntimeModel(tmp), what="ONNX", atol=atol)
@@ -86,9 +101,14 @@ class OnnxRuntimeModel(nn.Module):
         return f"precision={self.precision}, runtime=onnx"
 
 
-def onnx_runtime_model(model: nn.Module, precision: str = "fp32", *, threads: int | None = None,
-                       workdir: str | os.PathLike | None = None,
-                       calibration: torch.Tensor | None = None) -> OnnxRuntimeModel:
+def onnx_runtime_model(
+    model: nn.Module,
+    precision: str = "fp32",
+    *,
+    threads: int | None = None,
+    workdir: str | os.PathLike | None = None,
+    calibration: torch.Tensor | None = None,
+) -> OnnxRuntimeModel:
     """Export `model` (fused) to ONNX and open it in ONNX Runtime; int8 = ORT's dynamic quantisation,
     after the same calibrated smoothing as `optimize` when `calibration` images are given.
 

@@ -3,16 +3,18 @@
 Every path is wrapped so that callers see one contract: float32 images (B, C, H, W) in, float32 logits
 (B, num_classes) out, no autograd.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
+
 import torch
 from torch import nn
 
+from ..device import auto_precision
 from .fuse import FusedClassifier, fusable, fuse
 from .onnx import onnx_runtime_model
-from ..device import auto_precision
 from .quantize import quantize_int8
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -31,8 +33,9 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 class OptimizedModel(nn.Module):
     """Float32 images in, float32 logits out; `inner` runs in `dtype` (bf16 keeps weights in bf16)."""
 
-    def __init__(self, inner: nn.Module, *, dtype: torch.dtype, device: torch.device, precision: str,
-                 runtime: str) -> None:
+    def __init__(
+        self, inner: nn.Module, *, dtype: torch.dtype, device: torch.device, precision: str, runtime: str
+    ) -> None:
         super().__init__()
         self.inner, self.dtype, self.device = inner, dtype, device
         self.precision, self.runtime = precision, runtime
@@ -55,8 +58,9 @@ class OptimizedModel(nn.Module):
         return f"precision={self.precision}, runtime={self.runtime}"
 
 
-def optimize(model: nn.Module, precision: str = "auto", compile: bool = False,
-             calibration: torch.Tensor | None = None) -> OptimizedModel:
+def optimize(
+    model: nn.Module, precision: str = "auto", compile: bool = False, calibration: torch.Tensor | None = None
+) -> OptimizedModel:
     """Fuse `model` (see `resmlp.fuse`; models without Aff/LayerNorm to fold, such as the CIFAR ResNets,
     are copied as they are) and run it at `precision`, optionally through torch.compile.
 
@@ -75,8 +79,10 @@ def optimize(model: nn.Module, precision: str = "auto", compile: bool = False,
     if compile and precision == "int8":
         # Dynamically quantised Linear layers break the graph at every call, so Dynamo compiles each
         # block separately, runs out of its recompile budget and falls back to eager int8.
-        raise ValueError("int8 does not combine with compile (torch.compile falls back to eager around "
-                         "quantised layers); use int8 eager, the onnx runtime, or bf16 with compile")
+        raise ValueError(
+            "int8 does not combine with compile (torch.compile falls back to eager around "
+            "quantised layers); use int8 eager, the onnx runtime, or bf16 with compile"
+        )
     # fuse() builds a new module; anything else is copied, so the casts below never touch `model`.
     fresh = fusable(model) and not isinstance(model, FusedClassifier)
     inner = fuse(model) if fresh else copy.deepcopy(model).eval().requires_grad_(False)
@@ -91,12 +97,19 @@ def optimize(model: nn.Module, precision: str = "auto", compile: bool = False,
     if compile:  # weight freezing is switched on around each call, see OptimizedModel._compile_config
         # dynamic=False: one static graph per batch size, faster than a shape-generic one.
         inner = torch.compile(inner, dynamic=False)
-    return OptimizedModel(inner, dtype=dtype, device=device, precision=precision,
-                          runtime="compile" if compile else "eager")
+    return OptimizedModel(
+        inner, dtype=dtype, device=device, precision=precision, runtime="compile" if compile else "eager"
+    )
 
 
-def build_runtime(model: nn.Module, *, precision: str = "auto", runtime: str = "eager",
-                  threads: int | None = None, calibration: torch.Tensor | None = None) -> nn.Module:
+def build_runtime(
+    model: nn.Module,
+    *,
+    precision: str = "auto",
+    runtime: str = "eager",
+    threads: int | None = None,
+    calibration: torch.Tensor | None = None,
+) -> nn.Module:
     """One entry for the CLI: `runtime` in eager | compile | onnx, `precision` in auto | fp32 | bf16 | int8;
     `calibration` images are used by int8 only (see `optimize`)."""
     if runtime not in RUNTIMES:

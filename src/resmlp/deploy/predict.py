@@ -2,6 +2,7 @@
 
 A file that cannot be read or decoded becomes a row with an `error` and the batch goes on.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,9 @@ def expand_inputs(inputs: Sequence[str], extensions: Sequence[str] = IMAGE_EXTEN
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*")
-                           if f.is_file() and f.suffix.lower() in exts and not f.name.startswith("."))
+            found = sorted(
+                str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts and not f.name.startswith(".")
+            )
             if not found:
                 problems.append(f"{item}: folder has no images ({', '.join(sorted(exts))})")
             paths += found
@@ -74,8 +76,9 @@ def _load(path: str, transform: Callable, max_pixels: int | None = MAX_IMAGE_PIX
         return f"cannot read image ({type(e).__name__}: {e})"
 
 
-def calibration_images(paths: Sequence[str], preprocess: Preprocess, *, limit: int = 256,
-                       workers: int = 2) -> torch.Tensor:
+def calibration_images(
+    paths: Sequence[str], preprocess: Preprocess, *, limit: int = 256, workers: int = 2
+) -> torch.Tensor:
     """Up to `limit` readable images of `paths`, evenly spread over the list, preprocessed for the model:
     the calibration batch int8 smoothing needs (unreadable files are skipped)."""
     step = max(1, len(paths) // max(1, limit))
@@ -90,13 +93,22 @@ def calibration_images(paths: Sequence[str], preprocess: Preprocess, *, limit: i
 
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
-def predict_files(model: nn.Module, paths: Sequence[str], *, preprocess: Preprocess, classes: Sequence[str],
-                  topk: int = 5, batch_size: int = 32, workers: int = 2, pad_batches: bool = False,
-                  progress: Callable[[int], None] | None = None,
-                  max_pixels: int | None = MAX_IMAGE_PIXELS) -> Iterator[Prediction]:
+def predict_files(
+    model: nn.Module,
+    paths: Sequence[str],
+    *,
+    preprocess: Preprocess,
+    classes: Sequence[str],
+    topk: int = 5,
+    batch_size: int = 32,
+    workers: int = 2,
+    pad_batches: bool = False,
+    progress: Callable[[int], None] | None = None,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+) -> Iterator[Prediction]:
     """Yield one Prediction per path, in order. `model` maps float32 images to logits.
 
     `pad_batches` repeats the last image so every batch has `batch_size` images (a compiled model then
@@ -115,7 +127,7 @@ def predict_files(model: nn.Module, paths: Sequence[str], *, preprocess: Preproc
                 if pad_batches and len(good) < batch_size:
                     images = torch.cat([images, images[-1:].expand(batch_size - len(good), *images.shape[1:])])
                 with torch.inference_mode():
-                    probs = model(images)[:len(good)].float().softmax(-1)
+                    probs = model(images)[: len(good)].float().softmax(-1)
                 top_p, top_i = probs.topk(k, dim=-1)
                 for row, i in enumerate(good):
                     results[i] = [(classes[j], j, p) for j, p in zip(top_i[row].tolist(), top_p[row].tolist())]
@@ -132,9 +144,17 @@ def format_predictions(predictions: Iterable[Prediction], fmt: str) -> str:
     """Render as an aligned table, a JSON list, or CSV (one row per path and rank; errors get one row)."""
     predictions = list(predictions)
     if fmt == "json":
-        return json.dumps([{"path": p.path, "error": p.error,
-                            "predictions": [{"class": c, "index": i, "probability": round(pr, 6)}
-                                            for c, i, pr in p.topk]} for p in predictions], indent=2)
+        return json.dumps(
+            [
+                {
+                    "path": p.path,
+                    "error": p.error,
+                    "predictions": [{"class": c, "index": i, "probability": round(pr, 6)} for c, i, pr in p.topk],
+                }
+                for p in predictions
+            ],
+            indent=2,
+        )
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

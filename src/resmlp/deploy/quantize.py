@@ -19,6 +19,7 @@ dynamic) to 98.3% (full range) to 99.3-99.4% (with smoothing calibrated on 256 t
 The token-mixing matmuls and the head stay fp32 (a small share of the compute; the head's error lands
 on the logits directly).
 """
+
 from __future__ import annotations
 
 import copy
@@ -73,15 +74,22 @@ class Int8Linear(nn.Module):
     block), so the smoothing multiply overwrites it instead of allocating a copy (S12: 15% faster).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, inv_scale: torch.Tensor | None = None,
-                 reduce_range: bool | None = None, inplace_input: bool = False) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        inv_scale: torch.Tensor | None = None,
+        reduce_range: bool | None = None,
+        inplace_input: bool = False,
+    ) -> None:
         super().__init__()
         weight, bias = weight.detach().float().cpu(), bias.detach().float().cpu()
         scales = (weight.abs().amax(1).clamp_min(1e-12) / 127).double()
         with warnings.catch_warnings():  # torch >= 2.10 warns that quantized tensors are deprecated
             warnings.simplefilter("ignore", UserWarning)
-            qweight = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0,
-                                                 torch.qint8)
+            qweight = torch.quantize_per_channel(
+                weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8
+            )
             self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.reduce_range = (not full_range_activations()) if reduce_range is None else reduce_range
@@ -89,8 +97,9 @@ class Int8Linear(nn.Module):
         self.register_buffer("inv_scale", None if inv_scale is None else inv_scale.detach().float().cpu().clone())
 
     @classmethod
-    def from_float(cls, layer: nn.Module, reduce_range: bool | None = None, inplace_input: bool = False
-                   ) -> "Int8Linear":
+    def from_float(
+        cls, layer: nn.Module, reduce_range: bool | None = None, inplace_input: bool = False
+    ) -> "Int8Linear":
         if isinstance(layer, SmoothedLinear):
             return cls(layer.linear.weight, layer.linear.bias, layer.inv_scale, reduce_range, inplace_input)
         return cls(layer.weight, layer.bias, None, reduce_range, inplace_input)
@@ -106,8 +115,10 @@ class Int8Linear(nn.Module):
         return Int8Linear(weight.dequantize(), bias, self.inv_scale, self.reduce_range, self.inplace_input)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"smoothed={self.inv_scale is not None}, activation_bits={7 if self.reduce_range else 8}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"smoothed={self.inv_scale is not None}, activation_bits={7 if self.reduce_range else 8}"
+        )
 
 
 def channel_mlp_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
@@ -121,8 +132,9 @@ def channel_mlp_linears(model: nn.Module) -> list[tuple[nn.Module, str, nn.Modul
     return found
 
 
-def _int8_error(layer: nn.Linear, x: torch.Tensor, want: torch.Tensor, scale: torch.Tensor | None,
-                reduce_range: bool) -> float:
+def _int8_error(
+    layer: nn.Linear, x: torch.Tensor, want: torch.Tensor, scale: torch.Tensor | None, reduce_range: bool
+) -> float:
     """Relative mean squared error of the int8 form of `layer` (smoothed by `scale`) on inputs x."""
     smoothed = layer if scale is None else SmoothedLinear(layer, scale)
     got = Int8Linear.from_float(smoothed, reduce_range)(x)
@@ -135,8 +147,9 @@ def smoothing_scale(x_absmax: torch.Tensor, weight: torch.Tensor, strength: floa
     return (x_absmax.clamp_min(1e-5).pow(strength) / w_absmax.pow(1 - strength)).clamp_min(1e-5)
 
 
-def choose_smoothing(layer: nn.Linear, x: torch.Tensor, *, strengths=SMOOTHING_STRENGTHS,
-                     reduce_range: bool = False) -> tuple[float, torch.Tensor | None, dict[float, float]]:
+def choose_smoothing(
+    layer: nn.Linear, x: torch.Tensor, *, strengths=SMOOTHING_STRENGTHS, reduce_range: bool = False
+) -> tuple[float, torch.Tensor | None, dict[float, float]]:
     """The strength (0 = no smoothing) whose int8 layer best reproduces `layer` on the rows of x."""
     x = x.reshape(-1, x.shape[-1]).float()
     absmax = x.abs().amax(0)
@@ -151,8 +164,9 @@ def choose_smoothing(layer: nn.Linear, x: torch.Tensor, *, strengths=SMOOTHING_S
     return best, scales[best], errors
 
 
-def smooth(model: nn.Module, calibration: torch.Tensor, *, strengths=SMOOTHING_STRENGTHS,
-           reduce_range: bool | None = None) -> tuple[nn.Module, dict[str, float]]:
+def smooth(
+    model: nn.Module, calibration: torch.Tensor, *, strengths=SMOOTHING_STRENGTHS, reduce_range: bool | None = None
+) -> tuple[nn.Module, dict[str, float]]:
     """A copy of the fused `model` whose channel-MLP Linears are SmoothedLinear (same fp32 outputs),
     with each layer's strength fitted on `calibration` images (B, C, H, W), a few hundred typical inputs.
 
@@ -172,8 +186,9 @@ def smooth(model: nn.Module, calibration: torch.Tensor, *, strengths=SMOOTHING_S
         if scale is not None:
             replacements.append((layer, SmoothedLinear(layer, scale)))
 
-    layers = [(parent, attr, layer) for parent, attr, layer in channel_mlp_linears(model)
-              if isinstance(layer, nn.Linear)]
+    layers = [
+        (parent, attr, layer) for parent, attr, layer in channel_mlp_linears(model) if isinstance(layer, nn.Linear)
+    ]
     handles = [layer.register_forward_hook(hook) for _, _, layer in layers]
     try:
         with torch.no_grad():  # not inference_mode: the new layers' tensors must work outside it (export)
@@ -188,8 +203,13 @@ def smooth(model: nn.Module, calibration: torch.Tensor, *, strengths=SMOOTHING_S
     return model, chosen
 
 
-def quantize_int8(model: nn.Module, calibration: torch.Tensor | None = None, *,
-                  strengths=SMOOTHING_STRENGTHS, reduce_range: bool | None = None) -> nn.Module:
+def quantize_int8(
+    model: nn.Module,
+    calibration: torch.Tensor | None = None,
+    *,
+    strengths=SMOOTHING_STRENGTHS,
+    reduce_range: bool | None = None,
+) -> nn.Module:
     """A copy of the fused `model` with every channel-MLP Linear in int8 (CPU). With `calibration`
     images the layers are smoothed first (see module doc); without, plain per-tensor dynamic activations.
     `reduce_range` None = 7-bit activations only where the CPU needs them (no VNNI)."""

@@ -1,5 +1,6 @@
 """What every export shares: the config it carries, a CPU fp32 copy to trace, example inputs, and the
 check that the exported model reproduces the eager one (a failed check leaves no file)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,14 @@ def for_export(model: nn.Module) -> nn.Module:
 DEFAULT_TOLERANCE = 1e-4
 
 
-def check_export(model: nn.Module, run_exported: Callable[[torch.Tensor], torch.Tensor], *, what: str,
-                 atol: float = DEFAULT_TOLERANCE, batch: int = 3) -> float:
+def check_export(
+    model: nn.Module,
+    run_exported: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    what: str,
+    atol: float = DEFAULT_TOLERANCE,
+    batch: int = 3,
+) -> float:
     """Max |exported - eager| on random images; ExportError when it exceeds `atol` times the logits' scale,
     max(1, max |eager logit|): float32 rounding grows with the values, so a model with logits of ~350
     legitimately differs by ~3e-4 (1e-6 relative), while logits below 1 are held to `atol` itself."""
@@ -60,16 +67,25 @@ def check_export(model: nn.Module, run_exported: Callable[[torch.Tensor], torch.
         diff = float((run_exported(x) - want).abs().max())
     scale = max(1.0, float(want.abs().max()))
     if not diff <= atol * scale:
-        raise ExportError(f"{what} output differs from eager by {diff:.3g} > {atol:g} x logit scale {scale:.3g}; "
-                          "not written (--tolerance raises the limit)")
+        raise ExportError(
+            f"{what} output differs from eager by {diff:.3g} > {atol:g} x logit scale {scale:.3g}; "
+            "not written (--tolerance raises the limit)"
+        )
     return diff
 
 
-def model_config(model: nn.Module, *, preprocess: Preprocess | None = None,
-                 classes: Sequence[str] | None = None) -> dict[str, Any]:
+def model_config(
+    model: nn.Module, *, preprocess: Preprocess | None = None, classes: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The config every export carries: the model's spec (`preprocess` / `classes` replace its own) plus
     the packaged-format header. Class names default to class_0, class_1, ..."""
     spec = spec_of(model)
     spec = spec.replace(preprocess=preprocess or spec.preprocess, classes=classes or spec.class_names())
-    return {"format": PRETRAINED_FORMAT, "format_version": 1, "architectures": [type(model).__name__],
-            "arch": spec.arch, **spec.to_dict(), "num_classes": spec.num_classes}
+    return {
+        "format": PRETRAINED_FORMAT,
+        "format_version": 1,
+        "architectures": [type(model).__name__],
+        "arch": spec.arch,
+        **spec.to_dict(),
+        "num_classes": spec.num_classes,
+    }

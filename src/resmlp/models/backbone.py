@@ -1,5 +1,6 @@
 """What ResMLP and MLP-Mixer share: patch stem -> residual blocks -> final norm -> average pool -> head,
 and the backbone seams timm users expect (intermediate feature maps, pruning, activation checkpointing)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,7 +42,9 @@ class PatchClassifier(nn.Module):
     `forward_intermediates(x, indices=...)`, `prune_intermediate_layers(indices)`, `set_grad_checkpointing()`.
     """
 
-    def __init__(self, *, img_size: Union[int, Sequence[int]], patch_size: int, in_chans: int, num_classes: int, embed_dim: int) -> None:
+    def __init__(
+        self, *, img_size: Union[int, Sequence[int]], patch_size: int, in_chans: int, num_classes: int, embed_dim: int
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.embed_dim = embed_dim
@@ -57,8 +60,10 @@ class PatchClassifier(nn.Module):
     @property
     def feature_info(self) -> list[dict]:
         """One entry per block (timm's keys): channels, stride in pixels and module name of its output."""
-        return [dict(num_chs=self.embed_dim, reduction=self.stem.patch_size, module=f"blocks.{i}", index=i)
-                for i in range(len(self.blocks))]
+        return [
+            dict(num_chs=self.embed_dim, reduction=self.stem.patch_size, module=f"blocks.{i}", index=i)
+            for i in range(len(self.blocks))
+        ]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass instead of storing them: the memory of
@@ -83,8 +88,14 @@ class PatchClassifier(nn.Module):
         return self.finish_tokens(x)
 
     def forward_intermediates(
-        self, x: torch.Tensor, *, indices: Indices = None, norm: bool = False, stop_early: bool = False,
-        output_fmt: str = "NCHW", intermediates_only: bool = False,
+        self,
+        x: torch.Tensor,
+        *,
+        indices: Indices = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
     ) -> Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]:
         """The outputs of the blocks named by `indices` (see `take_indices`), each passed through the final
         norm when `norm`, as (B, D, h, w) maps (`output_fmt="NCHW"`, h = w = img_size / patch_size) or
@@ -109,8 +120,9 @@ class PatchClassifier(nn.Module):
             return out
         return self.finish_tokens(x), out
 
-    def prune_intermediate_layers(self, indices: Indices = 1, *, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
+    def prune_intermediate_layers(
+        self, indices: Indices = 1, *, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
         """Drop the blocks after the last of `indices` (and the final norm / head when asked), in place;
         returns the kept block indices to pass to `forward_intermediates`."""
         wanted = take_indices(len(self.blocks), indices)
@@ -135,15 +147,17 @@ class PatchClassifier(nn.Module):
         h, w = to_pair(img_size)
         patch = self.stem.patch_size
         if h % patch or w % patch:
-            raise ValueError(f"img_size={img_size} is not divisible by patch_size={patch}; "
-                             f"choose img_size as a multiple of {patch}")
+            raise ValueError(
+                f"img_size={img_size} is not divisible by patch_size={patch}; choose img_size as a multiple of {patch}"
+            )
         resample_model_(self, (h // patch, w // patch), method=method)
         self.stem.set_img_size((h, w))
         spec = getattr(self, "spec", None)
         if spec is not None:  # a ModelSpec (registry): the one description of the model follows the size
             size = self.stem.img_size
-            self.spec = spec.replace(args={**spec.args, "img_size": size},
-                                     preprocess=dataclasses.replace(spec.preprocess, img_size=size))
+            self.spec = spec.replace(
+                args={**spec.args, "img_size": size}, preprocess=dataclasses.replace(spec.preprocess, img_size=size)
+            )
         return self
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -168,5 +182,4 @@ class FeatureMaps(nn.Module):
         self.feature_info = [model.feature_info[i] for i in self.out_indices]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(x, indices=self.out_indices, norm=self.norm,
-                                                intermediates_only=True)
+        return self.model.forward_intermediates(x, indices=self.out_indices, norm=self.norm, intermediates_only=True)

@@ -9,6 +9,7 @@ temperature that keeps the early softmax soft). Channels: 16/64/64 x `width` (wi
 `forward_features` gives the last map as (B, N, C) tokens, `forward_head` pools them. Global pooling takes
 any input of at least 16 x 16 (`img_size` is recorded in the model's spec, not built into the layers).
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,17 @@ class CifarConvNet(nn.Module):
     # distillation teacher place the model accordingly (device.place).
     channels_last = True
 
-    def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10, width: int = 2,
-                 stem_dim: int = 24, logit_scale: float = 0.125, drop_path_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        img_size: int = 32,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        width: int = 2,
+        stem_dim: int = 24,
+        logit_scale: float = 0.125,
+        drop_path_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         if drop_path_rate:
             raise ValueError(f"drop_path_rate: the conv net has no residual branches to drop, got {drop_path_rate}")

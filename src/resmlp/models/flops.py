@@ -1,4 +1,5 @@
 """Count multiply-adds (the paper's "FLOPs") of a forward pass by observing the layers that run."""
+
 from __future__ import annotations
 
 import torch

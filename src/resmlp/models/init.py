@@ -8,6 +8,7 @@ matters most on short schedules and small data (CIFAR-10).
 A is N x N over the h x w patch grid, tokens row-major (token n = row * w + col, see `PatchStem`);
 row = output patch, column = input patch.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -43,16 +44,23 @@ def local_token_matrix(kernel: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.where(inside, a, torch.zeros((), dtype=kernel.dtype))
 
 
-def local_kernel(kernel_size: int, *, neighbour_std: float, generator: Optional[torch.Generator] = None
-                 ) -> torch.Tensor:
+def local_kernel(
+    kernel_size: int, *, neighbour_std: float, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
     """Centre 1, other taps ~ N(0, neighbour_std^2): the identity plus a small random neighbourhood."""
     kernel = torch.randn(kernel_size, kernel_size, generator=generator) * neighbour_std
     kernel[kernel_size // 2, kernel_size // 2] = 1.0
     return kernel
 
 
-def init_token_mixing(model: nn.Module, kind: str, *, generator: Optional[torch.Generator] = None,
-                      kernel_size: int = 3, neighbour_std: float = 0.1) -> nn.Module:
+def init_token_mixing(
+    model: nn.Module,
+    kind: str,
+    *,
+    generator: Optional[torch.Generator] = None,
+    kernel_size: int = 3,
+    neighbour_std: float = 0.1,
+) -> nn.Module:
     """Set every block's A (and its bias, to 0) in place; returns `model` for chaining.
 
     kind: "default" leaves the paper's trunc-normal(0.02) init; "identity" sets A = I (each patch starts
@@ -67,8 +75,10 @@ def init_token_mixing(model: nn.Module, kind: str, *, generator: Optional[torch.
     if blocks is None or not all(hasattr(b, "linear_tokens") for b in blocks):
         mixing = getattr(blocks[0], "token_mixing", None) if blocks else None
         has = f"token_mixing={mixing!r}" if mixing else type(model).__name__
-        raise ValueError(f"token-mixing init {kind!r} applies to ResMLP's linear_tokens (one N x N matrix A per "
-                         f"block, token_mixing='linear'); this model has {has}")
+        raise ValueError(
+            f"token-mixing init {kind!r} applies to ResMLP's linear_tokens (one N x N matrix A per "
+            f"block, token_mixing='linear'); this model has {has}"
+        )
     h, w = grid_shape(model)
     for block in blocks:
         if kind == "identity":
@@ -79,4 +89,3 @@ def init_token_mixing(model: nn.Module, kind: str, *, generator: Optional[torch.
             block.linear_tokens.weight.copy_(a)
             block.linear_tokens.bias.zero_()
     return model
-

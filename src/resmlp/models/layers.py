@@ -2,6 +2,7 @@
 
 Shapes: B = batch, N = number of patches (tokens), D = embedding dim (channels).
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence, Union
@@ -47,8 +48,7 @@ class DropPath(nn.Module):
 
 
 # The activations of the paper's Appendix A (GELU is the paper's choice, exact erf form).
-ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "silu": nn.SiLU, "hardswish": nn.Hardswish,
-                                           "relu": nn.ReLU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "silu": nn.SiLU, "hardswish": nn.Hardswish, "relu": nn.ReLU}
 
 
 def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
@@ -91,6 +91,8 @@ def make_norm(kind: str, dim: int) -> nn.Module:
     if kind == "layernorm":
         return nn.LayerNorm(dim, eps=1e-6)
     return TokenBatchNorm(dim)
+
+
 def to_pair(size: Union[int, Sequence[int]]) -> tuple[int, int]:
     """An image or grid size given as an int (square) or as (h, w) -> (h, w)."""
     if isinstance(size, int) and not isinstance(size, bool):

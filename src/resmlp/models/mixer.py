@@ -5,6 +5,7 @@ Each block is pre-norm with LayerNorm (eps 1e-6):
     Y = U + MLP_channels(LN(U))        # channel mixing: an MLP over D, hidden = mlp_ratio * D
 Module names follow timm: norm1, mlp_tokens.{fc1,fc2}, norm2, mlp_channels.{fc1,fc2}.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,7 +17,12 @@ from .layers import DropPath, Mlp
 
 class MixerBlock(nn.Module):
     def __init__(
-        self, *, dim: int, num_patches: int, token_mlp_ratio: float = 0.5, mlp_ratio: float = 4.0,
+        self,
+        *,
+        dim: int,
+        num_patches: int,
+        token_mlp_ratio: float = 0.5,
+        mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
@@ -39,15 +45,29 @@ class MlpMixer(PatchClassifier):
     JAX code, except the head, which gets truncated-normal(0.02) so gradients reach the body at step 0."""
 
     def __init__(
-        self, *, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
-        embed_dim: int = 512, depth: int = 8, token_mlp_ratio: float = 0.5, mlp_ratio: float = 4.0,
+        self,
+        *,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 512,
+        depth: int = 8,
+        token_mlp_ratio: float = 0.5,
+        mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
     ) -> None:
-        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-                         num_classes=num_classes, embed_dim=embed_dim)
+        super().__init__(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim
+        )
         self.blocks = nn.ModuleList(
-            MixerBlock(dim=embed_dim, num_patches=self.num_patches, token_mlp_ratio=token_mlp_ratio,
-                       mlp_ratio=mlp_ratio, drop_path=drop_path_rate)
+            MixerBlock(
+                dim=embed_dim,
+                num_patches=self.num_patches,
+                token_mlp_ratio=token_mlp_ratio,
+                mlp_ratio=mlp_ratio,
+                drop_path=drop_path_rate,
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)

@@ -4,6 +4,7 @@ Every model `create_model` builds carries `model.spec`, a `ModelSpec`: the one d
 model is (registered name, every constructor argument, preprocessing, class names). Checkpoints and
 packaged exports store `spec.to_dict()` and rebuild the model with `ModelSpec.from_dict(...).build()`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,12 @@ from .resnet import CifarResNet
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"resmlp": ResMLP, "mixer": MlpMixer, "resnet": CifarResNet,
-                                                "convnet": CifarConvNet}
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "resmlp": ResMLP,
+    "mixer": MlpMixer,
+    "resnet": CifarResNet,
+    "convnet": CifarConvNet,
+}
 
 
 @dataclass(frozen=True)
@@ -72,70 +77,165 @@ _MIIL_PRE = Preprocess(crop_pct=0.875, interpolation="bilinear", mean=(0.0, 0.0,
 
 def _fb(stem: str, dino: bool = False) -> dict[str, PretrainedWeights]:
     """The deit repo's ResMLP files, under timm's tags."""
-    out = {"fb_in1k": PretrainedWeights(_DEIT + f"{stem}_no_dist.pth"),
-           "fb_distilled_in1k": PretrainedWeights(_DEIT + f"{stem}_dist.pth")}
+    out = {
+        "fb_in1k": PretrainedWeights(_DEIT + f"{stem}_no_dist.pth"),
+        "fb_distilled_in1k": PretrainedWeights(_DEIT + f"{stem}_dist.pth"),
+    }
     if dino:  # self-supervised (DINO) trunk
         out["fb_dino"] = PretrainedWeights(_DEIT + f"{stem}_dino.pth")
     return out
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    # Paper Table 1 / Table 3. LayerScale init is depth dependent (0.1 for 12 blocks, 1e-5 for 24, 1e-6 beyond).
-    Variant("resmlp_s12", "resmlp", dict(patch_size=16, embed_dim=384, depth=12, layer_scale_init=0.1),
-            description="ResMLP-S12 (paper Table 1)", timm_name="resmlp_12_224", weights=_fb("resmlp_12", dino=True)),
-    # Table 3's patch-size rows: S12 with 14x14 patches (16 x 16 = 256 tokens) or 8x8 (28 x 28 = 784) at 224 px.
-    Variant("resmlp_s12_p14", "resmlp", dict(patch_size=14, embed_dim=384, depth=12, layer_scale_init=0.1),
-            description="ResMLP-S12 with 14x14 patches (paper Table 3)"),
-    Variant("resmlp_s12_p8", "resmlp", dict(patch_size=8, embed_dim=384, depth=12, layer_scale_init=0.1),
-            description="ResMLP-S12 with 8x8 patches (paper Table 3)"),
-    Variant("resmlp_s24", "resmlp", dict(patch_size=16, embed_dim=384, depth=24, layer_scale_init=1e-5),
-            description="ResMLP-S24 (paper Table 1)", timm_name="resmlp_24_224", weights=_fb("resmlp_24", dino=True)),
-    Variant("resmlp_s36", "resmlp", dict(patch_size=16, embed_dim=384, depth=36, layer_scale_init=1e-6),
-            description="ResMLP-S36 (paper Table 1)", timm_name="resmlp_36_224", weights=_fb("resmlp_36")),
-    Variant("resmlp_b24", "resmlp", dict(patch_size=16, embed_dim=768, depth=24, layer_scale_init=1e-6),
-            description="ResMLP-B24 (paper Table 1)"),
-    Variant("resmlp_b24_p8", "resmlp", dict(patch_size=8, embed_dim=768, depth=24, layer_scale_init=1e-6),
-            description="ResMLP-B24/8 (paper Table 1)", timm_name="resmlp_big_24_224",
-            weights={**_fb("resmlpB_24"), "fb_in22k_ft_in1k": PretrainedWeights(_DEIT + "resmlpB_24_22k.pth")}),
-    # MLP-Mixer baselines (Tolstikhin et al. 2021, Table 1).
-    Variant("mixer_s16", "mixer", dict(patch_size=16, embed_dim=512, depth=8), description="Mixer-S/16",
-            timm_name="mixer_s16_224"),
-    Variant("mixer_b16", "mixer", dict(patch_size=16, embed_dim=768, depth=12), description="Mixer-B/16",
-            timm_name="mixer_b16_224", weights={
-                "goog_in21k_ft_in1k": PretrainedWeights(_JX + "jx_mixer_b16_224-76587d61.pth",
-                                                        preprocess=Preprocess(crop_pct=0.875, **_HALF)),
-                "goog_in21k": PretrainedWeights(_JX + "jx_mixer_b16_224_in21k-617b3de2.pth", 21843,
-                                                Preprocess(crop_pct=0.875, **_HALF)),
-                "miil_in21k_ft_in1k": PretrainedWeights(_MIIL + "mixer_b16_224_miil-9229a591.pth",
-                                                        preprocess=_MIIL_PRE),
-                "miil_in21k": PretrainedWeights(_MIIL + "mixer_b16_224_miil_in21k-2a558a71.pth", 11221, _MIIL_PRE)}),
-    Variant("mixer_l16", "mixer", dict(patch_size=16, embed_dim=1024, depth=24), description="Mixer-L/16",
-            timm_name="mixer_l16_224", weights={
-                "goog_in21k_ft_in1k": PretrainedWeights(_JX + "jx_mixer_l16_224-92f9adc4.pth",
-                                                        preprocess=Preprocess(crop_pct=0.875, **_HALF)),
-                "goog_in21k": PretrainedWeights(_JX + "jx_mixer_l16_224_in21k-846aa33c.pth", 21843,
-                                                Preprocess(crop_pct=0.875, **_HALF))}),
-    # Small variants that train on a laptop CPU (ours, not in the papers).
-    Variant("resmlp_micro8", "resmlp",
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        # Paper Table 1 / Table 3. LayerScale init is depth dependent (0.1 for 12 blocks, 1e-5 for 24, 1e-6 beyond).
+        Variant(
+            "resmlp_s12",
+            "resmlp",
+            dict(patch_size=16, embed_dim=384, depth=12, layer_scale_init=0.1),
+            description="ResMLP-S12 (paper Table 1)",
+            timm_name="resmlp_12_224",
+            weights=_fb("resmlp_12", dino=True),
+        ),
+        # Table 3's patch-size rows: S12 with 14x14 patches (16 x 16 = 256 tokens) or 8x8 (28 x 28 = 784) at 224 px.
+        Variant(
+            "resmlp_s12_p14",
+            "resmlp",
+            dict(patch_size=14, embed_dim=384, depth=12, layer_scale_init=0.1),
+            description="ResMLP-S12 with 14x14 patches (paper Table 3)",
+        ),
+        Variant(
+            "resmlp_s12_p8",
+            "resmlp",
+            dict(patch_size=8, embed_dim=384, depth=12, layer_scale_init=0.1),
+            description="ResMLP-S12 with 8x8 patches (paper Table 3)",
+        ),
+        Variant(
+            "resmlp_s24",
+            "resmlp",
+            dict(patch_size=16, embed_dim=384, depth=24, layer_scale_init=1e-5),
+            description="ResMLP-S24 (paper Table 1)",
+            timm_name="resmlp_24_224",
+            weights=_fb("resmlp_24", dino=True),
+        ),
+        Variant(
+            "resmlp_s36",
+            "resmlp",
+            dict(patch_size=16, embed_dim=384, depth=36, layer_scale_init=1e-6),
+            description="ResMLP-S36 (paper Table 1)",
+            timm_name="resmlp_36_224",
+            weights=_fb("resmlp_36"),
+        ),
+        Variant(
+            "resmlp_b24",
+            "resmlp",
+            dict(patch_size=16, embed_dim=768, depth=24, layer_scale_init=1e-6),
+            description="ResMLP-B24 (paper Table 1)",
+        ),
+        Variant(
+            "resmlp_b24_p8",
+            "resmlp",
+            dict(patch_size=8, embed_dim=768, depth=24, layer_scale_init=1e-6),
+            description="ResMLP-B24/8 (paper Table 1)",
+            timm_name="resmlp_big_24_224",
+            weights={**_fb("resmlpB_24"), "fb_in22k_ft_in1k": PretrainedWeights(_DEIT + "resmlpB_24_22k.pth")},
+        ),
+        # MLP-Mixer baselines (Tolstikhin et al. 2021, Table 1).
+        Variant(
+            "mixer_s16",
+            "mixer",
+            dict(patch_size=16, embed_dim=512, depth=8),
+            description="Mixer-S/16",
+            timm_name="mixer_s16_224",
+        ),
+        Variant(
+            "mixer_b16",
+            "mixer",
+            dict(patch_size=16, embed_dim=768, depth=12),
+            description="Mixer-B/16",
+            timm_name="mixer_b16_224",
+            weights={
+                "goog_in21k_ft_in1k": PretrainedWeights(
+                    _JX + "jx_mixer_b16_224-76587d61.pth", preprocess=Preprocess(crop_pct=0.875, **_HALF)
+                ),
+                "goog_in21k": PretrainedWeights(
+                    _JX + "jx_mixer_b16_224_in21k-617b3de2.pth", 21843, Preprocess(crop_pct=0.875, **_HALF)
+                ),
+                "miil_in21k_ft_in1k": PretrainedWeights(
+                    _MIIL + "mixer_b16_224_miil-9229a591.pth", preprocess=_MIIL_PRE
+                ),
+                "miil_in21k": PretrainedWeights(_MIIL + "mixer_b16_224_miil_in21k-2a558a71.pth", 11221, _MIIL_PRE),
+            },
+        ),
+        Variant(
+            "mixer_l16",
+            "mixer",
+            dict(patch_size=16, embed_dim=1024, depth=24),
+            description="Mixer-L/16",
+            timm_name="mixer_l16_224",
+            weights={
+                "goog_in21k_ft_in1k": PretrainedWeights(
+                    _JX + "jx_mixer_l16_224-92f9adc4.pth", preprocess=Preprocess(crop_pct=0.875, **_HALF)
+                ),
+                "goog_in21k": PretrainedWeights(
+                    _JX + "jx_mixer_l16_224_in21k-846aa33c.pth", 21843, Preprocess(crop_pct=0.875, **_HALF)
+                ),
+            },
+        ),
+        # Small variants that train on a laptop CPU (ours, not in the papers).
+        Variant(
+            "resmlp_micro8",
+            "resmlp",
             dict(img_size=8, patch_size=2, embed_dim=128, depth=4, layer_scale_init=0.1, num_classes=10),
-            Preprocess(img_size=8, crop_pct=1.0), "8x8 inputs (sklearn digits): 16 patches of 2x2"),
-    Variant("resmlp_micro16", "resmlp",
+            Preprocess(img_size=8, crop_pct=1.0),
+            "8x8 inputs (sklearn digits): 16 patches of 2x2",
+        ),
+        Variant(
+            "resmlp_micro16",
+            "resmlp",
             dict(img_size=16, patch_size=2, embed_dim=128, depth=6, layer_scale_init=0.1, num_classes=10),
-            Preprocess(img_size=16, crop_pct=1.0), "16x16 inputs: 64 patches of 2x2"),
-    Variant("resmlp_tiny32", "resmlp",
+            Preprocess(img_size=16, crop_pct=1.0),
+            "16x16 inputs: 64 patches of 2x2",
+        ),
+        Variant(
+            "resmlp_tiny32",
+            "resmlp",
             dict(img_size=32, patch_size=4, embed_dim=192, depth=8, layer_scale_init=0.1, num_classes=10),
-            _SMALL, "32x32 inputs (CIFAR): 64 patches of 4x4, the CPU workhorse"),
-    Variant("mixer_tiny32", "mixer",
+            _SMALL,
+            "32x32 inputs (CIFAR): 64 patches of 4x4, the CPU workhorse",
+        ),
+        Variant(
+            "mixer_tiny32",
+            "mixer",
             dict(img_size=32, patch_size=4, embed_dim=192, depth=8, num_classes=10),
-            _SMALL, "32x32 inputs (CIFAR): Mixer baseline of similar cost to resmlp_tiny32"),
-    # Convnet teachers for distillation (He et al. 2016, CIFAR ResNets), trained with `resmlp train`.
-    Variant("resnet20_cifar", "resnet", dict(img_size=32, blocks_per_stage=3, num_classes=10), _SMALL,
-            "CIFAR ResNet-20 (teacher)"),
-    Variant("resnet56_cifar", "resnet", dict(img_size=32, blocks_per_stage=9, num_classes=10), _SMALL,
-            "CIFAR ResNet-56 (teacher)"),
-    Variant("convnet_cifar", "convnet", dict(img_size=32, width=2, num_classes=10), _SMALL,
-            "fast-CIFAR conv net, 32/128/128 channels (teacher inside the hour)"),
-]}
+            _SMALL,
+            "32x32 inputs (CIFAR): Mixer baseline of similar cost to resmlp_tiny32",
+        ),
+        # Convnet teachers for distillation (He et al. 2016, CIFAR ResNets), trained with `resmlp train`.
+        Variant(
+            "resnet20_cifar",
+            "resnet",
+            dict(img_size=32, blocks_per_stage=3, num_classes=10),
+            _SMALL,
+            "CIFAR ResNet-20 (teacher)",
+        ),
+        Variant(
+            "resnet56_cifar",
+            "resnet",
+            dict(img_size=32, blocks_per_stage=9, num_classes=10),
+            _SMALL,
+            "CIFAR ResNet-56 (teacher)",
+        ),
+        Variant(
+            "convnet_cifar",
+            "convnet",
+            dict(img_size=32, width=2, num_classes=10),
+            _SMALL,
+            "fast-CIFAR conv net, 32/128/128 channels (teacher inside the hour)",
+        ),
+    ]
+}
 
 
 def list_models() -> list[str]:
@@ -202,8 +302,12 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML/torch.save-ready: model_name, model_args, preprocess, classes."""
         pre = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.preprocess).items()}
-        return {"model_name": self.name, "model_args": dict(self.args), "preprocess": pre,
-                "classes": list(self.classes) if self.classes is not None else None}
+        return {
+            "model_name": self.name,
+            "model_args": dict(self.args),
+            "preprocess": pre,
+            "classes": list(self.classes) if self.classes is not None else None,
+        }
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> "ModelSpec":
@@ -220,8 +324,12 @@ class ModelSpec:
         if isinstance(pre.get("img_size"), list):  # JSON/YAML keep (h, w) as a list
             pre["img_size"] = tuple(pre["img_size"])
         classes = record.get("classes")
-        return cls(name, args, Preprocess(**{"img_size": args["img_size"], **pre}),
-                   tuple(classes) if classes is not None else None)
+        return cls(
+            name,
+            args,
+            Preprocess(**{"img_size": args["img_size"], **pre}),
+            tuple(classes) if classes is not None else None,
+        )
 
 
 def _sizes_as_tuples(args: dict[str, Any]) -> dict[str, Any]:
@@ -230,8 +338,7 @@ def _sizes_as_tuples(args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def create_model(name: str, *, features_only: bool = False, out_indices: Indices = None,
-                 **overrides: Any) -> nn.Module:
+def create_model(name: str, *, features_only: bool = False, out_indices: Indices = None, **overrides: Any) -> nn.Module:
     """Build registered variant `name`; `overrides` replace constructor arguments such as `img_size`,
     `in_chans`, `num_classes` or `drop_path_rate` (the token count N follows from img_size / patch_size).
 

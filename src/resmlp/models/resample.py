@@ -19,6 +19,7 @@ it kept the most accuracy at every other size (docs/benchmarks.md). Mixer's toke
 input axis keeping each hidden unit's sum, fc2's output axis and bias). On the same grid every method
 is the identity.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,7 +51,7 @@ _TOKEN_TENSORS = (
 
 
 def token_axis_kind(name: str) -> Optional[str]:
-    """"matrix", "in", "out" or "bias" for a parameter/state-dict key with a token axis, else None."""
+    """ "matrix", "in", "out" or "bias" for a parameter/state-dict key with a token axis, else None."""
     return next((kind for pattern, kind in _TOKEN_TENSORS if pattern.search(name)), None)
 
 
@@ -104,8 +105,9 @@ def _recentre(t: torch.Tensor, size: Grid) -> torch.Tensor:
     out = t.new_zeros(*t.shape[:-2], *size)
     (a, b), (c, d) = t.shape[-2:], size
     ka, kb = min(a, c) // 2, min(b, d) // 2  # radius kept on each axis
-    out[..., c // 2 - ka:c // 2 + ka + 1, d // 2 - kb:d // 2 + kb + 1] = \
-        t[..., a // 2 - ka:a // 2 + ka + 1, b // 2 - kb:b // 2 + kb + 1]
+    out[..., c // 2 - ka : c // 2 + ka + 1, d // 2 - kb : d // 2 + kb + 1] = t[
+        ..., a // 2 - ka : a // 2 + ka + 1, b // 2 - kb : b // 2 + kb + 1
+    ]
     return out
 
 
@@ -129,8 +131,9 @@ def _resample_matrix(a: torch.Tensor, old: Grid, new: Grid, method: str, keep_su
     return full.reshape(hh * ww, -1).gather(1, idx)  # (N', N'): A'[out, in] = full[out, offset(out, in)]
 
 
-def resample_tensor(t: torch.Tensor, kind: str, old: Grid, new: Grid, *, method: str = DEFAULT_METHOD,
-                    keep_sum: bool = True) -> torch.Tensor:
+def resample_tensor(
+    t: torch.Tensor, kind: str, old: Grid, new: Grid, *, method: str = DEFAULT_METHOD, keep_sum: bool = True
+) -> torch.Tensor:
     """One token-axis tensor of `kind` ("matrix", "in", "out", "bias"; see `token_axis_kind`) from grid
     `old` to grid `new`. `keep_sum=False` skips the row-sum rescaling (optimizer moments)."""
     _check_method(method)
@@ -141,14 +144,18 @@ def resample_tensor(t: torch.Tensor, kind: str, old: Grid, new: Grid, *, method:
         raise ValueError(f"unknown token-axis kind {kind!r}; expected one of {', '.join(token_axes)}")
     if kind == "class_row":  # the class token's own weight stays; its weights over the patches are an "in" row
         if t.ndim != 2 or t.shape[1] != n_old + 1:
-            raise ValueError(f"a class_row tensor of shape {tuple(t.shape)} does not have 1 + {n_old} tokens "
-                             f"(a {old[0]}x{old[1]} patch grid)")
+            raise ValueError(
+                f"a class_row tensor of shape {tuple(t.shape)} does not have 1 + {n_old} tokens "
+                f"(a {old[0]}x{old[1]} patch grid)"
+            )
         patches = resample_tensor(t[:, 1:], "in", old, new, method=method, keep_sum=keep_sum)
         return torch.cat([t[:, :1].detach().clone(), patches], dim=1).contiguous()
     axes = token_axes[kind]
     if any(t.shape[ax] != n_old for ax in axes):
-        raise ValueError(f"a {kind} tensor of shape {tuple(t.shape)} does not have {n_old} tokens "
-                         f"(a {old[0]}x{old[1]} patch grid) on its token axis")
+        raise ValueError(
+            f"a {kind} tensor of shape {tuple(t.shape)} does not have {n_old} tokens "
+            f"(a {old[0]}x{old[1]} patch grid) on its token axis"
+        )
     if old == new:
         return t.clone()
     with torch.no_grad():
@@ -182,9 +189,13 @@ def token_parameters(model: nn.Module) -> Iterator[tuple[str, nn.Parameter, str]
             yield name, p, kind
 
 
-def resample_state_dict(sd: Mapping[str, torch.Tensor], grid: Union[int, Sequence[int]], *,
-                        old_grid: Union[int, Sequence[int], None] = None, method: str = DEFAULT_METHOD
-                        ) -> dict[str, torch.Tensor]:
+def resample_state_dict(
+    sd: Mapping[str, torch.Tensor],
+    grid: Union[int, Sequence[int]],
+    *,
+    old_grid: Union[int, Sequence[int], None] = None,
+    method: str = DEFAULT_METHOD,
+) -> dict[str, torch.Tensor]:
     """A copy of state dict `sd` with every token-axis tensor carried to patch grid `grid` (h, w). The old
     grid is `old_grid`, or the square grid of A's (or fc1's) size when not given."""
     _check_method(method)
@@ -220,8 +231,14 @@ def resample_model_(model: nn.Module, grid: Union[int, Sequence[int]], *, method
     return model
 
 
-def resample_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, old: Union[int, Sequence[int]],
-                             new: Union[int, Sequence[int]], *, method: str = DEFAULT_METHOD) -> None:
+def resample_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    old: Union[int, Sequence[int]],
+    new: Union[int, Sequence[int]],
+    *,
+    method: str = DEFAULT_METHOD,
+) -> None:
     """After `set_input_size`, carry the optimizer's per-parameter tensors of the token-mixing parameters
     (Adam/LAMB exp_avg and exp_avg_sq, SGD momentum) from grid `old` to `new` with the same method, without
     the row-sum rescaling (moments are not operators); second moments are clamped at >= 0."""
@@ -247,14 +264,20 @@ def _state_of(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> dict:
 def _model_grid(model: nn.Module) -> Grid:
     stem = getattr(model, "stem", None)
     if stem is None or not hasattr(stem, "grid_size"):
-        raise ValueError(f"{type(model).__name__} has no patch grid (stem.grid_size): only patch models "
-                         f"(ResMLP, Mixer) have token-mixing layers to resample")
+        raise ValueError(
+            f"{type(model).__name__} has no patch grid (stem.grid_size): only patch models "
+            f"(ResMLP, Mixer) have token-mixing layers to resample"
+        )
     return to_pair(stem.grid_size)
 
 
-def resample_token_mixing(model_or_state_dict: Union[nn.Module, Mapping[str, torch.Tensor]],
-                          grid: Union[int, Sequence[int]], *, method: str = DEFAULT_METHOD,
-                          old_grid: Union[int, Sequence[int], None] = None):
+def resample_token_mixing(
+    model_or_state_dict: Union[nn.Module, Mapping[str, torch.Tensor]],
+    grid: Union[int, Sequence[int]],
+    *,
+    method: str = DEFAULT_METHOD,
+    old_grid: Union[int, Sequence[int], None] = None,
+):
     """Carry ResMLP's A (and Mixer's token MLP) to patch grid `grid` = (h, w) (or an int for h = w).
 
     A model is changed in place (stem included: it then takes images of grid * patch_size pixels) and

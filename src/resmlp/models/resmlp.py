@@ -17,6 +17,7 @@ ResMLP and keep its state-dict keys and parameter counts:
                   over the N + 1 tokens that updates only a class token; 2 blocks)
     act           gelu | silu | hardswish | relu            the MLPs' non-linearity
 """
+
 from __future__ import annotations
 
 import torch
@@ -55,9 +56,17 @@ class TokenConv(nn.Module):
 
 class ResMLPBlock(nn.Module):
     def __init__(
-        self, *, dim: int, num_patches: int, mlp_ratio: float = 4.0, layer_scale_init: float = 1e-4,
-        drop_path: float = 0.0, grid: tuple[int, int] | None = None, norm: str = "affine",
-        token_mixing: str = "linear", act: str = "gelu",
+        self,
+        *,
+        dim: int,
+        num_patches: int,
+        mlp_ratio: float = 4.0,
+        layer_scale_init: float = 1e-4,
+        drop_path: float = 0.0,
+        grid: tuple[int, int] | None = None,
+        norm: str = "affine",
+        token_mixing: str = "linear",
+        act: str = "gelu",
     ) -> None:
         super().__init__()
         self.token_mixing = check_choice("token_mixing", token_mixing, TOKEN_MIXINGS)
@@ -68,8 +77,10 @@ class ResMLPBlock(nn.Module):
             self.mlp_tokens = Mlp(num_patches, 4 * num_patches, act)  # over N, like Mixer's token MLP
         elif token_mixing != "none":
             if grid is None or grid[0] * grid[1] != num_patches:
-                raise ValueError(f"token_mixing={token_mixing!r} needs the patch grid (h, w) of the {num_patches} "
-                                 f"tokens, got grid={grid}")
+                raise ValueError(
+                    f"token_mixing={token_mixing!r} needs the patch grid (h, w) of the {num_patches} "
+                    f"tokens, got grid={grid}"
+                )
             self.conv_tokens = TokenConv(token_mixing, dim=dim, grid=grid)
         self.ls1 = nn.Parameter(torch.full((dim,), layer_scale_init))
         self.norm2 = make_norm(norm, dim)
@@ -104,8 +115,9 @@ class ClassMlpBlock(nn.Module):
         c = c + LayerScale_2 * MLP(Aff_2(c))
     """
 
-    def __init__(self, *, dim: int, num_patches: int, mlp_ratio: float, layer_scale_init: float, norm: str,
-                 act: str) -> None:
+    def __init__(
+        self, *, dim: int, num_patches: int, mlp_ratio: float, layer_scale_init: float, norm: str, act: str
+    ) -> None:
         super().__init__()
         self.norm1 = make_norm(norm, dim)
         self.linear_tokens = nn.Linear(num_patches + 1, 1)  # N + 1 tokens -> the class token
@@ -131,30 +143,56 @@ class ResMLP(PatchClassifier):
     """
 
     def __init__(
-        self, *, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
-        embed_dim: int = 384, depth: int = 12, mlp_ratio: float = 4.0, layer_scale_init: float = 1e-4,
-        drop_path_rate: float = 0.0, norm: str = "affine", token_mixing: str = "linear", pooling: str = "avg",
+        self,
+        *,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 384,
+        depth: int = 12,
+        mlp_ratio: float = 4.0,
+        layer_scale_init: float = 1e-4,
+        drop_path_rate: float = 0.0,
+        norm: str = "affine",
+        token_mixing: str = "linear",
+        pooling: str = "avg",
         act: str = "gelu",
     ) -> None:
         check_choice("norm", norm, NORMS)
         check_choice("token_mixing", token_mixing, TOKEN_MIXINGS)
         check_choice("act", act, ACTIVATIONS)
-        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-                         num_classes=num_classes, embed_dim=embed_dim)
+        super().__init__(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim
+        )
         self.pooling = check_choice("pooling", pooling, POOLINGS)
         grid = self.stem.grid_size
         grid = (grid, grid) if isinstance(grid, int) else tuple(grid)
         self.blocks = nn.ModuleList(
-            ResMLPBlock(dim=embed_dim, num_patches=self.num_patches, mlp_ratio=mlp_ratio,
-                        layer_scale_init=layer_scale_init, drop_path=drop_path_rate, grid=grid, norm=norm,
-                        token_mixing=token_mixing, act=act)
+            ResMLPBlock(
+                dim=embed_dim,
+                num_patches=self.num_patches,
+                mlp_ratio=mlp_ratio,
+                layer_scale_init=layer_scale_init,
+                drop_path=drop_path_rate,
+                grid=grid,
+                norm=norm,
+                token_mixing=token_mixing,
+                act=act,
+            )
             for _ in range(depth)
         )
         if pooling == "class_mlp":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
             self.class_blocks = nn.ModuleList(
-                ClassMlpBlock(dim=embed_dim, num_patches=self.num_patches, mlp_ratio=mlp_ratio,
-                              layer_scale_init=layer_scale_init, norm=norm, act=act)
+                ClassMlpBlock(
+                    dim=embed_dim,
+                    num_patches=self.num_patches,
+                    mlp_ratio=mlp_ratio,
+                    layer_scale_init=layer_scale_init,
+                    norm=norm,
+                    act=act,
+                )
                 for _ in range(CLASS_BLOCKS)
             )
             nn.init.trunc_normal_(self.cls_token, std=0.02)

@@ -5,6 +5,7 @@ conv3x3(16) -> 3 stages of `n` BasicBlocks with 16/32/64 x `width` channels (str
 change shape are 1x1 convolutions (the paper's option B). It exposes the same seams as ResMLP:
 `forward_features` returns the final feature map as (B, N, C) tokens, `forward_head` pools them.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,7 +24,9 @@ class BasicBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.shortcut = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -34,14 +37,24 @@ class BasicBlock(nn.Module):
 
 class CifarResNet(nn.Module):
     channels_last = True  # NHWC activations: faster convs (oneDNN, cuDNN); see device.place
-    def __init__(self, *, img_size: int = 32, in_chans: int = 3, num_classes: int = 10, blocks_per_stage: int = 3,
-                 width: int = 1, drop_path_rate: float = 0.0) -> None:
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 32,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        blocks_per_stage: int = 3,
+        width: int = 1,
+        drop_path_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         chans = [16 * width, 32 * width, 64 * width]
         self.embed_dim = self.num_features = chans[-1]
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, chans[0], 3, padding=1, bias=False), nn.BatchNorm2d(chans[0]),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, chans[0], 3, padding=1, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True)
+        )
         layers, in_ch = [], chans[0]
         for i, ch in enumerate(chans):
             for j in range(blocks_per_stage):

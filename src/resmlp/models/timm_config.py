@@ -10,6 +10,7 @@ timm's schema (what its `push_to_hub` writes and its hub loader reads):
 We add one key timm ignores, "resmlp" (our `ModelSpec.to_dict()`), so our own reader rebuilds the exact
 spec, including variants timm has no function for (their `architecture` is our variant name).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,8 @@ def timm_architecture(spec: ModelSpec) -> Optional[str]:
             continue
         _, registered = model_args(variant.name)
         if all(math.isclose(registered[k], spec.args[k]) for k in _BODY if k in registered) and all(
-                registered[k] == spec.args.get(k, registered[k]) for k in _OPTIONS if k in registered):
+            registered[k] == spec.args.get(k, registered[k]) for k in _OPTIONS if k in registered
+        ):
             return variant.timm_name
     return None
 
@@ -41,14 +43,27 @@ def to_timm_config(spec: ModelSpec, *, num_features: int, tag: Optional[str] = N
     pre, classes = spec.preprocess, spec.class_names()
     c, h, w = spec.input_shape
     pretrained_cfg: dict[str, Any] = {
-        "tag": tag or "resmlp", "custom_load": False, "input_size": [c, h, w], "fixed_input_size": True,
-        "interpolation": pre.interpolation, "crop_pct": pre.crop_pct, "crop_mode": "center",
-        "mean": list(pre.mean), "std": list(pre.std), "num_classes": spec.num_classes, "pool_size": None,
-        "first_conv": "stem.proj" if spec.arch != "resnet" else "stem.0", "classifier": "head",
+        "tag": tag or "resmlp",
+        "custom_load": False,
+        "input_size": [c, h, w],
+        "fixed_input_size": True,
+        "interpolation": pre.interpolation,
+        "crop_pct": pre.crop_pct,
+        "crop_mode": "center",
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+        "num_classes": spec.num_classes,
+        "pool_size": None,
+        "first_conv": "stem.proj" if spec.arch != "resnet" else "stem.0",
+        "classifier": "head",
         "label_names": classes,
     }
-    config: dict[str, Any] = {"architecture": arch or spec.name, "num_classes": spec.num_classes,
-                              "num_features": num_features, "global_pool": "avg"}
+    config: dict[str, Any] = {
+        "architecture": arch or spec.name,
+        "num_classes": spec.num_classes,
+        "num_features": num_features,
+        "global_pool": "avg",
+    }
     # timm's functions fix patch size, width and depth; a size they leave free goes in model_args.
     sizes = {k: spec.args[k] for k, default in (("img_size", 224), ("in_chans", 3)) if spec.args[k] != default}
     if sizes:
@@ -79,15 +94,20 @@ def from_timm_config(config: Mapping[str, Any]) -> ModelSpec:
     img_size = margs.get("img_size", input_size[-1])
     img_size = img_size[-1] if isinstance(img_size, (list, tuple)) else img_size
     num_classes = config.get("num_classes", cfg.get("num_classes", 1000))
-    overrides = dict(img_size=int(img_size), in_chans=int(margs.get("in_chans", input_size[0])),
-                     num_classes=int(num_classes))
+    overrides = dict(
+        img_size=int(img_size), in_chans=int(margs.get("in_chans", input_size[0])), num_classes=int(num_classes)
+    )
     if "drop_path_rate" in margs:
         overrides["drop_path_rate"] = margs["drop_path_rate"]
     _, args = model_args(name, **overrides)
     default = Preprocess()
-    pre = Preprocess(img_size=args["img_size"], crop_pct=float(cfg.get("crop_pct", 0.875)),
-                     interpolation=str(cfg.get("interpolation", default.interpolation)),
-                     mean=tuple(cfg.get("mean", default.mean)), std=tuple(cfg.get("std", default.std)))
+    pre = Preprocess(
+        img_size=args["img_size"],
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        interpolation=str(cfg.get("interpolation", default.interpolation)),
+        mean=tuple(cfg.get("mean", default.mean)),
+        std=tuple(cfg.get("std", default.std)),
+    )
     labels = config.get("label_names", cfg.get("label_names"))
     if isinstance(labels, Mapping):  # timm allows {index: name}; only a complete mapping gives a list
         labels = [labels.get(str(i), labels.get(i)) for i in range(len(labels))]

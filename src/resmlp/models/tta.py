@@ -5,6 +5,7 @@ follows DeiT's recipe), so the model is near-invariant to them and averaging ove
 its errors at a cost of one forward pass per view. A shift matters for a patch model: a 1 px move
 re-cuts every p x p patch.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,10 @@ def tta_views(spec: str) -> tuple[bool, int]:
         elif part.startswith("shift") and part[5:].isdigit() and int(part[5:]) > 0 and not shifts:
             shifts = int(part[5:])
         else:
-            raise ValueError(f"bad test-time augmentation {spec!r} at {part!r}; use 'none', 'flip', 'shift<k>' "
-                             f"or 'flip+shift<k>' (k >= 1 pixels)")
+            raise ValueError(
+                f"bad test-time augmentation {spec!r} at {part!r}; use 'none', 'flip', 'shift<k>' "
+                f"or 'flip+shift<k>' (k >= 1 pixels)"
+            )
     return flip, shifts
 
 
@@ -51,7 +54,7 @@ def shift_image(images: torch.Tensor, dy: int, dx: int, padding_mode: str = "ref
         return images
     padded = F.pad(images, (k, k, k, k), mode=padding_mode)  # (B, C, H + 2k, W + 2k)
     h, w = images.shape[-2:]
-    return padded[..., k - dy: k - dy + h, k - dx: k - dx + w]
+    return padded[..., k - dy : k - dy + h, k - dx : k - dx + w]
 
 
 class TestTimeAugment(nn.Module):
@@ -67,8 +70,7 @@ class TestTimeAugment(nn.Module):
 
     __test__ = False  # not a pytest class, despite the name
 
-    def __init__(self, inner: nn.Module, *, flip: bool = True, shifts: int = 0, padding_mode: str = "reflect"
-                 ) -> None:
+    def __init__(self, inner: nn.Module, *, flip: bool = True, shifts: int = 0, padding_mode: str = "reflect") -> None:
         super().__init__()
         if shifts < 0:
             raise ValueError(f"shifts must be >= 0 pixels, got {shifts}")

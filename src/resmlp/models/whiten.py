@@ -6,6 +6,7 @@ Setting its rows to the whitening transform of the training patches gives the bl
 unit-variance, centred inputs from step 0, a trick that speeds up short CIFAR-10 runs of convnets
 (Coates & Ng 2011; the airbench speedruns, which also use +w / -w rows and a frozen whitened stem).
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,8 +42,9 @@ def whitening_matrix(patches: torch.Tensor, *, eps: float, kind: str) -> tuple[t
     return w, mean
 
 
-def whiten_patch_embedding(model: nn.Module, images: torch.Tensor, *, eps: float = 5e-4, kind: str = "pca"
-                           ) -> nn.Module:
+def whiten_patch_embedding(
+    model: nn.Module, images: torch.Tensor, *, eps: float = 5e-4, kind: str = "pca"
+) -> nn.Module:
     """Fit the stem `model.stem.proj` (a p x p Conv2d without padding: ResMLP's stride-p patch projection,
     or the conv net's stride-1 2 x 2 stem) to whiten the p x p patches of `images`.
 
@@ -54,10 +56,17 @@ def whiten_patch_embedding(model: nn.Module, images: torch.Tensor, *, eps: float
     ZCA needs D >= P. Modifies the model in place and returns it.
     """
     proj = getattr(getattr(model, "stem", None), "proj", None)
-    if not isinstance(proj, nn.Conv2d) or proj.kernel_size[0] != proj.kernel_size[1] or proj.padding != (0, 0) \
-            or proj.dilation != (1, 1) or proj.groups != 1:
-        raise ValueError(f"stem whitening needs a patch stem (model.stem.proj: a square Conv2d without padding, "
-                         f"dilation or groups); {type(model).__name__} has none")
+    if (
+        not isinstance(proj, nn.Conv2d)
+        or proj.kernel_size[0] != proj.kernel_size[1]
+        or proj.padding != (0, 0)
+        or proj.dilation != (1, 1)
+        or proj.groups != 1
+    ):
+        raise ValueError(
+            f"stem whitening needs a patch stem (model.stem.proj: a square Conv2d without padding, "
+            f"dilation or groups); {type(model).__name__} has none"
+        )
     p = proj.kernel_size[0]
     if images.ndim != 4 or images.shape[1] != proj.in_channels:
         raise ValueError(f"images must be (B, {proj.in_channels}, H, W), got {tuple(images.shape)}")

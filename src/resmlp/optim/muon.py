@@ -13,6 +13,7 @@ recipe's model took 5.3 s; in fp32 a whole training step runs at 0.94x LAMB's. T
 coefficients and step count) runs in fp32 instead; everything else (momentum, Nesterov, lr adjustment, weight
 decay) stays torch.optim.Muon's.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,18 +39,20 @@ def is_token_mixing(name: str) -> bool:
 def muon_param_names(model: nn.Module, *, token_mixing: bool = True) -> list[str]:
     """Trainable 2-D weight matrices inside the blocks (A, B, C for ResMLP; the token/channel MLPs for Mixer);
     with `token_mixing=False` without the cross-patch ones (A; Mixer's token MLP), which then go to AdamW."""
-    return [n for n, p in model.named_parameters() if p.requires_grad and p.ndim == 2 and n.startswith("blocks.")
-            and (token_mixing or not is_token_mixing(n))]
+    return [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and p.ndim == 2 and n.startswith("blocks.") and (token_mixing or not is_token_mixing(n))
+    ]
 
 
-def newton_schulz_fp32(grad: Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int,
-                       eps: float) -> Tensor:
+def newton_schulz_fp32(grad: Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int, eps: float) -> Tensor:
     """torch.optim.Muon's quintic Newton-Schulz orthogonalisation of a 2-D `grad`, computed in fp32."""
     a, b, c = ns_coefficients
     x = grad.float()
     wide = x.size(0) <= x.size(1)
-    x = x if wide else x.T                      # iterate on the (short, long) orientation: X X^T is small
-    x = x / x.norm().clamp(min=eps)            # spectral norm <= Frobenius norm <= 1
+    x = x if wide else x.T  # iterate on the (short, long) orientation: X X^T is small
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm <= 1
     for _ in range(ns_steps):
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
@@ -71,10 +74,19 @@ class MuonAdamW:
     """Two optimizers stepped together; `param_groups` lists Muon's groups then AdamW's, so a schedule
     that sets each group's lr drives both."""
 
-    def __init__(self, muon_groups: list[dict], adamw_groups: list[dict], *, lr: float, weight_decay: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.muon = torch.optim.Muon(muon_groups, lr=lr, weight_decay=weight_decay, momentum=MUON_MOMENTUM,
-                                     adjust_lr_fn="match_rms_adamw")
+    def __init__(
+        self,
+        muon_groups: list[dict],
+        adamw_groups: list[dict],
+        *,
+        lr: float,
+        weight_decay: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.muon = torch.optim.Muon(
+            muon_groups, lr=lr, weight_decay=weight_decay, momentum=MUON_MOMENTUM, adjust_lr_fn="match_rms_adamw"
+        )
         self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         first = muon_groups[0]["params"][0] if muon_groups and muon_groups[0]["params"] else None
         self.orthogonalise_in_fp32 = first is not None and not native_bf16(first.device)

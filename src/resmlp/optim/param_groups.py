@@ -121,11 +121,18 @@ def build_optimizer(
         params = dict(model.named_parameters())
         matrices = [params[n] for n in muon_param_names(model, token_mixing=muon_token_mixing)]
         ids = {id(p) for p in matrices}
-        rest = [{**g, "params": [p for p in g["params"] if id(p) not in ids]}
-                for g in param_groups(model, weight_decay, skip=skip)]
-        return MuonAdamW([{"params": matrices, "weight_decay": weight_decay}],
-                         [g for g in rest if g["params"]], lr=lr, weight_decay=weight_decay, betas=betas,
-                         eps=1e-8 if eps is None else eps)
+        rest = [
+            {**g, "params": [p for p in g["params"] if id(p) not in ids]}
+            for g in param_groups(model, weight_decay, skip=skip)
+        ]
+        return MuonAdamW(
+            [{"params": matrices, "weight_decay": weight_decay}],
+            [g for g in rest if g["params"]],
+            lr=lr,
+            weight_decay=weight_decay,
+            betas=betas,
+            eps=1e-8 if eps is None else eps,
+        )
     groups = param_groups(model, weight_decay, skip=skip)
     if name == "lamb":
         return Lamb(
@@ -141,9 +148,7 @@ def build_optimizer(
             groups, lr=lr, betas=betas, eps=1e-8 if eps is None else eps, weight_decay=weight_decay
         )
     if name == "sgd":
-        return torch.optim.SGD(
-            groups, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
-        )
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer name {name!r}; valid names: {', '.join(OPTIMIZER_NAMES)}")
 
 

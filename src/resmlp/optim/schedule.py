@@ -17,8 +17,7 @@ def scale_lr(base_lr: float, global_batch: int, reference_batch: int = 512) -> f
     """
     if global_batch <= 0 or reference_batch <= 0:
         raise ValueError(
-            f"scale_lr: batch sizes must be > 0, got global_batch={global_batch}, "
-            f"reference_batch={reference_batch}"
+            f"scale_lr: batch sizes must be > 0, got global_batch={global_batch}, reference_batch={reference_batch}"
         )
     return base_lr * global_batch / reference_batch
 
@@ -87,10 +86,7 @@ class CosineWarmupSchedule:
         self.warmup_lr = warmup_lr
         self.min_lr = min_lr
         self.decay = decay
-        self.base_lrs = [
-            float(group["lr"]) if base_lr is None else float(base_lr)
-            for group in optimizer.param_groups
-        ]
+        self.base_lrs = [float(group["lr"]) if base_lr is None else float(base_lr) for group in optimizer.param_groups]
         self.last_step = 0
         self._apply()
 

@@ -15,6 +15,7 @@ steps of that epoch's order, then the whole evaluation), so the time a whole las
 trained too (with whole epochs, 6.3 minutes of an hour went unused on the AVX2 EPYC, docs/benchmarks.md).
 Such runs depend on the machine's speed, so they are not bit-reproducible.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,9 +49,18 @@ def epochs_started(planned: float) -> int:
     return math.ceil(planned - 1e-9)
 
 
-def fit_epochs(planned: float, elapsed_s: float, budget_s: float, epoch_cost: Optional[EpochCost] = None, *,
-               done: int = 1, done_cost: Optional[float] = None, eval_s: float = 0.0,
-               unit_s: Optional[UnitPrice] = None, allowed: Optional[Callable[[float], bool]] = None) -> float:
+def fit_epochs(
+    planned: float,
+    elapsed_s: float,
+    budget_s: float,
+    epoch_cost: Optional[EpochCost] = None,
+    *,
+    done: int = 1,
+    done_cost: Optional[float] = None,
+    eval_s: float = 0.0,
+    unit_s: Optional[UnitPrice] = None,
+    allowed: Optional[Callable[[float], bool]] = None,
+) -> float:
     """The longest plan of at most `planned` epochs (at least `done`, the epochs already trained), a whole
     number of 1/PLAN_QUANTUM epochs, whose estimated time fits in `budget_s` (and that `allowed` accepts, when
     given). The `done` epochs took `elapsed_s` and cost `done_cost` in units of the first epoch (`done` when
@@ -120,8 +130,16 @@ class BudgetFit:
             return 1.0
         return self.pass_seconds[final_size] / self.pass_seconds[size]
 
-    def replan(self, planned: float, epoch: int, elapsed_s: float, reserve_s: float, eval_s: float = 0.0,
-               epoch_s: float = 0.0, may_lengthen: Optional[Callable[[float], bool]] = None) -> float:
+    def replan(
+        self,
+        planned: float,
+        epoch: int,
+        elapsed_s: float,
+        reserve_s: float,
+        eval_s: float = 0.0,
+        epoch_s: float = 0.0,
+        may_lengthen: Optional[Callable[[float], bool]] = None,
+    ) -> float:
         """After epoch `epoch` (0-based) of a `planned`-epoch plan, `elapsed_s` into the run: the plan's new
         length, up to `longest` (a longer one only where `may_lengthen` accepts it), so that the rest,
         `reserve_s` and `NOISE_MARGIN` of the budget fit in it (`eval_s`: a whole evaluation's seconds, which a
@@ -139,10 +157,16 @@ class BudgetFit:
         paces = self.paces
         slowness = max(1.0, self.slowness())
         longest = max(planned, self.longest)
-        return fit_epochs(longest, elapsed_s, self.budget_s * (1 - NOISE_MARGIN) - reserve_s, self.epoch_cost,
-                          done=epoch + 1, eval_s=eval_s,
-                          unit_s=lambda c: (fmean(paces[c]) if c in paces else overall) * slowness,
-                          allowed=lambda n: n <= planned or may_lengthen is None or may_lengthen(n))
+        return fit_epochs(
+            longest,
+            elapsed_s,
+            self.budget_s * (1 - NOISE_MARGIN) - reserve_s,
+            self.epoch_cost,
+            done=epoch + 1,
+            eval_s=eval_s,
+            unit_s=lambda c: (fmean(paces[c]) if c in paces else overall) * slowness,
+            allowed=lambda n: n <= planned or may_lengthen is None or may_lengthen(n),
+        )
 
     def slowness(self) -> float:
         """How much slower than its size's mean the host runs now: the median over the last `RECENT_EPOCHS`

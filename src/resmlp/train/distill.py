@@ -6,6 +6,7 @@ trains the student on smaller batches, `distill.teacher_view` says what the teac
 resized to its size, the batch as it is, or the full-size images the student's windows were cut from (the
 engine hands those in).
 """
+
 from __future__ import annotations
 
 import time
@@ -32,7 +33,9 @@ def load_teacher(source: str, *, model_name: Optional[str] = None) -> tuple[nn.M
     state dict of a registered model (`model_name`). Returns (module, its preprocessing or None, identity)."""
     path = Path(source)
     if not path.exists():
-        raise ValueError(f"distill.teacher: {source} does not exist (expected a checkpoint, run directory or TorchScript file)")
+        raise ValueError(
+            f"distill.teacher: {source} does not exist (expected a checkpoint, run directory or TorchScript file)"
+        )
     identity: dict[str, Any] = {"source": str(path)}
     with torch.random.fork_rng(devices=[]):  # building the teacher must not shift the student's random stream
         teacher, pre = _build_teacher(path, model_name, identity)
@@ -49,10 +52,16 @@ def _build_teacher(path: Path, model_name: Optional[str], identity: dict) -> tup
     try:
         loaded = load_model(path, model_name=model_name)
     except WeightsError as e:
-        raise ValueError(f"distill.teacher: {e} (expected one of our checkpoints or run directories, a "
-                         "TorchScript file, or a bare state dict with distill.teacher_model=NAME)") from None
-    identity.update(path=str(loaded.path), sha256=file_sha256(loaded.path), model=loaded.spec.name,
-                    kind="checkpoint" if loaded.checkpoint else "weights")
+        raise ValueError(
+            f"distill.teacher: {e} (expected one of our checkpoints or run directories, a "
+            "TorchScript file, or a bare state dict with distill.teacher_model=NAME)"
+        ) from None
+    identity.update(
+        path=str(loaded.path),
+        sha256=file_sha256(loaded.path),
+        model=loaded.spec.name,
+        kind="checkpoint" if loaded.checkpoint else "weights",
+    )
     if loaded.checkpoint:
         identity["val_top1"] = loaded.checkpoint.get("best_val_top1")
     return loaded.model, loaded.spec.preprocess
@@ -81,8 +90,9 @@ class BatchAdapter(nn.Module):
         # x_t = (x_s * s_std + s_mean - t_mean) / t_std = x_s * scale + shift
         self.register_buffer("scale", (s_std / t_std).view(1, 3, 1, 1))
         self.register_buffer("shift", ((s_mean - t_mean) / t_std).view(1, 3, 1, 1))
-        self.identity = not self.resize and torch.allclose(self.scale, torch.ones(1)) and \
-            torch.allclose(self.shift, torch.zeros(1))
+        self.identity = (
+            not self.resize and torch.allclose(self.scale, torch.ones(1)) and torch.allclose(self.shift, torch.zeros(1))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
@@ -93,8 +103,18 @@ class BatchAdapter(nn.Module):
 class DistillationCriterion:
     """(images, student logits, soft targets) -> loss, running the teacher on the same images."""
 
-    def __init__(self, teacher: nn.Module, adapter: BatchAdapter, *, kind: str, alpha: float, tau: float,
-                 device: torch.device, teacher_bf16: bool = False, identity: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        adapter: BatchAdapter,
+        *,
+        kind: str,
+        alpha: float,
+        tau: float,
+        device: torch.device,
+        teacher_bf16: bool = False,
+        identity: Optional[dict] = None,
+    ) -> None:
         if kind not in DISTILL_KINDS:
             raise ValueError(f"distill.kind={kind!r}: expected one of {', '.join(DISTILL_KINDS)}")
         if not 0 <= alpha <= 1:
@@ -127,24 +147,41 @@ class DistillationCriterion:
     def __call__(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.alpha == 0:
             return soft_target_cross_entropy(logits, targets)
-        return distillation_loss(logits, targets, self.teacher_logits(images.detach()), kind=self.kind,
-                                 alpha=self.alpha, tau=self.tau)
+        return distillation_loss(
+            logits, targets, self.teacher_logits(images.detach()), kind=self.kind, alpha=self.alpha, tau=self.tau
+        )
 
 
-def build_distillation(cfg: DistillConfig, *, device: torch.device, student_preprocess: Preprocess,
-                       classes: Sequence[str], batch_sizes: Sequence[tuple[int, int]] = ()) -> DistillationCriterion:
+def build_distillation(
+    cfg: DistillConfig,
+    *,
+    device: torch.device,
+    student_preprocess: Preprocess,
+    classes: Sequence[str],
+    batch_sizes: Sequence[tuple[int, int]] = (),
+) -> DistillationCriterion:
     """The distillation loss of `cfg`; `batch_sizes`: the sizes of the student's batches other than its own
     (progressive resizing), which a `native` teacher view hands the teacher as they are."""
     teacher, pre, identity = load_teacher(cfg.teacher, model_name=cfg.teacher_model)
     t_classes = teacher.spec.classes if hasattr(teacher, "spec") else None  # TorchScript teachers carry none
     if t_classes is not None and list(t_classes) != list(classes):
-        raise ValueError(f"distill.teacher {cfg.teacher}: its classes {list(t_classes)[:5]}... differ from the "
-                         f"data's {list(classes)[:5]}...; the teacher must be trained on the same label set")
+        raise ValueError(
+            f"distill.teacher {cfg.teacher}: its classes {list(t_classes)[:5]}... differ from the "
+            f"data's {list(classes)[:5]}...; the teacher must be trained on the same label set"
+        )
     if cfg.teacher_view == "native":
         check_native_sizes(teacher, batch_sizes, cfg.teacher)
     adapter = BatchAdapter(student_preprocess, pre, resize=cfg.teacher_view == "resize")
-    return DistillationCriterion(teacher, adapter, kind=cfg.kind, alpha=cfg.alpha, tau=cfg.tau, device=device,
-                                 teacher_bf16=cfg.teacher_bf16, identity=identity)
+    return DistillationCriterion(
+        teacher,
+        adapter,
+        kind=cfg.kind,
+        alpha=cfg.alpha,
+        tau=cfg.tau,
+        device=device,
+        teacher_bf16=cfg.teacher_bf16,
+        identity=identity,
+    )
 
 
 @torch.no_grad()
@@ -158,15 +195,28 @@ def check_native_sizes(teacher: nn.Module, sizes: Sequence[tuple[int, int]], sou
             teacher(torch.zeros(1, 3, h, w, device=device))
         except (RuntimeError, ValueError, AssertionError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise ConfigError(f"distill.teacher_view=native: the teacher {source} cannot take the student's {h}x{w} "
-                              f"batches ({first}); use distill.teacher_view=resize or full") from None
+            raise ConfigError(
+                f"distill.teacher_view=native: the teacher {source} cannot take the student's {h}x{w} "
+                f"batches ({first}); use distill.teacher_view=resize or full"
+            ) from None
 
 
 # What a teacher trained inside a run (`distill.teacher_recipe`) takes from that run: the same images and the
 # same validation split (it must not learn the student's validation images), the seed, device and logging.
-SHARED_WITH_TEACHER = ("data.source", "data.path", "data.val_path", "data.val_split", "data.split_seed",
-                       "data.on_bad", "data.max_image_pixels", "run.seed", "run.device", "run.threads",
-                       "run.tensorboard", "run.progress")
+SHARED_WITH_TEACHER = (
+    "data.source",
+    "data.path",
+    "data.val_path",
+    "data.val_split",
+    "data.split_seed",
+    "data.on_bad",
+    "data.max_image_pixels",
+    "run.seed",
+    "run.device",
+    "run.threads",
+    "run.tensorboard",
+    "run.progress",
+)
 
 
 def teacher_run_config(cfg: TrainConfig) -> TrainConfig:
@@ -184,6 +234,8 @@ def teacher_run_config(cfg: TrainConfig) -> TrainConfig:
     except ConfigError as e:
         raise ConfigError(f"distill.teacher_recipe={d.teacher_recipe}: {e}") from None
     if teacher.distill.active:
-        raise ConfigError(f"distill.teacher_recipe={d.teacher_recipe}: that recipe distils from a teacher itself; "
-                          "a teacher recipe learns from the labels (distill.teacher unset)")
+        raise ConfigError(
+            f"distill.teacher_recipe={d.teacher_recipe}: that recipe distils from a teacher itself; "
+            "a teacher recipe learns from the labels (distill.teacher unset)"
+        )
     return teacher

@@ -3,6 +3,7 @@
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE; we use gloo on CPU and nccl on CUDA.
 Only rank 0 logs and writes files.
 """
+
 from __future__ import annotations
 
 import os

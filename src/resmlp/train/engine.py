@@ -1,4 +1,5 @@
 """The training loop as two functions, `train_one_epoch` and `evaluate`: they take objects, return stats."""
+
 from __future__ import annotations
 
 import contextlib
@@ -106,9 +107,16 @@ class EvalStats:
     confusion: torch.Tensor  # (classes, classes) int64 counts, rows = true class
 
 
-def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress: bool = True,
-                    max_steps: int | None = None, carry: EpochCarry | None = None,
-                    after_step: Callable[[EpochCarry], bool] | None = None) -> TrainStats:
+def train_one_epoch(
+    ctx: StepContext,
+    loader: Iterable,
+    *,
+    epoch: int,
+    progress: bool = True,
+    max_steps: int | None = None,
+    carry: EpochCarry | None = None,
+    after_step: Callable[[EpochCarry], bool] | None = None,
+) -> TrainStats:
     """One pass over `loader` (or up to `max_steps` optimizer steps). A resumed epoch passes the `carry`
     its checkpoint kept (and a loader that skips the batches already done); `after_step(carry)` runs after
     every optimizer step and returns True to stop there."""
@@ -118,8 +126,13 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
     total_loss = torch.tensor(float(carry.loss_sum), device=ctx.device)
     seen, steps, stopped = carry.seen, carry.step, False
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=None if (progress and dist.is_main()) else True, leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch}",
+        disable=None if (progress and dist.is_main()) else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
     opt.zero_grad(set_to_none=True)
     for i, (images, labels) in enumerate(bar):
         if max_steps is not None and steps >= max_steps:  # (checked first: a resumed epoch may be done already)
@@ -139,8 +152,10 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
                 logits = model(images)
             loss = ctx.criterion(images if teacher_images is None else teacher_images, logits, targets)
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {i}: stopping; "
-                                         "the last good checkpoint is kept (lower optim.lr or use fp32)")
+                raise NonFiniteLossError(
+                    f"loss is {loss.item()} at epoch {epoch}, step {i}: stopping; "
+                    "the last good checkpoint is kept (lower optim.lr or use fp32)"
+                )
             scaled = loss / ctx.accum_steps
             (ctx.scaler.scale(scaled) if ctx.scaler else scaled).backward()
         if boundary:
@@ -153,13 +168,21 @@ def train_one_epoch(ctx: StepContext, loader: Iterable, *, epoch: int, progress:
             break
         if not bar.disable and i % 10 == 0:
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}",
-                            img_s=f"{(seen - carry.seen) * dist.world_size() / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(
+                loss=f"{loss.item():.3f}",
+                lr=f"{opt.param_groups[0]['lr']:.2e}",
+                img_s=f"{(seen - carry.seen) * dist.world_size() / max(elapsed, 1e-9):.0f}",
+            )
     elapsed = time.perf_counter() - start
     mean_loss = dist.all_reduce_sum(torch.stack([total_loss, torch.tensor(float(seen), device=ctx.device)]))
-    return TrainStats(train_loss=(mean_loss[0] / mean_loss[1].clamp_min(1)).item(),
-                      images_per_s=(seen - carry.seen) * dist.world_size() / max(elapsed, 1e-9),
-                      lr=opt.param_groups[0]["lr"], epoch_time_s=elapsed, steps=steps, stopped=stopped)
+    return TrainStats(
+        train_loss=(mean_loss[0] / mean_loss[1].clamp_min(1)).item(),
+        images_per_s=(seen - carry.seen) * dist.world_size() / max(elapsed, 1e-9),
+        lr=opt.param_groups[0]["lr"],
+        epoch_time_s=elapsed,
+        steps=steps,
+        stopped=stopped,
+    )
 
 
 def _optimizer_step(ctx: StepContext) -> None:
@@ -180,15 +203,24 @@ def _optimizer_step(ctx: StepContext) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, num_classes: int,
-             precision: str = "fp32", progress: bool = False) -> EvalStats:
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    *,
+    num_classes: int,
+    precision: str = "fp32",
+    progress: bool = False,
+) -> EvalStats:
     """Top-1/top-5 (percent), mean cross-entropy and the confusion matrix (rows = true class), summed over
     all processes when distributed (each process evaluates its own shard)."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-5 hits, count
     k = min(5, num_classes)
-    for images, labels in tqdm(loader, desc="eval", disable=None if (progress and dist.is_main()) else True, leave=False):
+    for images, labels in tqdm(
+        loader, desc="eval", disable=None if (progress and dist.is_main()) else True, leave=False
+    ):
         images, labels = images.to(device), labels.to(device)
         with autocast(device, precision):
             logits = model(images)
@@ -196,9 +228,13 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *, num_cl
         sums[0] += F.cross_entropy(logits, labels, reduction="sum")
         sums[1] += (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum()
         sums[2] += labels.numel()
-        confusion.index_put_((labels, logits.argmax(-1)), torch.ones_like(labels, dtype=torch.float64),
-                             accumulate=True)
+        confusion.index_put_((labels, logits.argmax(-1)), torch.ones_like(labels, dtype=torch.float64), accumulate=True)
     sums, confusion = dist.all_reduce_sum(sums), dist.all_reduce_sum(confusion)
     n = max(sums[2].item(), 1.0)
-    return EvalStats(loss=sums[0].item() / n, top1=100.0 * confusion.trace().item() / n, top5=100.0 * sums[1].item() / n,
-                     count=int(sums[2].item()), confusion=confusion.long().cpu())
+    return EvalStats(
+        loss=sums[0].item() / n,
+        top1=100.0 * confusion.trace().item() / n,
+        top5=100.0 * sums[1].item() / n,
+        count=int(sums[2].item()),
+        confusion=confusion.long().cpu(),
+    )

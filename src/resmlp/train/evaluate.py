@@ -1,4 +1,5 @@
 """`resmlp eval`: a checkpoint on an image folder -> top-1/top-5, per-class accuracy, confusion matrix PNG."""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,19 @@ from ..models.tta import with_tta
 from .engine import evaluate
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, out: str | Path | None = None,
-                        batch_size: int = 256, workers: int = 2, device: str = "auto", ema: bool = False,
-                        tta: str = "none", img_size: int | tuple[int, int] | None = None,
-                        resample: str = DEFAULT_METHOD) -> dict[str, Any]:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    *,
+    out: str | Path | None = None,
+    batch_size: int = 256,
+    workers: int = 2,
+    device: str = "auto",
+    ema: bool = False,
+    tta: str = "none",
+    img_size: int | tuple[int, int] | None = None,
+    resample: str = DEFAULT_METHOD,
+) -> dict[str, Any]:
     """Evaluate any weights `load_model` reads on the image folder `data`; writes eval.json and
     confusion.png into `out` (default: the run directory, else beside the weights). `tta` ("flip",
     "flip+shift1") averages the logits over those views of each image. `img_size` runs the model at another
@@ -38,9 +48,20 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, out: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "confusion.png"
     plot_confusion(confusion, classes, png, f"{spec.name} on {Path(data).name}: top-1 {res.top1:.2f}%")
-    result = {"checkpoint": str(loaded.path), "data": str(data), "top1": res.top1, "top5": res.top5,
-              "loss": res.loss, "count": res.count, "tta": tta,
-              "img_size": spec.preprocess.img_size, "resample": resample if img_size is not None else None, "classes": classes, "per_class_top1": per_class,
-              "confusion": confusion.tolist(), "bad_files": {str(k): v for k, v in ds.bad_files.items()}}
+    result = {
+        "checkpoint": str(loaded.path),
+        "data": str(data),
+        "top1": res.top1,
+        "top5": res.top5,
+        "loss": res.loss,
+        "count": res.count,
+        "tta": tta,
+        "img_size": spec.preprocess.img_size,
+        "resample": resample if img_size is not None else None,
+        "classes": classes,
+        "per_class_top1": per_class,
+        "confusion": confusion.tolist(),
+        "bad_files": {str(k): v for k, v in ds.bad_files.items()},
+    }
     write_text_atomic(out_dir / "eval.json", json.dumps(result, indent=1))
     return {**result, "eval_json": str(out_dir / "eval.json"), "confusion_png": str(png)}

@@ -4,6 +4,7 @@ The lock is an advisory `flock` on that file, which names its holder (`pid host`
 lock when the holder dies, even by SIGKILL, so a lock file left by a killed run is recognised as stale
 and taken over; a live holder makes a second `resmlp train --out/--resume` on the directory an error.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,7 +46,8 @@ def _acquire(path: Path, run_dir: str | os.PathLike) -> int:
             holder = _holder(path) or "unknown"
             raise RunDirectoryInUse(
                 f"{run_dir} is in use by another run (pid and host: {holder}; lock file {path}); wait for it "
-                "to end or stop it, or pick another --out") from None
+                "to end or stop it, or pick another --out"
+            ) from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd

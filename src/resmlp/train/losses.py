@@ -5,6 +5,7 @@ so both terms act on the same student logits z_s; with mixed soft targets y:
     hard:  L = (1 - alpha) CE(z_s, y) + alpha CE(z_s, argmax z_t)
     soft:  L = (1 - alpha) CE(z_s, y) + alpha tau^2 KL(softmax(z_t / tau) || softmax(z_s / tau))
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,15 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def distillation_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor, *,
-                      kind: str, alpha: float, tau: float) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    targets: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    *,
+    kind: str,
+    alpha: float,
+    tau: float,
+) -> torch.Tensor:
     """The DeiT distillation objective on one set of student logits (see the module docstring)."""
     base = soft_target_cross_entropy(student_logits, targets)
     if alpha == 0:
@@ -29,8 +37,9 @@ def distillation_loss(student_logits: torch.Tensor, targets: torch.Tensor, teach
     if kind == "hard":
         distill = F.cross_entropy(s, t.argmax(dim=-1))
     elif kind == "soft":
-        distill = F.kl_div(F.log_softmax(s / tau, dim=-1), F.log_softmax(t / tau, dim=-1), reduction="batchmean",
-                           log_target=True) * (tau * tau)
+        distill = F.kl_div(
+            F.log_softmax(s / tau, dim=-1), F.log_softmax(t / tau, dim=-1), reduction="batchmean", log_target=True
+        ) * (tau * tau)
     else:
         raise ValueError(f"distill.kind={kind!r}: expected one of {', '.join(DISTILL_KINDS)}")
     return (1 - alpha) * base + alpha * distill

@@ -6,6 +6,7 @@ optimizer-step boundary, after a checkpoint, instead of killing it mid-step.
 (`run.checkpoint_every_min`) is due. Under torchrun the answer is agreed by all processes (one small
 all-reduce per step), so every rank stops after the same step even when only one got the signal.
 """
+
 from __future__ import annotations
 
 import signal

@@ -10,6 +10,7 @@ training, central in validation; A resampled with `offset`, which keeps its reac
 holds the model at the size of the epoch it ends; resuming builds the model, moves it to that size, then loads
 the states.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,8 +45,14 @@ def schedule_of(cfg: TrainConfig, planned_epochs: Optional[float] = None) -> lis
     return [(start if start == 0 else max(1, round(start * scale)), size) for start, size in schedule]
 
 
-def relative_epoch_cost(schedule: Sequence[tuple[int, tuple[int, int]]], epoch: int, default: Any,
-                        pass_seconds: Mapping[tuple[int, int], float], passes: int, first_epoch_s: float) -> float:
+def relative_epoch_cost(
+    schedule: Sequence[tuple[int, tuple[int, int]]],
+    epoch: int,
+    default: Any,
+    pass_seconds: Mapping[tuple[int, int], float],
+    passes: int,
+    first_epoch_s: float,
+) -> float:
     """The cost of epoch `epoch` relative to epoch 0 (which took `first_epoch_s`): epoch 0 with its `passes`
     forward/backward passes at its own size swapped for passes at epoch `epoch`'s size (`pass_seconds`, timed
     by `time_passes`). The rest of an epoch (optimizer steps, loading, batch augmentation at full size,
@@ -56,8 +63,16 @@ def relative_epoch_cost(schedule: Sequence[tuple[int, tuple[int, int]]], epoch: 
     return max(1.0 + passes * extra / first_epoch_s, 0.05)  # timing noise never makes an epoch free
 
 
-def time_passes(model: nn.Module, sizes: Iterable[tuple[int, int]], *, batch_size: int, device: torch.device,
-                precision: str, mode: ProgressiveMode, repeats: int = 5) -> dict[tuple[int, int], float]:
+def time_passes(
+    model: nn.Module,
+    sizes: Iterable[tuple[int, int]],
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    mode: ProgressiveMode,
+    repeats: int = 5,
+) -> dict[tuple[int, int], float]:
     """Median seconds of one training forward + backward pass of a random `batch_size` batch at each size,
     on copies of `model` moved to those sizes (sizes interleaved after a warm-up round), so that the model,
     its gradients and the random streams stay as they were. Averaged over the processes of a distributed
@@ -95,16 +110,22 @@ def check_schedule(cfg: TrainConfig, patch_size: Optional[int], img_size: Size) 
     if not schedule:
         return
     if patch_size is None:
-        raise ConfigError(f"run.progressive_sizes: {cfg.model.name} is not a patch model (ResMLP, Mixer); "
-                          f"only those have token mixing to resample")
+        raise ConfigError(
+            f"run.progressive_sizes: {cfg.model.name} is not a patch model (ResMLP, Mixer); "
+            f"only those have token mixing to resample"
+        )
     full = to_pair(img_size)
     for i, (_, (h, w)) in enumerate(schedule):
         if h % patch_size or w % patch_size:
-            raise ConfigError(f"run.progressive_sizes[{i}]: size {h}x{w} is not a multiple of the patch size "
-                              f"{patch_size} of {cfg.model.name}")
+            raise ConfigError(
+                f"run.progressive_sizes[{i}]: size {h}x{w} is not a multiple of the patch size "
+                f"{patch_size} of {cfg.model.name}"
+            )
         if cfg.run.progressive_mode == "crop" and (h > full[0] or w > full[1]):
-            raise ConfigError(f"run.progressive_sizes[{i}]: run.progressive_mode=crop cuts windows out of the "
-                              f"{full[0]}x{full[1]} images of model.img_size; {h}x{w} is larger")
+            raise ConfigError(
+                f"run.progressive_sizes[{i}]: run.progressive_mode=crop cuts windows out of the "
+                f"{full[0]}x{full[1]} images of model.img_size; {h}x{w} is larger"
+            )
 
 
 def size_at(schedule: Sequence[tuple[int, tuple[int, int]]], epoch: int, default: Any) -> tuple[int, int]:

@@ -16,6 +16,7 @@ Run directory (the contract between commands):
 SIGTERM / SIGINT / SIGUSR1 stop a run after the current optimizer step with a checkpoint that `--resume`
 continues exactly (mid-epoch: same samples, augmentations, Mixup draws, dropout, EMA and schedule).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,21 +44,21 @@ from ..data.mixup import Mixup
 from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
 from ..device import auto_precision, place, resolve_device, retain_freed_cpu_memory
+from ..files import remove_stale_temporaries, write_text_atomic
+from ..models import Preprocess, count_params, create_model, get_variant, model_args
 from ..models.init import init_token_mixing
 from ..models.layers import to_pair
 from ..models.tta import with_tta
 from ..models.whiten import whiten_patch_embedding
-from ..models import Preprocess, count_params, create_model, get_variant, model_args
 from ..optim import CosineWarmupSchedule, build_optimizer, clips_internally, scale_lr
-from ..files import remove_stale_temporaries, write_text_atomic
 from ..weights import WeightsError, load_weights
 from . import distributed as dist
+from .budget import BudgetFit, epochs_started, final_tta_cost, final_tta_runs, plan_steps
 from .engine import EpochCarry, ModelEma, StepContext, evaluate, train_one_epoch
 from .lock import run_lock
-from .preempt import StepGate, StopSignals, ignore_stop_signals, signal_name
-from .budget import BudgetFit, epochs_started, final_tta_cost, final_tta_runs, plan_steps
-from .progressive import check_schedule, relative_epoch_cost, schedule_of, set_run_size, size_at, time_passes
 from .losses import soft_target_cross_entropy
+from .preempt import StepGate, StopSignals, ignore_stop_signals, signal_name
+from .progressive import check_schedule, relative_epoch_cost, schedule_of, set_run_size, size_at, time_passes
 
 
 def seed_everything(seed: int) -> None:
@@ -68,9 +69,12 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    return {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -136,8 +140,9 @@ def build_criterion(cfg: TrainConfig, device: torch.device, preprocess: Preproce
 
         own = to_pair(preprocess.img_size)
         sizes = sorted({size for _, size in schedule_of(cfg)} - {own})  # progressive resizing's other sizes
-        return build_distillation(cfg.distill, device=device, student_preprocess=preprocess, classes=classes,
-                                  batch_sizes=sizes)
+        return build_distillation(
+            cfg.distill, device=device, student_preprocess=preprocess, classes=classes, batch_sizes=sizes
+        )
     return CrossEntropyCriterion()
 
 
@@ -188,27 +193,51 @@ def _loaders(data: DataSplits, cfg: TrainConfig, rank: int, world: int, device: 
     d = cfg.data
     epoch_order: Sampler
     if d.repeated_aug:
-        epoch_order = RepeatedAugSampler(len(data.train), num_repeats=d.num_repeats, num_replicas=world, rank=rank,
-                                         seed=cfg.run.seed)
+        epoch_order = RepeatedAugSampler(
+            len(data.train), num_repeats=d.num_repeats, num_replicas=world, rank=rank, seed=cfg.run.seed
+        )
     else:
         epoch_order = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.run.seed)
     if len(epoch_order) < d.batch_size:
-        raise ValueError(f"data.batch_size={d.batch_size} is larger than the {len(epoch_order)} training samples "
-                         f"per process; lower data.batch_size")
+        raise ValueError(
+            f"data.batch_size={d.batch_size} is larger than the {len(epoch_order)} training samples "
+            f"per process; lower data.batch_size"
+        )
     sampler = PositionSampler(epoch_order, seed=cfg.run.seed, rank=rank)
     pin, workers = device.type == "cuda", loader_workers(d.workers)
-    items = SeededDataset(data.train, seeded=not d.batch_augment,  # batch augmentation draws later, per batch
-                          flip_seed=cfg.run.seed if d.hflip_alternate else None)
-    train = DataLoader(items, batch_size=d.batch_size, sampler=sampler, num_workers=workers,
-                       drop_last=True, pin_memory=pin, worker_init_fn=ignore_stop_signals if workers else None)
+    items = SeededDataset(
+        data.train,
+        seeded=not d.batch_augment,  # batch augmentation draws later, per batch
+        flip_seed=cfg.run.seed if d.hflip_alternate else None,
+    )
+    train = DataLoader(
+        items,
+        batch_size=d.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=pin,
+        worker_init_fn=ignore_stop_signals if workers else None,
+    )
     shard = Subset(data.val, list(range(rank, len(data.val), world)))  # each process evaluates its own shard
-    val = DataLoader(shard, batch_size=d.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=pin,
-                     worker_init_fn=ignore_stop_signals if workers else None)
+    val = DataLoader(
+        shard,
+        batch_size=d.eval_batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin,
+        worker_init_fn=ignore_stop_signals if workers else None,
+    )
     return train, sampler, val
 
 
-def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetune: str | Path | None,
-                augment: Optional[BatchAugment] = None) -> nn.Module:
+def build_model(
+    cfg: TrainConfig,
+    data: DataSplits,
+    device: torch.device,
+    finetune: str | Path | None,
+    augment: Optional[BatchAugment] = None,
+) -> nn.Module:
     """The configured variant with the data's classes and preprocessing, optionally from `finetune` weights
     (`augment`: the run's batch augmentation, which the stem whitening's sample goes through)."""
     img_size = model_arguments(cfg.model)["img_size"]
@@ -217,16 +246,25 @@ def build_model(cfg: TrainConfig, data: DataSplits, device: torch.device, finetu
     if cfg.model.stem_init != "default":
         sample = whitening_sample(data.train, cfg.model.stem_init_samples, seed=cfg.run.seed, augment=augment)
         whiten_patch_embedding(model, sample, kind=cfg.model.stem_init)
-    model.spec = model.spec.replace(classes=data.classes, preprocess=Preprocess(
-        img_size=tuple(img_size) if isinstance(img_size, list) else img_size, crop_pct=cfg.data.crop_pct, interpolation=cfg.data.interpolation, mean=data.mean, std=data.std))
+    model.spec = model.spec.replace(
+        classes=data.classes,
+        preprocess=Preprocess(
+            img_size=tuple(img_size) if isinstance(img_size, list) else img_size,
+            crop_pct=cfg.data.crop_pct,
+            interpolation=cfg.data.interpolation,
+            mean=data.mean,
+            std=data.std,
+        ),
+    )
     if finetune:
         # weights made for another input size: their token mixing is carried to this run's patch grid
         load_weights(model, finetune, allow_head_mismatch=True, resample=True)
     return place(model, device)
 
 
-def whitening_sample(dataset: Dataset, count: int, *, seed: int,
-                     augment: Optional[BatchAugment] = None) -> torch.Tensor:
+def whitening_sample(
+    dataset: Dataset, count: int, *, seed: int, augment: Optional[BatchAugment] = None
+) -> torch.Tensor:
     """`count` training images (a seeded choice, through the training transform and `augment` when the run
     augments batches) to fit the stem whitening on."""
     idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
@@ -236,38 +274,90 @@ def whitening_sample(dataset: Dataset, count: int, *, seed: int,
     return dataclasses.replace(augment, generator=torch.Generator().manual_seed(seed))(images)
 
 
-def build(cfg: TrainConfig, run_dir: Path, device: torch.device, *, rank: int = 0, world: int = 1,
-          finetune: str | Path | None = None) -> Run:
+def build(
+    cfg: TrainConfig,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    finetune: str | Path | None = None,
+) -> Run:
     """Data, model, loaders, optimizer, schedule, EMA, loss scaler, Mixup and criterion, freshly initialised."""
     d, o = cfg.data, cfg.optim
     data = build_data(d, img_size=model_arguments(cfg.model)["img_size"], bad_log=run_dir / "bad_files.tsv")
     mixup_rng = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank)
-    augment = BatchAugment(mean=data.mean, std=data.std, padding=d.padding, hflip=d.hflip,
-                           generator=mixup_rng) if d.batch_augment else None
+    augment = (
+        BatchAugment(mean=data.mean, std=data.std, padding=d.padding, hflip=d.hflip, generator=mixup_rng)
+        if d.batch_augment
+        else None
+    )
     model = build_model(cfg, data, device, finetune, augment)  # the whitening sample: randomly flipped
     if augment is not None:
         augment = dataclasses.replace(augment, hflip=d.random_hflip)  # the same draws, fewer flips taken
     train_loader, sampler, val_loader = _loaders(data, cfg, rank, world, device)
     global_batch = d.batch_size * world * o.accum_steps
     lr = scale_lr(o.lr, global_batch, o.lr_batch)
-    optimizer = build_optimizer(model, name=o.name, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum,
-                                max_grad_norm=o.max_grad_norm, muon_token_mixing=o.muon_token_mixing)
+    optimizer = build_optimizer(
+        model,
+        name=o.name,
+        lr=lr,
+        weight_decay=o.weight_decay,
+        momentum=o.momentum,
+        max_grad_norm=o.max_grad_norm,
+        muon_token_mixing=o.muon_token_mixing,
+    )
     steps_per_epoch = max(1, len(train_loader) // o.accum_steps)
-    schedule = CosineWarmupSchedule(optimizer, total_steps=o.epochs * steps_per_epoch,
-                                    warmup_steps=round(o.warmup_epochs * steps_per_epoch),
-                                    base_lr=lr, warmup_lr=o.warmup_lr, min_lr=o.min_lr, decay=o.sched)
-    mixup = Mixup(num_classes=len(data.classes), mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha,
-                  prob=d.mixup_prob, switch_prob=d.switch_prob, label_smoothing=d.label_smoothing, generator=mixup_rng)
+    schedule = CosineWarmupSchedule(
+        optimizer,
+        total_steps=o.epochs * steps_per_epoch,
+        warmup_steps=round(o.warmup_epochs * steps_per_epoch),
+        base_lr=lr,
+        warmup_lr=o.warmup_lr,
+        min_lr=o.min_lr,
+        decay=o.sched,
+    )
+    mixup = Mixup(
+        num_classes=len(data.classes),
+        mixup_alpha=d.mixup_alpha,
+        cutmix_alpha=d.cutmix_alpha,
+        prob=d.mixup_prob,
+        switch_prob=d.switch_prob,
+        label_smoothing=d.label_smoothing,
+        generator=mixup_rng,
+    )
     wrapped = dist.wrap(model, device)
-    ctx = StepContext(model=torch.compile(wrapped) if cfg.run.compile else wrapped, optimizer=optimizer,
-                      schedule=schedule, criterion=build_criterion(cfg, device, model.spec.preprocess, data.classes),
-                      device=device, precision=auto_precision(cfg.run.precision, device), accum_steps=o.accum_steps,
-                      clip_grad_norm=None if clips_internally(optimizer) else o.max_grad_norm,
-                      scaler=torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None,
-                      ema=ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None, mixup=mixup,
-                      augment=augment, teacher_sees_full=cfg.distill.active and cfg.distill.teacher_view == "full")
-    return Run(cfg, run_dir, rank, world, data, model, ctx, train_loader, sampler, val_loader, mixup_rng,
-               global_batch, lr, steps_per_epoch)
+    ctx = StepContext(
+        model=torch.compile(wrapped) if cfg.run.compile else wrapped,
+        optimizer=optimizer,
+        schedule=schedule,
+        criterion=build_criterion(cfg, device, model.spec.preprocess, data.classes),
+        device=device,
+        precision=auto_precision(cfg.run.precision, device),
+        accum_steps=o.accum_steps,
+        clip_grad_norm=None if clips_internally(optimizer) else o.max_grad_norm,
+        scaler=torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None,
+        ema=ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None,
+        mixup=mixup,
+        augment=augment,
+        teacher_sees_full=cfg.distill.active and cfg.distill.teacher_view == "full",
+    )
+    return Run(
+        cfg,
+        run_dir,
+        rank,
+        world,
+        data,
+        model,
+        ctx,
+        train_loader,
+        sampler,
+        val_loader,
+        mixup_rng,
+        global_batch,
+        lr,
+        steps_per_epoch,
+    )
 
 
 def restore(run: Run, ckpt: dict) -> Progress:
@@ -290,25 +380,42 @@ def restore(run: Run, ckpt: dict) -> Progress:
     # A time-budgeted run keeps the plan it fitted itself to; otherwise the (possibly raised) optim.epochs.
     fitted = run.cfg.run.fit_to_time_limit and "planned_epochs" in ckpt
     carry = EpochCarry(step=position[1], loss_sum=mine.get("epoch_loss_sum", 0.0), seen=mine.get("epoch_seen", 0))
-    return Progress(planned_epochs=ckpt["planned_epochs"] if fitted else run.cfg.optim.epochs, epoch=ckpt["epoch"],
-                    best_val_top1=ckpt["best_val_top1"], wall_time_s=ckpt["wall_time_s"], carry=carry)
+    return Progress(
+        planned_epochs=ckpt["planned_epochs"] if fitted else run.cfg.optim.epochs,
+        epoch=ckpt["epoch"],
+        best_val_top1=ckpt["best_val_top1"],
+        wall_time_s=ckpt["wall_time_s"],
+        carry=carry,
+    )
 
 
 def rank_state(run: Run, progress: Progress) -> dict:
     """What each process keeps for itself: its RNG states and its share of the epoch's loss so far."""
-    return {"rng": rng_state(), "mixup_rng": run.mixup_rng.get_state(),
-            "epoch_loss_sum": float(progress.carry.loss_sum), "epoch_seen": progress.carry.seen}
+    return {
+        "rng": rng_state(),
+        "mixup_rng": run.mixup_rng.get_state(),
+        "epoch_loss_sum": float(progress.carry.loss_sum),
+        "epoch_seen": progress.carry.seen,
+    }
 
 
 def checkpoint_state(run: Run, progress: Progress, mine: dict) -> dict:
     """Everything `restore` reads besides the model weights, at the position `progress` describes
     (`epoch` epochs done, plus `step` optimizer steps of the next one); `mine`: rank 0's `rank_state`."""
     ctx = run.ctx
-    return {"epoch": progress.epoch, "step": progress.carry.step, "best_val_top1": progress.best_val_top1,
-            "wall_time_s": progress.wall_time_s, **mine, "optimizer": ctx.optimizer.state_dict(),
-            "schedule": ctx.schedule.state_dict(), "ema": ctx.ema.module.state_dict() if ctx.ema is not None else None,
-            "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-            "teacher": ctx.criterion.identity, "planned_epochs": progress.planned_epochs}
+    return {
+        "epoch": progress.epoch,
+        "step": progress.carry.step,
+        "best_val_top1": progress.best_val_top1,
+        "wall_time_s": progress.wall_time_s,
+        **mine,
+        "optimizer": ctx.optimizer.state_dict(),
+        "schedule": ctx.schedule.state_dict(),
+        "ema": ctx.ema.module.state_dict() if ctx.ema is not None else None,
+        "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
+        "teacher": ctx.criterion.identity,
+        "planned_epochs": progress.planned_epochs,
+    }
 
 
 def _rank_file(run_dir: Path, rank: int, position: tuple[int, int]) -> Path:
@@ -318,13 +425,16 @@ def _rank_file(run_dir: Path, rank: int, position: tuple[int, int]) -> Path:
 def _read_rank_state(run_dir: Path, rank: int, position: tuple[int, int]) -> dict:
     path = _rank_file(run_dir, rank, position)
     if not path.is_file():
-        raise WeightsError(f"{path}: process {rank}'s state for epoch {position[0]} step {position[1]} is missing; "
-                           "resume with the same number of processes as the run that wrote the checkpoint")
+        raise WeightsError(
+            f"{path}: process {rank}'s state for epoch {position[0]} step {position[1]} is missing; "
+            "resume with the same number of processes as the run that wrote the checkpoint"
+        )
     return torch.load(path, weights_only=True)
 
 
 def _prune_rank_files(run_dir: Path, rank: int, keep: int = 2) -> None:
     """Keep the newest `keep` states of this process (those of last.pt and previous.pt)."""
+
     def position(p: Path) -> tuple[int, int]:
         e, s = p.stem.split("-")
         return int(e[1:]), int(s[1:])
@@ -359,32 +469,51 @@ class _Logger:
             self.tb.flush()
 
 
-def train_epoch(run: Run, epoch: int, planned_epochs: float, *, carry: EpochCarry,
-                after_step: Callable[[EpochCarry], bool]) -> Optional[dict[str, Any]]:
+def train_epoch(
+    run: Run, epoch: int, planned_epochs: float, *, carry: EpochCarry, after_step: Callable[[EpochCarry], bool]
+) -> Optional[dict[str, Any]]:
     """Train epoch `epoch` from `carry` on (the plan's last epoch only up to the plan's steps), evaluate when
     due; the epoch's metrics row (without wall_time_s), or None when `after_step` stopped it early."""
     cfg, ctx = run.cfg, run.ctx
     run.sampler.set_epoch(epoch, start=carry.step * cfg.optim.accum_steps * cfg.data.batch_size)
     run.train_loader.generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + epoch)  # worker seeds
     steps = min(run.steps_per_epoch, plan_steps(planned_epochs, run.steps_per_epoch) - epoch * run.steps_per_epoch)
-    stats = train_one_epoch(ctx, run.train_loader, epoch=epoch, progress=cfg.run.progress, carry=carry,
-                            after_step=after_step, max_steps=steps if steps < run.steps_per_epoch else None)
+    stats = train_one_epoch(
+        ctx,
+        run.train_loader,
+        epoch=epoch,
+        progress=cfg.run.progress,
+        carry=carry,
+        after_step=after_step,
+        max_steps=steps if steps < run.steps_per_epoch else None,
+    )
     if stats.stopped:
         return None
-    row = {"epoch": epoch + 1, "train_loss": stats.train_loss, "lr": stats.lr, "images_per_s": stats.images_per_s,
-           "epoch_time_s": stats.epoch_time_s}
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": stats.train_loss,
+        "lr": stats.lr,
+        "images_per_s": stats.images_per_s,
+        "epoch_time_s": stats.epoch_time_s,
+    }
     if steps < run.steps_per_epoch:
         row["epoch_fraction"] = stats.steps / run.steps_per_epoch  # a plan that ends in part of an epoch
     last = epoch + 1 >= planned_epochs
     if (epoch + 1) % cfg.run.eval_every == 0 or last:
         classes = len(run.data.classes)
         start = time.perf_counter()
-        ev = evaluate(with_tta(ctx.model, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
-                      precision=ctx.precision)
+        ev = evaluate(
+            with_tta(ctx.model, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes, precision=ctx.precision
+        )
         row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5, eval_time_s=time.perf_counter() - start)
         if ctx.ema is not None:
-            ev = evaluate(with_tta(ctx.ema.module, cfg.run.tta), run.val_loader, ctx.device, num_classes=classes,
-                          precision=ctx.precision)
+            ev = evaluate(
+                with_tta(ctx.ema.module, cfg.run.tta),
+                run.val_loader,
+                ctx.device,
+                num_classes=classes,
+                precision=ctx.precision,
+            )
             row.update(val_top1_ema=ev.top1, val_top5_ema=ev.top5)
         if last and final_tta_runs(cfg.run):
             _final_tta(run, row)
@@ -397,8 +526,13 @@ def train_epoch(run: Run, epoch: int, planned_epochs: float, *, carry: EpochCarr
 def _final_tta(run: Run, row: dict[str, Any]) -> None:
     """The last epoch's extra evaluation with the `run.final_tta` views, into `row`."""
     ctx = run.ctx
-    ev = evaluate(with_tta(ctx.model, run.cfg.run.final_tta), run.val_loader, ctx.device,
-                  num_classes=len(run.data.classes), precision=ctx.precision)
+    ev = evaluate(
+        with_tta(ctx.model, run.cfg.run.final_tta),
+        run.val_loader,
+        ctx.device,
+        num_classes=len(run.data.classes),
+        precision=ctx.precision,
+    )
     row.update(val_top1_tta=ev.top1, val_top5_tta=ev.top5, tta=run.cfg.run.final_tta)
 
 
@@ -461,6 +595,8 @@ def _after_step(run: Run, progress: Progress, gate: StepGate, carry: EpochCarry,
     gate.saved()
     progress.stopped_by = decision.stop
     return decision.stop is not None
+
+
 def _base_size(run: Run) -> Any:
     """The configured image size (the transforms' crop size; progressive sizes are reached from it)."""
     return model_arguments(run.cfg.model)["img_size"]
@@ -494,9 +630,11 @@ def write_checkpoint(run: Run, progress: Progress, *, improved: bool) -> None:
         last = run.run_dir / "checkpoints" / "last.pt"
         kept = f"the previous checkpoint {last} is kept" if last.is_file() else "no checkpoint was written before"
         why = f"{failure.strerror or failure}" if failure is not None else "another process failed to write its state"
-        raise CheckpointWriteError(f"cannot write the checkpoint at {_position(run, progress)} ({why}); {kept}; "
-                                   f"free space, then resume with "
-                                   f"`{resume_command(run.run_dir)}`")
+        raise CheckpointWriteError(
+            f"cannot write the checkpoint at {_position(run, progress)} ({why}); {kept}; "
+            f"free space, then resume with "
+            f"`{resume_command(run.run_dir)}`"
+        )
     if run.rank:
         _prune_rank_files(run.run_dir, run.rank)
 
@@ -505,8 +643,10 @@ def _out_of_time(run: Run, progress: Progress, limit_min: float | None) -> bool:
     if limit_min is None or progress.wall_time_s < limit_min * 60 or progress.epoch >= progress.planned_epochs:
         return False
     if dist.is_main():
-        print(f"time limit of {limit_min} min reached after epoch {progress.epoch}; resume with "
-              f"`resmlp train --resume {run.run_dir} --set run.time_limit_min=null`")
+        print(
+            f"time limit of {limit_min} min reached after epoch {progress.epoch}; resume with "
+            f"`resmlp train --resume {run.run_dir} --set run.time_limit_min=null`"
+        )
     return True
 
 
@@ -519,14 +659,26 @@ def _start_fit(run: Run, first_epoch_s: float) -> BudgetFit:
         return BudgetFit(budget_s, cfg.optim.epochs)
     base = _base_size(run)
     sizes = {size for _, size in schedule_of(cfg)} | {size_at(schedule_of(cfg), 0, base)}
-    seconds = time_passes(run.model, sorted(sizes), batch_size=cfg.data.batch_size, device=run.ctx.device,
-                          precision=run.ctx.precision, mode=cfg.run.progressive_mode)
+    seconds = time_passes(
+        run.model,
+        sorted(sizes),
+        batch_size=cfg.data.batch_size,
+        device=run.ctx.device,
+        precision=run.ctx.precision,
+        mode=cfg.run.progressive_mode,
+    )
     if dist.is_main():
         timed = ", ".join(f"{s:.2f} s at {h}x{w}" for (h, w), s in seconds.items())
         print(f"one forward/backward pass of a batch of {cfg.data.batch_size}: {timed}", flush=True)
     passes = run.steps_per_epoch * cfg.optim.accum_steps
-    return BudgetFit(budget_s, cfg.optim.epochs, lambda planned, epoch: relative_epoch_cost(
-        schedule_of(cfg, planned), epoch, base, seconds, passes, first_epoch_s), seconds)
+    return BudgetFit(
+        budget_s,
+        cfg.optim.epochs,
+        lambda planned, epoch: relative_epoch_cost(
+            schedule_of(cfg, planned), epoch, base, seconds, passes, first_epoch_s
+        ),
+        seconds,
+    )
 
 
 def _replan(run: Run, fit: BudgetFit, progress: Progress, row: dict[str, Any]) -> int:
@@ -538,18 +690,28 @@ def _replan(run: Run, fit: BudgetFit, progress: Progress, row: dict[str, Any]) -
     scale = 1.0
     if fit.pass_seconds:
         base = _base_size(run)
-        scale = fit.size_scale(size_at(schedule_of(cfg, planned), epochs_started(planned) - 1, base),
-                               size_at(schedule_of(cfg, planned), progress.epoch, base))
+        scale = fit.size_scale(
+            size_at(schedule_of(cfg, planned), epochs_started(planned) - 1, base),
+            size_at(schedule_of(cfg, planned), progress.epoch, base),
+        )
     reserve_s = final_tta_cost(cfg.run, row, scale)
     eval_s = row.get("eval_time_s", 0.0)
-    fitted = fit.replan(planned, progress.epoch, row["wall_time_s"], reserve_s, eval_s * scale,
-                        epoch_s=row["epoch_time_s"] + eval_s,
-                        may_lengthen=lambda longer: not _steps_back_in_size(run, longer, progress.epoch + 1))
+    fitted = fit.replan(
+        planned,
+        progress.epoch,
+        row["wall_time_s"],
+        reserve_s,
+        eval_s * scale,
+        epoch_s=row["epoch_time_s"] + eval_s,
+        may_lengthen=lambda longer: not _steps_back_in_size(run, longer, progress.epoch + 1),
+    )
     if fitted != planned:
         run.ctx.schedule.end_at(plan_steps(fitted, run.steps_per_epoch))
     if dist.is_main() and (fitted != planned or progress.epoch == 0):
-        print(_fit_line(cfg.run.time_limit_min, progress.epoch, row["wall_time_s"], fit, reserve_s, planned, fitted),
-              flush=True)
+        print(
+            _fit_line(cfg.run.time_limit_min, progress.epoch, row["wall_time_s"], fit, reserve_s, planned, fitted),
+            flush=True,
+        )
     return fitted
 
 
@@ -564,8 +726,9 @@ def _steps_back_in_size(run: Run, planned: float, epoch: int) -> bool:
     return h * w < now_h * now_w
 
 
-def _fit_line(limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, reserve_s: float, planned: float,
-              fitted: float) -> str:
+def _fit_line(
+    limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, reserve_s: float, planned: float, fitted: float
+) -> str:
     """What the time budget's fit did after epoch `epoch` (0-based)."""
     if epoch == 0:
         took = f"the first epoch took {elapsed_s:.0f} s"
@@ -574,8 +737,11 @@ def _fit_line(limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, re
         pace = "slower" if fitted < planned else "faster"
         took = f"{epoch + 1} epochs took {elapsed_s:.0f} s, {pace} than planned"
     final = f", {reserve_s:.0f} s kept for the final TTA evaluation" if reserve_s else ""
-    plan = f"the schedule now ends after {fitted:g} epochs instead of {planned:g}" if fitted != planned else \
-        f"the plan of {planned:g} epochs fits"
+    plan = (
+        f"the schedule now ends after {fitted:g} epochs instead of {planned:g}"
+        if fitted != planned
+        else f"the plan of {planned:g} epochs fits"
+    )
     return f"time budget {limit_min:.4g} min: {took}{final}, so {plan}"
 
 
@@ -601,15 +767,19 @@ def resume_command(run_dir: Path) -> str:
 
 def stop_message(run: Run, progress: Progress) -> str:
     """What a stopped run tells its user: where it stopped, where the checkpoint is, how to go on."""
-    return (f"stopped by {signal_name(progress.stopped_by)} at {_position(run, progress)}; checkpoint "
-            f"{run.run_dir / 'checkpoints' / 'last.pt'}; resume with `{resume_command(run.run_dir)}`")
+    return (
+        f"stopped by {signal_name(progress.stopped_by)} at {_position(run, progress)}; checkpoint "
+        f"{run.run_dir / 'checkpoints' / 'last.pt'}; resume with `{resume_command(run.run_dir)}`"
+    )
 
 
 def _start_line(run: Run) -> str:
     cfg, data = run.cfg, run.data
-    return (f"run {run.run_dir}: {cfg.model.name} ({count_params(run.model):,} params), {len(data.train)} train / "
-            f"{len(data.val)} val images, {len(data.classes)} classes, {run.world} process(es) on {run.ctx.device}, "
-            f"global batch {run.global_batch}, lr {run.lr:.3g}, {cfg.optim.epochs} epochs x {run.steps_per_epoch} steps")
+    return (
+        f"run {run.run_dir}: {cfg.model.name} ({count_params(run.model):,} params), {len(data.train)} train / "
+        f"{len(data.val)} val images, {len(data.classes)} classes, {run.world} process(es) on {run.ctx.device}, "
+        f"global batch {run.global_batch}, lr {run.lr:.3g}, {cfg.optim.epochs} epochs x {run.steps_per_epoch} steps"
+    )
 
 
 def _epoch_line(row: dict, epochs: float) -> str:
@@ -627,21 +797,34 @@ def summarize(run: Run, progress: Progress, rows: list[dict[str, Any]]) -> dict[
     last = next((r for r in reversed(rows) if "val_top1" in r), {})
     speeds = [r["images_per_s"] for r in rows]
     return {
-        "run_dir": str(run.run_dir), "model": run.cfg.model.name, "params": count_params(run.model),
-        "epochs": min(progress.epoch, progress.planned_epochs), "planned_epochs": progress.planned_epochs,
+        "run_dir": str(run.run_dir),
+        "model": run.cfg.model.name,
+        "params": count_params(run.model),
+        "epochs": min(progress.epoch, progress.planned_epochs),
+        "planned_epochs": progress.planned_epochs,
         "best_val_top1": progress.best_val_top1,
-        "final_val_top1": last.get("val_top1"), "final_val_top5": last.get("val_top5"),
-        "final_val_top1_tta": last.get("val_top1_tta"), "final_tta": last.get("tta"),
+        "final_val_top1": last.get("val_top1"),
+        "final_val_top5": last.get("val_top5"),
+        "final_val_top1_tta": last.get("val_top1_tta"),
+        "final_tta": last.get("tta"),
         "train_images_per_s": float(np.median(speeds)) if speeds else None,
-        "wall_time_s": progress.wall_time_s, "processes": run.world, "device": str(run.ctx.device),
-        "classes": len(run.data.classes), "bad_files": len(read_bad_log(run.run_dir / "bad_files.tsv")),
+        "wall_time_s": progress.wall_time_s,
+        "processes": run.world,
+        "device": str(run.ctx.device),
+        "classes": len(run.data.classes),
+        "bad_files": len(read_bad_log(run.run_dir / "bad_files.tsv")),
         "teacher": run.ctx.criterion.identity,
         "stopped_by": signal_name(progress.stopped_by) if progress.stopped_by else None,
     }
 
 
-def train(cfg: TrainConfig, *, out: str | Path | None = None, resume: str | Path | None = None,
-          finetune: str | Path | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    finetune: str | Path | None = None,
+) -> dict[str, Any]:
     """Run (or resume) training as configured; returns the summary written to `summary.json`."""
     arguments = model_arguments(cfg.model)
     check_schedule(cfg, arguments.get("patch_size"), arguments["img_size"])  # before any file is written
@@ -707,35 +890,46 @@ def teacher_stage(cfg: TrainConfig, run_dir: Path) -> TeacherStage:
     if seconds is None:
         resume = (teacher_dir / "checkpoints" / "last.pt").is_file()
         if dist.is_main():
-            print(f"the teacher first ({cfg.distill.teacher_recipe}): {'resuming ' if resume else ''}{teacher_dir}",
-                  flush=True)
+            print(
+                f"the teacher first ({cfg.distill.teacher_recipe}): {'resuming ' if resume else ''}{teacher_dir}",
+                flush=True,
+            )
         teacher_cfg = config_of_run(teacher_dir) if resume else teacher_run_config(cfg)
         _check_teacher_budget(teacher_cfg.run.time_limit_min, cfg.run.time_limit_min, cfg.distill.teacher_recipe)
         summary = train(teacher_cfg, out=teacher_dir, resume=teacher_dir if resume else None)
         if summary.get("stopped_by"):
-            summary["message"] = (f"stopped by {summary['stopped_by']} while training the teacher in {teacher_dir}; "
-                                  "run the same command again (same --out): the teacher resumes from its checkpoint")
+            summary["message"] = (
+                f"stopped by {summary['stopped_by']} while training the teacher in {teacher_dir}; "
+                "run the same command again (same --out): the teacher resumes from its checkpoint"
+            )
             return TeacherStage(cfg, 0.0, stopped=summary)
         seconds = summary["wall_time_s"] if resume else time.perf_counter() - start
     limit = cfg.run.time_limit_min
     left = None if limit is None else limit - seconds / 60
     if left is not None and left <= 0:
-        raise ValueError(f"the teacher took {seconds / 60:.1f} min of run.time_limit_min={limit:g}: no time is left "
-                         f"for the student; set distill.teacher_time_min lower or raise run.time_limit_min")
+        raise ValueError(
+            f"the teacher took {seconds / 60:.1f} min of run.time_limit_min={limit:g}: no time is left "
+            f"for the student; set distill.teacher_time_min lower or raise run.time_limit_min"
+        )
     if dist.is_main():
         remaining = "" if left is None else f"; the student gets the {left:.1f} min left of {limit:g}"
         print(f"teacher {teacher_dir}: {seconds / 60:.1f} min{remaining}", flush=True)
-    student = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, teacher=str(teacher_dir)),
-                                  run=dataclasses.replace(cfg.run, time_limit_min=left))
+    student = dataclasses.replace(
+        cfg,
+        distill=dataclasses.replace(cfg.distill, teacher=str(teacher_dir)),
+        run=dataclasses.replace(cfg.run, time_limit_min=left),
+    )
     return TeacherStage(student, seconds)
 
 
 def _check_teacher_budget(teacher_min: Optional[float], limit_min: Optional[float], recipe: Optional[str]) -> None:
     """Refuse, before it trains, a teacher whose own time limit would leave the student no time."""
     if limit_min is not None and teacher_min is not None and teacher_min >= limit_min:
-        raise ConfigError(f"distill.teacher_recipe={recipe} trains for {teacher_min:g} min (its run.time_limit_min), "
-                          f"which leaves no time of run.time_limit_min={limit_min:g} for the student; set "
-                          "distill.teacher_time_min lower, raise run.time_limit_min, or distill.teacher=none")
+        raise ConfigError(
+            f"distill.teacher_recipe={recipe} trains for {teacher_min:g} min (its run.time_limit_min), "
+            f"which leaves no time of run.time_limit_min={limit_min:g} for the student; set "
+            "distill.teacher_time_min lower, raise run.time_limit_min, or distill.teacher=none"
+        )
 
 
 def own_teacher_seconds(cfg: TrainConfig, run_dir: Path) -> Optional[float]:
