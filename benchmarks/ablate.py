@@ -5,7 +5,7 @@ recipe, seed(s) and budget, and write a Markdown table (params, GFLOPs, images/s
 
 Each row changes one option of the recipe's model (`model.norm`, `model.token_mixing`, `model.pooling`,
 `model.act`, `model.patch_size`); `--rows baseline,none,mlp` picks some. Runs go one after the other through
-the sweep runner (benchmarks/sweep.py): OUT/ROW-sSEED are run directories, reused when finished, so an
+the study runner (benchmarks/study.py): OUT/ROW-sSEED are run directories, reused when finished, so an
 interrupted table resumes. `--per-class K` trains on a fixed subset (the first K images of each class, as
 symlinks under OUT/data) for quick tables. Writes OUT/ablations.md, OUT/ablations.png, OUT/ablations.json.
 """
@@ -13,22 +13,20 @@ symlinks under OUT/data) for quick tables. Writes OUT/ablations.md, OUT/ablation
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
+from common import cpu_model, folder_data, read_curve
 from matplotlib.figure import Figure
+from study import Study, markdown_table, write_json, write_report
 
-from resmlp.config import load_config
+from resmlp.config import Override, load_config
 from resmlp.models import count_macs, count_params, create_model
-from resmlp.train.run import model_arguments
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep import cpu_model, read_curve, run_one  # noqa: E402  (the sibling benchmark script)
+from resmlp.train.wiring import model_arguments
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ def subset_folder(root: Path, per_class: int, out: Path) -> Path:
     return out
 
 
-def cost(recipe: str, overrides: list[str]) -> tuple[int, float]:
+def cost(recipe: str, overrides: Sequence[Override]) -> tuple[int, float]:
     """(parameters, GFLOPs = multiply-adds of one image) of the model a run with `overrides` trains."""
     cfg = load_config(recipe, overrides)
     args = model_arguments(cfg.model)
@@ -81,7 +79,7 @@ def cost(recipe: str, overrides: list[str]) -> tuple[int, float]:
     return count_params(model), count_macs(model, (1, args.get("in_chans", 3), size, size)) / 1e9
 
 
-def markdown(results: list[dict], recipe: str, common: list[str], machine: str) -> str:
+def markdown(results: list[dict], study: Study, machine: str) -> str:
     base = results[0]["top1"]
     head = [
         "group",
@@ -94,31 +92,21 @@ def markdown(results: list[dict], recipe: str, common: list[str], machine: str) 
         "vs baseline",
         "the paper (S12, ImageNet)",
     ]
-    lines = [
-        f"Recipe `{recipe}` with `{' '.join(common)}`; {machine}; {time.strftime('%Y-%m-%d')}.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+    rows = [
+        [
+            r["group"],
+            f"`{r['name']}`",
+            f"{r['params'] / 1e6:.3f}",
+            f"{r['gflops']:.3f}",
+            f"{r['images_per_s']:.0f}",
+            f"{r['top1']:.2f}",
+            " / ".join(f"{t:.2f}" for t in r["per_seed"]),
+            f"{r['top1'] - base:+.2f}",
+            r["paper"] or "-",
+        ]
+        for r in results
     ]
-    for r in results:
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["group"],
-                    f"`{r['name']}`",
-                    f"{r['params'] / 1e6:.3f}",
-                    f"{r['gflops']:.3f}",
-                    f"{r['images_per_s']:.0f}",
-                    f"{r['top1']:.2f}",
-                    " / ".join(f"{t:.2f}" for t in r["per_seed"]),
-                    f"{r['top1'] - base:+.2f}",
-                    r["paper"] or "-",
-                ]
-            )
-            + " |"
-        )
-    lines.append("")
+    lines = [study.heading(machine), "", *markdown_table(head, rows), ""]
     lines.append(
         "top-1: best validation top-1 (%), mean over the seeds; images/s: training throughput of the run "
         "(noisy when other jobs share the CPU)."
@@ -183,33 +171,24 @@ def main(argv: list[str] | None = None) -> int:
         data = subset_folder(data, args.per_class, out / "data")
     # The ablation compares architectures as the paper does: the paper's inits, none of the issue-11 levers, no
     # teacher.
-    common = [
-        "data.source=folder",
-        f"data.path={data}",
+    common: list[Override] = [
+        *folder_data(data),
         "model.token_mixing_init=default",
         "model.stem_init=default",
         "distill.teacher=none",
         *args.common,
     ]
     if args.epochs is not None:
-        common.append(f"optim.epochs={args.epochs}")
+        common.append(("optim.epochs", args.epochs))
     if args.minutes is not None:
-        common += [f"run.time_limit_min={args.minutes}", "run.fit_to_time_limit=true"]
+        common += [("budget.time_limit_min", args.minutes), ("budget.fit_to_time_limit", True)]
+    study = Study(args.recipe, out, common)
     results = []
     for row in rows:
-        per_seed, speed = [], []
-        seeds = []
-        for seed in args.seeds:
-            run_dir = out / f"{row.name}-s{seed}"
-            if args.only_finished and not (run_dir / "summary.json").is_file():
-                continue
-            print(f"=== {row.name} seed {seed}: {' '.join(row.overrides) or '(recipe)'}", flush=True)
-            summary = run_one(args.recipe, [*common, f"run.seed={seed}", *row.overrides], run_dir)
-            per_seed.append(max(t for _, t in read_curve(run_dir)))
-            speed.append(summary["train_images_per_s"])
-            seeds.append(seed)
-        if not seeds:
+        summaries = study.seeds(row.name, row.overrides, args.seeds, only_finished=args.only_finished)
+        if not summaries:
             continue
+        per_seed = [max(t for _, t in read_curve(out / study.run_name(row.name, seed))) for seed in summaries]
         params, gflops = cost(args.recipe, [*common, *row.overrides])
         results.append(
             {
@@ -219,19 +198,20 @@ def main(argv: list[str] | None = None) -> int:
                 "paper": row.paper,
                 "params": params,
                 "gflops": gflops,
-                "images_per_s": statistics.median(speed),
+                "images_per_s": statistics.median(s["train_images_per_s"] for s in summaries.values()),
                 "top1": statistics.mean(per_seed),
                 "per_seed": per_seed,
-                "seeds": seeds,
+                "seeds": list(summaries),
             }
         )
-        (out / "ablations.json").write_text(
-            json.dumps({"recipe": args.recipe, "common": common, "cpu": cpu_model(), "results": results}, indent=1)
-        )
-    (out / "ablations.md").write_text(markdown(results, args.recipe, common, cpu_model()))
-    bar_chart(results, out / "ablations.png")
-    print((out / "ablations.md").read_text())
-    print(f"wrote {out / 'ablations.md'}, {out / 'ablations.png'}, {out / 'ablations.json'}")
+        write_json(out / "ablations.json", study.record(results=results))
+    write_report(
+        out,
+        "ablations",
+        markdown(results, study, cpu_model()),
+        lambda path: bar_chart(results, path),
+        study.record(results=results),
+    )
     return 0
 
 

@@ -27,6 +27,7 @@ from resmlp import Preprocess, create_model
 from resmlp.checkpoint import atomic_save, model_from_checkpoint, model_record, read_checkpoint
 from resmlp.data.datasets import load_rgb, scan_image_folder
 from resmlp.data.transforms import build_eval_transform
+from resmlp.rundir import RunDir
 from resmlp.train.engine import evaluate
 
 MNIST_MEAN, MNIST_STD = (0.1307,) * 3, (0.3081,) * 3
@@ -55,7 +56,7 @@ def batches(x: torch.Tensor, y: torch.Tensor, size: int, shuffle: torch.Generato
         yield x[idx], y[idx]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="MNIST root holding train/ and test/ class folders")
     ap.add_argument("--out", required=True, help="run directory to write")
@@ -68,9 +69,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
-    data, out = Path(args.data), Path(args.out)
+    data, run = Path(args.data), RunDir(args.out)
     pre = Preprocess(img_size=16, crop_pct=1.0, interpolation="bicubic", mean=MNIST_MEAN, std=MNIST_STD)
     x_tr, y_tr, classes = load_split(data / "train", args.train_per_class, pre)
     x_val, y_val, _ = load_split(data / "test", args.val_per_class, pre)
@@ -80,11 +81,11 @@ def main() -> None:
     steps = args.epochs * math.ceil(len(x_tr) / args.batch_size)
     warm = steps // args.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / (steps - warm)))
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
     )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(vars(args), sort_keys=False))
-    (out / "metrics.jsonl").write_text("")
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.config.write_text(yaml.safe_dump(vars(args), sort_keys=False))
+    run.metrics.write_text("")
     gen, best, start = torch.Generator().manual_seed(args.seed), -1.0, time.perf_counter()
     cpu = torch.device("cpu")
     for epoch in range(args.epochs):
@@ -109,21 +110,20 @@ def main() -> None:
             "images_per_s": ips,
             "wall_time_s": time.perf_counter() - start,
         }
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        run.append_metrics(rec)
         print(f"epoch {epoch}: loss {rec['train_loss']:.3f} val top-1 {val.top1:.2f}% ({ips:.0f} img/s)")
         ckpt = {**model_record(model, classes=classes, preprocess=pre), "config": vars(args), "epoch": epoch}
-        atomic_save(ckpt, out / "checkpoints" / "last.pt")
+        atomic_save(ckpt, run.last)
         if val.top1 > best:
             best = val.top1
-            atomic_save(ckpt, out / "checkpoints" / "best.pt")
+            atomic_save(ckpt, run.best)
     # eval.json as `resmlp eval` writes it: the best checkpoint (what `resmlp analyze RUN` reads), whole test split.
-    model = model_from_checkpoint(read_checkpoint(out / "checkpoints" / "best.pt"))
+    model = model_from_checkpoint(read_checkpoint(run.best))
     x_te, y_te, _ = load_split(data / "test", None, pre)
     ev = evaluate(model, batches(x_te, y_te, 512), cpu, num_classes=len(classes))
     conf = ev.confusion
     per_class = {c: 100.0 * float(conf[i, i]) / max(1, int(conf[i].sum())) for i, c in enumerate(classes)}
-    (out / "eval.json").write_text(
+    run.eval.write_text(
         json.dumps(
             {
                 "top1": ev.top1,
@@ -134,8 +134,8 @@ def main() -> None:
             }
         )
     )
-    (out / "summary.json").write_text(json.dumps({"best_val_top1": best, "test_top1": ev.top1, "epochs": args.epochs}))
-    print(f"test top-1 {ev.top1:.2f}% on {len(x_te)} images; run directory {out}")
+    run.write_summary({"best_val_top1": best, "test_top1": ev.top1, "epochs": args.epochs})
+    print(f"test top-1 {ev.top1:.2f}% on {len(x_te)} images; run directory {run.root}")
 
 
 if __name__ == "__main__":

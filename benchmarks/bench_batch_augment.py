@@ -14,36 +14,36 @@ every epoch of a real run does. Prints a Markdown table (and writes it to --out 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 from pathlib import Path
 
 import torch
+from common import cpu_model
 
 from resmlp.cli.train import data_overrides
-from resmlp.config import load_config
+from resmlp.config import Override, load_config
 from resmlp.files import write_text_atomic
 from resmlp.train.engine import train_one_epoch
-from resmlp.train.progressive import set_run_size
-from resmlp.train.run import build, model_arguments
+from resmlp.train.run import build
 
 
-def build_variant(recipe: str, data: str, *, batch: bool, workers: int, run_dir: Path):
+def build_variant(recipe: str, data: str, common: list[Override], *, batch: bool, workers: int, run_dir: Path):
     cfg = load_config(
         recipe,
-        data_overrides(data, None, None)
-        + [
+        [
+            *data_overrides(data, None, None),
+            *common,
             ("data.batch_augment", batch),
             ("data.workers", workers),
-            ("run.progressive_mode", "crop"),
+            ("progressive.mode", "crop"),
             ("run.tensorboard", False),
         ],
     )
     return build(cfg, run_dir, torch.device("cpu"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="cifar10_cpu")
     ap.add_argument("--data", required=True)
@@ -52,7 +52,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--out", type=Path, help="write the Markdown table here")
-    args = ap.parse_args()
+    ap.add_argument("--set", dest="common", nargs="+", default=[], help="overrides of the recipe (KEY=VALUE)")
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_batch_augment_") as tmp:
         table = measure(args, Path(tmp))
     print(table)
@@ -63,16 +64,17 @@ def main() -> None:
 def measure(args: argparse.Namespace, tmp: Path) -> str:
     """The interleaved rounds; returns the Markdown table."""
     runs = {
-        (kind, w): build_variant(args.recipe, args.data, batch=kind == "batch", workers=w, run_dir=tmp / f"{kind}{w}")
+        (kind, w): build_variant(
+            args.recipe, args.data, args.common, batch=kind == "batch", workers=w, run_dir=tmp / f"{kind}{w}"
+        )
         for kind in ("per-image", "batch")
         for w in args.workers
     }
-    full = model_arguments(next(iter(runs.values())).cfg.model)["img_size"]
     rates: dict[tuple, list[float]] = {}
     for r in range(args.rounds):
         for size in args.sizes:
             for key, run in runs.items():
-                set_run_size(run, size, base_size=full)
+                run.resize(size)
                 stats = train_one_epoch(run.ctx, run.train_loader, epoch=r, progress=False, max_steps=args.steps)
                 rates.setdefault((size, *key), []).append(stats.images_per_s)
         print(
@@ -80,9 +82,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> str:
             + ", ".join(f"{s}px {k} w{w} {v[-1]:.0f}" for (s, k, w), v in rates.items()),
             flush=True,
         )
-    cpu = platform.processor() or platform.machine()
     lines = [
-        f"{args.recipe}, torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}; "
+        f"{args.recipe}, torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_model()}; "
         f"median images/s of {args.rounds} interleaved rounds x {args.steps} steps",
         "",
         "| size | workers | per-image images/s | batch augment images/s | batch / per-image |",

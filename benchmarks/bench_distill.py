@@ -5,77 +5,79 @@ number of epochs without distillation, with hard and with soft distillation.
         --teacher-minutes 10 --student-epochs 3
 
 Prints a markdown table (teacher accuracy, student accuracy with/without, wall time, teacher time) for
-docs/benchmarks.md and writes it to OUT/distill.md.
+docs/benchmarks.md and writes it to OUT/distill.md. Runs go through the study runner (benchmarks/study.py):
+OUT/teacher and OUT/student<i> are run directories, reused when finished.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from study import Study, markdown_table
+
 from resmlp.cli.train import data_overrides
-from resmlp.config import load_config
-from resmlp.train.run import train
+from resmlp.rundir import RunDir
 
 
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--teacher-minutes", type=float, default=10)
     ap.add_argument("--student-epochs", type=int, default=3)
+    ap.add_argument("--teacher-recipe", default="cifar10_teacher")
     ap.add_argument("--student-recipe", default="cifar10_cpu")
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--tau", type=float, default=1.0)
-    args = ap.parse_args()
+    ap.add_argument("--set", dest="common", nargs="+", default=[], help="overrides for every run, teacher too")
+    args = ap.parse_args(argv)
     out = Path(args.out)
-    data = data_overrides(args.data, None, None) + ["run.progress=false"]
+    data = [*data_overrides(args.data, None, None), ("run.progress", False)]
+    teacher_budget = [("budget.time_limit_min", args.teacher_minutes), ("budget.fit_to_time_limit", True)]
     teacher_dir = out / "teacher"
-    if not (teacher_dir / "summary.json").exists():
-        train(
-            load_config(
-                "cifar10_teacher", data + [f"run.time_limit_min={args.teacher_minutes}", "run.fit_to_time_limit=true"]
-            ),
-            out=teacher_dir,
-        )
-    teacher = json.loads((teacher_dir / "summary.json").read_text())
-    student = data + [f"optim.epochs={args.student_epochs}", "run.time_limit_min=null", "run.fit_to_time_limit=false"]
+    teacher = Study(args.teacher_recipe, out, [*data, *teacher_budget, *args.common]).run(teacher_dir.name)
+    student = [
+        *data,
+        ("optim.epochs", args.student_epochs),
+        ("budget.time_limit_min", None),
+        ("budget.fit_to_time_limit", False),
+        *args.common,
+    ]
+    distill = [("distill.teacher", str(teacher_dir)), ("distill.alpha", args.alpha)]
     variants = {
         "no distillation": [],
-        f"hard (alpha {args.alpha})": [
-            f"distill.teacher={teacher_dir}",
-            "distill.kind=hard",
-            f"distill.alpha={args.alpha}",
-        ],
-        f"soft (alpha {args.alpha}, tau {args.tau})": [
-            f"distill.teacher={teacher_dir}",
-            "distill.kind=soft",
-            f"distill.alpha={args.alpha}",
-            f"distill.tau={args.tau}",
-        ],
+        f"hard (alpha {args.alpha})": [*distill, ("distill.kind", "hard")],
+        f"soft (alpha {args.alpha}, tau {args.tau})": [*distill, ("distill.kind", "soft"), ("distill.tau", args.tau)],
     }
+    runs = Study(args.student_recipe, out, student).run_all(
+        {f"student{i}": extra for i, extra in enumerate(variants.values())}
+    )
     rows = []
-    for i, (name, extra) in enumerate(variants.items()):
-        run_dir = out / f"student{i}"
-        if not (run_dir / "summary.json").exists():
-            train(load_config(args.student_recipe, student + extra), out=run_dir)
-        s = json.loads((run_dir / "summary.json").read_text())
-        t_time = sum(r.get("teacher_time_s", 0.0) for r in metrics(run_dir))
-        rows.append((name, s["final_val_top1"], s["best_val_top1"], s["wall_time_s"] / 60, t_time / 60))
+    for name, (run, s) in zip(variants, runs.items()):
+        t_time = sum(r.get("teacher_time_s", 0.0) for r in RunDir(out / run).read_metrics())
+        rows.append(
+            [
+                name,
+                f"{s['final_val_top1']:.2f}%",
+                f"{s['best_val_top1']:.2f}%",
+                f"{s['wall_time_s'] / 60:.1f}",
+                f"{t_time / 60:.1f}",
+            ]
+        )
+    head = [
+        f"student ({args.student_recipe}, {args.student_epochs} epochs)",
+        "final val top-1",
+        "best val top-1",
+        "wall time (min)",
+        "of which teacher (min)",
+    ]
     lines = [
         f"Teacher `{teacher['model']}`: best val top-1 {teacher['best_val_top1']:.2f}% after "
         f"{teacher['epochs']} epochs, {teacher['wall_time_s'] / 60:.1f} min.",
         "",
-        f"| student ({args.student_recipe}, {args.student_epochs} epochs) | final val top-1 | best val top-1 | "
-        "wall time (min) | of which teacher (min) |",
-        "|---|---|---|---|---|",
+        *markdown_table(head, rows),
     ]
-    lines += [f"| {n} | {f:.2f}% | {b:.2f}% | {w:.1f} | {t:.1f} |" for n, f, b, w, t in rows]
     text = "\n".join(lines)
     (out / "distill.md").write_text(text + "\n")
     print(text)

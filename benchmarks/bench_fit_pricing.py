@@ -18,7 +18,7 @@ from resmlp.models import create_model
 from resmlp.train.progressive import relative_epoch_cost, time_passes
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resmlp_tiny32:embed_dim=128", help="NAME[:key=value,...]")
     ap.add_argument("--sizes", type=int, nargs="+", default=[24, 32])
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--first-epoch-s", type=float, default=192.0)
     ap.add_argument("--probes", type=int, default=3)
     ap.add_argument("--precision", default="fp32")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     name, _, rest = args.model.partition(":")
     kwargs = {k: int(v) for k, v in (item.split("=") for item in rest.split(",") if item)}
     model = create_model(name, **kwargs)

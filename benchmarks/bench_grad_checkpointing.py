@@ -61,13 +61,13 @@ def saved_for_backward_mb(name: str, batch: int, checkpointing: bool) -> float:
     return total / 2**20
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resmlp_b24_p8")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     runs: dict[str, list[dict]] = {"off": [], "on": []}
     for r in range(args.repeats):

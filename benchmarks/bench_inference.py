@@ -19,19 +19,15 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from common import add_split_arguments, split_images_of
 
-from resmlp.checkpoint import read_checkpoint
-from resmlp.data.datasets import load_rgb, scan_image_folder, stratified_split
-from resmlp.data.transforms import build_eval_transform
 from resmlp.deploy import build_runtime
 from resmlp.deploy.benchmark import format_report, run_benchmark
 from resmlp.loading import load_model
 from resmlp.models import create_model
-from resmlp.weights import WeightsError
 
 
 def speed(args: argparse.Namespace) -> dict:
@@ -58,40 +54,11 @@ def speed(args: argparse.Namespace) -> dict:
     return report
 
 
-def split_images(args: argparse.Namespace, preprocess, *, calibration: bool = False) -> tuple[torch.Tensor, list[str]]:
-    """The validation images of --data, or (calibration=True) --calibration images drawn from its training part."""
-    paths, labels, _ = scan_image_folder(args.data)
-    try:  # our checkpoints carry the run config, and with it the split training used
-        data_cfg = (read_checkpoint(args.checkpoint).get("config") or {}).get("data") or {}
-    except WeightsError:  # a packaged directory or bare weights: the defaults below
-        data_cfg = {}
-    val_split = args.val_split if args.val_split is not None else data_cfg.get("val_split", 0.1)
-    seed = args.split_seed if args.split_seed is not None else data_cfg.get("split_seed", 0)
-    train_idx, val_idx = stratified_split(labels, val_split, seed)
-    if calibration:
-        order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(0))
-        val_idx = [train_idx[i] for i in order[: args.calibration].tolist()]
-    elif args.limit:
-        val_idx = val_idx[:: max(1, len(val_idx) // args.limit)][: args.limit]
-    transform = build_eval_transform(
-        preprocess.img_size,
-        mean=preprocess.mean,
-        std=preprocess.std,
-        crop_pct=preprocess.crop_pct,
-        interpolation=preprocess.interpolation,
-    )
-    with ThreadPoolExecutor(4) as pool:
-        images = list(pool.map(lambda i: transform(load_rgb(paths[i])), val_idx))
-    part = "calibration (training part)" if calibration else "validation"
-    print(f"{part}: {len(images)} images of {args.data} (val_split={val_split}, split_seed={seed})")
-    return torch.stack(images), [str(paths[i]) for i in val_idx]
-
-
 def agreement(args: argparse.Namespace) -> dict:
     loaded = load_model(args.checkpoint)
     model, preprocess = loaded.model, loaded.spec.preprocess
-    x, _ = split_images(args, preprocess)
-    calib, _ = split_images(args, preprocess, calibration=True) if args.calibration else (None, None)
+    x, _ = split_images_of(args, preprocess)
+    calib, _ = split_images_of(args, preprocess, calibration=args.calibration) if args.calibration else (None, None)
 
     def logits_of(runner) -> torch.Tensor:
         with torch.inference_mode():
@@ -127,7 +94,7 @@ def agreement(args: argparse.Namespace) -> dict:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="resmlp_s12")
     ap.add_argument("--batch", type=lambda s: [int(v) for v in s.split(",")], default=[64])
@@ -137,20 +104,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-speed", action="store_true")
-    ap.add_argument("--checkpoint", default=None, help="trained model (checkpoint, run dir, package, weights)")
-    ap.add_argument("--data", default=None, help="image folder root/<class>/*.jpg the model was trained on")
-    ap.add_argument("--val-split", type=float, default=None)
-    ap.add_argument("--split-seed", type=int, default=None)
-    ap.add_argument("--limit", type=int, default=None, help="use at most this many validation images")
-    ap.add_argument(
-        "--calibration",
-        type=int,
-        default=256,
-        help="int8 calibration images from the training part of --data (0: skip calibrated int8)",
-    )
+    add_split_arguments(ap)
     ap.add_argument("--compile", action="store_true", help="also check compile/bf16 agreement (slow to compile)")
     ap.add_argument("--json", default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     result: dict = {}

@@ -19,7 +19,7 @@ import sys
 import time
 
 import torch
-from bench_inference import split_images
+from common import add_split_arguments, split_images_of
 
 from resmlp.deploy import fuse
 from resmlp.deploy.quantize import SMOOTHING_STRENGTHS, quantize_int8
@@ -43,8 +43,8 @@ def int8_forms(calibration: torch.Tensor) -> dict:
 def agreement(args: argparse.Namespace) -> None:
     loaded = load_model(args.checkpoint)
     model, preprocess = loaded.model, loaded.spec.preprocess
-    x, _ = split_images(args, preprocess)
-    calibration, _ = split_images(args, preprocess, calibration=True)
+    x, _ = split_images_of(args, preprocess)
+    calibration, _ = split_images_of(args, preprocess, calibration=args.calibration)
     fused = fuse(model)
 
     def top1(m) -> torch.Tensor:
@@ -89,20 +89,17 @@ def speed(args: argparse.Namespace) -> None:
         print(f"| {name} | {med:.1f} [{min(r):.1f}-{max(r):.1f}] | {med / base:.2f}x |")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--val-split", type=float, default=None)
-    ap.add_argument("--split-seed", type=int, default=None)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--calibration", type=int, default=256)
+    add_split_arguments(ap)
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--model", default="resmlp_s12")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.checkpoint and args.data and args.calibration < 1:
+        ap.error("--calibration: the calibrated int8 forms need at least 1 image")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.checkpoint and args.data:

@@ -29,7 +29,7 @@ from resmlp.config import load_config
 from resmlp.data.build import build_data
 from resmlp.models import create_model
 from resmlp.optim import build_optimizer
-from resmlp.train.run import model_arguments
+from resmlp.train.wiring import model_arguments
 
 
 def loader_rate(dataset, batch_size: int, workers: int, batches: int) -> float:
@@ -85,7 +85,7 @@ def step_rates(cfg, dataset, workers: list[int], rounds: int, steps: int) -> dic
     return {name: statistics.median(v) for name, v in rates.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipe", default="cifar10_cpu")
     ap.add_argument("--data", required=True)
@@ -95,9 +95,10 @@ def main() -> None:
     ap.add_argument("--with-step", action="store_true", help="time loader + training step (see above)")
     ap.add_argument("--rounds", type=int, default=3, help="--with-step: interleaved rounds")
     ap.add_argument("--steps", type=int, default=25, help="--with-step: steps per loader per round")
-    args = ap.parse_args()
+    ap.add_argument("--set", dest="common", nargs="+", default=[], help="overrides of the recipe (KEY=VALUE)")
+    args = ap.parse_args(argv)
     if args.with_step:
-        cfg = load_config(args.recipe, data_overrides(args.data, None, None))
+        cfg = load_config(args.recipe, [*data_overrides(args.data, None, None), *args.common])
         data = build_data(cfg.data, img_size=model_arguments(cfg.model)["img_size"])
         rates = step_rates(cfg, data.train, args.workers, args.rounds, args.steps)
         print(
@@ -109,7 +110,7 @@ def main() -> None:
         return
     caches = [True, False] if args.no_cache_too else [True]
     for cache in caches:
-        cfg = load_config(args.recipe, data_overrides(args.data, None, None) + [f"data.cache={str(cache).lower()}"])
+        cfg = load_config(args.recipe, [*data_overrides(args.data, None, None), *args.common, ("data.cache", cache)])
         data = build_data(cfg.data, img_size=model_arguments(cfg.model)["img_size"])
         for w in args.workers:
             rate = loader_rate(data.train, cfg.data.batch_size, w, args.batches)

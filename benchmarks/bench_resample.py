@@ -20,30 +20,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from sweep import plot, read_curve  # benchmarks/sweep.py: one owner of the top-1-vs-minutes figure
+from common import cpu_model, read_curve
+from study import Study, plot_curves
 from torch.utils.data import DataLoader
 
-from resmlp.config import config_to_dict, load_config
+from resmlp.config import config_to_dict
 from resmlp.data.datasets import ImageDataset, cache_decoded, scan_image_folder
 from resmlp.data.transforms import Compose, ResizeCenterCrop, ToTensorNormalize
 from resmlp.loading import load_model
 from resmlp.models import RESAMPLE_METHODS, create_model
 from resmlp.optim import build_optimizer
+from resmlp.rundir import RunDir
+from resmlp.train.checkpointing import config_of_run
 from resmlp.train.engine import evaluate
-from resmlp.train.run import config_of_run, train
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def held_out(folder: str):
@@ -56,7 +50,7 @@ def top1(model, dataset, transform, threads_note: dict) -> float:
     dataset.transform = transform
     loader = DataLoader(dataset, batch_size=500, num_workers=0)
     t0 = time.perf_counter()
-    res = evaluate(model, loader, torch.device("cpu"), num_classes=10)
+    res = evaluate(model, loader, torch.device("cpu"), num_classes=len(dataset.classes))
     threads_note.setdefault("eval_s", []).append(round(time.perf_counter() - t0, 1))
     return res.top1
 
@@ -85,25 +79,22 @@ def run_eval(args) -> dict:
 
 
 def run_finetune(args) -> dict:
-    base = load_config(None, [], base=config_to_dict(config_of_run(args.run)))
     common = [
-        f"model.img_size={args.size}",
-        "optim.epochs=1",
-        f"optim.warmup_epochs={args.warmup}",
-        "run.time_limit_min=null",
-        "run.fit_to_time_limit=false",
-        "run.progress=false",
-        "run.tensorboard=false",
-        f"data.path={args.data}",
-        f"data.val_path={args.val_data}",
+        ("model.img_size", args.size),
+        ("optim.epochs", 1),
+        ("optim.warmup_epochs", args.warmup),
+        ("budget.time_limit_min", None),
+        ("budget.fit_to_time_limit", False),
+        ("run.progress", False),
+        ("run.tensorboard", False),
+        ("data.path", args.data),
+        ("data.val_path", args.val_data),
+        *args.set,
     ]
+    study = Study(None, args.out, common, base=config_to_dict(config_of_run(args.run)))
     out = {}
-    for name, finetune in (("finetune", args.run / "checkpoints" / "best.pt"), ("scratch", None)):
-        run_dir = args.out / f"{name}{args.size}"
-        if not (run_dir / "summary.json").is_file():
-            cfg = load_config(None, common + args.set, base=config_to_dict(base))
-            train(cfg, out=run_dir, finetune=finetune)
-        out[name] = json.loads((run_dir / "summary.json").read_text())
+    for name, finetune in (("finetune", RunDir(args.run).best), ("scratch", None)):
+        out[name] = study.run(f"{name}{args.size}", title=f"{name} at {args.size} px", finetune=finetune)
         print(name, json.dumps({k: out[name][k] for k in ("final_val_top1", "wall_time_s")}), flush=True)
     return {"run": str(args.run), "size": args.size, **out}
 
@@ -141,15 +132,11 @@ def run_steps(args) -> dict:
     return {"rows": rows, "rounds": args.rounds, "steps": args.steps, "batch": 128, "model_args": shape}
 
 
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 def run_compare(args) -> dict:
     """Minutes until the progressive run reaches the fixed runs' final top-1 (their mean over seeds), against
     the fixed runs' own minutes; OUT/compare.png draws every run's top-1 against wall-clock minutes."""
-    fixed = [_metrics(run) for run in args.fixed]
-    prog = _metrics(args.progressive)
+    fixed = [RunDir(run).read_metrics() for run in args.fixed]
+    prog = RunDir(args.progressive).read_metrics()
     target = statistics.mean(rows[-1]["val_top1"] for rows in fixed)
     fixed_minutes = statistics.mean(rows[-1]["wall_time_s"] for rows in fixed) / 60
     reached = next((r for r in prog if r.get("val_top1", -1) >= target), None)
@@ -171,7 +158,7 @@ def run_compare(args) -> dict:
         for rows in fixed
     ]
     curves = [{"name": f"fixed {run.name}", "curves": [read_curve(run)]} for run in args.fixed]
-    plot(
+    plot_curves(
         [*curves, {"name": f"progressive {args.progressive.name}", "curves": [read_curve(args.progressive)]}],
         args.out / "compare.png",
     )
@@ -179,7 +166,7 @@ def run_compare(args) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("eval")
@@ -206,7 +193,7 @@ def main() -> None:
     for p in sub.choices.values():
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     t0 = time.time()

@@ -58,7 +58,7 @@ def step_time(model, opt, x, targets, precision: str, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["resmlp_tiny32"])
     ap.add_argument("--img-size", type=int, default=32)
@@ -82,7 +82,7 @@ def main() -> None:
         "trainer's default on CPU) and/or default (glibc's thresholds fixed at their 128 KiB start); "
         "set before each timing",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

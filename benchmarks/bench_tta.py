@@ -12,30 +12,22 @@ import argparse
 import json
 import time
 
-import torch
-from torch.utils.data import DataLoader
+from common import run_data
 
-from resmlp.data.build import build_data
-from resmlp.loading import load_model
 from resmlp.models.tta import with_tta
-from resmlp.train.engine import evaluate
-from resmlp.train.run import config_of_run
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir")
     ap.add_argument("--weights", default="model", choices=("model", "ema"))
     ap.add_argument("--views", nargs="+", default=["none", "flip", "flip+shift1"])
-    args = ap.parse_args()
-    cfg = config_of_run(args.run_dir)
-    loaded = load_model(args.run_dir, weights=args.weights)
-    data = build_data(cfg.data, img_size=loaded.spec.args["img_size"], bad_log=None)
-    loader = DataLoader(data.val, batch_size=cfg.data.eval_batch_size, num_workers=0)
+    args = ap.parse_args(argv)
+    run = run_data(args.run_dir, weights=args.weights)
     results = {}
     for views in args.views:
         t0 = time.perf_counter()
-        ev = evaluate(with_tta(loaded.model, views), loader, torch.device("cpu"), num_classes=len(data.classes))
+        ev = run.evaluate(with_tta(run.loaded.model, views))
         results[views] = {"top1": ev.top1, "top5": ev.top5, "eval_s": time.perf_counter() - t0}
         print(
             f"{views:>12}: top-1 {ev.top1:.2f}%  top-5 {ev.top5:.2f}%  ({results[views]['eval_s']:.1f} s for "

@@ -16,12 +16,9 @@ import json
 import time
 
 import torch
-from torch.utils.data import DataLoader
+from common import run_data
 
-from resmlp.data.build import build_data
-from resmlp.loading import load_model
 from resmlp.models.tta import shift_image
-from resmlp.train.run import config_of_run
 
 View = tuple[bool, int, int]
 
@@ -53,17 +50,15 @@ def view_logits(model: torch.nn.Module, images: torch.Tensor, view: View, batch:
     return torch.cat(out)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir")
     ap.add_argument("--weights", default="model", choices=("model", "ema"))
     ap.add_argument("--sets", nargs="+", default=list(VIEW_SETS), choices=list(VIEW_SETS))
-    args = ap.parse_args()
-    cfg = config_of_run(args.run_dir)
-    loaded = load_model(args.run_dir, weights=args.weights)
-    model = loaded.model.eval()
-    data = build_data(cfg.data, img_size=loaded.spec.args["img_size"], bad_log=None)
-    batches = list(DataLoader(data.val, batch_size=cfg.data.eval_batch_size, num_workers=0))
+    args = ap.parse_args(argv)
+    run = run_data(args.run_dir, weights=args.weights)
+    model, batch = run.loaded.model.eval(), run.cfg.data.eval_batch_size
+    batches = list(run.loader(run.data.val))
     images, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     cache: dict[View, torch.Tensor] = {}
     results = {}
@@ -71,7 +66,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for v in VIEW_SETS[name]:
             if v not in cache:
-                cache[v] = view_logits(model, images, v, cfg.data.eval_batch_size)
+                cache[v] = view_logits(model, images, v, batch)
         logits = torch.stack([cache[v] for v in VIEW_SETS[name]])  # (views, images, classes)
         top1 = {
             how: 100.0 * (agg.argmax(-1) == labels).float().mean().item()

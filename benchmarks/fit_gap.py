@@ -15,35 +15,29 @@ import argparse
 import json
 
 import torch
-from torch.utils.data import DataLoader, Subset
-
-from resmlp.data.build import build_data
-from resmlp.loading import load_model
-from resmlp.train.engine import evaluate
-from resmlp.train.run import config_of_run
+from common import run_data
+from torch.utils.data import Subset
 
 
 def fit_gap(run_dir: str, *, train_images: int, weights: str) -> dict:
-    cfg = config_of_run(run_dir)
-    loaded = load_model(run_dir, weights=weights)
-    data = build_data(cfg.data, img_size=loaded.spec.args["img_size"], bad_log=None)
+    run = run_data(run_dir, weights=weights)
+    data = run.data
     data.train.transform = data.val.transform
     count = min(train_images, len(data.train))
     sample = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:count].tolist()
     scores = {}
     for name, ds in (("train", Subset(data.train, sample)), ("val", data.val)):
-        loader = DataLoader(ds, batch_size=cfg.data.eval_batch_size, num_workers=0)
-        ev = evaluate(loaded.model, loader, torch.device("cpu"), num_classes=len(data.classes))
+        ev = run.evaluate(dataset=ds)
         scores[name] = {"top1": ev.top1, "loss": ev.loss, "images": ev.count}
     return {"run": run_dir, "weights": weights, **scores, "gap": scores["train"]["top1"] - scores["val"]["top1"]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dirs", nargs="+")
     ap.add_argument("--train-images", type=int, default=5000, help="training images scored (a seeded sample)")
     ap.add_argument("--weights", default="model", choices=("model", "ema"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.train_images < 1:
         ap.error(f"--train-images: expected at least 1 image, got {args.train_images}")
     for run_dir in args.run_dirs:

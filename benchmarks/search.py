@@ -2,18 +2,18 @@
 
     python benchmarks/search.py --recipe cifar10_cpu --data cifar10/train --out runs/search --trials 12 \
         --set run.tensorboard=false distill.teacher=none optim.epochs=4 \
-              "run.progressive_sizes=[[0, 24], [2, 32]]" run.time_limit_min=null run.fit_to_time_limit=false \
+              "progressive.sizes=[[0, 24], [2, 32]]" budget.time_limit_min=null budget.fit_to_time_limit=false \
         --param "optim.lr=log:0.01:0.1" --param "data.label_smoothing=float:0:0.3" \
         --param "optim.sched=choice:cosine,linear" --param "model.embed_dim=int:96:192:32"
 
 A parameter is `KEY=KIND:...`: `float:LOW:HIGH`, `log:LOW:HIGH` (sampled on a log scale), `int:LOW:HIGH[:STEP]`
 or `choice:A,B,...`; KEY is any `--set` key of `resmlp train`. Each trial trains one run (one after the other)
-into OUT/STUDY-trial-NNNN through the sweep runner and scores it by `--objective` (the best validation top-1 by
-default; tune only on the validation split carved from the training data). The study lives in an Optuna
-storage, by default OUT/study.db (SQLite): `--trials N` runs until the study holds N finished trials, so an
-interrupted search resumes where it stopped, and several machines given one database URL (`--storage
-postgresql://...`) share one study. Writes OUT/search.md (every trial, best first), OUT/search.png (score per
-trial and the best so far) and OUT/search.json.
+into OUT/STUDY-trial-NNNN through the study runner (benchmarks/study.py) and scores it by `--objective` (the
+best validation top-1 by default; tune only on the validation split carved from the training data). The study
+lives in an Optuna storage, by default OUT/study.db (SQLite): `--trials N` runs until the study holds N finished
+trials, so an interrupted search resumes where it stopped, and several machines given one database URL
+(`--storage postgresql://...`) share one study. Writes OUT/search.md (every trial, best first), OUT/search.png
+(score per trial and the best so far) and OUT/search.json.
 
 Needs `pip install optuna` (the `search` extra: `pip install -e ".[search]"`).
 """
@@ -21,19 +21,16 @@ Needs `pip install optuna` (the `search` extra: `pip install -e ".[search]"`).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import cpu_model, folder_data
 from matplotlib.figure import Figure
+from study import Study, add_run_arguments, finish_plot, markdown_table, write_report
 
-from resmlp.config import ConfigError, load_config
-from resmlp.files import write_text_atomic
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep import add_run_arguments, cpu_model, data_overrides, finish_plot, run_one  # noqa: E402  (the sibling benchmark script)
+from resmlp.config import ConfigError, Override, load_config
 
 OBJECTIVES = ("best_val_top1", "final_val_top1", "final_val_top1_tta")
 KINDS = ("float", "log", "int", "choice")
@@ -83,7 +80,7 @@ def parse_param(text: str) -> Param:
     return Param(key, kind, values)
 
 
-def check_params(recipe: str, common: list[str], params: list[Param]) -> None:
+def check_params(recipe: str, common: list[Override], params: list[Param]) -> None:
     """Every searched key and its range's ends read as a config (before any trial trains)."""
     for param in params:
         ends = param.args if param.kind == "choice" else param.args[:2]
@@ -105,24 +102,24 @@ def finished_trials(study) -> list:
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def markdown(study, params: list[Param], recipe: str, common: list[str], objective: str, machine: str) -> str:
+def markdown(study, params: list[Param], runs: Study, objective: str, machine: str) -> str:
     trials = sorted(finished_trials(study), key=lambda t: -t.value)
     head = ["trial", objective, "minutes", *(p.key for p in params)]
-    lines = [
-        f"Optuna study `{study.study_name}` (TPE) on recipe `{recipe}` with `{' '.join(common)}`; {machine}; "
-        f"{time.strftime('%Y-%m-%d')}. {len(trials)} finished trials, best first.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
-    for t in trials:
-        cells = [
+    rows = [
+        [
             str(t.number),
             f"{t.value:.2f}",
             f"{t.user_attrs.get('minutes', float('nan')):.1f}",
             *(_cell(t.params.get(p.key)) for p in params),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        for t in trials
+    ]
+    lines = [
+        f"Optuna study `{study.study_name}` (TPE) on recipe `{runs.recipe}` with `{' '.join(runs.common_text())}`; "
+        f"{machine}; {time.strftime('%Y-%m-%d')}. {len(trials)} finished trials, best first.",
+        "",
+        *markdown_table(head, rows),
+    ]
     if trials:
         best = trials[0]
         lines += [
@@ -174,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --param: a key is given twice ({', '.join(keys)})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = list(args.common) + [f"run.seed={args.seed}"] + data_overrides(args.data)
+    runs = Study(args.recipe, out, [*args.common, ("run.seed", args.seed), *folder_data(args.data)])
     storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -185,21 +182,20 @@ def main(argv: list[str] | None = None) -> int:
         sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
     )
 
-    check_params(args.recipe, common, args.param)
+    check_params(args.recipe, runs.common, args.param)
 
     def objective(trial) -> float:
         overrides = [override(param.key, param.suggest(trial)) for param in args.param]
-        run_dir = out / f"{args.study}-trial-{trial.number:04d}"
-        if run_dir.exists():  # a new trial's number never had a run here, unless the storage was replaced
+        name = f"{args.study}-trial-{trial.number:04d}"
+        if (out / name).exists():  # a new trial's number never had a run here, unless the storage was replaced
             raise SystemExit(
-                f"error: {run_dir} exists but study {args.study!r} has no finished trial "
+                f"error: {out / name} exists but study {args.study!r} has no finished trial "
                 f"{trial.number}; was its storage deleted? Move the old trials away or name another "
                 f"--study"
             )
-        print(f"=== trial {trial.number}: {' '.join(overrides)}", flush=True)
-        summary = run_one(args.recipe, [*common, *overrides], run_dir)
+        summary = runs.run(name, overrides, title=f"trial {trial.number}: {' '.join(overrides)}")
         trial.set_user_attr("minutes", summary["wall_time_s"] / 60)
-        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("run_dir", str(out / name))
         if summary.get(args.objective) is None:
             raise SystemExit(
                 f"error: --objective {args.objective}: trial {trial.number}'s summary has no such "
@@ -213,26 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"the study already holds {len(finished_trials(study))} finished trials (>= --trials {args.trials})")
     machine = f"{cpu_model()}, torch threads default"
-    write_text_atomic(out / "search.md", markdown(study, args.param, args.recipe, common, args.objective, machine))
-    plot(study, args.objective, out / "search.png")
-    write_text_atomic(
-        out / "search.json",
-        json.dumps(
-            {
-                "recipe": args.recipe,
-                "common": common,
-                "objective": args.objective,
-                "cpu": cpu_model(),
-                "trials": [
-                    {"number": t.number, "value": t.value, "params": t.params, **t.user_attrs}
-                    for t in finished_trials(study)
-                ],
-            },
-            indent=1,
-        ),
+    trials = [
+        {"number": t.number, "value": t.value, "params": t.params, **t.user_attrs} for t in finished_trials(study)
+    ]
+    write_report(
+        out,
+        "search",
+        markdown(study, args.param, runs, args.objective, machine),
+        lambda path: plot(study, args.objective, path),
+        runs.record(objective=args.objective, trials=trials),
     )
-    print((out / "search.md").read_text())
-    print(f"wrote {out / 'search.md'}, {out / 'search.png'}, {out / 'search.json'}")
     return 0
 
 

@@ -188,12 +188,12 @@ def test_a_progressive_run_with_batch_augmentation_resumes_exactly_across_the_sw
         "optim.epochs=2",
         "model.stem_init=pca",
         "model.stem_init_samples=200",
-        "run.progressive_mode=crop",
-        "run.progressive_sizes=[[0, 4], [1, 8]]",
+        "progressive.mode=crop",
+        "progressive.sizes=[[0, 4], [1, 8]]",
     ]
     train(load_config("digits", common), out=tmp_path / "full")
-    train(load_config("digits", common + ["run.time_limit_min=0"]), out=tmp_path / "split")
-    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "run.time_limit_min=null"]) == 0
+    train(load_config("digits", common + ["budget.time_limit_min=0"]), out=tmp_path / "split")
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "budget.time_limit_min=null"]) == 0
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
     b = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["model"]
     for k in a:

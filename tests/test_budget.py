@@ -7,8 +7,7 @@ import pytest
 
 from resmlp.checkpoint import read_checkpoint
 from resmlp.config import RunConfig, load_config
-from resmlp.train import budget
-from resmlp.train import run as run_module
+from resmlp.train import budget, loop
 from resmlp.train.budget import BudgetFit, final_tta_cost, fit_epochs
 from resmlp.train.run import train
 
@@ -139,11 +138,10 @@ def test_the_budget_fit_keeps_time_for_the_final_tta_evaluation(tmp_path, monkey
             budgets.append(budget_s) or real(planned, elapsed_s, budget_s, epoch_cost, **kw)
         ),
     )
-    monkeypatch.setattr(
-        run_module, "final_tta_cost", lambda cfg, row, scale=1.0: 600.0 if cfg.final_tta == "flip" else 0
-    )
+    monkeypatch.setattr(budget, "final_tta_cost", lambda cfg, row, scale=1.0: 600.0 if cfg.final_tta == "flip" else 0)
     cfg = load_config(
-        "digits", TINY + ["optim.epochs=3", "run.time_limit_min=60", "run.fit_to_time_limit=true", "run.final_tta=flip"]
+        "digits",
+        TINY + ["optim.epochs=3", "budget.time_limit_min=60", "budget.fit_to_time_limit=true", "run.final_tta=flip"],
     )
     train(cfg, out=tmp_path / "r")
     assert budgets == [3600.0 * 0.98 - 600.0] * 2  # checked after each epoch but the last, 2 % kept for noise
@@ -168,7 +166,7 @@ def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path,
     epochs (the last one ends after 55 % of its steps) and holds, and the run ends inside its budget with its lr
     annealed, instead of stopping at the time limit in the middle of its schedule."""
     clock = FakeClock([100.0] + [300.0] * 9)
-    real_epoch = run_module.train_epoch
+    real_epoch = loop.train_epoch
 
     def timed_epoch(*args, **kwargs):
         row = real_epoch(*args, **kwargs)
@@ -176,11 +174,11 @@ def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path,
         clock.now += seconds
         return {**row, "epoch_time_s": seconds}  # the epoch's own pace, as the fit reads it
 
-    monkeypatch.setattr(run_module, "time", clock)
-    monkeypatch.setattr(run_module, "train_epoch", timed_epoch)
+    monkeypatch.setattr(loop, "time", clock)
+    monkeypatch.setattr(loop, "train_epoch", timed_epoch)
     cfg = load_config(
         "digits",
-        TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true", "run.final_tta=flip"],
+        TINY + ["optim.epochs=10", "budget.time_limit_min=20", "budget.fit_to_time_limit=true", "run.final_tta=flip"],
     )
     summary = train(cfg, out=tmp_path / "r")
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -204,7 +202,7 @@ def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path,
 def _timed_epochs(monkeypatch, seconds_of) -> FakeClock:
     """run.py's clock advanced by `seconds_of(run)` per epoch trained (its part, for a partial epoch)."""
     clock = FakeClock([])
-    real_epoch = run_module.train_epoch
+    real_epoch = loop.train_epoch
 
     def timed_epoch(*args, **kwargs):
         seconds = seconds_of(args[0])
@@ -213,8 +211,8 @@ def _timed_epochs(monkeypatch, seconds_of) -> FakeClock:
         clock.now += seconds
         return {**row, "epoch_time_s": seconds}
 
-    monkeypatch.setattr(run_module, "time", clock)
-    monkeypatch.setattr(run_module, "train_epoch", timed_epoch)
+    monkeypatch.setattr(loop, "time", clock)
+    monkeypatch.setattr(loop, "train_epoch", timed_epoch)
     return clock
 
 
@@ -226,7 +224,7 @@ def test_a_run_whose_epochs_speed_up_lengthens_its_plan(tmp_path, monkeypatch, c
     _timed_epochs(monkeypatch, lambda run: next(paces))
     cfg = load_config(
         "digits",
-        TINY + ["optim.epochs=10", "run.time_limit_min=20", "run.fit_to_time_limit=true", "run.final_tta=flip"],
+        TINY + ["optim.epochs=10", "budget.time_limit_min=20", "budget.fit_to_time_limit=true", "run.final_tta=flip"],
     )
     summary = train(cfg, out=tmp_path / "r")
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -246,18 +244,16 @@ def test_a_progressive_run_lengthened_after_its_switch_never_goes_back_to_the_sm
     """[[0, 4], [10, 8]] of 20 epochs, fitted to about 3.9 after a slow 4 px first epoch, switches at epoch 2.
     The 8 px epochs then take 30 s: a plan long enough for the budget would move the switch past epochs
     already trained at 8 px, so each re-check lengthens the plan only as far as the next epoch stays at 8 px."""
-    monkeypatch.setattr(
-        run_module, "time_passes", lambda model, sizes, **kw: {s: {4: 0.1, 8: 0.4}[s[0]] for s in sizes}
-    )
+    monkeypatch.setattr(budget, "time_passes", lambda model, sizes, **kw: {s: {4: 0.1, 8: 0.4}[s[0]] for s in sizes})
     _timed_epochs(monkeypatch, lambda run: 300.0 if run.model.stem.img_size in (4, (4, 4)) else 30.0)
     cfg = load_config(
         "digits",
         TINY
         + [
             "optim.epochs=20",
-            "run.progressive_sizes=[[0, 4], [10, 8]]",
-            "run.time_limit_min=20",
-            "run.fit_to_time_limit=true",
+            "progressive.sizes=[[0, 4], [10, 8]]",
+            "budget.time_limit_min=20",
+            "budget.fit_to_time_limit=true",
         ],
     )
     summary = train(cfg, out=tmp_path / "r")

@@ -42,9 +42,10 @@ def test_retained_memory_is_not_faulted_in_again():
     # At glibc's start-up thresholds (held fixed here: glibc as it starts raises them after a round or two, by a
     # heuristic whose timing varied between runs), the freed 128 MiB go back and are faulted in every round ...
     assert min(plain["faults"]) > pages // 2
-    # ... kept, only the first round touches fresh pages.
+    # ... kept, only the first round touches fresh pages (a host whose kernel reclaims idle memory in the background,
+    # e.g. DAMON's kdamond, may take some back once: two of the three later rounds must fault almost nothing).
     assert retained["faults"][0] > pages // 2
-    assert sum(retained["faults"][1:]) < pages // 2
+    assert sum(faults < pages // 8 for faults in retained["faults"][1:]) >= 2, retained["faults"]
 
 
 def test_off_linux_nothing_changes(monkeypatch):

@@ -10,6 +10,7 @@ import io
 import os
 import struct
 import tempfile
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 from resmlp.checkpoint import model_record, read_checkpoint  # noqa: E402
 from resmlp.config import ConfigError, TrainConfig, load_config  # noqa: E402
-from resmlp.data.datasets import BadImageError, ImageDataset, load_rgb  # noqa: E402
+from resmlp.data.datasets import ImageDataset  # noqa: E402
+from resmlp.data.images import BadImageError, load_rgb  # noqa: E402
 from resmlp.loading import load_model  # noqa: E402
 from resmlp.models import create_model  # noqa: E402
 from resmlp.weights import WeightsError, read_state_dict  # noqa: E402
@@ -179,15 +181,7 @@ def test_safetensors_reader_reads_or_reports_a_bad_file(data):
 
 # ------------------------------------------------------------------------------------------- configs
 
-SECTIONS = {
-    f.name: [
-        g.name
-        for g in dataclasses.fields(
-            f.type if isinstance(f.type, type) else getattr(__import__("resmlp.config", fromlist=["x"]), f.type)
-        )
-    ]
-    for f in dataclasses.fields(TrainConfig)
-}
+SECTIONS = {name: [g.name for g in dataclasses.fields(tp)] for name, tp in typing.get_type_hints(TrainConfig).items()}
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=12)
 )

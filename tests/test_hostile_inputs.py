@@ -16,12 +16,13 @@ from resmlp.checkpoint import atomic_save, model_record
 from resmlp.cli import main
 from resmlp.cli.train import data_overrides
 from resmlp.config import ConfigError, DataConfig, load_config
-from resmlp.data.datasets import MAX_IMAGE_PIXELS, BadImageError, ImageDataset, load_rgb, scan_image_folder
+from resmlp.data.datasets import ImageDataset, scan_image_folder
+from resmlp.data.images import MAX_IMAGE_PIXELS, BadImageError, load_rgb
 from resmlp.deploy import ExportError
 from resmlp.deploy.trace import check_export
 from resmlp.models import create_model
 from resmlp.train import distributed as dist
-from resmlp.train.run import loader_workers
+from resmlp.train.wiring import loader_workers
 from resmlp.weights import NonFiniteWeightsWarning, load_weights
 
 TINY = [

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import resmlp.train.checkpointing as checkpointing
+import resmlp.train.losses as losses
 import resmlp.train.run as run_mod
 from resmlp.checkpoint import latest_checkpoint, read_checkpoint
 from resmlp.cli import main
@@ -62,7 +64,7 @@ def full_run(tmp_path_factory):
 
 def signal_at_call(monkeypatch, call, signum=signal.SIGTERM):
     """Deliver `signum` to this process from inside the loss computation of training call `call`."""
-    real, calls = run_mod.soft_target_cross_entropy, {"n": 0}
+    real, calls = losses.soft_target_cross_entropy, {"n": 0}
 
     def loss(logits, targets):
         calls["n"] += 1
@@ -70,7 +72,7 @@ def signal_at_call(monkeypatch, call, signum=signal.SIGTERM):
             os.kill(os.getpid(), signum)
         return real(logits, targets)
 
-    monkeypatch.setattr(run_mod, "soft_target_cross_entropy", loss)
+    monkeypatch.setattr(losses, "soft_target_cross_entropy", loss)
 
 
 @pytest.mark.parametrize(
@@ -128,10 +130,10 @@ def test_mid_epoch_resume_is_bit_exact_with_batch_augmentation(tmp_path, monkeyp
 
 def test_periodic_checkpoints_and_previous_checkpoint_fallback(tmp_path, monkeypatch):
     saved = []
-    real = run_mod._save
+    real = checkpointing.save
     monkeypatch.setattr(
-        run_mod,
-        "_save",
+        checkpointing,
+        "save",
         lambda run_dir, model, cfg, state, improved: (
             saved.append((state["epoch"], state["step"])),
             real(run_dir, model, cfg, state, improved),
@@ -286,7 +288,7 @@ def _ddp_worker(rank, world, port, out, signal_rank, signal_call, resume):
     from resmlp.train import distributed as dist
 
     if rank == signal_rank:
-        real, calls = run_mod.soft_target_cross_entropy, {"n": 0}
+        real, calls = losses.soft_target_cross_entropy, {"n": 0}
 
         def loss(logits, targets):
             calls["n"] += 1
@@ -294,8 +296,8 @@ def _ddp_worker(rank, world, port, out, signal_rank, signal_call, resume):
                 os.kill(os.getpid(), signal.SIGTERM)
             return real(logits, targets)
 
-        run_mod.soft_target_cross_entropy = loss
-    cfg = load_config("digits", DDP) if not resume else run_mod.config_of_run(out)
+        losses.soft_target_cross_entropy = loss
+    cfg = load_config("digits", DDP) if not resume else checkpointing.config_of_run(out)
     summary = run_mod.train(cfg, out=None if resume else out, resume=out if resume else None)
     if signal_rank >= 0:
         assert summary["stopped_by"] == "SIGTERM"  # every rank stopped, not only the one signalled

@@ -12,7 +12,6 @@ from resmlp.config import ConfigError, load_config
 from resmlp.models import create_model, resample_optimizer_state
 from resmlp.optim import build_optimizer
 from resmlp.train import budget
-from resmlp.train import run as run_module
 from resmlp.train.progressive import relative_epoch_cost, schedule_of, size_at
 from resmlp.train.run import train
 
@@ -27,7 +26,7 @@ TINY = [
     "data.crop=pad",
     "data.padding=1",
 ]
-SCHEDULE = "run.progressive_sizes=[[0, 4], [1, 4, 6], [2, 8]]"
+SCHEDULE = "progressive.sizes=[[0, 4], [1, 4, 6], [2, 8]]"
 
 
 def test_size_at_follows_the_schedule():
@@ -37,12 +36,12 @@ def test_size_at_follows_the_schedule():
 
 
 def test_schedule_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"run.progressive_sizes\[1\]"):
-        load_config("digits", ["run.progressive_sizes=[[0, 4], [2]]"])
+    with pytest.raises(ConfigError, match=r"progressive.sizes\[1\]"):
+        load_config("digits", ["progressive.sizes=[[0, 4], [2]]"])
     with pytest.raises(ConfigError, match="the epochs must increase"):
-        load_config("digits", ["run.progressive_sizes=[[2, 4], [1, 8]]"])
-    with pytest.raises(ConfigError, match=r"progressive_sizes\[0\]: size 5x5 is not a multiple of the patch size 2"):
-        train(load_config("digits", TINY + ["run.progressive_sizes=[[0, 5]]"]), out=tmp_path / "r")
+        load_config("digits", ["progressive.sizes=[[2, 4], [1, 8]]"])
+    with pytest.raises(ConfigError, match=r"progressive.sizes\[0\]: size 5x5 is not a multiple of the patch size 2"):
+        train(load_config("digits", TINY + ["progressive.sizes=[[0, 5]]"]), out=tmp_path / "r")
     with pytest.raises(ConfigError, match="model.img_size: expected an int or"):
         load_config("digits", ["model.img_size=[8, 8, 8]"])
 
@@ -70,11 +69,11 @@ def test_progressive_run_switches_sizes_and_resumes_across_a_switch(tmp_path):
     EMA, data transforms), and every epoch trains at its scheduled size."""
     common = TINY + ["optim.epochs=3", "run.ema=true", "run.ema_decay=0.9", SCHEDULE]
     train(load_config("digits", common), out=tmp_path / "full")
-    train(load_config("digits", common + ["run.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
+    train(load_config("digits", common + ["budget.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
     first = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     assert first["epoch"] == 1 and first["model_args"]["img_size"] == 4
     assert first["model"]["blocks.0.linear_tokens.weight"].shape == (4, 4)
-    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "run.time_limit_min=null"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "budget.time_limit_min=null"]) == 0
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     b = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     assert a["model_args"]["img_size"] == 8 and a["model"]["blocks.0.linear_tokens.weight"].shape == (16, 16)
@@ -88,12 +87,12 @@ def test_progressive_run_switches_sizes_and_resumes_across_a_switch(tmp_path):
 
 
 def test_a_fitted_plan_moves_the_switches_to_the_same_fraction_of_the_run():
-    cfg = load_config("digits", ["optim.epochs=10", "run.progressive_sizes=[[0, 16], [4, 24], [8, 32]]"])
+    cfg = load_config("digits", ["optim.epochs=10", "progressive.sizes=[[0, 16], [4, 24], [8, 32]]"])
     assert schedule_of(cfg) == [(0, (16, 16)), (4, (24, 24)), (8, (32, 32))]
     assert schedule_of(cfg, 10) == schedule_of(cfg)
     assert schedule_of(cfg, 5) == [(0, (16, 16)), (2, (24, 24)), (4, (32, 32))]
     assert schedule_of(cfg, 1) == [(0, (16, 16)), (1, (24, 24)), (1, (32, 32))]  # a later entry never moves to 0
-    late = load_config("digits", ["optim.epochs=10", "run.progressive_sizes=[[3, 16]]"])
+    late = load_config("digits", ["optim.epochs=10", "progressive.sizes=[[3, 16]]"])
     assert schedule_of(late, 2) == [(1, (16, 16))]
 
 
@@ -122,7 +121,7 @@ def test_time_passes_leaves_the_model_and_the_random_streams_as_they_were():
 
 
 def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tmp_path, monkeypatch):
-    """run.fit_to_time_limit with run.progressive_sizes: the plan is priced per epoch by its size, and the
+    """budget.fit_to_time_limit with progressive.sizes: the plan is priced per epoch by its size, and the
     shortened run switches sizes at the same fractions of its length."""
     priced = {}
 
@@ -131,16 +130,16 @@ def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tm
         return 2
 
     timed = {(4, 4): 0.1, (6, 6): 0.2, (8, 8): 0.4}
-    monkeypatch.setattr(run_module, "time_passes", lambda model, sizes, **kw: {s: timed[s] for s in sizes})
+    monkeypatch.setattr(budget, "time_passes", lambda model, sizes, **kw: {s: timed[s] for s in sizes})
     monkeypatch.setattr(budget, "fit_epochs", fake_fit)
     cfg = load_config(
         "digits",
         TINY
         + [
             "optim.epochs=4",
-            "run.progressive_sizes=[[0, 4], [2, 6], [3, 8]]",
-            "run.time_limit_min=60",
-            "run.fit_to_time_limit=true",
+            "progressive.sizes=[[0, 4], [2, 6], [3, 8]]",
+            "budget.time_limit_min=60",
+            "budget.fit_to_time_limit=true",
         ],
     )
     train(cfg, out=tmp_path / "r")
@@ -153,22 +152,22 @@ def test_a_progressive_run_fitted_to_its_budget_switches_at_the_fitted_epochs(tm
 
 
 def test_crop_mode_trains_on_full_scale_windows_and_carries_a_by_offset(tmp_path, monkeypatch):
-    from resmlp.train import progressive
+    from resmlp.train import parts
 
-    with pytest.raises(ConfigError, match="run.progressive_mode"):
-        load_config("digits", ["run.progressive_mode=zoom"])
-    with pytest.raises(ConfigError, match=r"progressive_sizes\[0\]: run.progressive_mode=crop .* 10x10 is larger"):
+    with pytest.raises(ConfigError, match="progressive.mode"):
+        load_config("digits", ["progressive.mode=zoom"])
+    with pytest.raises(ConfigError, match=r"progressive.sizes\[0\]: progressive.mode=crop .* 10x10 is larger"):
         train(
-            load_config("digits", TINY + ["run.progressive_mode=crop", "run.progressive_sizes=[[0, 10]]"]),
+            load_config("digits", TINY + ["progressive.mode=crop", "progressive.sizes=[[0, 10]]"]),
             out=tmp_path / "bad",
         )
     methods = []
-    real = progressive.resample_optimizer_state
+    real = parts.resample_optimizer_state
     monkeypatch.setattr(
-        progressive, "resample_optimizer_state", lambda *a, method: methods.append(method) or real(*a, method=method)
+        parts, "resample_optimizer_state", lambda *a, method: methods.append(method) or real(*a, method=method)
     )
     cfg = load_config(
-        "digits", TINY + ["optim.epochs=2", "run.progressive_mode=crop", "run.progressive_sizes=[[0, 4], [1, 8]]"]
+        "digits", TINY + ["optim.epochs=2", "progressive.mode=crop", "progressive.sizes=[[0, 4], [1, 8]]"]
     )
     train(cfg, out=tmp_path / "crop")
     rows = [json.loads(x) for x in (tmp_path / "crop" / "metrics.jsonl").read_text().splitlines()]

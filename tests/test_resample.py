@@ -94,6 +94,54 @@ def test_set_input_size_there_and_back(method):
         torch.testing.assert_close(v, state[k], msg=k)
 
 
+@pytest.mark.parametrize("method", ["interp", "offset"])
+@pytest.mark.parametrize("there", [48, (48, 32), (16, 40)], ids=str)
+@pytest.mark.parametrize(
+    "name,options", [("resmlp_tiny32", {}), ("mixer_tiny32", {}), ("resmlp_tiny32", {"pooling": "class_mlp"})], ids=str
+)
+def test_any_size_and_back_gives_the_model_back_bit_for_bit(name, options, there, method):
+    """Every resize starts from the weights as trained, not from the last resampling: a trained (random) A,
+    taken to another size (square or not) and back, is the same tensor, so the logits are bit-identical."""
+    torch.manual_seed(0)
+    model = resmlp.create_model(name, **options).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want, state = model(x), {k: v.clone() for k, v in model.state_dict().items()}
+        model.set_input_size(there, method=method)
+        model.set_input_size(64, method=method)  # a second size in between: still from the trained weights
+        model.set_input_size(32, method=method)
+        torch.testing.assert_close(model(x), want, rtol=0, atol=0)
+    assert list(model.state_dict()) == list(state)  # the remembered source is no state-dict entry
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_weights_changed_at_the_new_size_are_what_the_next_resize_starts_from():
+    """Trained (or loaded) at the new size, a parameter is its own source again: progressive resizing
+    resamples the weights it trained at each size, as before; an untouched parameter keeps its source."""
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_tiny32")
+    layer = model.blocks[0].linear_tokens
+    bias = layer.bias.detach().clone()
+    model.set_input_size(48)
+    with torch.no_grad():
+        layer.weight.add_(0.01 * torch.randn_like(layer.weight))  # an optimizer step on A at 48 px
+    trained = layer.weight.detach().clone()
+    model.set_input_size(32)
+    assert torch.equal(layer.weight, resample_tensor(trained, "matrix", (12, 12), (8, 8)))
+    assert torch.equal(layer.bias, bias)  # not updated at 48 px: back to the bias as trained
+
+    model = resmlp.create_model("resmlp_tiny32")  # a load counts as a change too (the same values here)
+    layer = model.blocks[0].linear_tokens
+    as_trained = layer.weight.detach().clone()
+    model.set_input_size(48)
+    model.load_state_dict(model.state_dict())
+    loaded = layer.weight.detach().clone()
+    model.set_input_size(32)
+    assert torch.equal(layer.weight, resample_tensor(loaded, "matrix", (12, 12), (8, 8)))
+    assert not torch.equal(layer.weight, as_trained)
+
+
 def test_parameters_keep_their_identity_so_optimizers_follow():
     model = resmlp.create_model("resmlp_micro8")
     a = model.blocks[0].linear_tokens.weight

@@ -13,9 +13,10 @@ from PIL import Image
 from resmlp.checkpoint import read_checkpoint
 from resmlp.cli import main
 from resmlp.config import ConfigError, RunConfig, load_config
-from resmlp.train import run as run_module
+from resmlp.train import budget, wiring
 from resmlp.train.budget import BudgetFit
-from resmlp.train.run import model_arguments, train
+from resmlp.train.run import train
+from resmlp.train.wiring import model_arguments
 
 TINY = [
     "model.embed_dim=16",
@@ -63,7 +64,7 @@ def test_cli_train_writes_the_run_directory(tmp_path, capsys):
 
     # resmlp eval on an image folder written from the same digits, with per-class accuracy + PNG
     folder = tmp_path / "digits_folder"
-    from resmlp.data.datasets import load_digits_arrays
+    from resmlp.data.sources import load_digits_arrays
 
     images, labels, classes = load_digits_arrays()
     for i in range(0, 200):
@@ -160,9 +161,9 @@ def test_resume_continues_exactly(tmp_path):
         "model.drop_path_rate=0.1",
     ]
     train(load_config("digits", common), out=tmp_path / "full")
-    train(load_config("digits", common + ["run.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
+    train(load_config("digits", common + ["budget.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
     assert read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 1
-    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "run.time_limit_min=null"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "budget.time_limit_min=null"]) == 0
     full, split = weights(tmp_path / "full"), weights(tmp_path / "split")
     for k in full:
         assert torch.equal(full[k], split[k]), k
@@ -175,16 +176,16 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys):
-    import resmlp.train.run as run_mod
+    import resmlp.train.losses as losses
 
     calls = {"n": 0}
-    real = run_mod.soft_target_cross_entropy
+    real = losses.soft_target_cross_entropy
 
     def flaky(logits, targets):
         calls["n"] += 1
         return real(logits, targets) * (float("nan") if calls["n"] > 30 else 1.0)  # 22 steps per epoch
 
-    monkeypatch.setattr(run_mod, "soft_target_cross_entropy", flaky)
+    monkeypatch.setattr(losses, "soft_target_cross_entropy", flaky)
     out = tmp_path / "run"
     assert main(["train", "--epochs", "3", "--out", str(out), *sum((["--set", s] for s in TINY), [])]) == 2
     assert "loss is nan at epoch 1" in capsys.readouterr().err
@@ -238,7 +239,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
 
 
 def test_cifar_archive_trains_and_validates_on_the_official_test_split(tmp_path):
-    from test_datasets import _cifar10_archive  # the synthetic official-format archive builder
+    from test_sources import _cifar10_archive  # the synthetic official-format archive builder
 
     archive = _cifar10_archive(tmp_path / "cifar-10-python.tar.gz")[0]
     out = tmp_path / "run"
@@ -317,10 +318,10 @@ def test_initialisation_levers_reach_the_model_and_tta_the_validation(tmp_path):
 @pytest.mark.parametrize("retain", [True, False])
 def test_cpu_runs_keep_freed_memory_unless_told_not_to(monkeypatch, retain):
     calls = []
-    monkeypatch.setattr(run_module, "retain_freed_cpu_memory", lambda: calls.append(True) or True)
+    monkeypatch.setattr(wiring, "retain_freed_cpu_memory", lambda: calls.append(True) or True)
     threads = torch.get_num_threads()
     try:
-        device, rank, world = run_module.init_process(RunConfig(device="cpu", retain_cpu_memory=retain))
+        device, rank, world = wiring.init_process(RunConfig(device="cpu", retain_cpu_memory=retain))
     finally:
         torch.set_num_threads(threads)
     assert (device.type, rank, world) == ("cpu", 0, 1)
@@ -355,7 +356,7 @@ def test_a_run_trains_its_own_teacher_first_inside_its_time_limit(tmp_path, caps
                     "distill.kind=soft",
                     "data.val_split=0.2",
                     "run.seed=3",
-                    "run.time_limit_min=30",
+                    "budget.time_limit_min=30",
                 ]
             ),
             [],
@@ -370,7 +371,7 @@ def test_a_run_trains_its_own_teacher_first_inside_its_time_limit(tmp_path, caps
     summary = json.loads((out / "summary.json").read_text())
     assert student.distill.teacher == str(out / "teacher") and summary["teacher"]["path"].startswith(str(out))
     assert summary["teacher_wall_time_s"] > 0
-    assert student.run.time_limit_min == pytest.approx(30 - summary["teacher_wall_time_s"] / 60, abs=1e-6)
+    assert student.budget.time_limit_min == pytest.approx(30 - summary["teacher_wall_time_s"] / 60, abs=1e-6)
 
     metrics = (out / "teacher" / "metrics.jsonl").read_bytes()
     assert main(args) == 0  # the same command again: the finished teacher is reused, the student trained anew
@@ -388,19 +389,19 @@ def test_a_teacher_recipe_is_checked_before_anything_trains(tmp_path):
     with pytest.raises(ConfigError, match="distill.teacher_time_min: expected minutes > 0, got 0"):
         load_config("digits", ["distill.teacher_recipe=digits", "distill.teacher_time_min=0"])
     assert not load_config("digits", ["distill.teacher_recipe=digits", "distill.teacher=none"]).distill.active
-    (tmp_path / "teacher.yaml").write_text(TEACHER_RECIPE + "run: {time_limit_min: 15}\n")
+    (tmp_path / "teacher.yaml").write_text(TEACHER_RECIPE + "budget: {time_limit_min: 15}\n")
     recipe = tmp_path / "distils.yaml"
     recipe.write_text("base: digits\ndistill: {teacher: elsewhere}\n")
     with pytest.raises(ConfigError, match="distils from a teacher itself"):
         train(load_config("digits", TINY + [f"distill.teacher_recipe={recipe}"]), out=tmp_path / "run")
-    with pytest.raises(ConfigError, match="trains for 15 min .* no time of run.time_limit_min=10"):
+    with pytest.raises(ConfigError, match="trains for 15 min .* no time of budget.time_limit_min=10"):
         train(
             load_config(
-                "digits", TINY + [f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}", "run.time_limit_min=10"]
+                "digits", TINY + [f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}", "budget.time_limit_min=10"]
             ),
             out=tmp_path / "run",
         )
-    with pytest.raises(ConfigError, match="trains for 30 min .* no time of run.time_limit_min=20"):
+    with pytest.raises(ConfigError, match="trains for 30 min .* no time of budget.time_limit_min=20"):
         train(
             load_config(
                 "digits",
@@ -408,7 +409,7 @@ def test_a_teacher_recipe_is_checked_before_anything_trains(tmp_path):
                 + [
                     f"distill.teacher_recipe={tmp_path / 'teacher.yaml'}",
                     "distill.teacher_time_min=30",
-                    "run.time_limit_min=20",
+                    "budget.time_limit_min=20",
                 ],
             ),
             out=tmp_path / "run",
@@ -418,9 +419,9 @@ def test_a_teacher_recipe_is_checked_before_anything_trains(tmp_path):
 
 def test_the_fit_line_prints_a_student_s_leftover_budget_rounded():
     fit = BudgetFit(budget_s=2703.3, longest=50)
-    line = run_module._fit_line(45.055504847816664, 8, 581.2, fit, 17.0, 33.15, 33.2)
+    line = budget.fit_line(45.055504847816664, 8, 581.2, fit, 17.0, 33.15, 33.2)
     assert line == (
         "time budget 45.06 min: 9 epochs took 581 s, faster than planned, 17 s kept for the final TTA "
         "evaluation, so the schedule now ends after 33.2 epochs instead of 33.15"
     )
-    assert run_module._fit_line(60.0, 0, 132.0, fit, 0.0, 50, 50).startswith("time budget 60 min: the first epoch")
+    assert budget.fit_line(60.0, 0, 132.0, fit, 0.0, 50, 50).startswith("time budget 60 min: the first epoch")

@@ -1,8 +1,8 @@
 """resmlp: ResMLP (Touvron et al. 2021) and MLP-Mixer, exact architectures, checkpoint interop,
 data-efficient training, paper analyses and deployment."""
 
-from .deploy import from_pretrained, fuse, optimize, push_to_hub, save_pretrained
-from .hub import create_model, pretrained, pretrained_tags
+from .deploy import fuse, optimize
+from .hub import create_model, from_pretrained, pretrained, pretrained_tags, push_to_hub, save_pretrained
 from .loading import Loaded, load_model
 from .models import (
     Affine,

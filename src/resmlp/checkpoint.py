@@ -23,12 +23,10 @@ from torch import nn
 from .files import write_atomic
 from .infer_arch import spec_of
 from .models import ModelSpec, Preprocess
+from .rundir import RESUME_NAMES, RunDir
 from .weights import WeightsError, load_weights, torch_load_safely
 
 FORMAT = "resmlp-checkpoint"
-
-
-RESUME_NAMES = ("last.pt", "previous.pt")  # what a run keeps to resume from, newest first
 
 
 def atomic_save(obj: Any, path: str | os.PathLike, *, keep_previous: str | os.PathLike | None = None) -> Path:
@@ -39,7 +37,7 @@ def atomic_save(obj: Any, path: str | os.PathLike, *, keep_previous: str | os.Pa
 def latest_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The newest checkpoint of a run that loads (by epoch and step): checkpoints/last.pt, or previous.pt
     when last.pt is missing or damaged (a warning names the one skipped)."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = RunDir(run_dir).checkpoints
     found, problems = [], []
     for name in RESUME_NAMES:
         if not (folder / name).is_file():
@@ -60,12 +58,8 @@ def model_record(
     model: nn.Module, *, classes: Sequence[str] | None = None, preprocess: Preprocess | None = None
 ) -> dict[str, Any]:
     """The part of a checkpoint that rebuilds `model`: format, weights and the model's spec
-    (`classes` / `preprocess`, when given, replace the spec's)."""
-    spec = spec_of(model)
-    if classes is not None:
-        spec = spec.replace(classes=classes)
-    if preprocess is not None:
-        spec = spec.replace(preprocess=preprocess)
+    (`classes` / `preprocess`, when given, replace the spec's; see `spec_of`)."""
+    spec = spec_of(model, preprocess=preprocess, classes=classes)
     return {"format": FORMAT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **spec.to_dict()}
 
 
@@ -73,7 +67,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load one of our checkpoints, or a run directory's best/last one (no pickled code is executed)."""
     path = Path(path)
     if path.is_dir():  # a run directory
-        for cand in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
+        for cand in (RunDir(path).best, RunDir(path).last):
             if cand.is_file():
                 path = cand
                 break

@@ -46,9 +46,9 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     AVX512-BF16 on an AMD CPU, Ampere+ on CUDA.
 
     On a 2-core AMD EPYC VM (Zen 5, AVX512-BF16, no AMX) bf16 autocast trained the CIFAR recipe's model at 2.0x
-    fp32's images/s (468 vs 232 at 32 px) and its conv-net teacher at 1.8x (docs/benchmarks.md): AMD issues the
-    bf16 dot product at the rate of an fp32 FMA, two bf16 pairs per lane. On Intel it issues at half that rate:
-    a Xeon VM with AVX512-BF16 but no AMX trained at 0.77x fp32 (177 vs 231 img/s) and ran inference at
+    fp32's images/s (468 vs 232 at 32 px) and its conv-net teacher at 1.8x (docs/results.md#precision-per-cpu-kind):
+    AMD issues the bf16 dot product at the rate of an fp32 FMA, two bf16 pairs per lane. On Intel it issues at half
+    that rate: a Xeon VM with AVX512-BF16 but no AMX trained at 0.77x fp32 (177 vs 231 img/s) and ran inference at
     0.70-0.83x; an AMD EPYC VM with AVX2 only emulates bf16 (24x slower: 3.8 vs 92 img/s). "auto" precision
     stays fp32 on both.
     """
@@ -92,7 +92,7 @@ def retain_freed_cpu_memory(retain: bool = True) -> bool:
     freed), so each training step's activations (16 MiB apiece for the CIFAR recipe's MLP at batch 128) are
     page-faulted in again, page by page: 50k faults and 0.17 s of kernel time per 1.1 s step on a 2-core EPYC
     VM. Serving blocks up to 32 MiB from the heap, and never trimming it, removes them (+8-10 % images/s,
-    docs/benchmarks.md), the effect of preloading jemalloc or tcmalloc; the process keeps its peak memory.
+    docs/results.md#recipe-levers), the effect of preloading jemalloc or tcmalloc; the process keeps its peak memory.
     `retain=False` fixes both thresholds at glibc's start-up 128 KiB (for A/B benchmarks in one process).
     Returns whether it applied: False where there is no glibc, and nothing changes.
     """

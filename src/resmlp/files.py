@@ -1,4 +1,4 @@
-"""Files we write and fingerprint: one atomic writer and one content hash for the whole package."""
+"""Files we write and fingerprint: one atomic writer and one file digest for the whole package."""
 
 from __future__ import annotations
 
@@ -77,10 +77,17 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (identifies a teacher or an exported model)."""
-    h = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes with hashlib's `algorithm`: sha256 identifies a teacher or an exported
+    model, md5 checks a download against its publisher's checksum. Identities and checksums, not security
+    (so md5 works where FIPS mode forbids it for security)."""
+    h = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (identifies a teacher or an exported model)."""
+    return file_digest(path, "sha256")

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .models import VARIANTS, ModelSpec, create_model, model_args
+from .models import VARIANTS, ModelSpec, Preprocess, create_model, model_args
 from .weights import WeightsError
 
 # Arguments that define the body; the others (img_size, num_classes, in_chans) are plain overrides.
@@ -122,11 +122,19 @@ def infer_architecture(sd: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, A
     return best[1], best[2]
 
 
-def spec_of(model: nn.Module) -> ModelSpec:
-    """`model.spec`, or for a model built by hand (no spec) the registered variant its shapes match."""
+def spec_of(
+    model: nn.Module, *, preprocess: Preprocess | None = None, classes: Sequence[str] | None = None
+) -> ModelSpec:
+    """`model.spec`, or for a model built by hand (no spec) the registered variant its shapes match;
+    `preprocess` / `classes`, when given, replace its own. The one spec a checkpoint (`model_record`) or an
+    export (`resmlp.hub.packaged_config`) records a model with."""
     spec = getattr(model, "spec", None)
-    if spec is not None:
-        return spec
-    name, overrides = infer_architecture(model.state_dict())
-    with torch.device("meta"):  # only the spec is wanted, not the weights
-        return create_model(name, **overrides).spec
+    if spec is None:
+        name, overrides = infer_architecture(model.state_dict())
+        with torch.device("meta"):  # only the spec is wanted, not the weights
+            spec = create_model(name, **overrides).spec
+    if preprocess is not None:
+        spec = spec.replace(preprocess=preprocess)
+    if classes is not None:
+        spec = spec.replace(classes=classes)
+    return spec

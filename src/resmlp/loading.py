@@ -2,7 +2,7 @@
 
 Sources, tried in this order (every command that takes weights uses `load_model`):
     packaged directory (config.json + model.safetensors, written by `resmlp export --format safetensors`,
-                                     or a timm Hub directory)
+                                     or a timm Hub directory; see resmlp.hub.packaged)
     run directory                 -> checkpoints/best.pt, else checkpoints/last.pt
     VARIANT.TAG (no such path)    -> published weights by name (resmlp.hub), e.g. resmlp_s12.fb_in1k
     our checkpoint file           -> the model, preprocessing and class names it describes
@@ -13,7 +13,6 @@ and the one rule for matching an image folder's classes to a model (`folder_data
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +23,14 @@ from torch import nn
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .data.datasets import ImageDataset, scan_image_folder
 from .data.transforms import eval_transform_from
-from .hub import create_model as create_pretrained
+from .hub.download import create_model as create_pretrained
+from .hub.packaged import CONFIG_NAME, from_pretrained, packaged_weights
 from .infer_arch import infer_architecture, shape_args
-from .models import VARIANTS, ModelSpec, create_model, from_timm_config
+from .models import VARIANTS, ModelSpec, create_model
 from .models.layers import to_pair
 from .models.resample import DEFAULT_METHOD
+from .rundir import RunDir
 from .weights import WeightsError, convert_state_dict, load_weights, read_state_dict
-
-PRETRAINED_FORMAT = "resmlp-pretrained"
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-TIMM_BIN_NAME = "pytorch_model.bin"  # what timm's save_for_hf writes without safe_serialization
 
 
 @dataclass
@@ -52,7 +48,8 @@ class Loaded:
     @property
     def run_dir(self) -> Optional[Path]:
         """The run directory when the weights came from `<run>/checkpoints/*.pt`."""
-        return self.path.parent.parent if self.checkpoint and self.path.parent.name == "checkpoints" else None
+        run = RunDir(self.path.parent.parent)
+        return run.root if self.checkpoint and self.path.parent == run.checkpoints else None
 
 
 def load_model(
@@ -100,7 +97,7 @@ def _from_path(
             return Loaded(create_pretrained(published[0], pretrained=published[1]).eval(), path)
         raise WeightsError(f"{path}: no such file or directory (nor a published model such as resmlp_s12.fb_in1k)")
     if path.is_dir() and (path / CONFIG_NAME).is_file():
-        return Loaded(read_packaged(path), path / WEIGHTS_NAME)
+        return Loaded(from_pretrained(path), packaged_weights(path))
     ckpt = read_checkpoint(path) if path.is_dir() else None if path.suffix == ".safetensors" else _our_checkpoint(path)
     if ckpt is not None:
         return Loaded(model_from_checkpoint(ckpt, weights=weights), Path(ckpt["path"]), ckpt)
@@ -137,41 +134,6 @@ def _from_state_dict(
             found = {}
     model = create_model(model_name, **{**found, **{k: v for k, v in (overrides or {}).items() if v is not None}})
     return load_weights(model, sd)
-
-
-def read_packaged(directory: str | os.PathLike) -> nn.Module:
-    """A packaged model directory (or its config.json) -> the model in eval mode with its spec.
-
-    Reads ours (timm's config.json schema with our spec under "resmlp"; also the older format-1 config)
-    and timm's own Hub directories (config.json + model.safetensors or pytorch_model.bin) of the
-    architectures resmlp builds (see `resmlp.models.timm_config`)."""
-    path = Path(directory)
-    folder = path.parent if path.name == CONFIG_NAME else path
-    config_path = folder / CONFIG_NAME
-    if not config_path.is_file():
-        raise WeightsError(
-            f"{folder}: not a packaged model (no {CONFIG_NAME}); "
-            f"create one with `resmlp export WEIGHTS --format safetensors --out DIR`"
-        )
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{config_path}: invalid JSON ({e})") from None
-    try:
-        if isinstance(config, dict) and config.get("format") == PRETRAINED_FORMAT:  # format 1 (ours, pre-timm)
-            spec = ModelSpec.from_dict(config)
-        elif isinstance(config, dict) and "architecture" in config:  # timm's schema (ours since format 2)
-            spec = from_timm_config(config)
-        else:
-            found = config.get("format") if isinstance(config, dict) else None
-            raise WeightsError(
-                f"not a resmlp config (format={found!r}, expected {PRETRAINED_FORMAT!r}) "
-                f"nor a timm config (no 'architecture')"
-            )
-    except ValueError as e:
-        raise WeightsError(f"{config_path}: {e}") from None
-    weights = next((folder / n for n in (WEIGHTS_NAME, TIMM_BIN_NAME) if (folder / n).is_file()), folder / WEIGHTS_NAME)
-    return load_weights(spec.build(), weights).eval()
 
 
 def folder_dataset(root: str | os.PathLike, spec: ModelSpec, *, on_bad: str = "skip") -> ImageDataset:

@@ -1,9 +1,9 @@
 """Paper analyses of trained weights (ResMLP section 4.2, figures 2-3, B.1-B.2), run by `resmlp analyze`.
 
 `stats` (sparsity, locality, LayerScale) and `prune` (magnitude pruning) need only torch and are
-re-exported here; `weights_maps` (cross-patch maps and mosaics) and `report` (figures, summary.json,
-report.html) import matplotlib, so they are imported from their modules, e.g.
-`from resmlp.analysis.report import build_report`.
+re-exported here; `weights_maps` (cross-patch maps and mosaics), `plots` (the figures and their captions)
+and `report` (the report folder: figures, summary.json, and report.html from `report_html`) import
+matplotlib, so they are imported from their modules, e.g. `from resmlp.analysis.report import build_report`.
 """
 
 from .prune import PRUNE_TARGETS, magnitude_prune_, prune_model, pruning_sweep

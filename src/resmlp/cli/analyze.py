@@ -78,7 +78,7 @@ def _loader(args: argparse.Namespace, spec) -> DataLoader:
 
 
 def print_summary(summary: dict, out: Path) -> None:
-    from ..analysis.report import grid_text, layer_table
+    from ..analysis.report_html import grid_text, layer_table
 
     print(
         f"{summary['model_name']} ({summary['architecture']}, {grid_text(summary['grid_size'])} patches) "

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from pathlib import Path
 
 import torch
+
+from ..config import TTA
 
 
 def _csv(kind):
@@ -71,7 +74,7 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tta",
         default="none",
-        choices=("none", "flip", "flip+shift1"),
+        choices=typing.get_args(TTA),
         help="test-time augmentation: mean logits over the image and its mirror (and 1-px shifts)",
     )
 

@@ -6,9 +6,10 @@ import argparse
 import json
 import signal
 import sys
+import typing
 from pathlib import Path
 
-from ..config import Override, config_to_dict, load_config
+from ..config import TTA, Override, config_to_dict, load_config
 from ..train.engine import NonFiniteLossError
 from .deploy import add_size_flags
 
@@ -61,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tta",
         default="none",
-        choices=("none", "flip", "flip+shift1"),
+        choices=typing.get_args(TTA),
         help="test-time augmentation: mean logits over the image and its mirror (and 1-px shifts)",
     )
     add_size_flags(p)
@@ -84,7 +85,8 @@ def data_overrides(data: str | None, val_data: str | None, val_split: float | No
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..train.run import config_of_run, train  # noqa: PLC0415 - keep `resmlp models` fast
+    from ..train.checkpointing import config_of_run  # noqa: PLC0415 - keep `resmlp models` fast
+    from ..train.run import train  # noqa: PLC0415
 
     overrides = list(data_overrides(args.data, args.val_data, args.val_split))
     if args.model:

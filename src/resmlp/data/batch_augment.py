@@ -4,8 +4,8 @@ and normalisation of a uint8 (B, 3, H, W) batch in a few tensor operations, on t
 The per-image pipeline (`transforms.RandomCropPad` -> `RandomHorizontalFlip` -> `ToTensorNormalize`) draws
 the same distribution, one image at a time in the loader. On a 2-core CPU that loader shares the cores with
 the training step (and reseeds three generators per image for exact resume); here the loader only gathers
-uint8 images and the random part runs as one indexed gather: 1.3x the training images/s at 32 px, 1.4x at
-progressive resizing's 24 px (docs/benchmarks.md). The fast-CIFAR trainings (e.g. cifar10-airbench) augment
+uint8 images and the random part runs as one indexed gather: 1.30x the training images/s at 32 px, 1.39x at
+progressive resizing's 24 px (docs/results.md#recipe-levers). The fast-CIFAR trainings (e.g. cifar10-airbench) augment
 this way, on the GPU.
 
 Randomness comes from one `torch.Generator` (the run checkpoints its state, so a resumed run draws the same

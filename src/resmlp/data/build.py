@@ -17,18 +17,9 @@ from ..files import write_atomic
 from ..models.layers import to_pair
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .batch_augment import ToUint8Tensor
-from .datasets import (
-    ArrayDataset,
-    ImageDataset,
-    cache_decoded,
-    dataset_stats,
-    download_cifar,
-    load_cifar,
-    load_digits_arrays,
-    load_rgb,
-    scan_image_folder,
-    stratified_split,
-)
+from .datasets import ArrayDataset, ImageDataset, cache_decoded, dataset_stats, scan_image_folder, stratified_split
+from .images import load_rgb
+from .sources import download_cifar, load_cifar, load_digits_arrays
 from .transforms import build_eval_transform, build_train_transform, resolve_interpolation
 
 SOURCES = typing.get_args(Source)

@@ -1,22 +1,15 @@
-"""Dataset sources: image folders, CIFAR archives, sklearn digits, and an in-memory cache.
+"""Datasets: image folders (decoded lazily, bad files skipped and logged) and decoded images held in memory,
+with their statistics and a stratified train/val split.
 
-Every source yields ``(transform(PIL RGB image), label)`` so one transform pipeline serves all of
-them. Folder datasets decode lazily; corrupt files are either fatal (``on_bad="fail"``) or replaced by
-the next decodable sample (``on_bad="skip"``), so one bad JPEG cannot kill a DataLoader worker
-hours into a run.
+Every dataset yields ``(transform(PIL RGB image), label)`` so one transform pipeline serves all sources
+(`images` decodes, `sources` gives the CIFAR and digits arrays). Folder datasets decode lazily; corrupt files
+are either fatal (``on_bad="fail"``) or replaced by the next decodable sample (``on_bad="skip"``), so one bad
+JPEG cannot kill a DataLoader worker hours into a run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import pickle
-import re
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,144 +20,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+from .images import IMAGE_EXTENSIONS, BadImageError, Loader, decode, load_rgb
+
 ON_BAD_CHOICES = ("skip", "fail")
 
 Transform = Callable[[Image.Image], Any]
-Loader = Callable[[Any], Image.Image]
-
-
-class BadImageError(ValueError):
-    """An image that cannot be decoded; ``path`` and ``reason`` say which and why."""
-
-    def __init__(self, path: Any, reason: str) -> None:
-        super().__init__(f"{path}: cannot decode image ({reason})")
-        self.path = path
-        self.reason = reason
 
 
 class BadImageWarning(UserWarning):
     """Emitted once per process for each bad image that ``on_bad="skip"`` replaced."""
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
-    """Scale a 16-bit (or 32-bit integer) grayscale image to 8 bits; PIL's convert would clip at 255."""
-    values = np.asarray(image, dtype=np.float64)
-    if image.mode == "F":  # float images have no natural range; clip like PIL does
-        gray = np.clip(values, 0, 255)
-    else:  # 'I;16*' and PNG's 16-bit 'I': full scale is 65535, and 65535 / 257 == 255
-        gray = np.clip(values / 257.0, 0, 255)
-    return Image.fromarray(np.rint(gray).astype(np.uint8)).convert("RGB")
-
-
-def _composite_on_black(image: Image.Image) -> Image.Image:
-    """Drop transparency by compositing on black, so invisible pixels' colours cannot leak in."""
-    rgba = image.convert("RGBA")
-    background = Image.new("RGB", rgba.size, (0, 0, 0))
-    background.paste(rgba, mask=rgba.getchannel("A"))
-    return background
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode (L, LA, P, RGBA, I;16, CMYK, ...) to 8-bit RGB of the same size."""
-    if image.mode == "RGB":
-        return image
-    if image.mode.startswith("I") or image.mode == "F":
-        return _sixteen_bit_to_rgb(image)
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    if has_alpha:
-        return _composite_on_black(image)
-    return image.convert("RGB")
-
-
-# The largest image decoded by default: 100 Mpx (10,000 x 10,000) is far above any training or photo input,
-# and far below what a "decompression bomb" claims (a 30,000 x 30,000 PNG of a few KB would need 2.7 GB as RGB).
-# `data.max_image_pixels` / `resmlp predict --max-image-pixels` raise it (null / 0: no limit).
-MAX_IMAGE_PIXELS = 100_000_000
-
-
-def _allow_pixels(max_pixels: int | None) -> None:
-    """Keep Pillow's own bomb check (an error above 2 x Image.MAX_IMAGE_PIXELS) from undercutting ours."""
-    pil_limit = Image.MAX_IMAGE_PIXELS
-    if pil_limit is not None and (max_pixels is None or max_pixels > 2 * pil_limit):
-        Image.MAX_IMAGE_PIXELS = None if max_pixels is None else max_pixels
-
-
-def _too_large(size: Any, max_pixels: int | None) -> str:
-    if isinstance(size, re.Match):
-        size = f"{int(size.group(1)) / 1e6:.0f} Mpx"
-    return (
-        f"{size or 'the image'} is above the limit of {(max_pixels or 0) / 1e6:g} Mpx (a decompression bomb?); "
-        "raise data.max_image_pixels (--max-image-pixels) to read it"
-    )
-
-
-def load_rgb(path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open and fully decode an image file as RGB; decoding errors surface here, not later. An image of
-    more than `max_pixels` pixels (None: no limit) is refused from its header, before any decoding."""
-    _allow_pixels(max_pixels)
-    with open(path, "rb") as handle:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides
-            try:
-                image = Image.open(handle)
-            except Image.DecompressionBombError as err:  # Pillow's limit, above ours (see _allow_pixels)
-                raise BadImageError(path, _too_large(re.search(r"\((\d+) pixels\)", str(err)), max_pixels)) from None
-        pixels = image.width * image.height
-        if max_pixels is not None and pixels > max_pixels:
-            raise BadImageError(path, _too_large(f"{image.width}x{image.height} = {pixels / 1e6:.0f} Mpx", max_pixels))
-        image.load()  # force the decode while the file is open (truncation raises OSError here)
-    return to_rgb(image)
-
-
-def _decode(loader: Loader, key: Any) -> Image.Image:
-    """Run ``loader(key)``, turning whatever the decoder raises into a BadImageError."""
-    try:
-        return to_rgb(loader(key))
-    except BadImageError:
-        raise
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error, MemoryError, ...
-        raise BadImageError(key, f"{type(err).__name__}: {err}") from err
-
-
-def verify_images(
-    paths: Sequence[Any], workers: int = 0, *, loader: Loader = load_rgb, progress: bool = False
-) -> dict[Any, str]:
-    """Fully decode every image (opt-in scan); return ``{path: reason}`` for the ones that fail.
-
-    ``workers > 0`` decodes in that many threads (PIL releases the GIL while decoding).
-    """
-
-    def check(key: Any) -> str | None:
-        try:
-            _decode(loader, key)
-        except BadImageError as err:
-            return err.reason
-        return None
-
-    reasons: list[str | None]
-    if workers > 0:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            mapped = pool.map(check, paths)
-            reasons = list(tqdm(mapped, total=len(paths), desc="verify", disable=not progress))
-    else:
-        reasons = [check(p) for p in tqdm(paths, desc="verify", disable=not progress)]
-    return {key: reason for key, reason in zip(paths, reasons) if reason is not None}
-
-
-def read_bad_log(path: str | Path) -> dict[str, str]:
-    """Read the ``bad_log`` file written by ImageDataset workers: ``{path: reason}``, deduplicated."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    entries = {}
-    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
-        key, _, reason = line.partition("\t")
-        entries[key] = reason
-    return entries
 
 
 # --------------------------------------------------------------------------- folders
@@ -307,7 +171,7 @@ class ImageDataset(Dataset):
             if key in self.bad_files:
                 continue
             try:
-                return _decode(self.loader, key), label
+                return decode(self.loader, key), label
             except BadImageError as err:
                 if self.on_bad == "fail":
                     raise
@@ -317,6 +181,18 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, label = self.load(index)
         return (self.transform(image) if self.transform is not None else image), label
+
+
+def read_bad_log(path: str | Path) -> dict[str, str]:
+    """Read the ``bad_log`` file written by ImageDataset workers: ``{path: reason}``, deduplicated."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    entries = {}
+    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+        key, _, reason = line.partition("\t")
+        entries[key] = reason
+    return entries
 
 
 # --------------------------------------------------------------------------- in-memory arrays
@@ -353,7 +229,7 @@ class ArrayDataset(Dataset):
 def _decode_or_none(dataset: ImageDataset, key: Any) -> Image.Image | None:
     """Decode one sample for the cache: None for a bad file under ``on_bad="skip"``."""
     try:
-        return _decode(dataset.loader, key)
+        return decode(dataset.loader, key)
     except BadImageError as err:
         if dataset.on_bad == "fail":
             raise
@@ -442,210 +318,13 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
     return train, sorted(val)
 
 
-# --------------------------------------------------------------------------- sklearn digits
-
-
-def load_digits_arrays() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """sklearn's 8x8 digits as uint8 RGB ``(1797, 8, 8, 3)``, int64 labels and classes "0".."9".
-
-    Pixel values 0..16 are scaled to 0..255 and replicated to three channels so the RGB pipeline
-    (and the CIFAR-style recipes) apply unchanged; the tiny set makes a CPU demo run in seconds.
-    """
-    from sklearn.datasets import load_digits  # imported here: only this source needs sklearn
-
-    digits = load_digits()
-    gray = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (N, 8, 8)
-    images = np.repeat(gray[..., None], 3, axis=-1)  # (N, 8, 8) -> (N, 8, 8, 3)
-    return images, digits.target.astype(np.int64), [str(d) for d in range(10)]
-
-
-# --------------------------------------------------------------------------- CIFAR archives
-
-CIFAR_SOURCES = {
-    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
-    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
-}
-# Member basenames of the official python-version archives: (train members, test members, meta).
-_CIFAR_LAYOUTS = {
-    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
-    "cifar100": (["train"], ["test"], "meta"),
-}
-_CIFAR_KEYS = {"cifar10": (b"labels", b"label_names"), "cifar100": (b"fine_labels", b"fine_label_names")}
-
-# The only globals a CIFAR pickle needs: numpy's array reconstruction (under its numpy 1 and 2 module
-# names) and the codec Python 3 uses for bytes in protocol-2 pickles. Anything else is refused, so a
-# tampered archive cannot run code while it is being read.
-_CIFAR_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-}
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a CIFAR pickle")
-        return super().find_class(module, name)
-
-
-def _unpickle_cifar_member(data: bytes, member: str) -> dict:
-    """Unpickle one CIFAR batch/meta member.
-
-    The official archives store pickled dicts (written by Python 2, hence ``encoding="bytes"``), so a
-    pickle load is inherent to the format. It is only applied to the known member names, and through an
-    unpickler that accepts nothing but numpy arrays, lists, dicts, numbers and strings.
-    """
-    try:
-        loaded = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as err:
-        raise ValueError(f"CIFAR member {member}: cannot unpickle ({type(err).__name__}: {err})") from err
-    if not isinstance(loaded, dict):
-        raise ValueError(f"CIFAR member {member}: expected a pickled dict, got {type(loaded).__name__}")
-    return loaded
-
-
-def _read_archive_members(archive: Path, *, train: bool) -> tuple[set[str], dict[str, bytes]]:
-    """Basenames of the known CIFAR members in a tar archive, and the bytes of the ones ``train`` needs.
-
-    Only the requested split and the meta members are kept in memory.
-    """
-    known = {name for tr, te, meta in _CIFAR_LAYOUTS.values() for name in (*tr, *te, meta)}
-    wanted = {name for tr, te, meta in _CIFAR_LAYOUTS.values() for name in (*(tr if train else te), meta)}
-    present: set[str] = set()
-    data: dict[str, bytes] = {}
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                base = member.name.rsplit("/", 1)[-1]
-                if not member.isfile() or base not in known:
-                    continue
-                present.add(base)
-                handle = tar.extractfile(member) if base in wanted else None
-                if handle is not None:
-                    data[base] = handle.read()
-    except (tarfile.TarError, OSError) as err:
-        raise ValueError(f"{archive}: not a readable tar archive ({err})") from err
-    return present, data
-
-
-def _cifar_layout(present: set[str], archive: Path) -> str:
-    for name, (train, test, meta) in _CIFAR_LAYOUTS.items():
-        if all(m in present for m in (*train, *test, meta)):
-            return name
-    raise ValueError(
-        f"{archive}: not an official CIFAR python archive; expected cifar-10-python.tar.gz "
-        "(data_batch_1..5, test_batch, batches.meta) or cifar-100-python.tar.gz "
-        f"(train, test, meta); found CIFAR members {sorted(present)}"
-    )
-
-
-def _member_field(content: dict, key: bytes, member: str) -> Any:
-    if key not in content:
-        raise ValueError(f"CIFAR member {member}: missing key {key!r}; found {sorted(content)}")
-    return content[key]
-
-
-def _cifar_batch(data: bytes, member: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    batch = _unpickle_cifar_member(data, member)
-    rows = np.asarray(_member_field(batch, b"data", member), dtype=np.uint8)
-    labels = np.asarray(_member_field(batch, label_key, member), dtype=np.int64)
-    if rows.ndim != 2 or rows.shape[1] != 3 * 32 * 32 or len(labels) != len(rows):
-        raise ValueError(
-            f"CIFAR member {member}: expected data (N, 3072) and N labels, got {rows.shape} and {len(labels)}"
-        )
-    # Each row is the red plane, then green, then blue, each 32x32 row-major.
-    images = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 3, 32, 32) -> (N, 32, 32, 3)
-    return np.ascontiguousarray(images), labels
-
-
-def load_cifar(archive: str | Path, *, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read an official CIFAR-10 or CIFAR-100 python archive: uint8 ``(N, 32, 32, 3)``, int64 labels, classes.
-
-    Which dataset it is follows from the members present; CIFAR-100 uses the 100 fine labels.
-    """
-    archive = Path(archive)
-    if not archive.is_file():
-        raise ValueError(f"CIFAR archive {archive} does not exist; see download_cifar")
-    present, data = _read_archive_members(archive, train=train)
-    name = _cifar_layout(present, archive)
-    train_members, test_members, meta_member = _CIFAR_LAYOUTS[name]
-    label_key, names_key = _CIFAR_KEYS[name]
-    batches = [_cifar_batch(data[m], m, label_key) for m in (train_members if train else test_members)]
-    images = np.concatenate([b[0] for b in batches])
-    labels = np.concatenate([b[1] for b in batches])
-    meta = _unpickle_cifar_member(data[meta_member], meta_member)
-    names = _member_field(meta, names_key, meta_member)
-    classes = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
-    if len(labels) and not 0 <= labels.min() <= labels.max() < len(classes):
-        raise ValueError(f"{archive}: labels outside 0..{len(classes) - 1}")
-    return images, labels, classes
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_cifar(name: str, dest_dir: str | Path, *, timeout: float = 60.0) -> Path:
-    """Download an official CIFAR python archive into ``dest_dir`` (md5-checked, atomic); return its path.
-
-    An existing file with the right checksum is reused without touching the network.
-    """
-    if name not in CIFAR_SOURCES:
-        raise ValueError(f"unknown CIFAR dataset {name!r}; expected one of {sorted(CIFAR_SOURCES)}")
-    url, md5 = CIFAR_SOURCES[name]
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / url.rsplit("/", 1)[-1]
-    if dest.is_file() and _md5(dest) == md5:
-        return dest
-    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    size = response.headers.get("Content-Length")
-                    with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, desc=dest.name) as bar:
-                        for block in iter(lambda: response.read(1 << 20), b""):
-                            out.write(block)
-                            bar.update(len(block))
-            except (urllib.error.URLError, OSError) as err:
-                raise ConnectionError(
-                    f"could not download {url} ({err}); if this machine is offline, fetch the file "
-                    f"elsewhere and place it at {dest}"
-                ) from err
-        got = _md5(tmp)
-        if got != md5:
-            raise ValueError(f"{url}: md5 {got} does not match the official {md5}; download again")
-        os.replace(tmp, dest)  # atomic: a reader never sees a half-written archive
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
-
-
 __all__ = [
     "ArrayDataset",
-    "BadImageError",
     "BadImageWarning",
-    "CIFAR_SOURCES",
-    "IMAGE_EXTENSIONS",
     "ImageDataset",
     "cache_decoded",
     "dataset_stats",
-    "download_cifar",
-    "load_cifar",
-    "load_digits_arrays",
-    "load_rgb",
     "read_bad_log",
     "scan_image_folder",
     "stratified_split",
-    "to_rgb",
-    "verify_images",
 ]

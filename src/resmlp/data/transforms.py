@@ -307,7 +307,7 @@ class ResizeTensor:
         return f"ResizeTensor(size=({self.height}, {self.width}))"
 
 
-OUTPUT_MODES = ("resize", "crop")  # how `with_output_size` reaches a smaller size (run.progressive_mode)
+OUTPUT_MODES = ("resize", "crop")  # how `with_output_size` reaches a smaller size (progressive.mode)
 
 
 class CropTensor:

@@ -1,12 +1,13 @@
 """Inference and deployment: fused model, precision/runtime choice, export, predict, benchmark.
 
 Every command loads its weights through `resmlp.loading.load_model` (checkpoint, run directory,
-packaged directory or bare state dict).
+packaged directory or bare state dict). The packaged directory and publishing on the Hub live in
+`resmlp.hub` (re-exported here).
 """
 
-from .export import EXPORT_FORMATS, export_model, export_torchscript, from_pretrained, save_pretrained
+from ..hub import from_pretrained, model_card, package_for_hub, push_to_hub, save_pretrained
+from .export import EXPORT_FORMATS, export_model, export_torchscript
 from .fuse import FusedClassifier, fuse
-from .hub import model_card, package_for_hub, push_to_hub
 from .onnx import OnnxRuntimeModel, export_onnx
 from .optimize import OptimizedModel, build_runtime, optimize, resolve_precision
 from .trace import ExportError

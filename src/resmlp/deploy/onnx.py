@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from ..files import write_atomic
+from ..hub.packaged import packaged_config
 from .fuse import fusable, fuse
 from .quantize import smooth
-from .trace import check_export, cpu_eval_copy, example_input, for_export, model_config, quiet
+from .trace import check_export, cpu_eval_copy, example_input, for_export, quiet
 
 
 def onnxruntime_module():
@@ -60,7 +61,7 @@ def export_onnx(
                 dynamo=False,
                 dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
             )
-        _add_onnx_metadata(tmp, config or model_config(model))
+        _add_onnx_metadata(tmp, config or packaged_config(model, version=1))
         if check:
             diff = check_export(model, OnnxRuntimeModel(tmp), what="ONNX", atol=atol)
 

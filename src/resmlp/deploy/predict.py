@@ -19,7 +19,7 @@ import torch
 from PIL import UnidentifiedImageError
 from torch import nn
 
-from ..data.datasets import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, BadImageError, load_rgb
+from ..data.images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, BadImageError, load_rgb
 from ..data.transforms import eval_transform_from
 from ..models import Preprocess
 

@@ -1,19 +1,17 @@
-"""What every export shares: the config it carries, a CPU fp32 copy to trace, example inputs, and the
-check that the exported model reproduces the eager one (a failed check leaves no file)."""
+"""What every export shares: a CPU fp32 copy to trace, example inputs, and the check that the exported model
+reproduces the eager one (a failed check leaves no file). The config it carries: `resmlp.hub.packaged_config`."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import warnings
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
 from ..infer_arch import spec_of
-from ..loading import PRETRAINED_FORMAT
-from ..models import Preprocess
 from .fuse import fusable, fuse
 
 
@@ -72,20 +70,3 @@ def check_export(
             "not written (--tolerance raises the limit)"
         )
     return diff
-
-
-def model_config(
-    model: nn.Module, *, preprocess: Preprocess | None = None, classes: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """The config every export carries: the model's spec (`preprocess` / `classes` replace its own) plus
-    the packaged-format header. Class names default to class_0, class_1, ..."""
-    spec = spec_of(model)
-    spec = spec.replace(preprocess=preprocess or spec.preprocess, classes=classes or spec.class_names())
-    return {
-        "format": PRETRAINED_FORMAT,
-        "format_version": 1,
-        "architectures": [type(model).__name__],
-        "arch": spec.arch,
-        **spec.to_dict(),
-        "num_classes": spec.num_classes,
-    }

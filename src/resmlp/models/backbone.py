@@ -142,7 +142,8 @@ class PatchClassifier(nn.Module):
 
     def set_input_size(self, img_size: Union[int, Sequence[int]], *, method: str = DEFAULT_METHOD) -> "PatchClassifier":
         """Take images of `img_size` (an int or (h, w)) from now on, in place (timm's name). The token-mixing
-        layers are carried to the new patch grid (`models.resample`, `method` = interp, offset or kernel);
+        layers are carried to the new patch grid (`models.resample`, `method` = interp, offset or kernel) from
+        the weights as trained, so another size and back gives the model back;
         stem, channel MLPs and head do not depend on the size. `model.spec` follows. Returns the model."""
         h, w = to_pair(img_size)
         patch = self.stem.patch_size

@@ -18,12 +18,15 @@ it kept the most accuracy at every other size (docs/benchmarks.md). Mixer's toke
 `fc2`: hidden -> N) has no offset structure, so its N axes are interpolated by every method (fc1's
 input axis keeping each hidden unit's sum, fc2's output axis and bias). On the same grid every method
 is the identity.
+A model resampled (`set_input_size`) starts from its weights as trained, not from its last resampling, so
+another size and back gives the model back bit for bit (`resample_model_`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import torch
@@ -214,15 +217,47 @@ def resample_state_dict(
     return out
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What a token-mixing parameter was last resampled from (`weights` on `grid`), and how the parameter
+    stood right after (`version`, `data_ptr`): while both still hold, it has not been changed since."""
+
+    weights: torch.Tensor
+    grid: Grid
+    version: int
+    data_ptr: int
+
+
+SOURCES_ATTR = "_resampled_from"  # a plain attribute of the layer owning the parameter: no state-dict key
+
+
+def _source_of(owner: nn.Module, key: str, p: nn.Parameter, grid: Grid) -> tuple[torch.Tensor, Grid]:
+    """The weights to resample `p` (on `grid`) from: those it was last resampled from while it is unchanged
+    since (so 32 -> 48 -> 32 px gives the model back instead of resampling a resampled A), else its own
+    (trained since, e.g. between two switches of progressive resizing; or loaded, moved, copied)."""
+    source = getattr(owner, SOURCES_ATTR, {}).get(key)
+    if source is not None and source.version == p._version and source.data_ptr == p.data_ptr():
+        return source.weights, source.grid
+    return p.data, grid
+
+
 def resample_model_(model: nn.Module, grid: Union[int, Sequence[int]], *, method: str = DEFAULT_METHOD) -> nn.Module:
     """Carry a model's token-mixing parameters to patch grid `grid`, in place. The Parameter objects are
     kept (their data is replaced), so an optimizer built on the model still holds them; see
-    `resample_optimizer_state` for its moments. Only the blocks change: `set_input_size` also updates the stem."""
+    `resample_optimizer_state` for its moments. Only the blocks change: `set_input_size` also updates the stem.
+
+    Each resampling starts from the weights as trained: a parameter unchanged since its last resampling is
+    resampled again from what that one started from (see `_source_of`), so sizes can be tried and undone."""
     _check_method(method)
     old, new = _model_grid(model), to_pair(grid)
-    for _, p, kind in token_parameters(model):
-        p.data = resample_tensor(p.data, kind, old, new, method=method)
+    for name, p, kind in token_parameters(model):
+        owner_name, _, key = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        weights, source_grid = _source_of(owner, key, p, old)
+        p.data = resample_tensor(weights, kind, source_grid, new, method=method)
         p.grad = None  # a gradient of the old shape cannot be accumulated into
+        sources = owner.__dict__.setdefault(SOURCES_ATTR, {})
+        sources[key] = _Source(weights, source_grid, p._version, p.data_ptr())
     for m in model.modules():  # keep nn.Linear's attributes true to its weight
         if isinstance(m, nn.Linear):
             m.out_features, m.in_features = m.weight.shape

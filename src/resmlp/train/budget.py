@@ -1,19 +1,19 @@
-"""Fitting a run to its time budget (`run.time_limit_min` with `run.fit_to_time_limit`).
+"""Fitting a run to its time budget (`budget.time_limit_min` with `budget.fit_to_time_limit`).
 
-After the first epoch the plan is shortened to the epochs that fit, so that the lr anneals fully before the
-budget ends (a progressive run prices its later, larger epochs by timed forward/backward passes). After every
-later epoch the plan is fitted again, between the epochs done and the configured `optim.epochs`: shortened if
-the rest would not fit (a host that slows down after the first epoch, another job, a noisy neighbour, would
-otherwise overrun), lengthened if the epochs run faster than they were priced (a 24 -> 32 px run whose 32 px
-epochs beat their timed passes ended 5.5 minutes early, docs/benchmarks.md). Each size's epochs are priced at
+After the first epoch the plan is shortened to the epochs that fit, so that the lr anneals fully before the budget
+ends (a progressive run prices its later, larger epochs by timed forward/backward passes). After every later epoch
+the plan is fitted again, between the epochs done and the configured `optim.epochs`: shortened if the rest would not
+fit (a host that slows down after the first epoch, another job, a noisy neighbour, would otherwise overrun),
+lengthened if the epochs run faster than they were priced (a 24 -> 32 px hour whose 32 px epochs beat their timed
+passes ended at 54.5 minutes when plans could only shrink, docs/results.md#other). Each size's epochs are priced at
 the mean of those trained at it, once one has been, times the host's present slowness: the median of the last
 `RECENT_EPOCHS` epochs' paces, each relative to its size's mean (one slow epoch alone moves nothing; a host that
-stays slow is followed from its second slow epoch on; before three epochs, the latest one's). The time of the
-final test-time-augmented evaluation (`run.final_tta`) is kept free.
-A plan is counted in twentieths of an epoch (`PLAN_QUANTUM`): its last epoch may be a part of one (the first
-steps of that epoch's order, then the whole evaluation), so the time a whole last epoch would not fit in is
-trained too (with whole epochs, 6.3 minutes of an hour went unused on the AVX2 EPYC, docs/benchmarks.md).
-Such runs depend on the machine's speed, so they are not bit-reproducible.
+stays slow is followed from its second slow epoch on; before three epochs, the latest one's). The time of the final
+test-time-augmented evaluation (`run.final_tta`) is kept free.
+A plan is counted in twentieths of an epoch (`PLAN_QUANTUM`): its last epoch may be a part of one (the first steps
+of that epoch's order, then the whole evaluation), so the time a whole last epoch would not fit in is trained too
+(with whole epochs, up to 6.3 minutes of an hour went unused on the AVX2 EPYC, docs/results.md#other). Such runs
+depend on the machine's speed, so they are not bit-reproducible.
 """
 
 from __future__ import annotations
@@ -23,19 +23,23 @@ from dataclasses import dataclass, field
 from statistics import fmean, median
 from typing import Any, Callable, Mapping, Optional, Union
 
-from ..config import RunConfig
+import torch
+from torch import nn
+
+from ..config import RunConfig, TrainConfig
+from ..models.layers import to_pair
 from ..models.tta import tta_view_count
+from .progressive import relative_epoch_cost, schedule_of, size_at, time_passes
 
 EpochCost = Callable[[float, int], float]  # (plan length, epoch) -> that epoch's cost relative to the first one
 UnitPrice = Union[float, Callable[[float], float]]  # seconds of a unit of cost, or: an epoch's cost -> those seconds
 PLAN_QUANTUM = 20  # a fitted plan is a whole number of 1/PLAN_QUANTUM epochs
 # The share of the budget a fit leaves free for timing noise: a plan that ends in part of an epoch leaves no
-# slack of its own (a 15-minute run priced to 893 s ended at 912 s: its last 0.2 epoch, evaluation and TTA
-# evaluation ran 17 s slower than priced, docs/benchmarks.md).
+# slack of its own (a 15-minute run ended at 912 s of 900 without it, at 864 s with it; docs/results.md#other).
 NOISE_MARGIN = 0.02
-# How many of the latest epochs tell the host's present speed. With one, a single slow epoch priced the whole
-# rest (an hour on the AVX2 EPYC: one epoch 176 s among ~137 s ones cut the plan from 18 to 16 epochs and moved
-# the progressive switch earlier, for good; docs/benchmarks.md).
+# How many of the latest epochs tell the host's present speed. With one, a single slow epoch would price the
+# whole rest of the run (a noisy host's one slow epoch would shorten the plan and move the progressive switch
+# earlier, for good).
 RECENT_EPOCHS = 3
 
 
@@ -176,3 +180,103 @@ class BudgetFit:
         if not ratios:
             return 1.0
         return median(ratios) if len(ratios) == RECENT_EPOCHS else ratios[-1]
+
+
+def start_fit(
+    cfg: TrainConfig,
+    model: nn.Module,
+    *,
+    base_size: Any,
+    steps_per_epoch: int,
+    device: torch.device,
+    precision: str,
+    first_epoch_s: float,
+) -> BudgetFit:
+    """The time budget's pricing after the first epoch (`first_epoch_s`): a progressive run times one
+    forward/backward pass at every size of its schedule and prices each later epoch by its size."""
+    budget_s = cfg.budget.time_limit_min * 60
+    if not schedule_of(cfg):
+        return BudgetFit(budget_s, cfg.optim.epochs)
+    sizes = {size for _, size in schedule_of(cfg)} | {size_at(schedule_of(cfg), 0, base_size)}
+    seconds = time_passes(
+        model,
+        sorted(sizes),
+        batch_size=cfg.data.batch_size,
+        device=device,
+        precision=precision,
+        mode=cfg.progressive.mode,
+    )
+    passes = steps_per_epoch * cfg.optim.accum_steps
+
+    def epoch_cost(planned: float, epoch: int) -> float:
+        return relative_epoch_cost(schedule_of(cfg, planned), epoch, base_size, seconds, passes, first_epoch_s)
+
+    return BudgetFit(budget_s, cfg.optim.epochs, epoch_cost, seconds)
+
+
+def passes_line(fit: BudgetFit, batch_size: int) -> str:
+    timed = ", ".join(f"{s:.2f} s at {h}x{w}" for (h, w), s in fit.pass_seconds.items())
+    return f"one forward/backward pass of a batch of {batch_size}: {timed}"
+
+
+def replan(
+    cfg: TrainConfig,
+    fit: BudgetFit,
+    *,
+    planned: float,
+    epoch: int,
+    row: dict[str, Any],
+    base_size: Any,
+    current_size: tuple[int, int],
+) -> tuple[float, float]:
+    """After epoch `epoch` (0-based, its metrics `row`) of a time-budgeted plan of `planned` epochs: the plan
+    that fits, and the seconds kept free for the final TTA evaluation (priced from this epoch's evaluation,
+    scaled to the last epoch's size). The model trains at `current_size` now: a longer plan may not move a
+    progressive switch back past it."""
+    scale = 1.0
+    if fit.pass_seconds:
+        scale = fit.size_scale(
+            size_at(schedule_of(cfg, planned), epochs_started(planned) - 1, base_size),
+            size_at(schedule_of(cfg, planned), epoch, base_size),
+        )
+    reserve_s = final_tta_cost(cfg.run, row, scale)
+    eval_s = row.get("eval_time_s", 0.0)
+    fitted = fit.replan(
+        planned,
+        epoch,
+        row["wall_time_s"],
+        reserve_s,
+        eval_s * scale,
+        epoch_s=row["epoch_time_s"] + eval_s,
+        may_lengthen=lambda longer: not steps_back_in_size(cfg, longer, epoch + 1, base_size, current_size),
+    )
+    return fitted, reserve_s
+
+
+def steps_back_in_size(cfg: TrainConfig, planned: float, epoch: int, base_size: Any, current: tuple[int, int]) -> bool:
+    """Whether a plan of `planned` epochs would train epoch `epoch` at a smaller size than `current`, the
+    model's now: a longer plan moves the progressive switches later, past one the run may already have made."""
+    schedule = schedule_of(cfg, planned)
+    if not schedule:
+        return False
+    h, w = size_at(schedule, epoch, base_size)
+    now_h, now_w = to_pair(current)
+    return h * w < now_h * now_w
+
+
+def fit_line(
+    limit_min: float, epoch: int, elapsed_s: float, fit: BudgetFit, reserve_s: float, planned: float, fitted: float
+) -> str:
+    """What the time budget's fit did after epoch `epoch` (0-based)."""
+    if epoch == 0:
+        took = f"the first epoch took {elapsed_s:.0f} s"
+        took += " (later epochs priced by their sizes' timed passes)" if fit.epoch_cost is not None else ""
+    else:
+        pace = "slower" if fitted < planned else "faster"
+        took = f"{epoch + 1} epochs took {elapsed_s:.0f} s, {pace} than planned"
+    final = f", {reserve_s:.0f} s kept for the final TTA evaluation" if reserve_s else ""
+    if fitted != planned:
+        plan = f"the schedule now ends after {fitted:g} epochs instead of {planned:g}"
+    else:
+        plan = f"the plan of {planned:g} epochs fits"
+    return f"time budget {limit_min:.4g} min: {took}{final}, so {plan}"

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, DistillConfig, TrainConfig, load_config
+from ..config import ConfigError, DistillConfig
 from ..device import place
 from ..files import file_sha256
 from ..loading import load_model
@@ -199,43 +199,3 @@ def check_native_sizes(teacher: nn.Module, sizes: Sequence[tuple[int, int]], sou
                 f"distill.teacher_view=native: the teacher {source} cannot take the student's {h}x{w} "
                 f"batches ({first}); use distill.teacher_view=resize or full"
             ) from None
-
-
-# What a teacher trained inside a run (`distill.teacher_recipe`) takes from that run: the same images and the
-# same validation split (it must not learn the student's validation images), the seed, device and logging.
-SHARED_WITH_TEACHER = (
-    "data.source",
-    "data.path",
-    "data.val_path",
-    "data.val_split",
-    "data.split_seed",
-    "data.on_bad",
-    "data.max_image_pixels",
-    "run.seed",
-    "run.device",
-    "run.threads",
-    "run.tensorboard",
-    "run.progress",
-)
-
-
-def teacher_run_config(cfg: TrainConfig) -> TrainConfig:
-    """The configuration of the teacher a run trains first: `distill.teacher_recipe` with the run's data,
-    validation split and seed (SHARED_WITH_TEACHER), and `distill.teacher_time_min` as its time limit."""
-    d = cfg.distill
-    overrides: list[tuple[str, Any]] = []
-    for key in SHARED_WITH_TEACHER:
-        section, name = key.split(".")
-        overrides.append((key, getattr(getattr(cfg, section), name)))
-    if d.teacher_time_min is not None:
-        overrides.append(("run.time_limit_min", d.teacher_time_min))
-    try:
-        teacher = load_config(d.teacher_recipe, overrides)
-    except ConfigError as e:
-        raise ConfigError(f"distill.teacher_recipe={d.teacher_recipe}: {e}") from None
-    if teacher.distill.active:
-        raise ConfigError(
-            f"distill.teacher_recipe={d.teacher_recipe}: that recipe distils from a teacher itself; "
-            "a teacher recipe learns from the labels (distill.teacher unset)"
-        )
-    return teacher

@@ -13,12 +13,12 @@ import socket
 from pathlib import Path
 from typing import Iterator, Optional
 
+from ..rundir import RunDir
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; the run directory is then unguarded
     fcntl = None
-
-LOCK_NAME = ".lock"
 
 
 class RunDirectoryInUse(ValueError):
@@ -59,7 +59,7 @@ def _acquire(path: Path, run_dir: str | os.PathLike) -> int:
 @contextlib.contextmanager
 def run_lock(run_dir: str | os.PathLike) -> Iterator[Optional[str]]:
     """Hold `run_dir`/.lock while inside; yields the stale holder taken over ("pid host"), or None."""
-    path = Path(run_dir) / LOCK_NAME
+    path = RunDir(run_dir).lock
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _acquire(path, run_dir)
     try:
@@ -74,4 +74,4 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Optional[str]]:
         os.close(fd)
 
 
-__all__ = ["LOCK_NAME", "RunDirectoryInUse", "run_lock"]
+__all__ = ["RunDirectoryInUse", "run_lock"]

@@ -19,6 +19,19 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> to
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
+class CrossEntropyCriterion:
+    """The plain objective: cross-entropy against the (mixed, smoothed) soft targets; no teacher. A criterion
+    maps (images, logits, soft targets) to the loss; `train.distill.DistillationCriterion` is the other one."""
+
+    identity = None  # the teacher's identity (none here), recorded in checkpoints and summaries
+
+    def __call__(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return soft_target_cross_entropy(logits, targets)
+
+    def pop_teacher_time(self) -> None:
+        return None
+
+
 def distillation_loss(
     student_logits: torch.Tensor,
     targets: torch.Tensor,

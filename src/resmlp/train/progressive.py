@@ -1,10 +1,10 @@
-"""Progressive resizing (`run.progressive_sizes`): train the first epochs on smaller images, which cost less
+"""Progressive resizing (`progressive.sizes`): train the first epochs on smaller images, which cost less
 per image (ResMLP's cost is about linear in the number of patches), and switch to larger ones later.
 
 At each switch the token-mixing layers are resampled to the new patch grid, and so are their optimizer
 moments (LAMB/AdamW exp_avg and exp_avg_sq), the EMA copy and the output size of the train and validation
 transforms (the crop and augmentation run at `model.img_size`, then the last step brings each image to the
-current size). `run.progressive_mode` says how: "resize" shrinks the whole image (A resampled with
+current size). `progressive.mode` says how: "resize" shrinks the whole image (A resampled with
 `interp`, which keeps its reach as a fraction of the image), "crop" cuts a window at full scale (random in
 training, central in validation; A resampled with `offset`, which keeps its reach in patches). A checkpoint
 holds the model at the size of the epoch it ends; resuming builds the model, moves it to that size, then loads
@@ -22,23 +22,20 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, ProgressiveMode, TrainConfig
-from ..data.transforms import with_output_size
-from ..models.init import grid_shape
 from ..models.layers import to_pair
-from ..models.resample import resample_optimizer_state
 from . import distributed as dist
 from .engine import autocast
 
 Size = Union[int, tuple[int, int]]
-METHODS = {"resize": "interp", "crop": "offset"}  # run.progressive_mode -> how A is carried to the new grid
+METHODS = {"resize": "interp", "crop": "offset"}  # progressive.mode -> how A is carried to the new grid
 
 
 def schedule_of(cfg: TrainConfig, planned_epochs: Optional[float] = None) -> list[tuple[int, tuple[int, int]]]:
-    """[(first epoch, (h, w)), ...] of `run.progressive_sizes` (empty without one). A run whose plan was
-    fitted to `planned_epochs` (`run.fit_to_time_limit`, possibly ending in part of an epoch) keeps the
+    """[(first epoch, (h, w)), ...] of `progressive.sizes` (empty without one). A run whose plan was
+    fitted to `planned_epochs` (`budget.fit_to_time_limit`, possibly ending in part of an epoch) keeps the
     schedule's shape: every switch moves to the nearest epoch at the same fraction of the fitted run (an entry
     that started after epoch 0 still does)."""
-    schedule = [(e[0], to_pair(e[1] if len(e) == 2 else list(e[1:]))) for e in cfg.run.progressive_sizes or []]
+    schedule = [(e[0], to_pair(e[1] if len(e) == 2 else list(e[1:]))) for e in cfg.progressive.sizes or []]
     if planned_epochs is None or planned_epochs == cfg.optim.epochs:
         return schedule
     scale = planned_epochs / cfg.optim.epochs
@@ -58,7 +55,7 @@ def relative_epoch_cost(
     by `time_passes`). The rest of an epoch (optimizer steps, loading, batch augmentation at full size,
     evaluation) is taken as the same at every size. The patch count cannot follow the host: on the AVX2 EPYC
     a 32 px epoch of the cifar10_cpu recipe took 1.59x a 24 px one in one session and 1.71x in another,
-    against 64/36 = 1.78x (docs/benchmarks.md). Used to fit a progressive run to a time budget."""
+    against 64/36 = 1.78x (docs/results.md#other). Used to fit a progressive run to a time budget."""
     extra = pass_seconds[size_at(schedule, epoch, default)] - pass_seconds[size_at(schedule, 0, default)]
     return max(1.0 + passes * extra / first_epoch_s, 0.05)  # timing noise never makes an epoch free
 
@@ -105,25 +102,25 @@ def _synchronize(device: torch.device) -> None:
 
 
 def check_schedule(cfg: TrainConfig, patch_size: Optional[int], img_size: Size) -> None:
-    """ConfigError naming `run.progressive_sizes` for a schedule the model or the run cannot follow."""
+    """ConfigError naming `progressive.sizes` for a schedule the model or the run cannot follow."""
     schedule = schedule_of(cfg)
     if not schedule:
         return
     if patch_size is None:
         raise ConfigError(
-            f"run.progressive_sizes: {cfg.model.name} is not a patch model (ResMLP, Mixer); "
+            f"progressive.sizes: {cfg.model.name} is not a patch model (ResMLP, Mixer); "
             f"only those have token mixing to resample"
         )
     full = to_pair(img_size)
     for i, (_, (h, w)) in enumerate(schedule):
         if h % patch_size or w % patch_size:
             raise ConfigError(
-                f"run.progressive_sizes[{i}]: size {h}x{w} is not a multiple of the patch size "
+                f"progressive.sizes[{i}]: size {h}x{w} is not a multiple of the patch size "
                 f"{patch_size} of {cfg.model.name}"
             )
-        if cfg.run.progressive_mode == "crop" and (h > full[0] or w > full[1]):
+        if cfg.progressive.mode == "crop" and (h > full[0] or w > full[1]):
             raise ConfigError(
-                f"run.progressive_sizes[{i}]: run.progressive_mode=crop cuts windows out of the "
+                f"progressive.sizes[{i}]: progressive.mode=crop cuts windows out of the "
                 f"{full[0]}x{full[1]} images of model.img_size; {h}x{w} is larger"
             )
 
@@ -135,29 +132,3 @@ def size_at(schedule: Sequence[tuple[int, tuple[int, int]]], epoch: int, default
         if start <= epoch:
             size = entry
     return size
-
-
-def set_run_size(run: Any, size: Size, *, base_size: Size, moments: bool = True) -> bool:
-    """Move a `train.run.Run` to images of `size`: the model (and EMA) resampled, with its optimizer moments
-    when `moments`, and the transforms' output size. Returns whether anything changed."""
-    model: nn.Module = run.model
-    new = to_pair(size)
-    if to_pair(model.stem.img_size) == new:
-        return False
-    mode = run.cfg.run.progressive_mode
-    old_grid = grid_shape(model)
-    model.set_input_size(new, method=METHODS[mode])
-    if moments:
-        resample_optimizer_state(run.ctx.optimizer, model, old_grid, grid_shape(model), method=METHODS[mode])
-    if run.ctx.ema is not None:
-        run.ctx.ema.module.set_input_size(new, method=METHODS[mode])
-    if run.world > 1:  # DDP's buckets were laid out for the old shapes
-        wrapped = dist.wrap(model, run.ctx.device)
-        run.ctx.model = torch.compile(wrapped) if run.cfg.run.compile else wrapped
-    out = None if new == to_pair(base_size) else new
-    if run.ctx.augment is not None:  # data.batch_augment: the batches reach the size, not the images
-        run.ctx.augment = run.ctx.augment.with_output_size(out, mode)
-    else:
-        run.data.train.transform = with_output_size(run.data.train.transform, out, mode=mode, train=True)
-    run.data.val.transform = with_output_size(run.data.val.transform, out, mode=mode, train=False)
-    return True

@@ -1,0 +1,256 @@
+"""Smoke runs of the benchmark scripts (benchmarks/*.py, all but figures.py), in process, on tiny data: the bundled
+`digits` recipe shrunk to one epoch of a one-block model, on images this file writes under a path that holds
+'#', ':' and a space. A script that no longer runs fails here instead of on the next real benchmark."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from resmlp.rundir import RunDir
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+NOT_SCRIPTS = {"figures", "common", "study"}  # figures.py has its own tests; the other two are the shared library
+TINY = [
+    "model.embed_dim=16",
+    "model.depth=1",
+    "data.batch_size=8",
+    "data.workers=0",
+    "optim.epochs=1",
+    "optim.warmup_epochs=0.2",
+    "run.progress=false",
+    "run.tensorboard=false",
+]
+NO_BUDGET = ["budget.time_limit_min=null", "budget.fit_to_time_limit=false"]
+
+
+@pytest.fixture(scope="module")
+def script():
+    """benchmarks/<name>.py as a module, imported with benchmarks/ on sys.path (as `python benchmarks/x.py` has
+    it), so its sibling imports (`from common import ...`) resolve; the modules are dropped afterwards."""
+    before = set(sys.modules)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(BENCH))
+        yield importlib.import_module
+    for name in set(sys.modules) - before:
+        if getattr(sys.modules[name], "__file__", None) and Path(sys.modules[name].__file__).parent == BENCH:
+            del sys.modules[name]
+
+
+def write_images(root: Path, classes: int = 3, per_class: int = 10, size: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return write_images(tmp_path_factory.mktemp("data") / "set #1: x")
+
+
+@pytest.fixture(scope="module")
+def swept(script, images, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A two-variant sweep of one epoch each; (OUT, its arguments)."""
+    out = tmp_path_factory.mktemp("sweep")
+    argv = ["--recipe", "digits", "--data", str(images), "--out", str(out), "--epochs", "1", "--set", *TINY]
+    argv += ["--variant", "baseline:", "--variant", "ls0: data.label_smoothing=0.0"]
+    assert script("sweep").main(argv) == 0
+    return out, argv
+
+
+@pytest.fixture(scope="module")
+def run_dir(swept) -> Path:
+    """A finished run: the sweep's first variant."""
+    return swept[0] / "baseline-s0"
+
+
+def test_every_script_has_a_smoke_run():
+    here = Path(__file__).read_text() + (Path(__file__).parent / "test_search.py").read_text()
+    scripts = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in NOT_SCRIPTS)
+    assert [s for s in scripts if f'"{s}"' not in here and f"benchmarks/{s}.py" not in here] == []
+
+
+def test_sweep_tabulates_its_variants_and_resumes(script, swept, capsys):
+    out, argv = swept
+    result = json.loads((out / "sweep.json").read_text())
+    assert [r["name"] for r in result["results"]] == ["baseline", "ls0"]
+    assert "optim.epochs=1" in result["common"] and result["cpu"]
+    for r in result["results"]:
+        summary = RunDir(out / f"{r['name']}-s0").read_summary()
+        assert r["best_val_top1"] == summary["best_val_top1"] and len(r["curves"][0]) == 1
+    table = (out / "sweep.md").read_text()
+    assert table.count("\n| ") == 3 and "`data.label_smoothing=0.0`" in table and "`(recipe)`" in table
+    assert (out / "sweep.png").stat().st_size > 0
+    assert script("sweep").main(argv) == 0  # everything finished: nothing trains again
+    printed = capsys.readouterr().out
+    assert printed.count("done before, reusing its summary") == 2 and "resmlp_micro8 (" not in printed
+
+
+def test_a_data_folder_whose_path_holds_a_hash_reaches_the_config_unchanged(swept, images):
+    out, _ = swept
+    assert "#" in str(images)
+    for name in ("baseline-s0", "ls0-s0"):
+        data = yaml.safe_load(RunDir(out / name).config.read_text())["data"]
+        assert (data["source"], data["path"]) == ("folder", str(images))
+    assert f"data.path={images}" in json.loads((out / "sweep.json").read_text())["common"]
+
+
+def test_a_folder_holding_an_unfinished_run_is_an_error(script, images, tmp_path):
+    (tmp_path / "a-s0").mkdir()
+    argv = ["--recipe", "digits", "--data", str(images), "--out", str(tmp_path), "--set", *TINY, "--variant", "a:"]
+    with pytest.raises(SystemExit, match="a-s0 holds an unfinished run"):
+        script("sweep").main(argv)
+
+
+def test_ablate_tabulates_rows_and_only_finished_trains_nothing(script, images, tmp_path, capsys):
+    base = ["--recipe", "digits", "--data", str(images), "--per-class", "6", "--epochs", "1", "--set", *TINY]
+    base += ["--rows", "baseline,none", "--out", str(tmp_path)]
+    assert script("ablate").main([*base, "--seeds", "0"]) == 0
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["c0", "c1", "c2"]
+    assert len(list((tmp_path / "data" / "c0").iterdir())) == 6
+    result = json.loads((tmp_path / "ablations.json").read_text())
+    assert [(r["name"], r["seeds"]) for r in result["results"]] == [("baseline", [0]), ("none", [0])]
+    assert result["results"][1]["params"] < result["results"][0]["params"]  # no token-mixing layer
+    capsys.readouterr()
+    assert script("ablate").main([*base, "--seeds", "0", "1", "--only-finished"]) == 0
+    assert "=== baseline seed 1" not in capsys.readouterr().out
+    assert (tmp_path / "ablations.md").read_text().count("\n| ") == 3
+    assert (tmp_path / "ablations.png").stat().st_size > 0
+
+
+def test_distill_trains_the_teacher_then_three_students(script, images, tmp_path, capsys):
+    script("bench_distill").main(
+        ["--data", str(images), "--out", str(tmp_path), "--teacher-recipe", "digits", "--student-recipe", "digits"]
+        + ["--student-epochs", "1", "--set", *TINY, *NO_BUDGET]
+    )
+    table = (tmp_path / "distill.md").read_text()
+    assert table.startswith("Teacher `resmlp_micro8`") and table.count("\n| ") == 4
+    assert "| hard (alpha 0.5) |" in table and "| soft (alpha 0.5, tau 1.0) |" in table
+    student = yaml.safe_load(RunDir(tmp_path / "student2").config.read_text())
+    assert student["distill"]["teacher"] == str(tmp_path / "teacher") and student["distill"]["kind"] == "soft"
+
+
+def test_resample_eval_scores_every_size_and_method(script, run_dir, images, tmp_path):
+    argv = ["eval", "--run", str(run_dir), "--val-data", str(images), "--sizes", "8", "12", "--methods", "kernel"]
+    script("bench_resample").main([*argv, "--out", str(tmp_path), "--threads", "1"])
+    result = json.loads((tmp_path / "eval_threads1.json").read_text())
+    assert [r["size"] for r in result["rows"]] == [8, 12] and result["count"] == 30
+    assert result["rows"][0]["kernel"] == result["rows"][0]["resize"]  # the training size: nothing resampled
+
+
+def test_resample_finetune_and_scratch_at_another_size(script, run_dir, images, tmp_path):
+    argv = ["finetune", "--run", str(run_dir), "--data", str(images), "--val-data", str(images), "--size", "12"]
+    script("bench_resample").main([*argv, "--out", str(tmp_path), "--threads", "1"])
+    result = json.loads((tmp_path / "finetune_threads1.json").read_text())
+    assert result["size"] == 12 and {"finetune", "scratch"} <= set(result)
+    for name in ("finetune12", "scratch12"):
+        assert yaml.safe_load(RunDir(tmp_path / name).config.read_text())["model"]["img_size"] == 12
+
+
+def test_resample_steps_times_each_size(script, tmp_path):
+    argv = ["steps", "--sizes", "8", "16", "--rounds", "1", "--steps", "1", "--embed-dim", "16", "--depth", "1"]
+    script("bench_resample").main([*argv, "--out", str(tmp_path), "--threads", "1"])
+    result = json.loads((tmp_path / "steps_threads1.json").read_text())
+    assert [r["size"] for r in result["rows"]] == [8, 16] and result["rows"][1]["vs_largest"] == 1.0
+
+
+def test_resample_compare(script, swept, tmp_path):
+    out, _ = swept
+    script("bench_resample").main(
+        ["compare", "--fixed", str(out / "baseline-s0"), "--progressive", str(out / "ls0-s0")]
+        + ["--out", str(tmp_path), "--threads", "1"]
+    )
+    result = json.loads((tmp_path / "compare_threads1.json").read_text())
+    assert len(result["fixed"][0]) == 1 and result["command"] == "compare"
+    assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["bench_tta", "bench_tta_views", "fit_gap"])
+def test_scores_of_a_finished_run_on_its_own_split(script, run_dir, name, capsys):
+    extra = {"bench_tta": ["--views", "none", "flip"], "bench_tta_views": ["--sets", "none", "flip"]}
+    script(name).main([str(run_dir), *extra.get(name, ["--train-images", "5"])])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    val_top1 = RunDir(run_dir).read_summary()["final_val_top1"]
+    if name == "fit_gap":
+        assert result["train"]["images"] == 5 and result["val"]["top1"] == pytest.approx(val_top1)
+    else:
+        top1 = result["results"]["none"]["top1" if name == "bench_tta" else "logits"]
+        assert top1 == pytest.approx(val_top1) and set(result["results"]) == {"none", "flip"}
+
+
+def test_inference_speed(script, tmp_path):
+    argv = ["--model", "resmlp_micro8", "--batch", "2", "--precision", "fp32", "--runtime", "eager"]
+    script("bench_inference").main([*argv, "--rounds", "1", "--seconds", "0.01", "--json", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text())["speed"]["results"]
+
+
+def test_int8_agreement_on_the_run_split_and_speed(script, run_dir, images, capsys):
+    argv = ["--checkpoint", str(run_dir), "--data", str(images), "--calibration", "4", "--speed"]
+    script("bench_int8").main([*argv, "--model", "resmlp_micro8", "--batch", "2", "--rounds", "1"])
+    printed = capsys.readouterr().out
+    assert "validation: 6 images" in printed and "calibration (training part): 4 images" in printed
+    assert printed.count("% |") == 8 and "| fp32 (fused) |" in printed
+
+
+@pytest.mark.parametrize("step", [False, True], ids=["loader", "with-step"])
+def test_loader(script, images, step, capsys):
+    argv = ["--recipe", "digits", "--data", str(images), "--workers", "0", "--set", "data.batch_size=4"]
+    argv += ["--with-step", "--rounds", "1", "--steps", "1"] if step else ["--batches", "1"]
+    script("bench_loader").main(argv)
+    assert ("fixed batch" if step else "workers=0:") in capsys.readouterr().out
+
+
+def test_batch_augment(script, images, tmp_path):
+    argv = ["--recipe", "digits", "--data", str(images), "--sizes", "8", "--workers", "0", "--rounds", "1"]
+    script("bench_batch_augment").main([*argv, "--steps", "1", "--set", *TINY, "--out", str(tmp_path / "t.md")])
+    assert (tmp_path / "t.md").read_text().count("\n| 8 | 0 |") == 1
+
+
+def test_train_step(script, capsys):
+    argv = ["--models", "resmlp_tiny32:embed_dim=16,depth=1", "--img-size", "16", "--batch", "4"]
+    script("bench_train_step").main([*argv, "--precisions", "fp32", "--rounds", "1", "--steps", "1"])
+    assert "resmlp_tiny32:embed_dim=16,depth=1" in capsys.readouterr().out
+
+
+def test_fit_pricing(script, capsys):
+    argv = ["--model", "resmlp_tiny32:embed_dim=16,depth=1", "--sizes", "16", "32", "--batch", "2"]
+    script("bench_fit_pricing").main([*argv, "--passes", "3", "--first-epoch-s", "1", "--probes", "1"])
+    assert "probe 1: 16 px" in capsys.readouterr().out
+
+
+def test_grad_checkpointing(script, tmp_path):
+    argv = ["--model", "resmlp_micro8", "--batch", "1", "--repeats", "1", "--json", str(tmp_path / "r.json")]
+    script("bench_grad_checkpointing").main(argv)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["saved_for_backward_mb_on"] < result["saved_for_backward_mb_off"]
+
+
+def test_analysis_demo_writes_a_run_directory(script, tmp_path):
+    for split in ("train", "test"):
+        write_images(tmp_path / "mnist" / split, classes=2, per_class=4, size=28)
+    argv = ["--data", str(tmp_path / "mnist"), "--out", str(tmp_path / "run"), "--embed-dim", "8", "--epochs", "1"]
+    script("analysis_demo").main([*argv, "--train-per-class", "4", "--val-per-class", "2", "--batch-size", "4"])
+    run = RunDir(tmp_path / "run")
+    assert len(run.read_metrics()) == 1 and run.best.is_file() and run.last.is_file() and run.config.is_file()
+    assert json.loads(run.eval.read_text())["classes"] == ["c0", "c1"] and run.read_summary()["epochs"] == 1
+
+
+def test_fault_trials(script, tmp_path, capsys):
+    data = write_images(tmp_path / "images", size=8)  # a few steps per epoch (no repeated augmentation: 24 images)
+    small = ["data.source=folder", f"data.path={data}", "data.batch_size=8", "data.repeated_aug=false"]
+    argv = ["--trials", "1", "--faults", "sigterm,enospc", "--seed", "0", "--set", *small]
+    assert script("fault_trials").main_(argv) == 0
+    printed = capsys.readouterr().out
+    assert "sigterm: {" in printed and "enospc: {" in printed and "FAILED" not in printed
