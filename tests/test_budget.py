@@ -148,7 +148,7 @@ def test_the_budget_fit_keeps_time_for_the_final_tta_evaluation(tmp_path, monkey
 
 
 class FakeClock:
-    """run.py's clock, advanced by a given number of seconds per epoch trained."""
+    """loop.py's clock, advanced by a given number of seconds per epoch trained."""
 
     def __init__(self, epoch_seconds: list[float]) -> None:
         self.now, self.epoch_seconds = 0.0, list(epoch_seconds)
@@ -200,7 +200,7 @@ def test_a_run_that_slows_down_after_the_first_epoch_shortens_its_plan(tmp_path,
 
 
 def _timed_epochs(monkeypatch, seconds_of) -> FakeClock:
-    """run.py's clock advanced by `seconds_of(run)` per epoch trained (its part, for a partial epoch)."""
+    """loop.py's clock advanced by `seconds_of(run)` per epoch trained (its part, for a partial epoch)."""
     clock = FakeClock([])
     real_epoch = loop.train_epoch
 
@@ -262,3 +262,26 @@ def test_a_progressive_run_lengthened_after_its_switch_never_goes_back_to_the_sm
     assert summary["planned_epochs"] > 6.9 and summary["wall_time_s"] <= 1200.0
     out = capsys.readouterr().out
     assert "3 epochs took 630 s, faster than planned, so the schedule now ends after 6.95 epochs" in out
+
+
+def test_a_model_without_a_patch_grid_fits_its_plan_too(tmp_path, monkeypatch):
+    """cifar10_cpu's conv-net teacher is fitted to its 15 minutes like the student: a model with no patch stem
+    (nothing to resize) is re-planned after every epoch as well."""
+    paces = iter([100.0] + [300.0] * 20)
+    _timed_epochs(monkeypatch, lambda run: next(paces))
+    cfg = load_config(
+        "digits",
+        [
+            "model.name=convnet_cifar",
+            "model.img_size=16",
+            "model.drop_path_rate=0",
+            *TINY[2:],
+            "optim.epochs=10",
+            "budget.time_limit_min=20",
+            "budget.fit_to_time_limit=true",
+        ],
+    )
+    summary = train(cfg, out=tmp_path / "r")
+    assert summary["model"] == "convnet_cifar"
+    assert summary["planned_epochs"] == summary["epochs"] < 10  # shrunk to what the slower epochs leave
+    assert summary["wall_time_s"] <= 1200.0

@@ -227,12 +227,12 @@ def replan(
     epoch: int,
     row: dict[str, Any],
     base_size: Any,
-    current_size: tuple[int, int],
+    current_size: Optional[tuple[int, int]],
 ) -> tuple[float, float]:
     """After epoch `epoch` (0-based, its metrics `row`) of a time-budgeted plan of `planned` epochs: the plan
     that fits, and the seconds kept free for the final TTA evaluation (priced from this epoch's evaluation,
-    scaled to the last epoch's size). The model trains at `current_size` now: a longer plan may not move a
-    progressive switch back past it."""
+    scaled to the last epoch's size). The model trains at `current_size` now (None without progressive
+    resizing): a longer plan may not move a progressive switch back past it."""
     scale = 1.0
     if fit.pass_seconds:
         scale = fit.size_scale(
@@ -253,11 +253,13 @@ def replan(
     return fitted, reserve_s
 
 
-def steps_back_in_size(cfg: TrainConfig, planned: float, epoch: int, base_size: Any, current: tuple[int, int]) -> bool:
+def steps_back_in_size(
+    cfg: TrainConfig, planned: float, epoch: int, base_size: Any, current: Optional[tuple[int, int]]
+) -> bool:
     """Whether a plan of `planned` epochs would train epoch `epoch` at a smaller size than `current`, the
     model's now: a longer plan moves the progressive switches later, past one the run may already have made."""
     schedule = schedule_of(cfg, planned)
-    if not schedule:
+    if not schedule or current is None:
         return False
     h, w = size_at(schedule, epoch, base_size)
     now_h, now_w = to_pair(current)

@@ -177,7 +177,7 @@ def _replan(run: Run, fit: BudgetFit, progress: Progress, row: dict[str, Any]) -
         epoch=progress.epoch,
         row=row,
         base_size=run.base_size,
-        current_size=to_pair(run.model.stem.img_size),
+        current_size=to_pair(run.model.stem.img_size) if schedule_of(run.cfg) else None,  # patch models only
     )
     if fitted != planned:
         run.ctx.schedule.end_at(plan_steps(fitted, run.steps_per_epoch))
