@@ -25,7 +25,8 @@ import yaml
 
 from resmlp import Preprocess, create_model
 from resmlp.checkpoint import atomic_save, model_from_checkpoint, model_record, read_checkpoint
-from resmlp.data.datasets import load_rgb, scan_image_folder
+from resmlp.data.datasets import scan_image_folder
+from resmlp.data.images import load_rgb
 from resmlp.data.transforms import build_eval_transform
 from resmlp.rundir import RunDir
 from resmlp.train.engine import evaluate

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from resmlp.checkpoint import read_checkpoint
 from resmlp.config import Override, TrainConfig, load_config
 from resmlp.data.build import DataSplits, build_data
-from resmlp.data.datasets import load_rgb, scan_image_folder, stratified_split
+from resmlp.data.datasets import scan_image_folder, stratified_split
+from resmlp.data.images import load_rgb
 from resmlp.data.transforms import build_eval_transform
 from resmlp.loading import Loaded, load_model
 from resmlp.models import Preprocess

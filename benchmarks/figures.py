@@ -67,7 +67,8 @@ def draw_milestones(ax, data: Path) -> None:
     for i, run in enumerate(runs):
         color = f"C{kinds.index(run['cpu_kind'])}"
         style = "-" if i % 2 == 0 else "--"
-        pts = sorted((float(m["minutes_lo"]), float(m["top1"])) for m in milestones if m["run"] == run["run"])
+        mine = [m for m in milestones if m["run"] == run["run"] and m["role"] == "student"]
+        pts = sorted((float(m["minutes_lo"]), float(m["top1"])) for m in mine)
         label = f"{run['cpu_kind']}, seed {run['seed']}: best {run['best_top1']} %, TTA {run['final_tta']} %"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o" + style, color=color, ms=4, lw=1.2, label=label)
         ax.plot(float(run["end_min"]), float(run["final_tta"]), "*", color=color, ms=11, mec="k", mew=0.5)

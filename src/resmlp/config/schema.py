@@ -39,7 +39,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelConfig:
     """A registered variant and the constructor arguments that replace its values (None keeps the
-    variant's). Which fields a variant takes is checked when a run starts (`train.run.model_arguments`)."""
+    variant's). Which fields a variant takes is checked when a run starts (`train.wiring.model_arguments`)."""
 
     name: str = "resmlp_micro8"
     drop_path_rate: float = 0.0

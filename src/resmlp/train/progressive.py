@@ -1,10 +1,10 @@
 """Progressive resizing (`progressive.sizes`): train the first epochs on smaller images, which cost less
 per image (ResMLP's cost is about linear in the number of patches), and switch to larger ones later.
 
-At each switch the token-mixing layers are resampled to the new patch grid, and so are their optimizer
-moments (LAMB/AdamW exp_avg and exp_avg_sq), the EMA copy and the output size of the train and validation
-transforms (the crop and augmentation run at `model.img_size`, then the last step brings each image to the
-current size). `progressive.mode` says how: "resize" shrinks the whole image (A resampled with
+At each switch (`train.parts.Run.resize`) the token-mixing layers are resampled to the new patch grid, and so
+are their optimizer moments (LAMB/AdamW exp_avg and exp_avg_sq), the EMA copy and the output size of the train
+and validation transforms (the crop and augmentation run at `model.img_size`, then the last step brings each
+image to the current size). `progressive.mode` says how: "resize" shrinks the whole image (A resampled with
 `interp`, which keeps its reach as a fraction of the image), "crop" cuts a window at full scale (random in
 training, central in validation; A resampled with `offset`, which keeps its reach in patches). A checkpoint
 holds the model at the size of the epoch it ends; resuming builds the model, moves it to that size, then loads
