@@ -18,6 +18,7 @@ This module imports only the standard library and `files` (the atomic writer), s
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -82,10 +83,25 @@ class RunDir:
         return self.checkpoints.is_dir()
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The rows of metrics.jsonl (none when it does not exist yet); blank lines are skipped."""
+        """The per-epoch rows of metrics.jsonl (none when it does not exist yet). Lines that are not JSON objects
+        with an epoch are skipped with a warning (e.g. a last line cut short by a crash); blank lines silently."""
         if not self.metrics.is_file():
             return []
-        return [json.loads(line) for line in self.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows, bad = [], 0
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict) and "epoch" in row:
+                rows.append(row)
+            else:
+                bad += 1
+        if bad:
+            warnings.warn(f"{self.metrics}: skipped {bad} line(s) that are not JSON rows of an epoch", stacklevel=2)
+        return rows
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         """One more row of metrics.jsonl (an append: a crash loses at most the line being written)."""

@@ -6,7 +6,6 @@ self-contained `report.html` (`report_html`).
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,28 +20,6 @@ from . import plots, stats, weights_maps
 from .report_html import write_html
 
 REPORT_SUMMARY = "summary.json"  # in the report folder: every number the report plots
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """Per-epoch records of RUN/metrics.jsonl (lines that are not JSON objects with an epoch are skipped,
-    e.g. a last line cut short by a crash)."""
-    path = RunDir(run_dir).metrics
-    if not path.is_file():
-        return []
-    out, bad = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(rec, dict) and "epoch" in rec:
-            out.append(rec)
-    if bad:
-        warnings.warn(f"{path}: skipped {bad} line(s) that are not JSON", stacklevel=2)
-    return out
 
 
 def read_eval(run_dir: Path) -> dict | None:
@@ -143,7 +120,7 @@ def build_report(
         plots.plot_layer_scale(scales, out / "layer_scale.png")
         figures.append("layer_scale.png")
 
-    metrics = read_metrics(run_dir) if run_dir else []
+    metrics = RunDir(run_dir).read_metrics() if run_dir else []
     if metrics:
         plots.plot_training(metrics, out / "training_curves.png")
         figures.append("training_curves.png")

@@ -78,7 +78,8 @@ def _loader(args: argparse.Namespace, spec) -> DataLoader:
 
 
 def print_summary(summary: dict, out: Path) -> None:
-    from ..analysis.report_html import grid_text, layer_table
+    from ..analysis.report import REPORT_SUMMARY
+    from ..analysis.report_html import REPORT_HTML, grid_text, layer_table
 
     print(
         f"{summary['model_name']} ({summary['architecture']}, {grid_text(summary['grid_size'])} patches) "
@@ -103,7 +104,7 @@ def print_summary(summary: dict, out: Path) -> None:
                 for t in targets
             )
             print(f"prune {rec['sparsity']:.2f}: {kept}{acc}")
-    print(f"wrote {len(summary['figures'])} figures, maps/, summary.json and report.html to {out}")
+    print(f"wrote {len(summary['figures'])} figures, maps/, {REPORT_SUMMARY} and {REPORT_HTML} to {out}")
 
 
 def _fmt(x: float | None) -> str:
