@@ -79,6 +79,23 @@ def test_palette_transparency_becomes_black(tmp_path: Path) -> None:
     assert np.array(load_rgb(tmp_path / "p.png")).tolist() == [[[0, 0, 0], [10, 20, 30]]]
 
 
+def test_a_photo_folder_s_gif_and_tiff_files_are_read_not_skipped(tmp_path: Path) -> None:
+    from resmlp.data.datasets import scan_image_folder
+
+    for cls, ext in (("cat", ".jpg"), ("cat", ".gif"), ("dog", ".tif"), ("dog", ".tiff")):
+        (tmp_path / cls).mkdir(exist_ok=True)
+        _rgb_image(len(ext), (12, 9)).save(tmp_path / cls / f"a{ext}")
+    frames = [Image.new("RGB", (12, 9), c) for c in ((200, 10, 10), (10, 200, 10))]
+    frames[0].save(tmp_path / "dog" / "anim.gif", save_all=True, append_images=frames[1:])  # animated: frame 0
+    paths, labels, classes = scan_image_folder(tmp_path)
+    assert sorted(p.name for p in paths) == ["a.gif", "a.jpg", "a.tif", "a.tiff", "anim.gif"]
+    assert classes == ["cat", "dog"] and sorted(labels) == [0, 0, 1, 1, 1]
+    for path in paths:
+        image = load_rgb(path)
+        assert (image.mode, image.size) == ("RGB", (12, 9))
+    assert load_rgb(tmp_path / "dog" / "anim.gif").getpixel((0, 0))[0] > 150  # the first frame, red
+
+
 # --------------------------------------------------------------------------- bad files
 
 

@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# What a folder of images is read for. GIF and TIFF decode to their first frame / page (Pillow's default).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 Loader = Callable[[Any], Image.Image]
 
