@@ -379,6 +379,25 @@ def test_a_run_trains_its_own_teacher_first_inside_its_time_limit(tmp_path, caps
     assert (out / "teacher" / "metrics.jsonl").read_bytes() == metrics
 
 
+def test_the_teacher_takes_the_run_s_data_loading_and_its_errors_name_it(tmp_path, capsys):
+    """The student's data.cache / data.workers reach the teacher its recipe trains first; an error while that
+    teacher trains says it is the teacher's and names the key that changes it, distill.teacher_set."""
+    recipe = tmp_path / "teacher.yaml"
+    recipe.write_text(
+        TEACHER_RECIPE.replace("batch_size: 64, workers: 0", "batch_size: 4096, workers: 1, cache: false")
+    )
+    out = tmp_path / "run"
+    common = ["train", "--recipe", "digits", "--epochs", "1", "--out", str(out), "--set", *TINY, "data.cache=true"]
+    assert main([*common, f"distill.teacher_recipe={recipe}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: the teacher (distill.teacher_recipe={recipe}, trained first in {out / 'teacher'}): ")
+    assert "data.batch_size=4096 is larger than" in err and err.count("\n") == 0
+    assert err.endswith("""set the teacher's keys with --set 'distill.teacher_set=["KEY=VALUE"]'""")
+    assert main([*common, f"distill.teacher_recipe={recipe}", 'distill.teacher_set=["data.batch_size=64"]']) == 0
+    teacher = load_config(None, base=yaml_of(out / "teacher" / "config.yaml"))
+    assert (teacher.data.batch_size, teacher.data.cache, teacher.data.workers) == (64, True, 0)
+
+
 def yaml_of(path):
     import yaml
 

@@ -181,6 +181,9 @@ class DistillConfig:
     # (the student gets what is left); `teacher_time_min` replaces the teacher recipe's own time limit.
     teacher_recipe: Optional[str] = None
     teacher_time_min: Optional[float] = None
+    # Overrides of that recipe's keys, in `--set` syntax (e.g. ["data.batch_size=256"]), applied after what the
+    # teacher takes from the run itself (its data, split, cache, workers and seed: train/teacher.py).
+    teacher_set: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.teacher_time_min is not None and not self.teacher_time_min > 0:

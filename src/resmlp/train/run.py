@@ -37,7 +37,7 @@ from .parts import Progress, Run, wrap_model
 from .preempt import StepGate, StopSignals
 from .progressive import check_schedule
 from .summary import start_line, stop_message, summarize
-from .teacher import handoff_line, own_teacher_seconds, stopped_message, student_config, teacher_plan
+from .teacher import handoff_line, own_teacher_seconds, stopped_message, student_config, teacher_error, teacher_plan
 from .wiring import build_criterion, build_model, init_process, make_loaders, model_arguments
 
 
@@ -171,10 +171,13 @@ def _teacher_stage(
         if dist.is_main():
             resuming = "resuming " if plan.resume else ""
             print(f"the teacher first ({cfg.distill.teacher_recipe}): {resuming}{plan.run_dir.root}", flush=True)
-        checked_model_arguments(plan.cfg)
-        init_process(plan.cfg.run)
-        with _lock(plan.run_dir):
-            summary = train_stage(plan.cfg, plan.run_dir, device, rank, world, resume=plan.resume)
+        try:
+            checked_model_arguments(plan.cfg)
+            init_process(plan.cfg.run)
+            with _lock(plan.run_dir):
+                summary = train_stage(plan.cfg, plan.run_dir, device, rank, world, resume=plan.resume)
+        except ValueError as e:  # bad input (data, config, weights): say it is the teacher's, and how to change it
+            raise teacher_error(cfg, plan.run_dir, e) from None
         if summary.get("stopped_by"):
             return {**summary, "message": stopped_message(plan.run_dir, summary["stopped_by"])}
         seconds = summary["wall_time_s"] if plan.resume else time.perf_counter() - start

@@ -8,14 +8,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from ..config import ConfigError, TrainConfig, load_config
+from ..config import ConfigError, Override, TrainConfig, load_config
 from ..rundir import RunDir
 from .checkpointing import config_of_run
 
 # What a teacher trained inside a run takes from that run: the same images and the same validation split (it
-# must not learn the student's validation images), the seed, device and logging.
+# must not learn the student's validation images), how they are loaded, the seed, device and logging. Anything
+# else of the teacher recipe is changed with `distill.teacher_set`.
 SHARED_WITH_TEACHER = (
     "data.source",
     "data.path",
@@ -24,6 +25,8 @@ SHARED_WITH_TEACHER = (
     "data.split_seed",
     "data.on_bad",
     "data.max_image_pixels",
+    "data.cache",
+    "data.workers",
     "run.seed",
     "run.device",
     "run.threads",
@@ -45,14 +48,16 @@ class TeacherPlan:
 
 def teacher_run_config(cfg: TrainConfig) -> TrainConfig:
     """The configuration of the teacher a run trains first: `distill.teacher_recipe` with the run's data,
-    validation split and seed (SHARED_WITH_TEACHER), and `distill.teacher_time_min` as its time limit."""
+    validation split and seed (SHARED_WITH_TEACHER), `distill.teacher_time_min` as its time limit and the
+    `distill.teacher_set` overrides."""
     d = cfg.distill
-    overrides: list[tuple[str, Any]] = []
+    overrides: list[Override] = []
     for key in SHARED_WITH_TEACHER:
         section, name = key.split(".")
         overrides.append((key, getattr(getattr(cfg, section), name)))
     if d.teacher_time_min is not None:
         overrides.append(("budget.time_limit_min", d.teacher_time_min))
+    overrides += d.teacher_set
     try:
         teacher = load_config(d.teacher_recipe, overrides)
     except ConfigError as e:
@@ -76,6 +81,19 @@ def teacher_plan(cfg: TrainConfig, run_dir: RunDir) -> TeacherPlan:
     teacher_cfg = config_of_run(teacher_dir.root) if resume else teacher_run_config(cfg)
     _check_teacher_budget(teacher_cfg.budget.time_limit_min, cfg.budget.time_limit_min, cfg.distill.teacher_recipe)
     return TeacherPlan(teacher_dir, teacher_cfg, resume)
+
+
+def teacher_error(cfg: TrainConfig, teacher_dir: RunDir, error: ValueError) -> ValueError:
+    """A bad-input error of the teacher's training, said as the teacher's (which recipe, where, how to change
+    it), of the same type where that type takes a message alone."""
+    message = (
+        f"the teacher (distill.teacher_recipe={cfg.distill.teacher_recipe}, trained first in {teacher_dir.root}): "
+        f"{error}; set the teacher's keys with --set 'distill.teacher_set=[\"KEY=VALUE\"]'"
+    )
+    try:
+        return type(error)(message)
+    except TypeError:  # e.g. json.JSONDecodeError(msg, doc, pos)
+        return ValueError(message)
 
 
 def stopped_message(teacher_dir: RunDir, stopped_by: str) -> str:
