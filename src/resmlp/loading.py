@@ -29,7 +29,7 @@ from .infer_arch import infer_architecture, shape_args
 from .models import VARIANTS, ModelSpec, create_model
 from .models.layers import to_pair
 from .models.resample import DEFAULT_METHOD
-from .rundir import RunDir
+from .rundir import run_of_checkpoint
 from .weights import WeightsError, convert_state_dict, load_weights, read_state_dict
 
 
@@ -48,8 +48,7 @@ class Loaded:
     @property
     def run_dir(self) -> Optional[Path]:
         """The run directory when the weights came from `<run>/checkpoints/*.pt`."""
-        run = RunDir(self.path.parent.parent)
-        return run.root if self.checkpoint and self.path.parent == run.checkpoints else None
+        return run_of_checkpoint(self.path) if self.checkpoint else None
 
 
 def load_model(

@@ -40,6 +40,12 @@ EVAL = "eval.json"
 LOCK = ".lock"
 
 
+def run_of_checkpoint(path: str | Path) -> Optional[Path]:
+    """The run directory a checkpoint file lives in (`<run>/checkpoints/*.pt`), else None."""
+    path = Path(path)
+    return path.parent.parent if path.parent == RunDir(path.parent.parent).checkpoints else None
+
+
 def _path(*parts: str) -> property:
     """A read-only attribute: the path `parts` inside the run directory."""
     return property(lambda self: self.root.joinpath(*parts))

@@ -20,7 +20,7 @@ from torch import nn
 from ..checkpoint import model_from_checkpoint, read_checkpoint
 from ..files import write_text_atomic
 from ..models import ModelSpec, count_params, timm_architecture
-from ..rundir import RunDir
+from ..rundir import RunDir, run_of_checkpoint
 from .download import huggingface_hub_module
 from .packaged import CARD_NAME, CONFIG_NAME, from_pretrained, save_pretrained
 
@@ -179,8 +179,7 @@ def model_to_publish(source: nn.Module | str | os.PathLike) -> tuple[nn.Module, 
     model = model_from_checkpoint(read_checkpoint(path))
     if RunDir(path).is_run():
         return model, path
-    in_run = path.parent.name == RunDir(path.parent.parent).checkpoints.name
-    return model, path.parent.parent if in_run else None
+    return model, run_of_checkpoint(path)
 
 
 def package_for_hub(
