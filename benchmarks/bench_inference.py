@@ -1,9 +1,10 @@
-"""Inference acceptance numbers for docs/benchmarks.md ("Inference" section).
+"""Inference acceptance numbers for docs/results.md ("Inference" section).
 
-1. Speed: ResMLP-S12, 224 px, batch 64, every precision x runtime interleaved in one process
-   (resmlp.deploy.benchmark); prints the best path's throughput relative to plain fp32 eager.
+1. Speed: ResMLP-S12, 224 px, batch 1 and 64, every precision x runtime (eager, compile, ONNX Runtime, OpenVINO)
+   interleaved in one process (resmlp.deploy.benchmark); prints the best path's throughput relative to plain fp32
+   eager (the timm model's computation) and the best batch-1 latency.
 2. Agreement (with --checkpoint and --data): on a trained model's validation images, top-1 agreement of
-   bf16 / int8 / ONNX Runtime with fp32 eager, and the max |logit difference| of ONNX Runtime.
+   bf16 / int8 / ONNX Runtime / OpenVINO with fp32 eager, and the max |logit difference|.
 
     python benchmarks/bench_inference.py --json bench_inference.json
     python benchmarks/bench_inference.py --skip-speed --checkpoint runs/cifar/checkpoints/best.pt \
@@ -46,10 +47,12 @@ def speed(args: argparse.Namespace) -> dict:
     for batch in args.batch:
         here = [r for r in rows if r["batch"] == batch and r.get("speedup")]
         best = max(here, key=lambda r: r["images_per_s_median"])
+        fastest = min(here, key=lambda r: r["latency_ms_p50"])
         print(
             f"batch {batch}: best path {best['runtime']}/{best['precision']} at "
             f"{best['images_per_s_median']:.1f} images/s = {best['speedup']:.2f}x plain fp32 eager "
-            f"(acceptance: >= 2.5x)"
+            f"(acceptance: >= 4.5x); lowest p50 latency {fastest['runtime']}/{fastest['precision']} "
+            f"{fastest['latency_ms_p50']:.1f} ms"
         )
     return report
 
@@ -72,9 +75,11 @@ def agreement(args: argparse.Namespace) -> dict:
         ("eager", "int8", None),
         ("onnx", "fp32", None),
         ("onnx", "int8", None),
+        ("openvino", "fp32", None),
+        ("openvino", "bf16", None),
     ]
     if calib is not None:
-        variants += [("eager", "int8", calib), ("onnx", "int8", calib)]
+        variants += [("eager", "int8", calib), ("onnx", "int8", calib), ("openvino", "int8", calib)]
     if args.compile:
         variants.append(("compile", "bf16", None))
     for runtime, precision, calibration in variants:
@@ -97,9 +102,9 @@ def agreement(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="resmlp_s12")
-    ap.add_argument("--batch", type=lambda s: [int(v) for v in s.split(",")], default=[64])
+    ap.add_argument("--batch", type=lambda s: [int(v) for v in s.split(",")], default=[1, 64])
     ap.add_argument("--precision", default="fp32,bf16,int8")
-    ap.add_argument("--runtime", default="eager,compile,onnx")
+    ap.add_argument("--runtime", default="eager,compile,onnx,openvino")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=None)

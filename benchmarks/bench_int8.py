@@ -1,22 +1,25 @@
-"""int8 ablation for docs/benchmarks.md ("Inference"): what each part of resmlp's int8 buys.
+"""int8 ablation for docs/results.md ("Inference"): what each part of resmlp's int8 buys.
 
-1. Agreement (--checkpoint, --data): top-1 agreement with fp32 of the int8 forms of a trained model on its
-   validation split, calibration images drawn from the training part:
-   7-bit activations (torch.ao's default) / full 8-bit / + smoothing at one fixed strength / + strength
-   chosen per layer (what resmlp.optimize does).
+1. Agreement (--checkpoint, --data): top-1 agreement with fp32 and top-1 of the int8 forms of a trained model on
+   its validation split, calibration images drawn from the training part. PyTorch (torch.ao dynamic): 7-bit
+   activations (torch.ao's default) / full 8-bit / + smoothing at one fixed strength / + strength chosen per layer
+   (what resmlp.optimize does). OpenVINO + NNCF (--openvino): NNCF's presets alone, its TRANSFORMER model type,
+   and the parts of resmlp's recipe (`deploy.openvino.Int8Recipe`) added one at a time.
 2. Speed (--speed): ResMLP-S12 at --batch, fused fp32 vs int8 plain vs int8 calibrated, interleaved
    rounds, medians: the cost of the smoothing multiply.
 
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu/checkpoints/best.pt \\
-        --data /tmp/cifar/cifar10/train --speed
+        --data /tmp/cifar/cifar10/train --openvino --speed
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from common import add_split_arguments, split_images_of
@@ -40,10 +43,28 @@ def int8_forms(calibration: torch.Tensor) -> dict:
     return forms
 
 
+def openvino_forms() -> dict:
+    """name -> deploy.openvino.Int8Recipe: NNCF alone, then resmlp's recipe part by part."""
+    from resmlp.deploy.openvino import INT8_RECIPE, Int8Recipe
+
+    bare = Int8Recipe(smooth=False, keep_float=())
+    return {
+        "NNCF default (performance) preset": bare,
+        "NNCF mixed preset": dataclasses.replace(bare, preset="mixed"),
+        "NNCF TRANSFORMER model type (its SmoothQuant)": dataclasses.replace(bare, transformer=True),
+        "NNCF default + stem and head in float": dataclasses.replace(bare, keep_float=("stem", "head")),
+        "NNCF default + resmlp smoothing": dataclasses.replace(bare, smooth=True),
+        "NNCF default + smoothing + stem/head float (resmlp's INT8_RECIPE)": INT8_RECIPE,
+        "... + token mixing in float": dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "token_mixing")),
+        "... + full bias correction": dataclasses.replace(INT8_RECIPE, fast_bias_correction=False),
+    }
+
+
 def agreement(args: argparse.Namespace) -> None:
     loaded = load_model(args.checkpoint)
     model, preprocess = loaded.model, loaded.spec.preprocess
-    x, _ = split_images_of(args, preprocess)
+    x, paths = split_images_of(args, preprocess)
+    labels = torch.tensor([loaded.spec.class_names().index(Path(p).parent.name) for p in paths])
     calibration, _ = split_images_of(args, preprocess, calibration=args.calibration)
     fused = fuse(model)
 
@@ -52,10 +73,21 @@ def agreement(args: argparse.Namespace) -> None:
             return torch.cat([m(chunk) for chunk in x.split(256)]).argmax(-1)
 
     ref = top1(fused)
-    print(f"\n| int8 form of the channel MLPs ({len(calibration)} calibration images) | top-1 agreement |\n|---|---|")
+    print(f"fp32: top-1 {100 * (ref == labels).float().mean().item():.2f} % on {len(x)} validation images")
+    print(f"\n| int8 form ({len(calibration)} calibration images) | top-1 agreement with fp32 | top-1 |\n|---|---|---|")
+
+    def row(name: str, q) -> None:
+        pred = top1(q)
+        agree, acc = (100 * t.float().mean().item() for t in (pred == ref, pred == labels))
+        print(f"| {name} | {agree:.2f} % | {acc:.2f} % |", flush=True)
+
     for name, (calib, strengths, reduce_range) in int8_forms(calibration).items():
-        q = quantize_int8(fused, calib, strengths=strengths, reduce_range=reduce_range)
-        print(f"| {name} | {100 * (top1(q) == ref).float().mean().item():.2f} % |", flush=True)
+        row(f"PyTorch: {name}", quantize_int8(fused, calib, strengths=strengths, reduce_range=reduce_range))
+    if args.openvino:
+        from resmlp.deploy.openvino import openvino_model
+
+        for name, recipe in openvino_forms().items():
+            row(f"OpenVINO: {name}", openvino_model(model, "int8", calibration=calibration, recipe=recipe))
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -93,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_split_arguments(ap)
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--openvino", action="store_true", help="also the OpenVINO + NNCF int8 forms")
     ap.add_argument("--model", default="resmlp_s12")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=7)

@@ -197,11 +197,12 @@ def test_inference_speed(script, tmp_path):
 
 
 def test_int8_agreement_on_the_run_split_and_speed(script, run_dir, images, capsys):
-    argv = ["--checkpoint", str(run_dir), "--data", str(images), "--calibration", "4", "--speed"]
+    argv = ["--checkpoint", str(run_dir), "--data", str(images), "--calibration", "4", "--speed", "--openvino"]
     script("bench_int8").main([*argv, "--model", "resmlp_micro8", "--batch", "2", "--rounds", "1"])
     printed = capsys.readouterr().out
     assert "validation: 6 images" in printed and "calibration (training part): 4 images" in printed
-    assert printed.count("% |") == 8 and "| fp32 (fused) |" in printed
+    assert printed.count("| PyTorch: ") == 8 and printed.count("| OpenVINO: ") == 8 and "| fp32 (fused) |" in printed
+    assert printed.count("% |") == 2 * 16
 
 
 @pytest.mark.parametrize("step", [False, True], ids=["loader", "with-step"])

@@ -22,6 +22,7 @@ from resmlp.data.datasets import (
     read_bad_log,
     scan_image_folder,
     stratified_split,
+    typical_image_size,
 )
 from resmlp.data.images import BadImageError
 
@@ -191,8 +192,33 @@ def test_cache_rejects_mixed_sizes(tmp_path: Path) -> None:
     (tmp_path / "c").mkdir()
     _rgb_image(0, (4, 4)).save(tmp_path / "c" / "a.png")
     _rgb_image(1, (5, 4)).save(tmp_path / "c" / "b.png")
-    with pytest.raises(ValueError, match=r"b\.png.*disable the cache or resize"):
+    with pytest.raises(ValueError, match=r"b\.png.*set data\.cache_size=N .* or data\.cache=false"):
         cache_decoded(ImageDataset.from_folder(tmp_path), progress=False)
+
+
+def test_cache_size_keeps_the_centre_square_of_mixed_sizes(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    wide = np.zeros((20, 40, 3), dtype=np.uint8)  # 40 x 20: red left quarter, green middle, blue right quarter
+    wide[:, :10] = (255, 0, 0)
+    wide[:, 10:30] = (0, 255, 0)
+    wide[:, 30:] = (0, 0, 255)
+    Image.fromarray(wide).save(tmp_path / "c" / "wide.png")
+    Image.fromarray(np.full((30, 15, 3), 200, dtype=np.uint8)).save(tmp_path / "c" / "tall.png")
+    dataset = ImageDataset.from_folder(tmp_path)
+    cached = cache_decoded(dataset, size=10, progress=False)
+    assert cached.images.shape == (2, 10, 10, 3)
+    tall, wide = (cached.images[[p.name for p, _ in dataset.samples].index(name)] for name in ("tall.png", "wide.png"))
+    # shorter side 20 -> 10: the image is 20 x 10, its centre 10 x 10 is the green middle only
+    assert (np.abs(wide.astype(int) - (0, 255, 0)).max(axis=-1) < 40).all()
+    assert (tall == 200).all()
+
+
+def test_typical_image_size_is_the_median_of_the_headers(tmp_path: Path) -> None:
+    for i, size in enumerate([(500, 333), (768, 512), (640, 480)]):
+        (tmp_path / f"k{i}").mkdir()
+        Image.new("RGB", size).save(tmp_path / f"k{i}" / "x.jpg")
+    (tmp_path / "k0" / "broken.jpg").write_bytes(b"not an image")
+    assert typical_image_size(tmp_path) == (640, 480)
 
 
 def test_array_dataset_validates_and_yields_pil() -> None:

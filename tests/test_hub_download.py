@@ -1,49 +1,16 @@
 """Published weights by name (resmlp.hub.download): the Hub cache first, the original file as fallback; no network."""
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import TIMM_IN1K_EVAL
+from conftest import hub_cache, run_offline, timm_s12_config
 
 import resmlp
 from resmlp.hub.download import LEGACY_TAGS, hub_repo_id, pretrained_tags, resolve_tag
 from resmlp.models import get_variant, list_models
 from resmlp.weights import WeightsError, convert_state_dict
-
-SRC = Path(resmlp.__file__).resolve().parents[1]
-REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def hub_cache(root: Path, repo_id: str, files: dict) -> Path:
-    """The layout huggingface_hub keeps: models--<org>--<name>/{refs/main, snapshots/<rev>/<files>}."""
-    repo = root / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / REVISION
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(REVISION)
-    for name, write in files.items():
-        write(snapshot / name)
-    return repo
-
-
-def run_offline(tmp_path: Path, code: str) -> subprocess.CompletedProcess:
-    """`code` in a fresh interpreter with HF_HUB_OFFLINE=1 and the HF cache under tmp_path (the variable
-    is read when huggingface_hub is imported, so this cannot be done in-process)."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf"),
-        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
-        "TORCH_HOME": str(tmp_path / "torch"),
-        "PYTHONPATH": str(SRC),
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_tags_follow_timm():
@@ -78,20 +45,7 @@ def s12_weights(tmp_path_factory):
 def test_pretrained_by_name_from_the_hub_cache_offline(tmp_path, s12_weights):
     from safetensors.torch import save_file
 
-    config = {
-        "architecture": "resmlp_12_224",
-        "num_classes": 1000,
-        "num_features": 384,
-        "global_pool": "avg",
-        "pretrained_cfg": {
-            "tag": "fb_distilled_in1k",
-            "input_size": [3, 224, 224],
-            **TIMM_IN1K_EVAL,
-            "num_classes": 1000,
-            "first_conv": "stem.proj",
-            "classifier": "head",
-        },
-    }
+    config = timm_s12_config("fb_distilled_in1k")
     hub_cache(
         tmp_path / "hf" / "hub",
         "timm/resmlp_12_224.fb_distilled_in1k",

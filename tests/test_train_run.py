@@ -247,6 +247,8 @@ def test_cifar_archive_trains_and_validates_on_the_official_test_split(tmp_path)
         main(
             [
                 "train",
+                "--recipe",
+                "digits",
                 "--data",
                 str(archive),
                 "--model",

@@ -60,6 +60,11 @@ def shape_args(sd: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
             raise WeightsError(f"cannot infer img_size: {num_patches} tokens is not a square grid")
         args["img_size"] = grid * patch
     args["mlp_ratio"] = sd["blocks.0.mlp_channels.fc1.weight"].shape[0] / embed_dim
+    widths = [sd[key].shape[0] for i in range(args["depth"]) if (key := f"blocks.{i}.mlp_channels.fc1.weight") in sd]
+    ratio_misses = int(embed_dim * args["mlp_ratio"]) != widths[0]  # float rounding: 100 / 192 * 192 -> 99.99
+    if arch == "resmlp" and (len(set(widths)) > 1 or ratio_misses):  # compressed: each block its own width
+        args["mlp_hidden"] = widths
+        del args["mlp_ratio"]  # no ratio describes it; the variant's stays (mlp_hidden takes precedence)
     args["num_classes"] = sd["head.weight"].shape[0] if "head.weight" in sd else 0
     return arch, args
 

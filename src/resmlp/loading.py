@@ -87,6 +87,16 @@ def load_model(
     return loaded
 
 
+def finetune_weights(source: str | os.PathLike) -> Path | dict[str, Any]:
+    """What `load_weights` reads to start a fine-tuning run from `source`: a weights or checkpoint file as it is
+    (any layout); published weights by name (VARIANT.TAG, through the Hub cache), a run directory or a packaged
+    directory through `load_model`, as a state dict."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    return load_model(path).model.state_dict()
+
+
 def _from_path(
     path: Path, model_name: str | None, weights: str, key: str | None, overrides: Mapping[str, Any] | None
 ) -> Loaded:

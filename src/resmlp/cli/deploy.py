@@ -58,18 +58,20 @@ def add_size_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+def add_runtime_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
+    """--precision, --runtime and --tta (predict and eval)."""
     p.add_argument(
         "--precision",
-        default="auto",
+        default=precision,
         choices=("auto", "fp32", "bf16", "int8"),
-        help="auto = bf16 where the hardware multiplies bf16 natively, else fp32 (default: auto)",
+        help=f"auto = bf16 where the hardware multiplies bf16 natively, else fp32 (default: {precision})",
     )
     p.add_argument(
         "--runtime",
         default="eager",
-        choices=("eager", "compile", "onnx"),
-        help="eager PyTorch, torch.compile (slow first batch), or ONNX Runtime (default: eager)",
+        choices=("eager", "compile", "onnx", "openvino"),
+        help="eager PyTorch, torch.compile (slow first batch), ONNX Runtime, or OpenVINO (resmlp[openvino]; its "
+        "int8 is calibrated by NNCF) (default: eager)",
     )
     p.add_argument(
         "--tta",
@@ -97,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse images above N pixels before decoding them (decompression bombs); 0 = no limit "
         "(default: 100,000,000)",
     )
-    _add_runtime_flags(p)
+    add_runtime_flags(p)
     add_size_flags(p)
     p.add_argument(
         "--calibration",
@@ -107,15 +109,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=run_predict)
 
-    p = sub.add_parser("export", help="export to ONNX, TorchScript, or a packaged safetensors directory")
+    p = sub.add_parser("export", help="export to ONNX, TorchScript, OpenVINO IR, or a packaged safetensors directory")
     p.add_argument("weights", help="checkpoint, run directory, packaged directory or state dict")
     p.add_argument(
         "--format",
         required=True,
-        choices=("onnx", "torchscript", "safetensors"),
-        help="safetensors writes a directory (config.json + model.safetensors) for from_pretrained",
+        choices=("onnx", "torchscript", "safetensors", "openvino"),
+        help="safetensors writes a directory (config.json + model.safetensors) for from_pretrained; openvino a "
+        "directory (model.xml + model.bin + config.json)",
     )
-    p.add_argument("--out", required=True, help="output file (onnx/torchscript) or directory (safetensors)")
+    p.add_argument("--out", required=True, help="output file (onnx/torchscript) or directory (safetensors/openvino)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "int8"),
+        help="openvino only: int8 writes the IR quantised by NNCF on --calibration images (default: fp32)",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FOLDER|GLOB",
+        help="int8 only: typical training images (up to 256 used) to calibrate the quantisation on",
+    )
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
     p.add_argument(
         "--tolerance",
@@ -140,6 +155,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="variant name for a bare state dict (default: inferred)")
     p.set_defaults(func=run_push)
 
+    p = sub.add_parser(
+        "compress",
+        help="prune whole hidden units of the channel MLPs, recover by distillation, quantise to int8 (OpenVINO)",
+        description="Structured pruning + a short distillation from the uncompressed model + NNCF int8; writes "
+        "OUT/model (packaged), OUT/openvino-int8 (IR), OUT/recovery (the run) and OUT/report.json.",
+    )
+    p.add_argument("run", help="run directory or one of its checkpoints (its recipe and split drive the recovery)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--data", default=None, help="training image folder root/<class>/* (default: the run's)")
+    p.add_argument("--val-data", default=None, help="validation image folder (default: the run's split)")
+    p.add_argument("--keep", type=float, default=0.5, help="fraction of each MLP's hidden units kept (default 0.5)")
+    p.add_argument("--minutes", type=float, default=10.0, help="the recovery's time budget (default 10)")
+    p.add_argument("--lr-scale", type=float, default=0.25, help="recovery lr = the recipe's lr x this (default 0.25)")
+    p.add_argument("--calibration", type=int, default=256, help="training images to score units and calibrate int8")
+    p.set_defaults(func=run_compress)
+
     p = sub.add_parser("benchmark", help="images/s, latency, memory and MFU of precision x runtime variants")
     p.add_argument("--model", default=None, help="registered variant (default: resmlp_s12, or what --weights holds)")
     p.add_argument("--weights", default=None, help="load these weights (speed does not depend on them)")
@@ -149,7 +180,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--precision", type=_csv(str), default=["fp32", "bf16", "int8"], help="precisions (default: fp32,bf16,int8)"
     )
     p.add_argument(
-        "--runtime", type=_csv(str), default=["eager", "compile", "onnx"], help="runtimes (default: eager,compile,onnx)"
+        "--runtime",
+        type=_csv(str),
+        default=["eager", "compile", "onnx", "openvino"],
+        help="runtimes (default: eager,compile,onnx,openvino; one whose package is missing is reported as skipped)",
     )
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
     p.add_argument("--seconds", type=float, default=1.0, help="target time per variant per round (default: 1)")
@@ -163,7 +197,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..deploy import build_runtime
-    from ..deploy.predict import calibration_images, expand_inputs, format_predictions, predict_files
+    from ..deploy.predict import calibration_batch, expand_inputs, format_predictions, predict_files
     from ..loading import load_model
     from ..models.tta import with_tta
 
@@ -178,10 +212,7 @@ def run_predict(args: argparse.Namespace) -> int:
     preprocess, classes = loaded.spec.preprocess, loaded.spec.class_names()
     calibration = None
     if args.precision == "int8":
-        calib_paths, calib_problems = expand_inputs([args.calibration]) if args.calibration else (paths, [])
-        if not calib_paths:
-            raise ValueError(f"--calibration {args.calibration}: {'; '.join(calib_problems)}")
-        calibration = calibration_images(calib_paths, preprocess, workers=args.workers)
+        calibration = calibration_batch(args.calibration, preprocess, default=paths, workers=args.workers)
     runner = with_tta(
         build_runtime(loaded.model, precision=args.precision, runtime=args.runtime, calibration=calibration), args.tta
     )
@@ -215,10 +246,20 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..deploy import export_model
+    from ..deploy.predict import calibration_batch
     from ..loading import load_model
 
     loaded = load_model(args.weights, model_name=args.model, img_size=args.img_size, resample=args.resample)
-    out, diff = export_model(loaded.model, args.format, args.out, tolerance=args.tolerance)
+    if args.precision == "int8" and args.format != "openvino":
+        raise ValueError(f"--precision int8 writes an OpenVINO IR (--format openvino), not {args.format}")
+    calibration = None
+    if args.precision == "int8":
+        if not args.calibration:
+            raise ValueError("--precision int8 needs --calibration FOLDER|GLOB: typical training images")
+        calibration = calibration_batch(args.calibration, loaded.spec.preprocess)
+    out, diff = export_model(
+        loaded.model, args.format, args.out, tolerance=args.tolerance, precision=args.precision, calibration=calibration
+    )
     check = (
         f"; max |{args.format} - eager| = {diff:.2e} (limit {args.tolerance:g} x logit scale)"
         if diff is not None
@@ -240,6 +281,20 @@ def run_push(args: argparse.Namespace) -> int:
     else:
         url = push_to_hub(loaded.model, args.repo_id, run_dir=run_dir, private=args.private)
         print(f"pushed {loaded.spec.name} to {args.repo_id}: {url}")
+    return 0
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    from ..train.compress import CompressSettings, compress, format_report
+
+    if not 0 < args.keep <= 1 or args.minutes <= 0 or args.lr_scale <= 0 or args.calibration < 1:
+        raise ValueError("--keep must lie in (0, 1], --minutes and --lr-scale above 0, --calibration at least 1")
+    settings = CompressSettings(
+        keep=args.keep, minutes=args.minutes, lr_scale=args.lr_scale, calibration=args.calibration
+    )
+    report = compress(args.run, args.out, settings=settings, data=args.data, val_data=args.val_data)
+    print(format_report(report))
+    print(f"wrote {args.out}: model/, openvino-int8/, recovery/, report.json")
     return 0
 
 

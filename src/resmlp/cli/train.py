@@ -6,12 +6,13 @@ import argparse
 import json
 import signal
 import sys
-import typing
 from pathlib import Path
 
-from ..config import TTA, Override, config_to_dict, load_config
+from ..config import Override, TrainConfig, config_to_dict, load_config
+from ..data.datasets import typical_image_size
+from ..models.layers import to_pair
 from ..train.engine import NonFiniteLossError
-from .deploy import add_size_flags
+from .deploy import add_runtime_flags, add_size_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a model; writes a run directory (config.yaml, metrics.jsonl, "
         "checkpoints/, summary.json). Multi-GPU: torchrun --nproc_per_node=K -m resmlp train ...",
     )
-    p.add_argument("--recipe", default=None, help="bundled recipe name (digits, cifar10_cpu, ...) or a YAML file")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="bundled recipe name (digits, cifar10_cpu, photos_scratch, photos_finetune, ...) or a YAML file; "
+        "default: chosen by --data's images (digits without --data)",
+    )
     p.add_argument("--model", default=None, help="registered variant (sets model.name)")
     p.add_argument("--data", default=None, help="image folder root/<class>/*, or a CIFAR python .tar.gz archive")
     p.add_argument("--val-data", default=None, help="separate validation image folder")
@@ -47,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--finetune",
         default=None,
         metavar="WEIGHTS",
-        help="start from weights (deit/timm/ours); the head is re-initialised if the classes differ",
+        help="start from weights (sets model.finetune): published ones by name (resmlp_s12.fb_distilled_in1k), a "
+        "run directory, checkpoint or weights file (deit/timm/ours); the head is re-initialised if the classes differ",
     )
     p.set_defaults(func=run_train)
 
@@ -59,11 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    add_runtime_flags(p, precision="fp32")
     p.add_argument(
-        "--tta",
-        default="none",
-        choices=typing.get_args(TTA),
-        help="test-time augmentation: mean logits over the image and its mirror (and 1-px shifts)",
+        "--calibration",
+        default=None,
+        metavar="FOLDER|GLOB",
+        help="int8 only: training images (up to 256 used) to calibrate on; never the evaluated ones",
     )
     add_size_flags(p)
     p.set_defaults(func=run_eval)
@@ -84,6 +92,60 @@ def data_overrides(data: str | None, val_data: str | None, val_split: float | No
     return out
 
 
+# The shorter image side (px) from which a folder holds photos (photos_scratch), and below which the digits
+# demo's 8 px model fits; in between, CIFAR-sized images (cifar10_cpu).
+PHOTO_SIDE = 48
+SMALL_SIDE = 24
+RECIPE_FOR_SIZE = {
+    "photos_scratch": "a ResMLP from scratch at 64 px in 10 minutes; --recipe photos_finetune starts from "
+    "published ImageNet weights instead",
+    "cifar10_cpu": "32 px, an hour with the conv-net teacher it trains first",
+    "digits": "8 px, the demo's",
+}
+
+
+def choose_recipe(data: str | None) -> tuple[str, str | None]:
+    """The recipe `resmlp train` takes without --recipe, and the line that says why (None: the digits demo
+    without --data, or a folder the loader will refuse with its own error)."""
+    if data is None:
+        return "digits", None
+    if data_overrides(data, None, None)[0][1] != "folder":
+        return "cifar10_cpu", f"note: no --recipe given; {data} is a CIFAR archive, so recipe cifar10_cpu"
+    try:
+        size = typical_image_size(data)
+    except ValueError:
+        return "digits", None
+    if size is None:
+        return "digits", None
+    side = min(size)
+    recipe = "photos_scratch" if side >= PHOTO_SIDE else "cifar10_cpu" if side >= SMALL_SIDE else "digits"
+    return recipe, (
+        f"note: no --recipe given; the images in {data} are about {size[0]}x{size[1]} px, so recipe {recipe} "
+        f"({RECIPE_FOR_SIZE[recipe]})"
+    )
+
+
+def resolution_warning(cfg: TrainConfig, recipe: str) -> str | None:
+    """A line when the recipe's model sees a folder's photos below PHOTO_SIDE px and shrunk 4x or more (the
+    digits recipe's 8 px, or CIFAR's 32 px, for 500 px photos)."""
+    if cfg.data.source != "folder" or cfg.data.path is None:
+        return None
+    try:
+        size = typical_image_size(cfg.data.path)
+    except ValueError:
+        return None  # the loader names the folder's problem
+    from ..train.wiring import model_arguments  # noqa: PLC0415 - keep `resmlp models` fast
+
+    height, width = to_pair(model_arguments(cfg.model)["img_size"])
+    if size is None or min(height, width) >= PHOTO_SIDE or min(size) < 4 * min(height, width):
+        return None
+    return (
+        f"warning: recipe {recipe} trains {cfg.model.name} at {width}x{height} px, {min(size) // min(height, width)}x "
+        f"below the images in {cfg.data.path} (about {size[0]}x{size[1]} px); for photos use --recipe "
+        "photos_scratch or photos_finetune, or set model.img_size"
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
     from ..train.checkpointing import config_of_run  # noqa: PLC0415 - keep `resmlp models` fast
     from ..train.run import train  # noqa: PLC0415
@@ -93,13 +155,19 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append(("model.name", args.model))
     if args.epochs is not None:
         overrides.append(("optim.epochs", args.epochs))
+    if args.finetune is not None:
+        overrides.append(("model.finetune", args.finetune))
     overrides += args.overrides
     if args.resume:
         cfg = load_config(args.recipe, overrides, base=config_to_dict(config_of_run(args.resume)))
     else:
-        cfg = load_config(args.recipe or "digits", overrides)
+        recipe, why = (args.recipe, None) if args.recipe else choose_recipe(args.data)
+        cfg = load_config(recipe, overrides)
+        line = why or resolution_warning(cfg, recipe)
+        if line:
+            print(line, file=sys.stderr, flush=True)
     try:
-        summary = train(cfg, out=args.out, resume=args.resume, finetune=args.finetune)
+        summary = train(cfg, out=args.out, resume=args.resume)
     except NonFiniteLossError as e:
         raise ValueError(str(e)) from None
     from ..train import distributed as dist  # noqa: PLC0415
@@ -127,6 +195,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from ..train.evaluate import evaluate_checkpoint  # noqa: PLC0415
 
+    if args.precision == "int8" and not args.calibration:
+        raise ValueError("--precision int8 needs --calibration FOLDER|GLOB of training images (not the evaluated ones)")
     result = evaluate_checkpoint(
         args.checkpoint,
         args.data,
@@ -138,6 +208,9 @@ def run_eval(args: argparse.Namespace) -> int:
         tta=args.tta,
         img_size=args.img_size,
         resample=args.resample,
+        precision=args.precision,
+        runtime=args.runtime,
+        calibration=args.calibration,
     )
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['count']} images")
     print(f"wrote {result['eval_json']} and {result['confusion_png']}")

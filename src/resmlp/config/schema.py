@@ -49,6 +49,7 @@ class ModelConfig:
     depth: Optional[int] = None
     patch_size: Optional[int] = None  # ResMLP and Mixer
     mlp_ratio: Optional[float] = None  # ResMLP and Mixer
+    mlp_hidden: Optional[list[int]] = None  # ResMLP: one hidden width per block (a compressed model)
     token_mlp_ratio: Optional[float] = None  # Mixer
     layer_scale_init: Optional[float] = None  # ResMLP
     norm: Optional[Norm] = None  # ResMLP ablations (paper Table 3): None keeps the variant's
@@ -61,6 +62,10 @@ class ModelConfig:
     token_mixing_init: TokenMixingInit = "default"
     stem_init: StemInit = "default"
     stem_init_samples: int = 5000  # training images whose patches the whitening is fitted on
+    # Weights to start from (what `resmlp train --finetune` sets): published weights by name (VARIANT.TAG, e.g.
+    # resmlp_s12.fb_distilled_in1k, through the Hub cache), a run directory, checkpoint, packaged directory or
+    # weights file. A head of another class count is re-initialised; a resumed run starts from its checkpoint.
+    finetune: Optional[str] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.img_size, list) and (len(self.img_size) != 2 or min(self.img_size) < 1):
@@ -75,7 +80,7 @@ class ModelConfig:
         }
 
 
-_NOT_CONSTRUCTOR_ARGS = ("name", "token_mixing_init", "stem_init", "stem_init_samples")
+_NOT_CONSTRUCTOR_ARGS = ("name", "token_mixing_init", "stem_init", "stem_init_samples", "finetune")
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class DataConfig:
     val_split: float = 0.1
     split_seed: int = 0
     cache: bool = False  # decode every image once into memory (small images)
+    # With cache: each image is resized as it is cached (shorter side to this many pixels, centre square), so a
+    # folder of photos of mixed sizes fits one array; null: every image must already have one size.
+    cache_size: Optional[int] = None
     on_bad: OnBad = "skip"  # corrupt/non-image files: "skip" (reported and counted) or "fail"
     # Images above this many pixels are refused from their header (decompression bombs); null: no limit.
     max_image_pixels: Optional[int] = 100_000_000
@@ -121,6 +129,8 @@ class DataConfig:
     batch_augment: bool = False
 
     def __post_init__(self) -> None:
+        if self.cache_size is not None and self.cache_size < 1:
+            raise ConfigError(f"data.cache_size: expected pixels >= 1 or null, got {self.cache_size!r}")
         if self.hflip_alternate and self.hflip != 0.5:
             raise ConfigError(
                 f"data.hflip_alternate flips half of the images in every epoch, replacing the random "

@@ -48,7 +48,10 @@ def _subset_images(ds: ImageDataset, idx: Sequence[int], bad_log: Path | None) -
 
 def _splits(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset, list[str]]:
     """Train and validation datasets without transforms (decoded into memory with `cache`)."""
-    key = (cfg.source, cfg.path, cfg.val_path, cfg.val_split, cfg.split_seed, cfg.on_bad, cfg.max_image_pixels)
+    key = (
+        cfg.source, cfg.path, cfg.val_path, cfg.val_split, cfg.split_seed, cfg.on_bad, cfg.max_image_pixels,
+        cfg.cache_size,
+    )  # fmt: skip
     shared = _shared_splits if cfg.cache else None
     if shared is not None and key in shared:
         train, val, classes, first_log = shared[key]
@@ -66,8 +69,9 @@ def _splits(cfg: DataConfig, bad_log: Path | None) -> tuple[Dataset, Dataset, li
         else:
             train, val = _subset_images(train, tr_idx, bad_log), _subset_images(train, va_idx, bad_log)
     if cfg.cache:
-        train = train if isinstance(train, ArrayDataset) else cache_decoded(train, workers=cfg.workers)
-        val = val if isinstance(val, ArrayDataset) else cache_decoded(val, workers=cfg.workers)
+        size = cfg.cache_size
+        train = train if isinstance(train, ArrayDataset) else cache_decoded(train, workers=cfg.workers, size=size)
+        val = val if isinstance(val, ArrayDataset) else cache_decoded(val, workers=cfg.workers, size=size)
         if shared is not None:
             shared[key] = (train, val, classes, bad_log)
     return train, val, classes

@@ -105,6 +105,24 @@ def scan_image_folder(
     return paths, labels, classes
 
 
+def typical_image_size(root: str | Path, *, count: int = 32) -> tuple[int, int] | None:
+    """The median (width, height) of up to `count` images of folder `root` spread over its classes, read from
+    the files' headers (nothing is decoded); None when no image can be read."""
+    paths = scan_image_folder(root)[0]
+    step = max(1, len(paths) // count)
+    sizes = []
+    for path in paths[::step][:count]:
+        try:
+            with Image.open(path) as image:
+                sizes.append(image.size)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    if not sizes:
+        return None
+    widths, heights = zip(*sizes)
+    return int(np.median(widths)), int(np.median(heights))
+
+
 class ImageDataset(Dataset):
     """Lazily decoded images: ``samples`` is a list of ``(key, label)``; ``loader(key)`` gives a PIL image.
 
@@ -237,25 +255,34 @@ def _decode_or_none(dataset: ImageDataset, key: Any) -> Image.Image | None:
         return None
 
 
-def _iter_decoded(dataset: ImageDataset, workers: int) -> Iterator[Image.Image | None]:
+def _iter_decoded(dataset: ImageDataset, workers: int, size: int | None) -> Iterator[Image.Image | None]:
     keys = [key for key, _ in dataset.samples]
+
+    def one(key: Any) -> Image.Image | None:
+        image = _decode_or_none(dataset, key)
+        return image if image is None or size is None else centre_square(image, size)
+
     if workers > 0:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            yield from pool.map(lambda key: _decode_or_none(dataset, key), keys)
+            yield from pool.map(one, keys)
     else:
-        yield from (_decode_or_none(dataset, key) for key in keys)
+        yield from (one(key) for key in keys)
 
 
-def cache_decoded(dataset: ImageDataset, workers: int = 0, *, progress: bool = True) -> ArrayDataset:
+def cache_decoded(
+    dataset: ImageDataset, workers: int = 0, *, size: int | None = None, progress: bool = True
+) -> ArrayDataset:
     """Decode every image of ``dataset`` once into memory (same transform, classes and labels).
 
     Meant for small images (CIFAR-sized), where JPEG decoding dominates the input pipeline. All images
-    must share one size. Bad files are dropped under ``on_bad="skip"`` and raise under ``"fail"``.
+    must share one size, unless ``size`` is given: then each image is resized (shorter side to ``size``,
+    bicubic) and its centre ``size`` x ``size`` square kept, so photos of mixed sizes fit one array. Bad
+    files are dropped under ``on_bad="skip"`` and raise under ``"fail"``.
     """
     images: np.ndarray | None = None
     keep: list[int] = []
     first_key = None
-    decoded = _iter_decoded(dataset, workers)
+    decoded = _iter_decoded(dataset, workers, size)
     for index, image in enumerate(tqdm(decoded, total=len(dataset), desc="cache", disable=not progress)):
         if image is None:
             continue
@@ -266,8 +293,8 @@ def cache_decoded(dataset: ImageDataset, workers: int = 0, *, progress: bool = T
         elif image.size != (images.shape[2], images.shape[1]):
             raise ValueError(
                 f"{key}: size {image.width}x{image.height} differs from {images.shape[2]}x"
-                f"{images.shape[1]} of {first_key}; the in-memory cache needs one image size: "
-                "disable the cache or resize the images first"
+                f"{images.shape[1]} of {first_key}; the in-memory cache needs one image size: set "
+                "data.cache_size=N (each image resized to an N x N centre square as it is cached) or data.cache=false"
             )
         images[len(keep)] = np.asarray(image)
         keep.append(index)
@@ -275,6 +302,16 @@ def cache_decoded(dataset: ImageDataset, workers: int = 0, *, progress: bool = T
         raise BadImageError(dataset.samples[0][0] if len(dataset) else "<empty>", "no decodable image")
     labels = [dataset.labels[i] for i in keep]
     return ArrayDataset(images[: len(keep)], labels, transform=dataset.transform, classes=dataset.classes)
+
+
+def centre_square(image: Image.Image, size: int) -> Image.Image:
+    """`image` resized so its shorter side is `size` (bicubic), then its centre `size` x `size` square."""
+    scale = size / min(image.size)
+    width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+    if (width, height) != image.size:
+        image = image.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (width - size) // 2, (height - size) // 2
+    return image.crop((left, top, left + size, top + size))
 
 
 def dataset_stats(images: np.ndarray, *, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

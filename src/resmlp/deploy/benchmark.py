@@ -168,6 +168,26 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
     return None if before is None or peak is None else max(0, peak - before) / 1024
 
 
+def time_interleaved(
+    runners: dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor, *, rounds: int = 5, seconds: float = 1.0
+) -> dict[str, float]:
+    """Median images/s of each runner on batch `x` (CPU), timed round-robin with the order rotating every round
+    (as `run_benchmark` does), each for about `seconds` per round after one warm-up call."""
+    calls, rates = {}, {name: [] for name in runners}
+    for name, fn in runners.items():
+        t0 = time.perf_counter()
+        fn(x)
+        calls[name] = max(1, round(seconds / max(time.perf_counter() - t0, 1e-6)))
+    names = list(runners)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            for _ in range(calls[name]):
+                runners[name](x)
+            rates[name].append(len(x) * calls[name] / (time.perf_counter() - t0))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
 def machine_info() -> dict:
     name = platform.processor() or platform.machine()
     try:

@@ -1,4 +1,4 @@
-"""Precision and runtime for inference: fp32 / bf16 / int8, eager / torch.compile / ONNX Runtime.
+"""Precision and runtime for inference: fp32 / bf16 / int8, eager / torch.compile / ONNX Runtime / OpenVINO.
 
 Every path is wrapped so that callers see one contract: float32 images (B, C, H, W) in, float32 logits
 (B, num_classes) out, no autograd.
@@ -15,10 +15,11 @@ from torch import nn
 from ..device import auto_precision
 from .fuse import FusedClassifier, fusable, fuse
 from .onnx import onnx_runtime_model
+from .openvino import openvino_model
 from .quantize import quantize_int8
 
 PRECISIONS = ("fp32", "bf16", "int8")
-RUNTIMES = ("eager", "compile", "onnx")
+RUNTIMES = ("eager", "compile", "onnx", "openvino")
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
@@ -110,10 +111,12 @@ def build_runtime(
     threads: int | None = None,
     calibration: torch.Tensor | None = None,
 ) -> nn.Module:
-    """One entry for the CLI: `runtime` in eager | compile | onnx, `precision` in auto | fp32 | bf16 | int8;
-    `calibration` images are used by int8 only (see `optimize`)."""
+    """One entry for the CLI: `runtime` in eager | compile | onnx | openvino, `precision` in auto | fp32 | bf16 |
+    int8; `calibration` images are used by int8 only (see `optimize`; OpenVINO's int8 needs them)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if runtime == "onnx":
         return onnx_runtime_model(model, precision, threads=threads, calibration=calibration)
+    if runtime == "openvino":
+        return openvino_model(model, precision, threads=threads, calibration=calibration)
     return optimize(model, precision, compile=runtime == "compile", calibration=calibration)

@@ -91,6 +91,16 @@ def calibration_images(
     return torch.stack(images)
 
 
+def calibration_batch(
+    pattern: str | None, preprocess: Preprocess, *, default: Sequence[str] = (), workers: int = 2
+) -> torch.Tensor:
+    """The int8 calibration batch of the CLI's --calibration FOLDER|GLOB (else the `default` paths)."""
+    paths, problems = expand_inputs([pattern]) if pattern else (list(default), [])
+    if not paths:
+        raise ValueError(f"--calibration {pattern}: {'; '.join(problems) or 'no images'}")
+    return calibration_images(paths, preprocess, workers=workers)
+
+
 def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

@@ -16,9 +16,13 @@ ResMLP and keep its state-dict keys and parameter counts:
     pooling       avg | class_mlp (CaiT's class-attention stage with attention replaced by a linear layer
                   over the N + 1 tokens that updates only a class token; 2 blocks)
     act           gelu | silu | hardswish | relu            the MLPs' non-linearity
+A compressed model (`resmlp compress`: whole hidden units of the channel MLPs removed) gives each block its own
+hidden width, `mlp_hidden` (one per block; None: D * mlp_ratio everywhere, the paper's).
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -61,6 +65,7 @@ class ResMLPBlock(nn.Module):
         dim: int,
         num_patches: int,
         mlp_ratio: float = 4.0,
+        mlp_hidden: int | None = None,
         layer_scale_init: float = 1e-4,
         drop_path: float = 0.0,
         grid: tuple[int, int] | None = None,
@@ -84,7 +89,7 @@ class ResMLPBlock(nn.Module):
             self.conv_tokens = TokenConv(token_mixing, dim=dim, grid=grid)
         self.ls1 = nn.Parameter(torch.full((dim,), layer_scale_init))
         self.norm2 = make_norm(norm, dim)
-        self.mlp_channels = Mlp(dim, int(dim * mlp_ratio), act)  # fc1 = B, fc2 = C
+        self.mlp_channels = Mlp(dim, mlp_hidden or int(dim * mlp_ratio), act)  # fc1 = B, fc2 = C
         self.ls2 = nn.Parameter(torch.full((dim,), layer_scale_init))
         self.drop_path = DropPath(drop_path)
 
@@ -158,8 +163,11 @@ class ResMLP(PatchClassifier):
         token_mixing: str = "linear",
         pooling: str = "avg",
         act: str = "gelu",
+        mlp_hidden: Sequence[int] | None = None,
     ) -> None:
         check_choice("norm", norm, NORMS)
+        if mlp_hidden is not None and (len(mlp_hidden) != depth or min(mlp_hidden, default=1) < 1):
+            raise ValueError(f"mlp_hidden: expected {depth} hidden widths >= 1 (one per block), got {list(mlp_hidden)}")
         check_choice("token_mixing", token_mixing, TOKEN_MIXINGS)
         check_choice("act", act, ACTIVATIONS)
         super().__init__(
@@ -173,6 +181,7 @@ class ResMLP(PatchClassifier):
                 dim=embed_dim,
                 num_patches=self.num_patches,
                 mlp_ratio=mlp_ratio,
+                mlp_hidden=None if mlp_hidden is None else int(mlp_hidden[i]),
                 layer_scale_init=layer_scale_init,
                 drop_path=drop_path_rate,
                 grid=grid,
@@ -180,7 +189,7 @@ class ResMLP(PatchClassifier):
                 token_mixing=token_mixing,
                 act=act,
             )
-            for _ in range(depth)
+            for i in range(depth)
         )
         if pooling == "class_mlp":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))

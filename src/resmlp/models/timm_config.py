@@ -19,7 +19,8 @@ from typing import Any, Mapping, Optional
 from .registry import VARIANTS, ModelSpec, Preprocess, model_args
 
 _BODY = ("patch_size", "embed_dim", "depth", "mlp_ratio", "token_mlp_ratio")
-_OPTIONS = ("norm", "token_mixing", "pooling", "act")  # the ablation options: timm builds only the defaults
+# the ablation options and per-block MLP widths (a compressed model): timm builds only the defaults
+_OPTIONS = ("norm", "token_mixing", "pooling", "act", "mlp_hidden")
 
 
 def timm_architecture(spec: ModelSpec) -> Optional[str]:

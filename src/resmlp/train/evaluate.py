@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
+from ..deploy.optimize import build_runtime
+from ..deploy.predict import calibration_batch
 from ..device import resolve_device
 from ..figures import plot_confusion
 from ..files import write_text_atomic
@@ -29,18 +32,28 @@ def evaluate_checkpoint(
     tta: str = "none",
     img_size: int | tuple[int, int] | None = None,
     resample: str = DEFAULT_METHOD,
+    precision: str = "fp32",
+    runtime: str = "eager",
+    calibration: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate any weights `load_model` reads on the image folder `data`; writes eval.json and
     confusion.png into `out` (default: the run directory, else beside the weights). `tta` ("flip",
     "flip+shift1") averages the logits over those views of each image. `img_size` runs the model at another
-    input size (token mixing resampled with method `resample`; images prepared at that size)."""
+    input size (token mixing resampled with method `resample`; images prepared at that size). Another `precision`
+    or `runtime` than fp32 eager evaluates the deployed model (`resmlp.deploy.build_runtime`, on CPU; int8
+    calibrated on the images of folder/glob `calibration`)."""
     loaded = load_model(checkpoint, weights="ema" if ema else "model", img_size=img_size, resample=resample)
     spec = loaded.spec
     ds = folder_dataset(data, spec)
     classes = list(ds.classes)
     dev = resolve_device(device)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
-    res = evaluate(with_tta(loaded.model.to(dev), tta), loader, dev, num_classes=len(classes), progress=True)
+    model = loaded.model.to(dev)
+    if (precision, runtime) != ("fp32", "eager"):
+        images = calibration_batch(calibration, spec.preprocess, workers=workers) if precision == "int8" else None
+        model = build_runtime(model.cpu(), precision=precision, runtime=runtime, calibration=images)
+        dev = torch.device("cpu")
+    res = evaluate(with_tta(model, tta), loader, dev, num_classes=len(classes), progress=True)
     confusion = res.confusion.numpy()
     present = confusion.sum(1) > 0
     per_class = {c: 100.0 * confusion[i, i] / confusion[i].sum() for i, c in enumerate(classes) if present[i]}
@@ -56,6 +69,8 @@ def evaluate_checkpoint(
         "loss": res.loss,
         "count": res.count,
         "tta": tta,
+        "precision": precision,
+        "runtime": runtime,
         "img_size": spec.preprocess.img_size,
         "resample": resample if img_size is not None else None,
         "classes": classes,

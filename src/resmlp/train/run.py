@@ -60,9 +60,10 @@ def build(
     *,
     rank: int = 0,
     world: int = 1,
-    finetune: str | Path | None = None,
+    finetune: bool = True,
 ) -> Run:
-    """Data, model, loaders, optimizer, schedule, EMA, loss scaler, Mixup and criterion, freshly initialised."""
+    """Data, model, loaders, optimizer, schedule, EMA, loss scaler, Mixup and criterion, freshly initialised
+    (the model from `model.finetune`'s weights when set, unless `finetune` is False: a checkpoint follows)."""
     run_dir = RunDir(run_dir) if not isinstance(run_dir, RunDir) else run_dir
     d, o = cfg.data, cfg.optim
     base_size = model_arguments(cfg.model)["img_size"]
@@ -71,7 +72,8 @@ def build(
     augment = None
     if d.batch_augment:
         augment = BatchAugment(mean=data.mean, std=data.std, padding=d.padding, hflip=d.hflip, generator=mixup_rng)
-    model = build_model(cfg, data, device, finetune, augment, img_size=base_size)  # whitening: randomly flipped
+    weights = cfg.model.finetune if finetune else None
+    model = build_model(cfg, data, device, weights, augment, img_size=base_size)  # whitening: randomly flipped
     if augment is not None:
         augment = dataclasses.replace(augment, hflip=d.random_hflip)  # the same draws, fewer flips taken
     train_loader, sampler, val_loader = make_loaders(data, cfg, rank, world, device)
@@ -133,7 +135,10 @@ def train(
     resume: str | Path | None = None,
     finetune: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) training as configured; returns the summary written to `summary.json`."""
+    """Run (or resume) training as configured; returns the summary written to `summary.json`. `finetune` sets
+    `model.finetune` (the weights the model starts from)."""
+    if finetune is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, finetune=str(finetune)))
     checked_model_arguments(cfg)
     device, rank, world = init_process(cfg.run)
     if resume and not RunDir(resume).is_run():
@@ -152,7 +157,7 @@ def train(
         own_teacher = own_teacher_seconds(cfg, run_dir) if teacher_s is None else teacher_s
         # minutes-to-accuracy of the whole run add the teacher's
         extra = {} if own_teacher is None else {"teacher_wall_time_s": own_teacher}
-        return train_stage(cfg, run_dir, device, rank, world, resume=bool(resume), finetune=finetune, extra=extra)
+        return train_stage(cfg, run_dir, device, rank, world, resume=bool(resume), extra=extra)
 
 
 def _lock(run_dir: RunDir):
@@ -195,18 +200,17 @@ def train_stage(
     world: int,
     *,
     resume: bool,
-    finetune: str | Path | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one model in `run_dir` (from its checkpoint when `resume`); its summary (with `extra`), also in
-    summary.json."""
+    """Train one model in `run_dir` (from its checkpoint when `resume`, else from `model.finetune` when set);
+    its summary (with `extra`), also in summary.json."""
     ckpt = latest_checkpoint(run_dir.root) if resume else None
     if dist.is_main():
         run_dir.checkpoints.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir.config)
     remove_stale_temporaries(run_dir.rank_dir(rank) if rank else run_dir.checkpoints)  # a killed writer's
     seed_everything(cfg.run.seed + rank)
-    run = build(cfg, run_dir, device, rank=rank, world=world, finetune=None if ckpt else finetune)
+    run = build(cfg, run_dir, device, rank=rank, world=world, finetune=not ckpt)
     progress = restore(run, ckpt) if ckpt else Progress(planned_epochs=cfg.optim.epochs)
     with StopSignals() as signals:
         if dist.is_main():  # from this line on, a stop signal ends the run with a checkpoint

@@ -26,6 +26,7 @@ SHARED_WITH_TEACHER = (
     "data.on_bad",
     "data.max_image_pixels",
     "data.cache",
+    "data.cache_size",
     "data.workers",
     "run.seed",
     "run.device",

@@ -4,7 +4,6 @@ model, the loaders and the criterion."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -17,6 +16,7 @@ from ..data.build import DataSplits
 from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
 from ..device import place, resolve_device, retain_freed_cpu_memory
+from ..loading import finetune_weights
 from ..models import Preprocess, create_model, get_variant, model_args
 from ..models.init import init_token_mixing
 from ..models.layers import to_pair
@@ -114,14 +114,14 @@ def build_model(
     cfg: TrainConfig,
     data: DataSplits,
     device: torch.device,
-    finetune: str | Path | None,
+    finetune: Optional[str],
     augment: Optional[BatchAugment] = None,
     *,
     img_size: Any,
 ) -> nn.Module:
     """The configured variant with the data's classes and preprocessing (`img_size`: the model's, from
-    `model_arguments`), optionally from `finetune` weights (`augment`: the run's batch augmentation, which the
-    stem whitening's sample goes through)."""
+    `model_arguments`), optionally from `finetune` weights (`loading.finetune_weights`; `augment`: the run's
+    batch augmentation, which the stem whitening's sample goes through)."""
     model = create_model(cfg.model.name, **cfg.model.overrides(), num_classes=len(data.classes))
     init_token_mixing(model, cfg.model.token_mixing_init, generator=torch.Generator().manual_seed(cfg.run.seed))
     if cfg.model.stem_init != "default":
@@ -137,7 +137,7 @@ def build_model(
     model.spec = model.spec.replace(classes=data.classes, preprocess=preprocess)
     if finetune:
         # weights made for another input size: their token mixing is carried to this run's patch grid
-        load_weights(model, finetune, allow_head_mismatch=True, resample=True)
+        load_weights(model, finetune_weights(finetune), allow_head_mismatch=True, resample=True)
     return place(model, device)
 
 

@@ -1,0 +1,82 @@
+"""Structured pruning of the channel MLPs: whole hidden units removed, a smaller dense model (real speed, not masks).
+
+The paper (section 4.2) finds the learned weights sparse and notes that this "may help model compression". The
+channel MLPs hold nearly all of a ResMLP's multiply-adds (D x 4D twice per token against N x N per channel for
+A), so removing hidden units of B (rows) and C (the matching columns) shrinks the model where it costs. A unit
+is worth what it adds to the residual stream: its mean |activation| on calibration images times the norm of its
+column of C scaled by LayerScale, `unit_scores`. Each block keeps the same fraction of its units (`keep`), its
+best-scored ones; the result is a ResMLP with per-block hidden widths (`mlp_hidden`) whose kept units compute
+exactly what they did. `resmlp compress` (train/compress.py) then recovers accuracy by distillation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..infer_arch import spec_of
+
+
+def _check_prunable(model: nn.Module) -> None:
+    blocks = getattr(model, "blocks", None)
+    if not blocks or not all(hasattr(b, "mlp_channels") and hasattr(b, "ls2") for b in blocks):
+        raise ValueError(
+            f"{type(model).__name__}: structured pruning takes a ResMLP (blocks with a channel MLP and LayerScale)"
+        )
+    if getattr(model, "class_blocks", None) is not None:
+        raise ValueError("structured pruning does not take class-MLP pooling (pooling=class_mlp) models")
+
+
+@torch.no_grad()
+def unit_scores(model: nn.Module, images: torch.Tensor, *, batch: int = 64) -> list[torch.Tensor]:
+    """Per block, one score per hidden unit of the channel MLP: mean |activation| over `images`' tokens times
+    || LayerScale_2 * C[:, j] || (what unit j adds to the residual stream)."""
+    _check_prunable(model)
+    was_training = model.training
+    model.eval()
+    sums = [torch.zeros(b.mlp_channels.fc1.out_features, dtype=torch.float64) for b in model.blocks]
+    counts = [0] * len(sums)
+
+    def record(i: int):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            flat = output.detach().float().reshape(-1, output.shape[-1])
+            sums[i] += flat.abs().sum(0).double().cpu()
+            counts[i] += flat.shape[0]
+
+        return hook
+
+    handles = [b.mlp_channels.act.register_forward_hook(record(i)) for i, b in enumerate(model.blocks)]
+    try:
+        device = next(model.parameters()).device
+        for chunk in images.split(batch):
+            model(chunk.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    scores = []
+    for i, b in enumerate(model.blocks):
+        column = (b.ls2.detach().float()[:, None] * b.mlp_channels.fc2.weight.detach().float()).norm(dim=0)
+        scores.append((sums[i] / max(counts[i], 1)).float() * column.cpu())
+    return scores
+
+
+def prune_channel_mlps(model: nn.Module, keep: float, images: torch.Tensor) -> nn.Module:
+    """A copy of ResMLP `model` whose every channel MLP keeps round(keep * hidden) of its hidden units (at least
+    one), the best by `unit_scores` on `images`; `spec` (preprocessing, classes) carried over, eval mode."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep: expected a fraction of the hidden units in (0, 1], got {keep}")
+    scores = unit_scores(model, images)
+    kept = [s.topk(max(1, round(keep * len(s)))).indices.sort().values for s in scores]
+    spec = spec_of(model)
+    pruned_spec = spec.replace(args={**spec.args, "mlp_hidden": [len(k) for k in kept]})
+    pruned = pruned_spec.build()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for i, idx in enumerate(kept):
+        prefix = f"blocks.{i}.mlp_channels."
+        idx = idx.to(state[prefix + "fc1.weight"].device)
+        state[prefix + "fc1.weight"] = state[prefix + "fc1.weight"][idx]
+        state[prefix + "fc1.bias"] = state[prefix + "fc1.bias"][idx]
+        state[prefix + "fc2.weight"] = state[prefix + "fc2.weight"][:, idx]
+    pruned.load_state_dict(state)
+    return pruned.to(next(model.parameters()).device).eval()

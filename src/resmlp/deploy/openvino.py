@@ -1,0 +1,206 @@
+"""OpenVINO: the model as an OpenVINO IR (`resmlp export --format openvino`) and run by OpenVINO's CPU plugin
+behind the same contract as `optimize` (float32 images in, float32 logits out): fp32, bf16 (the plugin's inference
+precision) or int8 (post-training quantisation by NNCF on calibration images).
+
+What a ResMLP needs to keep its predictions in int8 is the part added here on top of the engine
+(`INT8_RECIPE`): NNCF's default (performance) preset with its bias correction, applied to the fused model after
+this project's per-layer smoothing of the channel MLPs (`quantize.smooth`), with the patch embedding and the
+classifier left in floating point. docs/deploy.md has the measured alternatives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..device import auto_precision
+from ..files import write_text_atomic
+from ..hub.packaged import CONFIG_NAME, packaged_config
+from .fuse import fusable, fuse
+from .quantize import smooth
+from .trace import DEFAULT_TOLERANCE, check_export, cpu_eval_copy, example_input, for_export, quiet
+
+IR_NAME = "model.xml"  # beside it: model.bin (the weights) and config.json (our config, as the other exports)
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
+_HINT = {"fp32": "f32", "bf16": "bf16"}
+
+
+def openvino_module():
+    """The openvino package, or a one-line error with the install hint."""
+    try:
+        import openvino
+    except ImportError:
+        raise ValueError("the openvino runtime needs openvino: pip install 'resmlp[openvino]'") from None
+    return openvino
+
+
+def nncf_module():
+    """The nncf package (int8 calibration for OpenVINO), or a one-line error with the install hint."""
+    try:
+        with quiet():
+            import nncf
+    except ImportError:
+        raise ValueError("int8 with OpenVINO needs nncf: pip install 'resmlp[openvino]'") from None
+    return nncf
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How a ResMLP is quantised for OpenVINO (see the module docstring)."""
+
+    smooth: bool = True  # this project's calibrated SmoothQuant of the channel MLPs first
+    preset: str = "performance"  # NNCF QuantizationPreset: symmetric activations (mixed: asymmetric)
+    transformer: bool = False  # NNCF's model_type=TRANSFORMER (its own SmoothQuant, other fused patterns)
+    keep_float: tuple[str, ...] = ("stem", "head")  # parts whose matmuls stay in float (FLOAT_PARTS)
+    fast_bias_correction: bool = True
+
+
+INT8_RECIPE = Int8Recipe()
+
+
+def to_openvino(model: nn.Module):
+    """The fused fp32 `model` (CPU copy) as an `openvino.Model` with a dynamic batch axis."""
+    ov = openvino_module()
+    model = cpu_eval_copy(model)
+    example = example_input(model, 2)
+    with quiet(), torch.no_grad():
+        converted = ov.convert_model(for_export(model), example_input=example, input=[(-1, *example.shape[1:])])
+    converted.inputs[0].get_tensor().set_names({"images"})
+    converted.outputs[0].get_tensor().set_names({"logits"})
+    return converted
+
+
+# What `Int8Recipe.keep_float` may name: the matmuls of the patch embedding, of the classifier, and the
+# cross-patch products (A x) of every block. OpenVINO names a converted node after the module it came from,
+# `__module.<module path>/aten::<op>/<node type>`.
+FLOAT_PARTS = {
+    "stem": re.compile(r"__module\.stem(\.[\w.]+)?/.*"),
+    "head": re.compile(r"__module\.head/.*"),
+    "token_mixing": re.compile(r"__module\.blocks\.\d+/aten::matmul/MatMul"),
+}
+
+
+def float_scope(ov_model, parts: tuple[str, ...]) -> list[str]:
+    """The names of the MatMul / Convolution nodes of `ov_model` that belong to `parts` (keys of FLOAT_PARTS)."""
+    unknown = set(parts) - set(FLOAT_PARTS)
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)} to keep in float; choose from {', '.join(FLOAT_PARTS)}")
+    return [
+        op.get_friendly_name()
+        for op in ov_model.get_ops()
+        if op.get_type_name() in ("MatMul", "Convolution")
+        and any(FLOAT_PARTS[p].fullmatch(op.get_friendly_name()) for p in parts)
+    ]
+
+
+def quantize_openvino(model: nn.Module, calibration: torch.Tensor, recipe: Int8Recipe = INT8_RECIPE):
+    """`model` as an int8 `openvino.Model`, calibrated by NNCF on `calibration` (B, C, H, W) images."""
+    nncf = nncf_module()
+    if calibration is None or len(calibration) == 0:
+        raise ValueError("int8 with OpenVINO needs calibration images (--calibration FOLDER, a few hundred)")
+    model = cpu_eval_copy(model)
+    if recipe.smooth and fusable(model):
+        model = smooth(fuse(model), calibration)[0]
+    ov_model = to_openvino(model)
+    batches = [calibration[i : i + 32].numpy().astype(np.float32) for i in range(0, len(calibration), 32)]
+    options: dict[str, Any] = {
+        "preset": nncf.QuantizationPreset(recipe.preset),
+        "subset_size": len(calibration),
+        "fast_bias_correction": recipe.fast_bias_correction,
+    }
+    if recipe.transformer:
+        options["model_type"] = nncf.ModelType.TRANSFORMER
+    kept = float_scope(ov_model, recipe.keep_float)
+    if kept:
+        options["ignored_scope"] = nncf.IgnoredScope(names=kept)
+    with quiet():
+        return nncf.quantize(ov_model, nncf.Dataset(batches), **options)
+
+
+class OpenVinoModel(nn.Module):
+    """An OpenVINO model compiled for the CPU behind the `optimize` contract. `precision` is the plugin's
+    inference precision (fp32 or bf16); an int8 model runs its quantised layers in int8 and the rest in fp32."""
+
+    def __init__(self, ov_model, *, precision: str = "fp32", threads: int | None = None) -> None:
+        super().__init__()
+        ov = openvino_module()
+        config = {
+            "INFERENCE_PRECISION_HINT": _HINT.get(precision, "f32"),
+            "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+            "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all threads on it: the contract's use
+        }
+        self.compiled = ov.Core().compile_model(ov_model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.precision, self.runtime = precision, "openvino"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        self.request.infer({0: x})
+        return torch.from_numpy(self.request.get_output_tensor(0).data.copy()).float()
+
+    def extra_repr(self) -> str:
+        return f"precision={self.precision}, runtime=openvino"
+
+
+def openvino_model(
+    model: nn.Module,
+    precision: str = "fp32",
+    *,
+    threads: int | None = None,
+    calibration: torch.Tensor | None = None,
+    recipe: Int8Recipe = INT8_RECIPE,
+) -> OpenVinoModel:
+    """`model` converted to OpenVINO (fused) and compiled at `precision` (auto: bf16 where native, else fp32;
+    int8: NNCF on `calibration`)."""
+    precision = auto_precision(precision, "cpu") if precision == "auto" else precision
+    if precision not in OPENVINO_PRECISIONS:
+        raise ValueError(f"OpenVINO runs {', '.join(OPENVINO_PRECISIONS)}, not {precision}")
+    if precision == "int8":
+        return OpenVinoModel(quantize_openvino(model, calibration, recipe), precision="int8", threads=threads)
+    return OpenVinoModel(to_openvino(model), precision=precision, threads=threads)
+
+
+def export_openvino(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    *,
+    config: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    calibration: torch.Tensor | None = None,
+    check: bool = True,
+    atol: float = DEFAULT_TOLERANCE,
+) -> float | None:
+    """Write `directory`/model.xml + model.bin (the OpenVINO IR; int8 when `precision` is int8, calibrated on
+    `calibration`) and config.json (preprocessing, classes). With `check` (fp32 only), the compiled IR must
+    reproduce the eager model; returns the max |difference|."""
+    ov = openvino_module()
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a directory; an OpenVINO export is a folder")
+    model = cpu_eval_copy(model)
+    if precision == "int8":
+        ov_model = quantize_openvino(model, calibration)
+    elif precision == "fp32":
+        ov_model = to_openvino(model)
+    else:
+        raise ValueError(f"an OpenVINO IR is written in fp32 or int8 (bf16 is chosen when it is run), not {precision}")
+    diff = None
+    if check and precision == "fp32":
+        diff = check_export(model, OpenVinoModel(ov_model), what="OpenVINO", atol=atol)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".openvino-", dir=out) as tmp:
+        ov.save_model(ov_model, str(Path(tmp) / IR_NAME), compress_to_fp16=False)
+        for name in ("model.bin", IR_NAME):  # the graph after its weights: a model.xml always has its model.bin
+            os.replace(Path(tmp) / name, out / name)
+    record = config or packaged_config(model, version=1)
+    write_text_atomic(out / CONFIG_NAME, json.dumps({**record, "openvino": {"precision": precision}}, indent=2) + "\n")
+    return diff

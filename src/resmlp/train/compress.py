@@ -1,0 +1,205 @@
+"""`resmlp compress`: a trained ResMLP made smaller and faster, each step measured.
+
+1. prune   whole hidden units of every channel MLP (`deploy.compress.prune_channel_mlps`, scored on training
+           images): a dense model with fewer multiply-adds;
+2. recover a short run of the model's own recipe, started from the pruned weights and distilled from the
+           uncompressed model (soft targets; its minutes fitted by the time budget), on the same training split;
+3. int8    OpenVINO + NNCF (`deploy.openvino`), calibrated on training images.
+
+Written to OUT: the recovered model as a packaged directory (`model/`, like `resmlp export --format safetensors`),
+its int8 OpenVINO IR (`openvino-int8/`), the recovery run (`recovery/`) and `report.json`: params, GFLOPs,
+images/s (batch 64, interleaved rounds) and validation top-1 of the original and compressed model, fp32 and int8.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoint import atomic_save, model_record
+from ..config import TrainConfig, config_from_dict
+from ..data.build import build_data
+from ..deploy.benchmark import time_interleaved
+from ..deploy.compress import prune_channel_mlps
+from ..deploy.openvino import export_openvino, openvino_model
+from ..deploy.optimize import optimize
+from ..files import write_text_atomic
+from ..hub.packaged import save_pretrained
+from ..loading import Loaded, load_model
+from ..models import count_macs, count_params
+from .engine import evaluate
+from .run import train
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    keep: float = 0.5  # the fraction of each channel MLP's hidden units kept
+    minutes: float = 10.0  # the recovery run's time budget
+    lr_scale: float = 0.25  # the recovery's learning rate: the recipe's times this
+    alpha: float = 1.0  # weight of the distillation term against the label loss (1: the original's logits only)
+    calibration: int = 256  # training images that score the units and calibrate int8
+    batch: int = 64  # the batch size images/s is measured at
+    rounds: int = 5
+
+
+def run_config(loaded: Loaded) -> TrainConfig:
+    """The training config of the run `loaded` came from (a run directory or one of our checkpoints)."""
+    record = (loaded.checkpoint or {}).get("config")
+    if record is None:
+        raise ValueError(
+            f"{loaded.path}: compress needs a run directory or one of its checkpoints (the recovery trains with the "
+            "run's recipe and split); packaged models and bare weights carry no recipe"
+        )
+    return config_from_dict(record)
+
+
+def recovery_config(
+    cfg: TrainConfig, widths: list[int], start: Path, teacher: Path, s: CompressSettings
+) -> TrainConfig:
+    """The run's own recipe, continued at a lower learning rate from the pruned weights `start` and distilled from
+    the uncompressed checkpoint `teacher`, fitted to `s.minutes`."""
+    model = dataclasses.replace(
+        cfg.model, mlp_hidden=widths, finetune=str(start), token_mixing_init="default", stem_init="default"
+    )
+    distill = dataclasses.replace(
+        cfg.distill,
+        teacher=str(teacher),
+        teacher_model=None,
+        teacher_recipe=None,
+        teacher_set=[],
+        kind="soft",
+        alpha=s.alpha,
+        tau=1.0,
+        teacher_view="resize",
+    )
+    optim = dataclasses.replace(
+        cfg.optim, lr=cfg.optim.lr * s.lr_scale, warmup_epochs=min(cfg.optim.warmup_epochs, 0.5)
+    )
+    return dataclasses.replace(
+        cfg,
+        model=model,
+        distill=distill,
+        optim=optim,
+        budget=dataclasses.replace(cfg.budget, time_limit_min=s.minutes, fit_to_time_limit=True),
+        progressive=dataclasses.replace(cfg.progressive, sizes=None),
+        run=dataclasses.replace(cfg.run, final_tta="none", tensorboard=False),
+    )
+
+
+def _with_transform(dataset: Dataset, transform: Callable) -> Dataset:
+    out = copy.copy(dataset)
+    out.transform = transform
+    return out
+
+
+def calibration_images(train_set: Dataset, transform: Callable, count: int, seed: int = 0) -> torch.Tensor:
+    """`count` training images (a seeded choice) through the evaluation transform."""
+    data = _with_transform(train_set, transform)
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count]
+    return torch.stack([data[int(i)][0] for i in idx])
+
+
+def _top1(model: nn.Module, val: DataLoader, num_classes: int) -> float:
+    return evaluate(model, val, torch.device("cpu"), num_classes=num_classes).top1
+
+
+def compress(
+    source: str | Path,
+    out: str | Path,
+    *,
+    settings: CompressSettings = CompressSettings(),
+    data: Optional[str] = None,
+    val_data: Optional[str] = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Prune, recover and quantise the model of run (or checkpoint) `source` into `out`; the report (see the
+    module docstring). `data` / `val_data` replace the run's image folders."""
+    out = Path(out)
+    loaded = load_model(source)
+    cfg = run_config(loaded)
+    if data is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="folder", path=data))
+    if val_data is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_path=val_data))
+    original = loaded.model.cpu().eval()
+    splits = build_data(cfg.data, img_size=loaded.spec.args["img_size"])
+    val = DataLoader(splits.val, batch_size=256)
+    calibration = calibration_images(splits.train, splits.val.transform, settings.calibration, cfg.run.seed)
+    classes = len(splits.classes)
+
+    log(f"1/3 prune: keep {settings.keep:.0%} of the hidden units of every channel MLP")
+    pruned = prune_channel_mlps(original, settings.keep, calibration)
+    widths = list(pruned.spec.args["mlp_hidden"])
+    out.mkdir(parents=True, exist_ok=True)
+    start = atomic_save(model_record(pruned), out / "pruned.pt")
+    pruned_top1 = _top1(pruned, val, classes)
+
+    log(f"2/3 recover: {settings.minutes:g} minutes of the run's recipe, distilled from the original")
+    teacher = out / "original.pt"
+    atomic_save(model_record(original), teacher)
+    rcfg = recovery_config(cfg, widths, start, teacher, settings)
+    summary = train(rcfg, out=out / "recovery")
+    recovered = load_model(out / "recovery").model.cpu().eval()
+
+    log("3/3 int8: OpenVINO + NNCF, calibrated on training images; then the measurements")
+    int8 = {"original": openvino_model(original, "int8", calibration=calibration)}
+    int8["compressed"] = openvino_model(recovered, "int8", calibration=calibration)
+    fp32 = {"original": optimize(original, "fp32"), "compressed": optimize(recovered, "fp32")}
+    x = torch.randn(settings.batch, *loaded.spec.input_shape, generator=torch.Generator().manual_seed(0))
+    runners = {f"{k} fp32": v for k, v in fp32.items()} | {f"{k} int8": v for k, v in int8.items()}
+    speed = time_interleaved(runners, x, rounds=settings.rounds)
+    shape = (1, *loaded.spec.input_shape)
+    size = {
+        "original": (count_params(original), count_macs(original, shape)),
+        "compressed": (count_params(recovered), count_macs(recovered, shape)),
+    }
+    accuracy = {
+        "original fp32": _top1(original, val, classes),
+        "original int8": _top1(int8["original"], val, classes),
+        "pruned fp32 (before recovery)": pruned_top1,
+        "compressed fp32": _top1(recovered, val, classes),
+        "compressed int8": _top1(int8["compressed"], val, classes),
+    }
+    rows = []
+    for name, top1 in accuracy.items():
+        which = "original" if name.startswith("original") else "compressed"
+        params, macs = size[which]
+        rate = speed.get(name.split(" (")[0].replace("pruned", "compressed"))
+        rows.append({"step": name, "params": params, "gflops": macs / 1e9, "images_per_s": rate, "top1": top1})
+    report = {
+        "source": str(loaded.path),
+        "settings": dataclasses.asdict(settings),
+        "mlp_hidden": widths,
+        "recovery": {k: summary.get(k) for k in ("epochs", "best_val_top1", "final_val_top1", "wall_time_s")},
+        "batch": settings.batch,
+        "rows": rows,
+        "speedup_int8": speed["compressed int8"] / speed["original int8"],
+        "top1_loss_int8": accuracy["original int8"] - accuracy["compressed int8"],
+        "top1_loss_vs_fp32": accuracy["original fp32"] - accuracy["compressed int8"],
+    }
+    save_pretrained(recovered, out / "model")
+    export_openvino(recovered, out / "openvino-int8", precision="int8", calibration=calibration)
+    write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"{'step':<32}{'params':>11}{'GFLOPs':>9}{'img/s':>10}{'top-1':>9}",
+        *(
+            f"{r['step']:<32}{r['params']:>11,}{r['gflops']:>9.3f}"
+            f"{(format(r['images_per_s'], '.0f') if r['images_per_s'] else '-'):>10}{r['top1']:>8.2f}%"
+            for r in report["rows"]
+        ),
+        f"int8: compressed / original images/s {report['speedup_int8']:.2f}x at batch {report['batch']}; top-1 "
+        f"{report['top1_loss_int8']:.2f} points below the original int8 ({report['top1_loss_vs_fp32']:.2f} below fp32)",
+    ]
+    return "\n".join(lines)

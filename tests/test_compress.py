@@ -1,0 +1,112 @@
+"""Structured pruning of the channel MLPs (resmlp.deploy.compress) and `resmlp compress` (resmlp.train.compress):
+exactness of what is kept, per-block widths through every loader, and the whole prune -> recover -> int8 path."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resmlp
+from resmlp.cli import main
+from resmlp.deploy.compress import prune_channel_mlps, unit_scores
+from resmlp.hub import from_pretrained, save_pretrained
+from resmlp.infer_arch import infer_architecture
+from resmlp.loading import load_model
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    model = resmlp.create_model("resmlp_micro8", num_classes=3).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _images(n=32, seed=1):
+    return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_units_that_add_nothing_are_the_ones_removed_and_the_rest_compute_the_same():
+    model, x = _model(), _images()
+    with torch.no_grad():
+        for b in model.blocks:  # every odd hidden unit writes nothing to the residual stream
+            b.mlp_channels.fc2.weight[:, 1::2] = 0
+    scores = unit_scores(model, x)
+    assert all((s[1::2] == 0).all() and (s[0::2] > 0).all() for s in scores)
+    pruned = prune_channel_mlps(model, 0.5, x)
+    assert pruned.spec.args["mlp_hidden"] == [256] * len(model.blocks)  # micro8: D=128, 4D=512
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), rtol=0, atol=1e-5)
+    assert resmlp.count_params(pruned) < 0.6 * resmlp.count_params(model)
+    with pytest.raises(ValueError, match=r"keep: expected a fraction .* got 0"):
+        prune_channel_mlps(model, 0, x)
+    with pytest.raises(ValueError, match="structured pruning takes a ResMLP"):
+        prune_channel_mlps(resmlp.create_model("mixer_tiny32"), 0.5, torch.randn(2, 3, 32, 32))
+
+
+def test_per_block_widths_survive_every_way_of_loading(tmp_path):
+    model = prune_channel_mlps(_model(), 0.3, _images())
+    widths = model.spec.args["mlp_hidden"]
+    assert widths == [154] * 4
+    assert infer_architecture(model.state_dict()) == ("resmlp_micro8", {"mlp_ratio": 154 / 128, "num_classes": 3})
+    state = model.state_dict()
+    state["blocks.1.mlp_channels.fc1.weight"] = state["blocks.1.mlp_channels.fc1.weight"][:100]
+    assert infer_architecture(state)[1]["mlp_hidden"] == [154, 100, 154, 154]
+    x = _images(4, seed=5)
+    save_pretrained(model, tmp_path / "pkg")
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    with torch.no_grad():
+        want = model(x)
+        for loaded in (from_pretrained(tmp_path / "pkg"), load_model(tmp_path / "bare.pt").model):
+            torch.testing.assert_close(loaded(x), want)
+            assert [b.mlp_channels.fc1.out_features for b in loaded.blocks] == widths
+    fused = resmlp.fuse(model)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), want, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"mlp_hidden: expected 4 hidden widths >= 1"):
+        resmlp.create_model("resmlp_micro8", mlp_hidden=[8, 8])
+
+
+def test_compress_prunes_recovers_and_quantises_a_run(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["a", "b", "c"]):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(16):  # three classes of different mean brightness
+            pixels = np.clip(rng.normal(60 + 70 * c, 30, (8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    tiny = ["model.depth=2", "data.batch_size=8", "run.progress=false", "run.tensorboard=false"]
+    run = tmp_path / "run"
+    argv = ["train", "--recipe", "digits", "--data", str(tmp_path / "data"), "--epochs", "2", "--out", str(run)]
+    assert main([*argv, "--set", *tiny]) == 0
+    out = tmp_path / "small"
+    flags = ["--keep", "0.25", "--minutes", "0.05", "--calibration", "8"]
+    assert main(["compress", str(run), "--out", str(out), *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "compressed int8" in printed and "images/s" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["mlp_hidden"] == [128, 128] and report["recovery"]["epochs"] >= 1
+    steps = {r["step"]: r for r in report["rows"]}
+    assert set(steps) == {
+        "original fp32",
+        "original int8",
+        "pruned fp32 (before recovery)",
+        "compressed fp32",
+        "compressed int8",
+    }
+    assert steps["compressed fp32"]["params"] < 0.5 * steps["original fp32"]["params"]
+    assert steps["compressed fp32"]["gflops"] < 0.4 * steps["original fp32"]["gflops"]
+    assert all(r["images_per_s"] > 0 for r in report["rows"]) and report["speedup_int8"] > 0
+    packaged = from_pretrained(out / "model")
+    assert packaged.spec.args["mlp_hidden"] == [128, 128] and packaged.spec.classes == ("a", "b", "c")
+    assert (out / "openvino-int8" / "model.xml").is_file() and (out / "recovery" / "summary.json").is_file()
+    config = resmlp.config.load_config(str(out / "recovery" / "config.yaml"))
+    assert config.distill.teacher == str(out / "original.pt") and config.model.mlp_hidden == [128, 128]
+
+
+def test_compress_needs_a_run(tmp_path, capsys):
+    save_pretrained(_model(), tmp_path / "pkg")
+    assert main(["compress", str(tmp_path / "pkg"), "--out", str(tmp_path / "o")]) == 2
+    assert "compress needs a run directory or one of its checkpoints" in capsys.readouterr().err
