@@ -13,6 +13,13 @@ import resmlp
 
 torch.set_num_threads(1)
 
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `openvino` run last: once OpenVINO's runtime is loaded in this process, a later test that
+    starts a subprocess (test_device's fresh interpreters) crashed the whole run with SIGSEGV on the 2-core host."""
+    items.sort(key=lambda item: item.get_closest_marker("openvino") is not None)  # stable: order kept otherwise
+
+
 # The evaluation settings of timm's ImageNet-1k ResMLP weights, as their config.json's pretrained_cfg holds them.
 TIMM_IN1K_EVAL = {
     "fixed_input_size": True,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -196,13 +198,20 @@ def test_inference_speed(script, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["speed"]["results"]
 
 
-def test_int8_agreement_on_the_run_split_and_speed(script, run_dir, images, capsys):
-    argv = ["--checkpoint", str(run_dir), "--data", str(images), "--calibration", "4", "--speed", "--openvino"]
-    script("bench_int8").main([*argv, "--model", "resmlp_micro8", "--batch", "2", "--rounds", "1"])
-    printed = capsys.readouterr().out
+def test_int8_agreement_on_the_run_split_and_speed(run_dir, images):
+    # benchmarks/bench_int8.py in its own interpreter: OpenVINO's and ONNX Runtime's thread pools, once both are
+    # loaded, crash a later in-process test that signals itself (test_fault_trials: SIGSEGV on the 2-core host).
+    argv = ["--checkpoint", str(run_dir), "--data", str(images), "--calibration", "4", "--speed"]
+    argv += ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1"]
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_int8.py"), *argv], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stdout
     assert "validation: 6 images" in printed and "calibration (training part): 4 images" in printed
-    assert printed.count("| PyTorch: ") == 8 and printed.count("| OpenVINO: ") == 8 and "| fp32 (fused) |" in printed
-    assert printed.count("% |") == 2 * 16
+    assert printed.count("| OpenVINO: ") == 8 and printed.count("| ONNX Runtime: ") == 1
+    assert printed.count("% |") == 2 * 9 and "| OpenVINO int8, resmlp's INT8_RECIPE |" in printed
 
 
 @pytest.mark.parametrize("step", [False, True], ids=["loader", "with-step"])

@@ -15,6 +15,8 @@ from resmlp.hub import from_pretrained, save_pretrained
 from resmlp.infer_arch import infer_architecture
 from resmlp.loading import load_model
 
+pytestmark = pytest.mark.openvino
+
 
 def _model(seed=0):
     torch.manual_seed(seed)

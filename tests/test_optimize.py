@@ -38,24 +38,28 @@ def test_fp32_is_the_fused_model():
         torch.testing.assert_close(y, model(x), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("precision,atol", [("bf16", 0.15), ("int8", 0.3)])
-def test_low_precision_keeps_predictions(precision, atol):
+@pytest.mark.parametrize(
+    "precision,runtime,atol",
+    [("bf16", "eager", 0.15), pytest.param("int8", "openvino", 0.3, marks=pytest.mark.openvino)],
+)
+def test_low_precision_keeps_predictions(precision, runtime, atol):
     model = confident_model()
     x = batch(model, 256)
     with torch.no_grad():
         want = model(x)
-    got = resmlp.optimize(model, precision)(x)
+    got = build_runtime(model, precision=precision, runtime=runtime, calibration=batch(model, 64, seed=7))(x)
     assert got.dtype == torch.float32 and got.shape == want.shape
     assert (got - want).abs().max() < atol  # logits have std 3: within 5% / 10% of it
     agree = (got.argmax(-1) == want.argmax(-1)).float().mean().item()
     assert agree >= 0.95, f"{precision} top-1 agrees with fp32 on {agree:.1%}"
 
 
+@pytest.mark.openvino
 def test_optimize_leaves_the_model_alone():
     model = confident_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     resmlp.optimize(model, "bf16")
-    resmlp.optimize(model, "int8")
+    build_runtime(model, precision="int8", runtime="openvino", calibration=batch(model, 16))
     assert all(v.dtype == torch.float32 and torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert type(model.blocks[0].mlp_channels.fc1) is torch.nn.Linear
     fused = resmlp.fuse(model)
@@ -121,15 +125,11 @@ def test_a_model_without_folds_runs_unfused():
         resmlp.fuse(model)
 
 
-def test_int8_does_not_combine_with_compile():
-    with pytest.raises(ValueError, match="int8 does not combine with compile"):
-        resmlp.optimize(confident_model(), "int8", compile=True)
-
-
 # resmlp.deploy.benchmark (no file of its own: it times the runtimes above)
 
 
 @pytest.mark.slow
+@pytest.mark.openvino
 def test_benchmark_report_and_cli(tmp_path, capsys):
     from resmlp.cli import main
     from resmlp.deploy.benchmark import format_report, run_benchmark
@@ -138,18 +138,22 @@ def test_benchmark_report_and_cli(tmp_path, capsys):
         confident_model(),
         batches=[2, 3],
         precisions=["fp32", "int8"],
-        runtimes=["eager"],
+        runtimes=["eager", "openvino"],
         rounds=2,
         seconds=0.01,
         progress=False,
     )
     rows = report["results"]
-    assert [(r["batch"], r["runtime"], r["precision"], r["fused"]) for r in rows[:3]] == [
+    assert [(r["batch"], r["runtime"], r["precision"], r["fused"]) for r in rows[:5]] == [
         (2, "eager", "fp32", False),
         (2, "eager", "fp32", True),
         (2, "eager", "int8", True),
+        (2, "openvino", "fp32", True),
+        (2, "openvino", "int8", True),
     ]
-    assert len(rows) == 6 and all(len(r["images_per_s_rounds"]) == 2 for r in rows)
+    assert rows[2]["skipped"].startswith("int8 runs on the openvino runtime")
+    rows = [r for r in rows if not r["skipped"]]
+    assert len(rows) == 8 and all(len(r["images_per_s_rounds"]) == 2 for r in rows)
     peaks = report["matmul_peak_gflops"]  # int8 only where torch._int_mm has a fast kernel
     assert rows[0]["speedup"] == 1.0 and all(0 < r["mfu"] for r in rows if r["precision"] in peaks)
     assert all(r["images_per_s_min"] <= r["images_per_s_median"] <= r["images_per_s_max"] for r in rows)

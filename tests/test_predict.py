@@ -136,6 +136,7 @@ def test_nothing_to_classify_is_a_one_line_error(tmp_path, checkpoint, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.openvino
 def test_int8_predict_calibrates_on_the_inputs_or_a_given_folder(folder, checkpoint, capsys, tmp_path):
     ck, model = checkpoint
     args = ["predict", str(ck), str(folder / "*.png"), "--format", "json", "--topk", "1", "--precision", "int8"]

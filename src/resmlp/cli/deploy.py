@@ -68,10 +68,10 @@ def add_runtime_flags(p: argparse.ArgumentParser, precision: str = "auto") -> No
     )
     p.add_argument(
         "--runtime",
-        default="eager",
+        default=None,
         choices=("eager", "compile", "onnx", "openvino"),
-        help="eager PyTorch, torch.compile (slow first batch), ONNX Runtime, or OpenVINO (resmlp[openvino]; its "
-        "int8 is calibrated by NNCF) (default: eager)",
+        help="eager PyTorch, torch.compile (slow first batch), ONNX Runtime, or OpenVINO (resmlp[openvino]) "
+        "(default: eager; openvino for int8, which runs on openvino or onnx only)",
     )
     p.add_argument(
         "--tta",
@@ -197,6 +197,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..deploy import build_runtime
+    from ..deploy.optimize import default_runtime
     from ..deploy.predict import calibration_batch, expand_inputs, format_predictions, predict_files
     from ..loading import load_model
     from ..models.tta import with_tta
@@ -210,6 +211,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ValueError("no image files to classify")
     loaded = load_model(args.weights, model_name=args.model, img_size=args.img_size, resample=args.resample)
     preprocess, classes = loaded.spec.preprocess, loaded.spec.class_names()
+    args.runtime = args.runtime or default_runtime(args.precision)
     calibration = None
     if args.precision == "int8":
         calibration = calibration_batch(args.calibration, preprocess, default=paths, workers=args.workers)

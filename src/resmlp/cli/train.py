@@ -193,6 +193,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ..deploy.optimize import default_runtime  # noqa: PLC0415
     from ..train.evaluate import evaluate_checkpoint  # noqa: PLC0415
 
     if args.precision == "int8" and not args.calibration:
@@ -209,7 +210,7 @@ def run_eval(args: argparse.Namespace) -> int:
         img_size=args.img_size,
         resample=args.resample,
         precision=args.precision,
-        runtime=args.runtime,
+        runtime=args.runtime or default_runtime(args.precision),
         calibration=args.calibration,
     )
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['count']} images")

@@ -16,7 +16,6 @@ from ..device import auto_precision
 from .fuse import FusedClassifier, fusable, fuse
 from .onnx import onnx_runtime_model
 from .openvino import openvino_model
-from .quantize import quantize_int8
 
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNTIMES = ("eager", "compile", "onnx", "openvino")
@@ -59,31 +58,27 @@ class OptimizedModel(nn.Module):
         return f"precision={self.precision}, runtime={self.runtime}"
 
 
-def optimize(
-    model: nn.Module, precision: str = "auto", compile: bool = False, calibration: torch.Tensor | None = None
-) -> OptimizedModel:
+# int8 is run by the engines (measured: docs/results.md#inference); PyTorch's own dynamic int8 (torch.ao, a
+# deprecated API) kept as many predictions as OpenVINO's at a quarter of its speed, and is not offered.
+INT8_ELSEWHERE = (
+    "int8 runs on the openvino runtime (pip install 'resmlp[openvino]'; the fastest int8 measured) or the onnx "
+    "runtime (pip install 'resmlp[onnx]'), not in PyTorch eager or compile"
+)
+
+
+def optimize(model: nn.Module, precision: str = "auto", compile: bool = False) -> OptimizedModel:
     """Fuse `model` (see `resmlp.fuse`; models without Aff/LayerNorm to fold, such as the CIFAR ResNets,
     are copied as they are) and run it at `precision`, optionally through torch.compile.
 
-    precision: "fp32"; "bf16" (weights and activations in bfloat16); "int8" (dynamic quantisation of the
-    channel-MLP Linear layers: int8 weights per output channel, activations quantised per batch; the
-    token mixing and the head stay fp32; CPU only; see resmlp.deploy.quantize); or
-    "auto" = bf16 where the hardware has native bf16 matmul, fp32 elsewhere. `compile=True` runs the
-    fused model through torch.compile with weight freezing (the first call compiles, which takes a while).
-    calibration: for int8, a (B, C, H, W) batch of typical preprocessed images (a few hundred training
-    images): each MLP layer's inputs are smoothed channel-wise to fit int8 (SmoothQuant). Without it int8
-    is plain dynamic quantisation, which keeps fewer predictions (96-98% instead of >99% on CIFAR-10).
-    The original model is not modified.
+    precision: "fp32"; "bf16" (weights and activations in bfloat16); or "auto" = bf16 where the hardware has
+    native bf16 matmul, fp32 elsewhere (int8: `build_runtime(..., runtime="openvino" | "onnx")`). `compile=True`
+    runs the fused model through torch.compile with weight freezing (the first call compiles, which takes a
+    while). The original model is not modified.
     """
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
-    if compile and precision == "int8":
-        # Dynamically quantised Linear layers break the graph at every call, so Dynamo compiles each
-        # block separately, runs out of its recompile budget and falls back to eager int8.
-        raise ValueError(
-            "int8 does not combine with compile (torch.compile falls back to eager around "
-            "quantised layers); use int8 eager, the onnx runtime, or bf16 with compile"
-        )
+    if precision == "int8":
+        raise ValueError(INT8_ELSEWHERE)
     # fuse() builds a new module; anything else is copied, so the casts below never touch `model`.
     fresh = fusable(model) and not isinstance(model, FusedClassifier)
     inner = fuse(model) if fresh else copy.deepcopy(model).eval().requires_grad_(False)
@@ -91,16 +86,17 @@ def optimize(
     if precision == "bf16":
         dtype = torch.bfloat16
         inner = inner.to(torch.bfloat16)
-    elif precision == "int8":
-        if device.type != "cpu":
-            raise ValueError("int8 dynamic quantisation runs on CPU only; use precision='bf16' on GPU")
-        inner = quantize_int8(inner, calibration)
     if compile:  # weight freezing is switched on around each call, see OptimizedModel._compile_config
         # dynamic=False: one static graph per batch size, faster than a shape-generic one.
         inner = torch.compile(inner, dynamic=False)
     return OptimizedModel(
         inner, dtype=dtype, device=device, precision=precision, runtime="compile" if compile else "eager"
     )
+
+
+def default_runtime(precision: str) -> str:
+    """The runtime the CLI uses when none is named: OpenVINO for int8, PyTorch eager otherwise."""
+    return "openvino" if precision == "int8" else "eager"
 
 
 def build_runtime(
@@ -112,11 +108,13 @@ def build_runtime(
     calibration: torch.Tensor | None = None,
 ) -> nn.Module:
     """One entry for the CLI: `runtime` in eager | compile | onnx | openvino, `precision` in auto | fp32 | bf16 |
-    int8; `calibration` images are used by int8 only (see `optimize`; OpenVINO's int8 needs them)."""
+    int8 (int8: openvino or onnx); `calibration` images (B, C, H, W), a few hundred typical preprocessed training
+    images, are used by int8 only: the channel MLPs are smoothed on them (`quantize.smooth`), and OpenVINO's int8
+    is calibrated on them (it needs them)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if runtime == "onnx":
         return onnx_runtime_model(model, precision, threads=threads, calibration=calibration)
     if runtime == "openvino":
         return openvino_model(model, precision, threads=threads, calibration=calibration)
-    return optimize(model, precision, compile=runtime == "compile", calibration=calibration)
+    return optimize(model, precision, compile=runtime == "compile")
