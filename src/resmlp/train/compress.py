@@ -100,7 +100,7 @@ def _with_transform(dataset: Dataset, transform: Callable) -> Dataset:
     return out
 
 
-def calibration_images(train_set: Dataset, transform: Callable, count: int, seed: int = 0) -> torch.Tensor:
+def training_images(train_set: Dataset, transform: Callable, count: int, seed: int = 0) -> torch.Tensor:
     """`count` training images (a seeded choice) through the evaluation transform."""
     data = _with_transform(train_set, transform)
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count]
@@ -132,7 +132,7 @@ def compress(
     original = loaded.model.cpu().eval()
     splits = build_data(cfg.data, img_size=loaded.spec.args["img_size"])
     val = DataLoader(splits.val, batch_size=256)
-    calibration = calibration_images(splits.train, splits.val.transform, settings.calibration, cfg.run.seed)
+    calibration = training_images(splits.train, splits.val.transform, settings.calibration, cfg.run.seed)
     classes = len(splits.classes)
 
     log(f"1/3 prune: keep {settings.keep:.0%} of the hidden units of every channel MLP")
