@@ -27,6 +27,7 @@ from .rundir import RESUME_NAMES, RunDir
 from .weights import WeightsError, load_weights, torch_load_safely
 
 FORMAT = "resmlp-checkpoint"
+TEXT_FORMAT = "resmlp-text-checkpoint"  # a translator or language model (train/text.py; other layout)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike, *, keep_previous: str | os.PathLike | None = None) -> Path:

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Sequence
 
-SUBCOMMANDS = ("resmlp.cli.models", "resmlp.cli.train", "resmlp.cli.analyze", "resmlp.cli.deploy")
+SUBCOMMANDS = ("resmlp.cli.models", "resmlp.cli.train", "resmlp.cli.analyze", "resmlp.cli.deploy", "resmlp.cli.text")
 
 
 def build_parser() -> argparse.ArgumentParser:

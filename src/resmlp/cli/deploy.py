@@ -118,7 +118,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="safetensors writes a directory (config.json + model.safetensors) for from_pretrained; openvino a "
         "directory (model.xml + model.bin + config.json)",
     )
-    p.add_argument("--out", required=True, help="output file (onnx/torchscript) or directory (safetensors/openvino)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output file (onnx/torchscript) or directory (safetensors/openvino; a translator's onnx)",
+    )
     p.add_argument(
         "--precision",
         default="fp32",
@@ -249,8 +253,11 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ..deploy import export_model
     from ..deploy.predict import calibration_batch
+    from ..deploy.translate import is_text_model
     from ..loading import load_model
 
+    if is_text_model(args.weights):
+        return run_export_translator(args)
     loaded = load_model(args.weights, model_name=args.model, img_size=args.img_size, resample=args.resample)
     if args.precision == "int8" and args.format != "openvino":
         raise ValueError(f"--precision int8 writes an OpenVINO IR (--format openvino), not {args.format}")
@@ -268,6 +275,21 @@ def run_export(args: argparse.Namespace) -> int:
         else ""
     )
     print(f"wrote {out} ({loaded.spec.name}, {args.format}{check})")
+    return 0
+
+
+def run_export_translator(args: argparse.Namespace) -> int:
+    from ..deploy.text_export import export_translator_onnx
+    from ..deploy.translate import load_text_model
+
+    if args.format != "onnx":
+        raise ValueError(f"a translator exports to --format onnx (encoder + decoder step), not {args.format}")
+    tm = load_text_model(args.weights)
+    diff = export_translator_onnx(tm, args.out, tolerance=args.tolerance)
+    print(
+        f"wrote {args.out}: encoder.onnx, decoder.onnx, tokenizer.model, config.json ({tm.model.spec.name}; "
+        f"max |onnx - eager| = {diff:.2e}, limit {args.tolerance:g} x logit scale)"
+    )
     return 0
 
 

@@ -8,7 +8,16 @@ from pathlib import Path
 import torch
 
 from ..files import write_atomic
-from ..models import count_macs, count_params, create_model, get_variant, list_models
+from ..models import (
+    SEQ_VARIANTS,
+    count_macs,
+    count_params,
+    create_model,
+    create_seq_model,
+    get_variant,
+    list_models,
+    list_seq_models,
+)
 from ..weights import convert_state_dict, read_state_dict
 
 
@@ -53,6 +62,16 @@ def run_models(args: argparse.Namespace) -> int:
             f"{count_params(m):>14,}{gmacs:>8.2f}  {v.description}"
         )
     print("GFLOPs = multiply-adds of one image at the listed size, as the paper counts them.")
+    print()
+    print(f"{'sequence model':<22}{'dim':>6}{'depth':>6}{'max_len':>8}{'params (8k vocab)':>19}  description")
+    for name in list_seq_models():
+        with torch.device("meta"):
+            m = create_seq_model(name, vocab_size=8000)
+        a = m.spec.args
+        depth = f"{a['depth']}+{a.get('decoder_depth') or a['depth']}" if "decoder_depth" in a else str(a["depth"])
+        print(
+            f"{name:<22}{a['embed_dim']:>6}{depth:>6}{a['max_len']:>8}{count_params(m):>19,}  {SEQ_VARIANTS[name][2]}"
+        )
     return 0
 
 

@@ -58,9 +58,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=run_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on an image folder; writes eval.json + confusion PNG")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on an image folder (eval.json + confusion PNG), or a translator on --src/--ref "
+        "(BLEU and chrF with sacreBLEU)",
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
-    p.add_argument("--data", required=True, help="image folder root/<class>/* with the checkpoint's classes")
+    p.add_argument("--data", default=None, help="image folder root/<class>/* with the checkpoint's classes")
+    p.add_argument("--src", default=None, help="translator: source sentences, one a line")
+    p.add_argument("--ref", default=None, help="translator: reference translations, aligned with --src")
+    p.add_argument("--beam", type=int, default=None, help="translator: beam size (default: the run's text.beam)")
     p.add_argument("--out", default=None, help="where eval.json goes (default: next to the run / checkpoint)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
@@ -163,7 +170,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         recipe, why = (args.recipe, None) if args.recipe else choose_recipe(args.data)
         cfg = load_config(recipe, overrides)
-        line = why or resolution_warning(cfg, recipe)
+        line = why or (None if cfg.text.task else resolution_warning(cfg, recipe))
         if line:
             print(line, file=sys.stderr, flush=True)
     try:
@@ -178,7 +185,11 @@ def run_train(args: argparse.Namespace) -> int:
         if "message" in summary:
             print(summary["message"], file=sys.stderr, flush=True)
         return 128 + int(getattr(signal, summary["stopped_by"]))
-    if main_process:
+    if main_process and cfg.text.task:
+        keys = ("best_val_bleu", "final_val_bleu", "best_val_loss", "epochs", "tokens_per_s", "wall_time_s")
+        print("summary: " + json.dumps({k: summary[k] for k in keys}))
+        print(f"run directory: {summary['run_dir']}")
+    elif main_process:
         print(
             "summary: "
             + json.dumps(
@@ -196,6 +207,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..deploy.optimize import default_runtime  # noqa: PLC0415
     from ..train.evaluate import evaluate_checkpoint  # noqa: PLC0415
 
+    if args.src or args.ref:
+        return run_eval_translation(args)
+    if args.data is None:
+        raise ValueError("eval needs --data IMAGE_FOLDER (an image model) or --src FILE --ref FILE (a translator)")
     if args.precision == "int8" and not args.calibration:
         raise ValueError("--precision int8 needs --calibration FOLDER|GLOB of training images (not the evaluated ones)")
     result = evaluate_checkpoint(
@@ -215,4 +230,20 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['count']} images")
     print(f"wrote {result['eval_json']} and {result['confusion_png']}")
+    return 0
+
+
+def run_eval_translation(args: argparse.Namespace) -> int:
+    from ..deploy.translate import evaluate_translation  # noqa: PLC0415
+
+    if not (args.src and args.ref):
+        raise ValueError("a translator's eval needs both --src FILE and --ref FILE (aligned, one sentence a line)")
+    result = evaluate_translation(args.checkpoint, args.src, args.ref, beam=args.beam, out=args.out)
+    r = result
+    print(f"BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}  on {r['sentences']} sentences (beam {r['beam']})")
+    print(f"  {result['bleu_signature']}")
+    print(f"  {result['chrf_signature']}")
+    for sample in result["samples"]:
+        print(f"  src: {sample['src']}\n  hyp: {sample['hyp']}\n  ref: {sample['ref']}")
+    print(f"wrote {result['hypotheses_file']}")
     return 0

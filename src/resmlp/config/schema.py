@@ -30,6 +30,11 @@ Norm = Literal["affine", "layernorm", "batchnorm"]
 TokenMixing = Literal["linear", "mlp", "conv3x3", "conv3x3_depthwise", "conv3x3_separable", "none"]
 Pooling = Literal["avg", "class_mlp"]
 Activation = Literal["gelu", "silu", "hardswish", "relu"]
+# Sequence models (paper section 3.6; models.sequence, train.text): what a run trains on text, how the
+# decoder reads the source, and the subword model.
+TextTask = Literal["translation", "language_model"]
+Cross = Literal["attention", "linear"]
+SubwordModel = Literal["unigram", "bpe"]
 
 
 class ConfigError(ValueError):
@@ -58,6 +63,14 @@ class ModelConfig:
     act: Optional[Activation] = None
     blocks_per_stage: Optional[int] = None  # ResNet
     width: Optional[int] = None  # ResNet and the conv net (channel multiplier)
+    # Sequence models (models.sequence): the longest sentence in tokens (A is max_len x max_len), the
+    # decoder's depth when it differs from the encoder's, attention heads, dropout, and how the decoder reads
+    # the source (cross: attention = the paper's, linear = a learned T x S map, no attention at all).
+    max_len: Optional[int] = None
+    decoder_depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    dropout: Optional[float] = None
+    cross: Optional[Cross] = None
     # Initialisation levers (ResMLP): A from a local kernel instead of noise; the stem from whitened patches.
     token_mixing_init: TokenMixingInit = "default"
     stem_init: StemInit = "default"
@@ -270,6 +283,31 @@ class ProgressiveConfig:
 
 
 @dataclass(frozen=True)
+class TextConfig:
+    """Sequence tasks (paper section 3.6, train/text.py): with `task` set, the run trains a translator or a
+    language model on a folder of sentence files (train.<lang>, val.<lang> optional: data.val_split of train
+    carved off when absent; data.path is the folder) instead of an image classifier."""
+
+    task: Optional[TextTask] = None  # None: an image run
+    src_lang: str = "en"
+    tgt_lang: str = "de"  # a language model's language
+    vocab_size: int = 8000  # the joint subword vocabulary, trained on the training split (tokenizer.model)
+    subword_model: SubwordModel = "unigram"
+    max_tokens: int = 4096  # tokens per batch (sentences x the longest of the batch, padding included)
+    beam: int = 4  # decoding of `resmlp translate` / `resmlp eval --src`; validation BLEU is greedy
+    len_penalty: float = 1.0
+    # Greedy BLEU and chrF on the validation split every this many epochs (0: never; the loss always).
+    bleu_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.src_lang == self.tgt_lang and self.task == "translation":
+            raise ConfigError(f"text.src_lang and text.tgt_lang are both {self.src_lang!r}: translate between two")
+        for key in ("vocab_size", "max_tokens", "beam"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"text.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -278,6 +316,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
+    text: TextConfig = field(default_factory=TextConfig)
 
     def __post_init__(self) -> None:
         d = self.data

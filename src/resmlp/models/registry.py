@@ -20,6 +20,7 @@ from .layers import to_pair
 from .mixer import MlpMixer
 from .resmlp import ResMLP
 from .resnet import CifarResNet
+from .sequence import SEQ_VARIANTS, create_seq_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -345,8 +346,14 @@ def create_model(name: str, *, features_only: bool = False, out_indices: Indices
     The model carries `model.spec` (a ModelSpec: everything needed to rebuild it and feed it images).
     `features_only=True` returns it as a backbone (`FeatureMaps`): forward gives the (B, D, h, w) maps of
     the blocks in `out_indices` (None = every block, n = the last n, or a list of indices).
-    (`resmlp.create_model` adds `pretrained=...` on top of this.)
+    (`resmlp.create_model` adds `pretrained=...` on top of this.) The sequence models of the paper's section
+    3.6 (`resmlp_mt6`, `resmlp_mt12`, `transformer_mt_base`, the CPU sizes, `models.sequence`) are built by
+    name too; they take their own arguments (`vocab_size`, `max_len`, ...).
     """
+    if name in SEQ_VARIANTS:
+        if features_only:
+            raise ValueError(f"features_only: {name} is a sequence model, not an image backbone")
+        return create_seq_model(name, **overrides)
     arch, args = model_args(name, **_sizes_as_tuples(dict(overrides)))
     model = ARCHITECTURES[arch](**args)
     model.spec = ModelSpec(name, args, dataclasses.replace(get_variant(name).preprocess, img_size=args["img_size"]))

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_save, latest_checkpoint, model_record
+from ..checkpoint import TEXT_FORMAT, atomic_save, latest_checkpoint, model_record
 from ..config import TrainConfig, config_from_dict, config_to_dict
 from ..rundir import RunDir
-from ..weights import WeightsError, load_weights
+from ..weights import WeightsError, load_weights, torch_load_safely
 from . import distributed as dist
 from .engine import EpochCarry
 from .parts import Progress, Run
@@ -172,5 +172,11 @@ def restore(run: Run, ckpt: dict) -> Progress:
 
 
 def config_of_run(run_dir: str | Path) -> TrainConfig:
-    """The configuration a run was started with (from its newest loadable checkpoint)."""
+    """The configuration a run was started with (from its newest loadable checkpoint; a text run's from
+    checkpoints/last.pt, train/text.py)."""
+    last = RunDir(run_dir).last
+    if last.is_file():
+        ckpt = torch_load_safely(last)
+        if isinstance(ckpt, dict) and ckpt.get("format") == TEXT_FORMAT:
+            return config_from_dict(ckpt["config"])
     return config_from_dict(latest_checkpoint(run_dir)["config"])

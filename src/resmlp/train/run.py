@@ -139,6 +139,12 @@ def train(
     `model.finetune` (the weights the model starts from)."""
     if finetune is not None:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, finetune=str(finetune)))
+    if cfg.text.task:  # a translator or language model (train/text.py)
+        from .text import train_text  # noqa: PLC0415 - image runs do not need the text stack
+
+        device, rank, world = init_process(cfg.run)
+        run_dir = RunDir(resume if resume else out if out else default_run_dir(cfg))
+        return train_text(cfg, run_dir, device, rank, world, resume=bool(resume))
     checked_model_arguments(cfg)
     device, rank, world = init_process(cfg.run)
     if resume and not RunDir(resume).is_run():
