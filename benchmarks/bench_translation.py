@@ -20,10 +20,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from common import cpu_model
-from matplotlib.figure import Figure
+from figures import draw_translation
 
 from resmlp.config import load_config
 from resmlp.data.text import collate_sources, read_lines
@@ -48,7 +49,9 @@ PLANS = {
 }
 
 
-def train_run(name: str, recipe: str, overrides: dict, data: Path, out: Path, minutes: float) -> dict:
+def train_run(
+    name: str, recipe: str, overrides: dict, data: Path, out: Path, minutes: float, common: Sequence[str] = ()
+) -> dict:
     run = out / name
     summary = RunDir(run).read_summary()
     if summary is not None and not summary.get("stopped_by"):
@@ -57,7 +60,7 @@ def train_run(name: str, recipe: str, overrides: dict, data: Path, out: Path, mi
     print(f"=== {name}: {recipe} {overrides} for {minutes} min", flush=True)
     cfg = load_config(
         recipe,
-        [("data.path", str(data)), ("budget.time_limit_min", minutes), *overrides.items()],
+        [("data.path", str(data)), ("budget.time_limit_min", minutes), *common, *overrides.items()],
     )
     return train(cfg, out=run, resume=run if (run / "checkpoints" / "last.pt").is_file() else None)
 
@@ -70,40 +73,24 @@ def test_scores(run: Path, data: Path, tgt: str) -> dict:
 
 
 @torch.no_grad()
-def decoding_speed(run: Path, sources: list[str], repeats: int = 3) -> dict[str, float]:
-    """Sentences/s of greedy and beam 4 at batch 1 (the first 32 sentences) and 64 (the first 256)."""
-    tm = load_text_model(run)
-    ids = tm.tokenizer.encode_batch(sources)
-    out = {}
+def decoding_speed(runs: dict[str, Path], sources: list[str], repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Sentences/s of greedy and beam 4 at batch 1 (the first 32 sentences) and 64 (the first 256) for each run,
+    the runs interleaved repeat by repeat (a noisy host slows both alike); medians."""
+    models = {name: load_text_model(run) for name, run in runs.items()}
+    ids = {name: tm.tokenizer.encode_batch(sources) for name, tm in models.items()}
+    out: dict[str, dict[str, float]] = {name: {} for name in runs}
     for beam in (1, 4):
-        for batch, count in ((1, 32), (64, 256)):
-            times = []
+        for batch, count in ((1, min(32, len(sources))), (64, min(256, len(sources)))):
+            times: dict[str, list[float]] = {name: [] for name in runs}
             for _ in range(repeats):
-                start = time.perf_counter()
-                for i in range(0, count, batch):
-                    beam_search(tm.model, collate_sources(ids[i : i + batch]), beam=beam)
-                times.append(time.perf_counter() - start)
-            out[f"beam{beam}_batch{batch}"] = count / statistics.median(times)
+                for name, tm in models.items():
+                    start = time.perf_counter()
+                    for i in range(0, count, batch):
+                        beam_search(tm.model, collate_sources(ids[name][i : i + batch]), beam=beam)
+                    times[name].append(time.perf_counter() - start)
+            for name in runs:
+                out[name][f"beam{beam}_batch{batch}"] = count / statistics.median(times[name])
     return out
-
-
-def curves(results: dict, out: Path, path: Path) -> None:
-    fig = Figure(figsize=(10, 4))
-    ax_loss, ax_bleu = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for name in results:
-        rows = RunDir(out / name).read_metrics()
-        minutes = [r["wall_time_s"] / 60 for r in rows]
-        ax_loss.plot(minutes, [r["val_loss"] for r in rows], marker=".", label=name)
-        bleu = [(r["wall_time_s"] / 60, r["val_bleu"]) for r in rows if "val_bleu" in r]
-        if bleu:
-            ax_bleu.plot(*zip(*bleu), marker=".", label=name)
-    ax_loss.set(xlabel="minutes", ylabel="validation loss (nats/token)", title="validation loss")
-    ax_bleu.set(xlabel="minutes", ylabel="validation BLEU (greedy)", title="validation BLEU")
-    for ax in (ax_loss, ax_bleu):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def markdown(results: dict, machine: str) -> str:
@@ -140,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget of each translation run")
     p.add_argument("--lm-minutes", type=float, default=4.0, help="wall-clock budget of each language model")
     p.add_argument("--plan", nargs="+", default=["de"], choices=[*PLANS, "speed"])
+    p.add_argument("--set", dest="common", nargs="+", default=[], help="overrides for every run (KEY=VALUE)")
     args = p.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     if not (data / "train.en").is_file():
@@ -150,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     for plan in args.plan:
         for name, recipe, overrides in PLANS.get(plan, []):
             lm = overrides.get("text.task") == "language_model"
-            summary = train_run(name, recipe, overrides, data, out, args.lm_minutes if lm else args.minutes)
+            minutes = args.lm_minutes if lm else args.minutes
+            summary = train_run(name, recipe, overrides, data, out, minutes, args.common)
             if summary.get("stopped_by"):  # a stop signal: the run resumes when the benchmark is started again
                 print(f"{name} stopped by {summary['stopped_by']}; run the same command again to resume", flush=True)
                 return 1
@@ -161,13 +150,13 @@ def main(argv: list[str] | None = None) -> int:
             write_text_atomic(record, json.dumps(results, indent=1))
     if "speed" in args.plan:
         sources = read_lines(data / "test_2016_flickr.en")
-        for name in ("resmlp-de", "transformer-de"):
-            if (out / name).is_dir():
-                results.setdefault(name, {})["speed"] = decoding_speed(out / name, sources)
-                write_text_atomic(record, json.dumps(results, indent=1))
+        runs = {name: out / name for name in ("resmlp-de", "transformer-de") if (out / name).is_dir()}
+        for name, speed in decoding_speed(runs, sources).items():
+            results.setdefault(name, {})["speed"] = speed
+        write_text_atomic(record, json.dumps(results, indent=1))
     done = {n: r for n, r in results.items() if "summary" in r}
     write_text_atomic(out / "translation.md", markdown(done, cpu_model()))
-    curves(done, out, out / "translation_curves.png")
+    draw_translation([RunDir(out / name) for name in done], out / "translation_curves.png")
     print((out / "translation.md").read_text())
     return 0
 

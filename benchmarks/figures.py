@@ -218,6 +218,32 @@ def inference_figure(data: Path, path: Path) -> str:
     return f"{len(rows)} variants"
 
 
+def draw_translation(runs: list[RunDir], path: Path) -> str:
+    """Validation loss and greedy BLEU against minutes, one line per text run (benchmarks/bench_translation.py)."""
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_bleu = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for i, run in enumerate(runs):
+        rows = run.read_metrics()
+        style = dict(color=f"C{i}", marker=".", label=run.root.name, ls="--" if "transformer" in run.root.name else "-")
+        ax_loss.plot([r["wall_time_s"] / 60 for r in rows], [r["val_loss"] for r in rows], **style)
+        bleu = [(r["wall_time_s"] / 60, r["val_bleu"]) for r in rows if "val_bleu" in r]
+        if bleu:
+            ax_bleu.plot(*zip(*bleu), **style)
+    ax_loss.set(xlabel="minutes", ylabel="validation loss (nats / target token)", title="validation loss")
+    ax_bleu.set(xlabel="minutes", ylabel="validation BLEU (greedy)", title="validation BLEU (Multi30k val)")
+    for ax in (ax_loss, ax_bleu):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+    return f"{len(runs)} runs"
+
+
+def translation_figure(data: Path, path: Path) -> str:
+    root = data / "translation"
+    runs = sorted((RunDir(d) for d in root.iterdir() if RunDir(d).metrics.is_file()), key=lambda r: r.root.name)
+    return draw_translation(runs, path)
+
+
 # PNG name (under --out) -> the function that draws it from --data
 FIGURES: dict[str, Callable[[Path, Path], str]] = {
     "hour_milestones.png": hour_figure,
@@ -225,6 +251,7 @@ FIGURES: dict[str, Callable[[Path, Path], str]] = {
     "resample_zero_shot.png": resample_figure,
     "progressive_hour.png": progressive_figure,
     "inference_speedup.png": inference_figure,
+    "translation_curves.png": translation_figure,
 }
 
 

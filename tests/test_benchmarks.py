@@ -264,3 +264,20 @@ def test_fault_trials(script, tmp_path, capsys):
     assert script("fault_trials").main_(argv) == 0
     printed = capsys.readouterr().out
     assert "sigterm: {" in printed and "enospc: {" in printed and "FAILED" not in printed
+
+
+def test_translation_trains_both_models_scores_them_and_times_decoding(script, tmp_path, capsys):
+    from test_text_train import corpus
+
+    data = corpus(tmp_path / "m30")
+    for lang in ("en", "de"):  # the test split the benchmark scores on
+        (data / f"test_2016_flickr.{lang}").write_text((data / f"val.{lang}").read_text(encoding="utf-8"))
+    tiny = ["model.embed_dim=32", "model.depth=1", "model.max_len=24", "text.vocab_size=60", "text.max_tokens=256"]
+    tiny += ["optim.epochs=1", "run.precision=fp32", "run.progress=false", "run.tensorboard=false"]
+    argv = ["--data", str(data), "--out", str(tmp_path / "mt"), "--plan", "de", "lm", "speed", "--set", *tiny]
+    assert script("bench_translation").main(argv) == 0
+    record = json.loads((tmp_path / "mt" / "translation.json").read_text())
+    assert set(record) == {"resmlp-de", "transformer-de", "resmlp-lm-de", "transformer-lm-de"}
+    assert "bleu_signature" in record["resmlp-de"]["test"] and "beam4_batch64" in record["transformer-de"]["speed"]
+    assert (tmp_path / "mt" / "translation_curves.png").stat().st_size > 0
+    assert "test BLEU (beam 4)" in capsys.readouterr().out

@@ -80,3 +80,11 @@ def test_hypotheses_stop_at_the_length_limit():
     assert limit <= m.max_len - 1
     for out in (greedy(m, src)[0], beam_search(m, src, beam=3)[0]):
         assert len(out) < limit
+
+
+def test_the_special_ids_agree_across_tokenizer_model_and_search():
+    from resmlp.data import text
+    from resmlp.models import decoding, sequence
+
+    assert (text.PAD_ID, text.BOS_ID, text.EOS_ID) == (sequence.PAD_ID, decoding.BOS_ID, decoding.EOS_ID)
+    assert decoding.PAD_ID == text.PAD_ID

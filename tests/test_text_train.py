@@ -154,3 +154,38 @@ def test_a_translator_exports_to_onnx_that_matches_eager(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["tgt_lang"] == "de"
     assert "max |onnx - eager|" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "run"), "--format", "torchscript", "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def _ddp_text_worker(rank, world, port, data, out):
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+    )
+    from resmlp.train import distributed as dist
+    from resmlp.train.run import train as train_run
+
+    cfg = load_config("multi30k_en_de", [("data.path", str(data)), *TINY, "optim.epochs=2", "run.threads=1"])
+    train_run(cfg, out=out)
+    dist.shutdown()
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_translator(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = corpus(tmp_path / "m30")
+    mp.spawn(_ddp_text_worker, args=(2, port, data, tmp_path / "two"), nprocs=2, join=True)
+    rows = RunDir(tmp_path / "two").read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["val_loss"] < rows[0]["val_loss"]
+    assert load_text_model(tmp_path / "two").model.spec.name == "resmlp_mt_small"

@@ -1,4 +1,4 @@
-"""Text data for the paper's machine-translation experiments (ResMLP Sec. 4.5, Multi30k): parallel corpora
+"""Text data for the paper's machine-translation experiment (ResMLP section 3.6, here on Multi30k): parallel corpora
 read from plain text files, a joint subword vocabulary, batches by token count, and the padded tensors a
 sequence-to-sequence model (or a decoder-only language model) trains on.
 
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..files import write_atomic
 
-PAD_ID = 0
+PAD_ID = 0  # the same ids as models.sequence (PAD_ID) and models.decoding (BOS_ID, EOS_ID)
 UNK_ID = 1
 BOS_ID = 2
 EOS_ID = 3
