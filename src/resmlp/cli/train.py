@@ -239,8 +239,8 @@ def run_eval_translation(args: argparse.Namespace) -> int:
     if not (args.src and args.ref):
         raise ValueError("a translator's eval needs both --src FILE and --ref FILE (aligned, one sentence a line)")
     result = evaluate_translation(args.checkpoint, args.src, args.ref, beam=args.beam, out=args.out)
-    r = result
-    print(f"BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}  on {r['sentences']} sentences (beam {r['beam']})")
+    scores = f"BLEU {result['bleu']:.2f}  chrF {result['chrf']:.2f}"
+    print(f"{scores}  on {result['sentences']} sentences (beam {result['beam']})")
     print(f"  {result['bleu_signature']}")
     print(f"  {result['chrf_signature']}")
     for sample in result["samples"]:

@@ -175,8 +175,10 @@ def config_of_run(run_dir: str | Path) -> TrainConfig:
     """The configuration a run was started with (from its newest loadable checkpoint; a text run's from
     checkpoints/last.pt, train/text.py)."""
     last = RunDir(run_dir).last
-    if last.is_file():
-        ckpt = torch_load_safely(last)
-        if isinstance(ckpt, dict) and ckpt.get("format") == TEXT_FORMAT:
-            return config_from_dict(ckpt["config"])
+    try:
+        ckpt = torch_load_safely(last) if last.is_file() else None
+    except WeightsError:  # a damaged last.pt: latest_checkpoint falls back to previous.pt
+        ckpt = None
+    if isinstance(ckpt, dict) and ckpt.get("format") == TEXT_FORMAT:
+        return config_from_dict(ckpt["config"])
     return config_from_dict(latest_checkpoint(run_dir)["config"])
