@@ -51,7 +51,7 @@ from .checkpointing import rng_state, seed_everything, set_rng_state
 from .engine import autocast
 from .lock import run_lock
 from .loop import MetricsLog
-from .preempt import StepGate, StopSignals
+from .preempt import StepGate, StopSignals, signal_name
 
 
 @dataclass
@@ -458,14 +458,8 @@ def summarize_text(run: TextRun, progress: TextProgress) -> dict[str, Any]:
         "final_val_ppl": last.get("val_ppl"),
         "tokens_per_s": sum(r["tokens_per_s"] for r in rows) / len(rows) if rows else None,
         "wall_time_s": progress.wall_time_s,
-        "stopped_by": None if progress.stopped_by is None else _signal_name(progress.stopped_by),
+        "stopped_by": None if progress.stopped_by is None else signal_name(progress.stopped_by),
     }
-
-
-def _signal_name(signum: int) -> str:
-    from .preempt import signal_name  # noqa: PLC0415
-
-    return signal_name(signum)
 
 
 __all__ = ["TextData", "TextRun", "train_text"]
