@@ -5,9 +5,10 @@ recipe, seed(s) and budget, and write a Markdown table (params, GFLOPs, images/s
 
 Each row changes one option of the recipe's model (`model.norm`, `model.token_mixing`, `model.pooling`,
 `model.act`, `model.patch_size`); `--rows baseline,none,mlp` picks some. Runs go one after the other through
-the study runner (benchmarks/study.py): OUT/ROW-sSEED are run directories, reused when finished, so an
-interrupted table resumes. `--per-class K` trains on a fixed subset (the first K images of each class, as
-symlinks under OUT/data) for quick tables. Writes OUT/ablations.md, OUT/ablations.png, OUT/ablations.json.
+the study runner (benchmarks/study.py): OUT/ROW-sSEED are run directories, reused when finished and resumed
+when stopped, so an interrupted table continues. `--per-class K` trains on a fixed subset (the first K images
+of each class, as symlinks under OUT/data) for quick tables. Writes OUT/ablations.md, OUT/ablations.png,
+OUT/ablations.json.
 """
 
 from __future__ import annotations

@@ -65,6 +65,12 @@ def describe(overrides: Sequence[Override]) -> str:
     return " ".join(override_text(o) for o in overrides) or "(recipe)"
 
 
+def finished_summary(run: RunDir) -> Optional[dict[str, Any]]:
+    """The summary of a run that ended (its plan or time limit), None for one never run or stopped by a signal."""
+    summary = run.read_summary()
+    return summary if summary is not None and summary.get("stopped_by") is None else None
+
+
 def train_once(
     recipe: Optional[str],
     overrides: Sequence[Override],
@@ -74,17 +80,19 @@ def train_once(
     finetune: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train `recipe` with `overrides` (applied to the config dict `base` when given) into `run_dir` through the
-    library, and return its summary; a run directory that already has a summary is reused untouched. A folder
-    holding an unfinished run is an error (resume it with `resmlp train --resume`, or delete it)."""
+    library, and return its summary. A run directory that finished before is reused untouched; one that was
+    stopped (a signal, or killed after a checkpoint) is resumed from its checkpoint with its own config, so a
+    study that was interrupted continues where it stopped. A folder without a checkpoint is an error."""
     run = RunDir(run_dir)
-    summary = run.read_summary()
+    summary = finished_summary(run)
     if summary is not None:
         print(f"{run.root}: done before, reusing its summary", flush=True)
         return summary
+    if run.is_run():
+        print(f"{run.root}: stopped before, resuming it", flush=True)
+        return train(config_of_run(run.root), resume=run.root)
     if run.root.exists():
-        raise SystemExit(
-            f"error: {run.root} holds an unfinished run; delete it or resume it with resmlp train --resume"
-        )
+        raise SystemExit(f"error: {run.root} holds a run without a checkpoint to resume; delete it")
     return train(load_config(recipe, list(overrides), base=base), out=run.root, finetune=finetune)
 
 

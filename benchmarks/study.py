@@ -1,9 +1,9 @@
 """A study: named configurations of one recipe trained one after the other into OUT/NAME, each a run directory.
-A run that finished before (its summary.json) is reused, so an interrupted study resumes where it stopped and a
-table can be redrawn without training. The scripts differ only in how they name their configurations: a grid of
-variants x seeds (sweep.py), ablation rows x seeds (ablate.py), Optuna trials drawn one at a time (search.py),
-or a few fixed alternatives (bench_distill.py, bench_resample.py finetune). Also here: the Markdown table, the
-JSON record and the figures every study writes.
+A run that finished before is reused and one stopped by a signal resumes from its checkpoint, so an interrupted
+study continues where it stopped and a table can be redrawn without training. The scripts differ only in how
+they name their configurations: a grid of variants x seeds (sweep.py), ablation rows x seeds (ablate.py),
+Optuna trials drawn one at a time (search.py), or a few fixed alternatives (bench_distill.py, bench_resample.py
+finetune). Also here: the Markdown table, the JSON record and the figures every study writes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from common import cpu_model, describe, override_text, train_once
+from common import cpu_model, describe, finished_summary, override_text, train_once
 from matplotlib.figure import Figure
 
 from resmlp.config import Override
@@ -57,7 +57,7 @@ class Study:
         done = {}
         for seed in seeds:
             run = self.run_name(name, seed)
-            if only_finished and RunDir(self.out / run).read_summary() is None:
+            if only_finished and finished_summary(RunDir(self.out / run)) is None:
                 continue
             title = f"{name} seed {seed}: {describe(overrides)}"
             done[seed] = self.run(run, [("run.seed", seed), *overrides], title=title)

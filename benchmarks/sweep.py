@@ -9,7 +9,7 @@ A run that trained its own teacher (`distill.teacher_recipe`) counts the teacher
 
 A variant is `NAME: KEY=VALUE KEY=VALUE ...` (the `--set` syntax of `resmlp train`; an empty list is the
 recipe as it is). Runs go one after the other (never two timed jobs at once) into OUT/NAME-sSEED; a run
-directory that already has summary.json is reused, so an interrupted sweep resumes where it stopped.
+directory that finished is reused and a stopped one resumes, so an interrupted sweep continues where it stopped.
 OUT/sweep.md holds the table (best/final top-1, difference from the first variant, images/s, epochs,
 minutes to each accuracy threshold, the command), OUT/sweep.png the curves, OUT/sweep.json everything.
 """

@@ -109,11 +109,23 @@ def test_a_data_folder_whose_path_holds_a_hash_reaches_the_config_unchanged(swep
     assert f"data.path={images}" in json.loads((out / "sweep.json").read_text())["common"]
 
 
-def test_a_folder_holding_an_unfinished_run_is_an_error(script, images, tmp_path):
+def test_a_folder_holding_no_checkpoint_is_an_error(script, images, tmp_path):
     (tmp_path / "a-s0").mkdir()
     argv = ["--recipe", "digits", "--data", str(images), "--out", str(tmp_path), "--set", *TINY, "--variant", "a:"]
-    with pytest.raises(SystemExit, match="a-s0 holds an unfinished run"):
+    with pytest.raises(SystemExit, match="a-s0 holds a run without a checkpoint"):
         script("sweep").main(argv)
+
+
+def test_a_run_stopped_by_a_signal_is_resumed_not_reused(script, swept, capsys):
+    out, argv = swept
+    run = RunDir(out / "ls0-s0")
+    stopped = {**run.read_summary(), "stopped_by": "SIGTERM"}
+    run.summary.write_text(json.dumps(stopped))
+    capsys.readouterr()
+    assert script("sweep").main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"{run.root}: stopped before, resuming it" in printed and printed.count("done before") == 1
+    assert run.read_summary()["stopped_by"] is None
 
 
 def test_ablate_tabulates_rows_and_only_finished_trains_nothing(script, images, tmp_path, capsys):

@@ -10,6 +10,7 @@ from resmlp.config.schema import (
     TTA,
     Activation,
     ConfigError,
+    ConvInit,
     Norm,
     Pooling,
     ProgressiveMode,
@@ -28,6 +29,7 @@ def test_training_levers_are_checked_choices_and_not_constructor_arguments():
             "model.token_mixing_init=local",
             "model.stem_init=pca",
             "model.embed_dim=32",
+            "model.stem_frozen=true",
         ],
     )
     assert cfg.model.overrides() == {"drop_path_rate": 0.0, "embed_dim": 32}  # the levers are not model args
@@ -44,9 +46,25 @@ def test_training_levers_are_checked_choices_and_not_constructor_arguments():
 
 def test_lever_choices_match_what_the_models_package_implements():
     from resmlp.models import TOKEN_MIXING_INITS, WHITENINGS
+    from resmlp.models.convnet import CONV_INITS
 
     assert typing.get_args(TokenMixingInit) == TOKEN_MIXING_INITS
     assert typing.get_args(StemInit) == ("default", *WHITENINGS)
+    assert typing.get_args(ConvInit) == CONV_INITS
+
+
+def test_airbench_levers_are_checked():
+    cfg = load_config(None, ["model.name=convnet_cifar", "model.conv_init=dirac", "model.batchnorm_scale=false"])
+    assert cfg.model.overrides()["conv_init"] == "dirac" and cfg.model.overrides()["batchnorm_scale"] is False
+    for item, message in (
+        ("optim.norm_lr_scale=0", "optim.norm_lr_scale: expected a factor > 0, got 0"),
+        ("optim.lookahead_every=0", "optim.lookahead_every: expected steps >= 1, got 0"),
+        ("model.conv_init=zeros", "kaiming, dirac"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, [item])
+    with pytest.raises(ConfigError, match="optim.norm_lr_scale: not with optim.name=muon"):
+        load_config(None, ["optim.name=muon", "optim.norm_lr_scale=64"])
 
 
 def test_tta_choices_are_views_that_models_tta_implements_and_the_cli_offers():

@@ -56,3 +56,33 @@ def test_a_conv_net_teacher_runs_channels_last():
     assert crit.teacher.stem.proj.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(4, 3, 16, 16)
     assert torch.isfinite(crit(x, resmlp.create_model("resmlp_micro16")(x), torch.full((4, 10), 0.1)))
+
+
+def test_dirac_init_makes_each_conv_the_identity_on_its_first_input_channels():
+    model = resmlp.create_model("convnet_cifar", conv_init="dirac")
+    x = torch.randn(2, 128, 6, 6)
+    conv2 = model.blocks[2].conv2  # 128 -> 128: all of it the identity
+    torch.testing.assert_close(conv2(x), x)
+    conv1 = model.blocks[1].conv1  # 32 -> 128: the first 32 outputs copy the input, the rest are Kaiming noise
+    y = conv1(x[:, :32])
+    torch.testing.assert_close(y[:, :32], x[:, :32])
+    assert not torch.allclose(y[:, 32:], torch.zeros_like(y[:, 32:]))
+    default = resmlp.create_model("convnet_cifar")
+    assert not torch.allclose(default.blocks[2].conv2(x), x)
+    with pytest.raises(ValueError, match="conv_init: expected one of kaiming, dirac, got 'zeros'"):
+        resmlp.create_model("convnet_cifar", conv_init="zeros")
+
+
+def test_batchnorm_options_freeze_the_scale_and_set_the_momentum():
+    from resmlp.optim import build_optimizer
+
+    model = resmlp.create_model("convnet_cifar", batchnorm_scale=False, batchnorm_momentum=0.4)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 6 and all(bn.momentum == 0.4 and not bn.weight.requires_grad for bn in bns)
+    trained = {
+        id(p) for g in build_optimizer(model, name="sgd", lr=0.1, weight_decay=0.0).param_groups for p in g["params"]
+    }
+    assert not any(id(bn.weight) in trained for bn in bns) and all(id(bn.bias) in trained for bn in bns)
+    assert model.spec.args["batchnorm_scale"] is False  # recorded, so a checkpoint rebuilds it frozen
+    with pytest.raises(ValueError, match="batchnorm_momentum: expected a value in"):
+        resmlp.create_model("convnet_cifar", batchnorm_momentum=0.0)

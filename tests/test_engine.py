@@ -94,3 +94,39 @@ def test_the_criterion_gets_the_full_view_when_the_teacher_sees_it(full):
     uint8 = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     train_one_epoch(ctx, [(uint8, torch.randint(0, 10, (4,)))] * 2, epoch=0, progress=False)
     assert seen == [((8, 8) if full else (6, 6), (4, 10))] * 2
+
+
+def test_lookahead_pulls_the_weights_to_their_average_then_hands_it_over_at_the_end():
+    from resmlp.train.engine import Lookahead
+
+    model = nn.Linear(2, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    la = Lookahead(model, every=5, base_decay=0.5)
+    assert la.decay_at(3, 10) is None and la.decay_at(5, 10) == pytest.approx(0.5 * 0.5**3)
+    assert la.decay_at(10, 10) == 1.0 and la.decay_at(0, 10) == 0.0
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    la.update(model, step=3, total=10)  # not a lookahead step: nothing moves
+    assert model.weight.eq(1.0).all() and la.module.weight.eq(0.0).all()
+    la.update(model, step=5, total=10)  # slow = d * slow + (1 - d) * fast; fast = slow
+    expected = 1.0 - 0.5 * 0.5**3
+    torch.testing.assert_close(la.module.weight, torch.full((1, 2), expected))
+    torch.testing.assert_close(model.weight.detach(), torch.full((1, 2), expected))
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    la.update(model, step=10, total=10)  # the last step: the model takes the slow weights as they are
+    torch.testing.assert_close(model.weight.detach(), torch.full((1, 2), expected))
+
+
+def test_a_lookahead_context_steps_it_after_the_optimizer():
+    from resmlp.train.engine import Lookahead
+
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", embed_dim=16, depth=1)
+    ctx = _context(model)
+    ctx.schedule.total_steps = 4
+    ctx.lookahead = Lookahead(model, every=2)
+    images, labels = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    train_one_epoch(ctx, [(images, labels)] * 4, epoch=0, progress=False)
+    for slow, fast in zip(ctx.lookahead.module.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(slow, fast)  # step 4 of 4 handed the average over

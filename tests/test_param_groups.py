@@ -167,3 +167,31 @@ def test_ablation_variants_decay_only_their_weight_matrices_and_kernels() -> Non
         "blocks.0.conv_tokens.pointwise.weight",
         "class_blocks.0.linear_tokens.weight",
     } <= set(decay)
+
+
+def test_norm_lr_scale_gives_the_normalisation_layers_their_own_lr():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.randn(2, 3, 5, 5))
+    groups = {g["name"]: g for g in param_groups(model, 0.1, lr=0.2, norm_lr_scale=64.0)}
+    assert [id(p) for p in groups["norms"]["params"]] == [id(model[1].weight), id(model[1].bias)]
+    assert groups["norms"]["lr"] == pytest.approx(12.8) and groups["norms"]["weight_decay"] == 0.0
+    assert groups["decay"]["lr"] == groups["no_decay"]["lr"] == 0.2
+    assert [id(p) for p in groups["no_decay"]["params"]] == [id(model[3].bias)]  # a bias, not a norm's
+    opt = build_optimizer(model, name="sgd", lr=0.2, weight_decay=0.1, norm_lr_scale=64.0)
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([0.2, 0.2, 12.8])
+    plain = param_groups(model, 0.1)  # scale 1: the two groups as always, no lr of their own
+    assert [g["name"] for g in plain] == ["decay", "no_decay"] and all("lr" not in g for g in plain)
+    with pytest.raises(ValueError, match="norm_lr_scale: not with the muon optimizer"):
+        build_optimizer(model, name="muon", lr=0.2, weight_decay=0.1, norm_lr_scale=2.0)
+
+
+def test_the_schedule_keeps_the_norm_groups_lr_ratio():
+    from resmlp.optim import CosineWarmupSchedule
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
+    opt = build_optimizer(model, name="sgd", lr=0.1, weight_decay=0.0, norm_lr_scale=10.0)
+    schedule = CosineWarmupSchedule(opt, total_steps=10, warmup_steps=0, min_lr=0.0, decay="linear")
+    for _ in range(4):
+        schedule.step()
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs["no_decay"] == pytest.approx(0.06) and lrs["norms"] == pytest.approx(0.6)

@@ -104,6 +104,29 @@ def test_stop_signal_writes_a_mid_epoch_checkpoint_and_resume_is_bit_exact(
     assert [strip(r) for r in rows] == [strip(r) for r in full_rows]  # the resumed epoch's loss sums the whole epoch
 
 
+def test_mid_epoch_resume_is_bit_exact_with_lookahead_norm_lr_scale_and_a_frozen_stem(tmp_path, monkeypatch):
+    """The airbench levers: the lookahead's slow weights are checkpointed, the BatchNorm group's own lr follows
+    the schedule, and the frozen stem weight never moves."""
+    extra = ["optim.name=sgd", "optim.lr=0.05", "optim.lookahead=true", "optim.lookahead_every=3"]
+    extra += ["optim.norm_lr_scale=8", "model.norm=batchnorm", "model.stem_frozen=true"]
+    full, out = tmp_path / "full", tmp_path / "run"
+    assert main(cli_args(full, extra)) == 0
+    signal_at_call(monkeypatch, STEPS_PER_EPOCH + 5)
+    assert main(cli_args(out, extra)) == 128 + signal.SIGTERM
+    stopped = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert stopped["step"] == 5 and stopped["lookahead"] is not None
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out)]) == 0
+    assert_same_run(full, out)
+    done = read_checkpoint(full / "checkpoints" / "last.pt")
+    for k in done["model"]:  # the last step handed the slow weights to the model
+        assert torch.equal(done["model"][k], done["lookahead"][k]), k
+    base_lrs = done["schedule"]["base_lrs"]  # decay, no_decay, norms: the norms' peak is 8x
+    assert len(base_lrs) == 3 and base_lrs[2] == pytest.approx(8 * base_lrs[0])
+    assert torch.equal(stopped["model"]["stem.proj.weight"], done["model"]["stem.proj.weight"])  # frozen
+    assert not torch.equal(stopped["model"]["head.weight"], done["model"]["head.weight"])  # the rest trains
+
+
 @pytest.mark.parametrize("flip", ["random", "alternate"])
 def test_mid_epoch_resume_is_bit_exact_with_batch_augmentation(tmp_path, monkeypatch, flip):
     """Batch augmentation draws its crops and flips from the run's checkpointed batch generator (with Mixup's);

@@ -24,6 +24,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the hard
 ProgressiveMode = Literal["resize", "crop"]
 TokenMixingInit = Literal["default", "identity", "local"]  # models.init.TOKEN_MIXING_INITS
 StemInit = Literal["default", "pca", "zca"]  # "default" or a whitening of training patches (models.whiten)
+ConvInit = Literal["kaiming", "dirac"]  # the conv net's 3x3 convs (models.convnet.CONV_INITS)
 TTA = Literal["none", "flip", "flip+shift1"]  # views averaged at evaluation (models.tta; --tta of the CLI)
 # ResMLP's ablation options (paper Table 3 / Appendix A; models.resmlp and models.layers own the lists).
 Norm = Literal["affine", "layernorm", "batchnorm"]
@@ -63,6 +64,11 @@ class ModelConfig:
     act: Optional[Activation] = None
     blocks_per_stage: Optional[int] = None  # ResNet
     width: Optional[int] = None  # ResNet and the conv net (channel multiplier)
+    # The conv net's airbench levers (models.convnet): BatchNorm's running-statistics momentum (PyTorch's), a
+    # BatchNorm scale that trains (false: fixed at 1, only the shift trains), identity-initialised convs.
+    batchnorm_momentum: Optional[float] = None
+    batchnorm_scale: Optional[bool] = None
+    conv_init: Optional[ConvInit] = None
     # Sequence models (models.sequence): the longest sentence in tokens (A is max_len x max_len), the
     # decoder's depth when it differs from the encoder's, attention heads, dropout, and how the decoder reads
     # the source (cross: attention = the paper's, linear = a learned T x S map, no attention at all).
@@ -75,6 +81,7 @@ class ModelConfig:
     token_mixing_init: TokenMixingInit = "default"
     stem_init: StemInit = "default"
     stem_init_samples: int = 5000  # training images whose patches the whitening is fitted on
+    stem_frozen: bool = False  # the stem's weights stay as initialised (a whitened stem; its bias still trains)
     # Weights to start from (what `resmlp train --finetune` sets): published weights by name (VARIANT.TAG, e.g.
     # resmlp_s12.fb_distilled_in1k, through the Hub cache), a run directory, checkpoint, packaged directory or
     # weights file. A head of another class count is re-initialised; a resumed run starts from its checkpoint.
@@ -93,7 +100,7 @@ class ModelConfig:
         }
 
 
-_NOT_CONSTRUCTOR_ARGS = ("name", "token_mixing_init", "stem_init", "stem_init_samples", "finetune")
+_NOT_CONSTRUCTOR_ARGS = ("name", "token_mixing_init", "stem_init", "stem_init_samples", "stem_frozen", "finetune")
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,22 @@ class OptimConfig:
     momentum: float = 0.9
     accum_steps: int = 1
     muon_token_mixing: bool = True  # name "muon": Muon also on the cross-patch A (false: A goes to AdamW)
+    # The lr of normalisation layers' parameters (BatchNorm shifts and scales, LayerNorm, Aff) is lr x this
+    # (airbench scales its BatchNorm shifts' lr by 64); 1: one lr for all. Not with name "muon".
+    norm_lr_scale: float = 1.0
+    # Lookahead (Zhang et al. 2019; airbench's EMA form): every `lookahead_every` steps the weights move to an
+    # average of themselves, decay 0.95^5 x (step / total)^3 (none early, strong late), and the last step
+    # takes the average itself.
+    lookahead: bool = False
+    lookahead_every: int = 5
+
+    def __post_init__(self) -> None:
+        if self.norm_lr_scale <= 0:
+            raise ConfigError(f"optim.norm_lr_scale: expected a factor > 0, got {self.norm_lr_scale!r}")
+        if self.norm_lr_scale != 1.0 and self.name == "muon":
+            raise ConfigError("optim.norm_lr_scale: not with optim.name=muon (its AdamW groups keep one lr)")
+        if self.lookahead_every < 1:
+            raise ConfigError(f"optim.lookahead_every: expected steps >= 1, got {self.lookahead_every!r}")
 
 
 @dataclass(frozen=True)

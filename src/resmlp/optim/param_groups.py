@@ -77,20 +77,40 @@ def split_decay_names(model: nn.Module, *, skip: Iterable[str] = ()) -> tuple[li
     return decay, no_decay
 
 
-def param_groups(model: nn.Module, weight_decay: float, *, skip: Iterable[str] = ()) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    skip: Iterable[str] = (),
+    lr: float | None = None,
+    norm_lr_scale: float = 1.0,
+) -> list[dict]:
     """Optimizer parameter groups ``[{"name": "decay", ...}, {"name": "no_decay", ...}]``.
 
     The ``decay`` group has ``weight_decay``; the ``no_decay`` group has 0. No decay for: 1-D
     parameters, leaf names ``alpha``/``beta``/``bias`` or starting with ``ls``, parameters of
     LayerNorm/BatchNorm/GroupNorm layers and anything in ``skip`` (see :func:`split_decay_names`).
-    Frozen parameters are left out and empty groups are omitted.
+    Frozen parameters are left out and empty groups are omitted. With ``norm_lr_scale`` != 1 the
+    normalisation layers' parameters form a third group, ``norms`` (no decay), whose ``lr`` is
+    ``lr * norm_lr_scale``; every group then carries its own ``lr``.
     """
     decay_names, no_decay_names = split_decay_names(model, skip=skip)
     params = dict(model.named_parameters())
+    norm_names = _norm_param_names(model) if norm_lr_scale != 1.0 else set()
     groups = [
         {"name": "decay", "params": [params[n] for n in decay_names], "weight_decay": weight_decay},
-        {"name": "no_decay", "params": [params[n] for n in no_decay_names], "weight_decay": 0.0},
+        {
+            "name": "no_decay",
+            "params": [params[n] for n in no_decay_names if n not in norm_names],
+            "weight_decay": 0.0,
+        },
     ]
+    if norm_names:
+        if lr is None:
+            raise ValueError("param_groups: norm_lr_scale needs the base lr")
+        groups = [{**g, "lr": lr} for g in groups]
+        norms = [params[n] for n in no_decay_names if n in norm_names]
+        groups.append({"name": "norms", "params": norms, "weight_decay": 0.0, "lr": lr * norm_lr_scale})
     return [g for g in groups if g["params"]]
 
 
@@ -106,6 +126,7 @@ def build_optimizer(
     max_grad_norm: float | None = 1.0,
     skip: Iterable[str] = (),
     muon_token_mixing: bool = True,
+    norm_lr_scale: float = 1.0,
 ) -> torch.optim.Optimizer:
     """Build ``name`` in {"lamb", "adamw", "sgd", "muon"} over :func:`param_groups` of ``model``
     ("muon": Muon on the blocks' weight matrices, AdamW on the rest, see :mod:`resmlp.optim.muon`).
@@ -115,9 +136,12 @@ def build_optimizer(
     inside its step as in the paper's recipe; with AdamW or SGD clipping is the caller's job
     (``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``, see :func:`clips_internally`).
     ``skip`` is passed on to :func:`param_groups`. ``muon_token_mixing=False`` leaves the cross-patch
-    matrices (A) to AdamW under "muon".
+    matrices (A) to AdamW under "muon". ``norm_lr_scale`` multiplies the lr of normalisation layers'
+    parameters (their own group, see :func:`param_groups`; not with "muon").
     """
     if name == "muon":
+        if norm_lr_scale != 1.0:
+            raise ValueError("norm_lr_scale: not with the muon optimizer")
         params = dict(model.named_parameters())
         matrices = [params[n] for n in muon_param_names(model, token_mixing=muon_token_mixing)]
         ids = {id(p) for p in matrices}
@@ -133,7 +157,7 @@ def build_optimizer(
             betas=betas,
             eps=1e-8 if eps is None else eps,
         )
-    groups = param_groups(model, weight_decay, skip=skip)
+    groups = param_groups(model, weight_decay, skip=skip, lr=lr, norm_lr_scale=norm_lr_scale)
     if name == "lamb":
         return Lamb(
             groups,

@@ -25,7 +25,7 @@ from .progressive import schedule_of
 from .summary import resume_command
 
 # What best.pt leaves out of last.pt: the states only a resume needs.
-RESUME_ONLY = ("optimizer", "rng", "schedule", "scaler", "mixup_rng")
+RESUME_ONLY = ("optimizer", "rng", "schedule", "scaler", "mixup_rng", "lookahead")
 
 
 class CheckpointWriteError(ValueError):
@@ -80,6 +80,7 @@ def checkpoint_state(run: Run, progress: Progress, mine: dict) -> dict:
         "optimizer": ctx.optimizer.state_dict(),
         "schedule": ctx.schedule.state_dict(),
         "ema": ctx.ema.module.state_dict() if ctx.ema is not None else None,
+        "lookahead": ctx.lookahead.module.state_dict() if ctx.lookahead is not None else None,
         "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
         "teacher": ctx.criterion.identity,
         "planned_epochs": progress.planned_epochs,
@@ -153,6 +154,8 @@ def restore(run: Run, ckpt: dict) -> Progress:
     ctx.schedule.load_state_dict(ckpt["schedule"])
     if ctx.ema is not None and ckpt.get("ema") is not None:
         ctx.ema.module.load_state_dict(ckpt["ema"])
+    if ctx.lookahead is not None and ckpt.get("lookahead") is not None:
+        ctx.lookahead.module.load_state_dict(ckpt["lookahead"])
     if ctx.scaler is not None and ckpt.get("scaler"):
         ctx.scaler.load_state_dict(ckpt["scaler"])
     position = (ckpt["epoch"], ckpt.get("step", 0))

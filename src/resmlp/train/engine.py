@@ -39,6 +39,38 @@ class ModelEma:
                 ema_v.copy_(v)
 
 
+class Lookahead:
+    """Lookahead in airbench's EMA form: slow weights `module` that, every `every` optimizer steps, move
+    towards the trained (fast) weights by 1 - decay, after which the fast weights are set to them. The decay
+    grows with the schedule's progress, `base_decay` x (step / total)^3: nothing early, strong near the end.
+    The step that completes the schedule hands the slow weights to the model (decay 1). Buffers (BatchNorm's
+    running statistics) are averaged like the weights."""
+
+    def __init__(self, model: nn.Module, *, every: int = 5, base_decay: float = 0.95**5) -> None:
+        self.module = copy.deepcopy(model).eval()
+        self.every, self.base_decay = every, base_decay
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    def decay_at(self, step: int, total: int) -> float | None:
+        """The decay of the update after optimizer step `step` of `total`; None: no update at this step."""
+        if step >= total:
+            return 1.0
+        return self.base_decay * (step / total) ** 3 if step % self.every == 0 else None
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, *, step: int, total: int) -> None:
+        decay = self.decay_at(step, total)
+        if decay is None:
+            return
+        for slow, fast in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if slow.dtype.is_floating_point:
+                slow.lerp_(fast.detach(), 1.0 - decay)
+            else:
+                slow.copy_(fast)
+            fast.copy_(slow)
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on CPU and CUDA, fp16 autocast on CUDA; fp32 = no autocast."""
     if precision == "fp32":
@@ -74,6 +106,7 @@ class StepContext:
     clip_grad_norm: Optional[float] = None  # for optimizers without built-in clipping (AdamW, SGD)
     scaler: Optional[torch.amp.GradScaler] = None  # fp16 only
     ema: Optional[ModelEma] = None
+    lookahead: Optional[Lookahead] = None  # optim.lookahead
     mixup: Optional[Callable] = None  # (x, y) -> (x, soft targets)
     augment: Optional[BatchAugment] = None  # uint8 batch -> augmented float batch (data.batch_augment)
     teacher_sees_full: bool = False  # the criterion gets the augment's full-size view (distill.teacher_view)
@@ -198,6 +231,8 @@ def _optimizer_step(ctx: StepContext) -> None:
         ctx.optimizer.step()
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.schedule.step()
+    if ctx.lookahead is not None:
+        ctx.lookahead.update(dist.unwrap(ctx.model), step=ctx.schedule.last_step, total=ctx.schedule.total_steps)
     if ctx.ema is not None:
         ctx.ema.update(dist.unwrap(ctx.model))
 

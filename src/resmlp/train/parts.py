@@ -62,8 +62,9 @@ class Run:
             resample_optimizer_state(
                 self.ctx.optimizer, self.model, old_grid, grid_shape(self.model), method=METHODS[mode]
             )
-        if self.ctx.ema is not None:
-            self.ctx.ema.module.set_input_size(new, method=METHODS[mode])
+        for average in (self.ctx.ema, self.ctx.lookahead):
+            if average is not None:
+                average.module.set_input_size(new, method=METHODS[mode])
         if self.world > 1:  # DDP's buckets were laid out for the old shapes
             self.ctx.model = wrap_model(self.model, self.ctx.device, compile=self.cfg.run.compile)
         out = None if new == to_pair(self.base_size) else new

@@ -30,7 +30,7 @@ from ..rundir import RunDir
 from ..weights import WeightsError
 from . import distributed as dist
 from .checkpointing import restore, seed_everything
-from .engine import ModelEma, StepContext
+from .engine import Lookahead, ModelEma, StepContext
 from .lock import run_lock
 from .loop import run_epochs
 from .parts import Progress, Run, wrap_model
@@ -87,13 +87,14 @@ def build(
         momentum=o.momentum,
         max_grad_norm=o.max_grad_norm,
         muon_token_mixing=o.muon_token_mixing,
+        norm_lr_scale=o.norm_lr_scale,
     )
     steps_per_epoch = max(1, len(train_loader) // o.accum_steps)
     schedule = CosineWarmupSchedule(
         optimizer,
         total_steps=o.epochs * steps_per_epoch,
         warmup_steps=round(o.warmup_epochs * steps_per_epoch),
-        base_lr=lr,
+        base_lr=None if o.norm_lr_scale != 1.0 else lr,  # None: each group's own peak (optim.norm_lr_scale)
         warmup_lr=o.warmup_lr,
         min_lr=o.min_lr,
         decay=o.sched,
@@ -118,6 +119,7 @@ def build(
         clip_grad_norm=None if clips_internally(optimizer) else o.max_grad_norm,
         scaler=torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None,
         ema=ModelEma(model, cfg.run.ema_decay) if cfg.run.ema else None,
+        lookahead=Lookahead(model, every=o.lookahead_every) if o.lookahead else None,
         mixup=mixup,
         augment=augment,
         teacher_sees_full=cfg.distill.active and cfg.distill.teacher_view == "full",
@@ -223,6 +225,8 @@ def train_stage(
             print(start_line(run), flush=True)
         gate = StepGate(signals, every_min=cfg.run.checkpoint_every_min, device=device)
         rows = run_epochs(run, progress, gate, may_fit_budget=ckpt is None)
+    if ckpt and dist.is_main():  # a resumed run's summary covers its earlier sessions' epochs too
+        rows = run_dir.read_metrics()
     summary = {**summarize(run, progress, rows), **(extra or {})}
     if dist.is_main():
         run_dir.write_summary(summary)

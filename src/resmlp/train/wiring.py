@@ -127,6 +127,8 @@ def build_model(
     if cfg.model.stem_init != "default":
         sample = whitening_sample(data.train, cfg.model.stem_init_samples, seed=cfg.run.seed, augment=augment)
         whiten_patch_embedding(model, sample, kind=cfg.model.stem_init)
+    if cfg.model.stem_frozen:
+        freeze_stem_weight(model)
     preprocess = Preprocess(
         img_size=tuple(img_size) if isinstance(img_size, list) else img_size,
         crop_pct=cfg.data.crop_pct,
@@ -139,6 +141,14 @@ def build_model(
         # weights made for another input size: their token mixing is carried to this run's patch grid
         load_weights(model, finetune_weights(finetune), allow_head_mismatch=True, resample=True)
     return place(model, device)
+
+
+def freeze_stem_weight(model: nn.Module) -> None:
+    """model.stem_frozen: the stem's projection keeps its initial weights (its bias trains)."""
+    proj = getattr(getattr(model, "stem", None), "proj", None)
+    if not isinstance(proj, nn.Conv2d):
+        raise ConfigError(f"model.stem_frozen: {type(model).__name__} has no stem projection (stem.proj) to freeze")
+    proj.weight.requires_grad_(False)
 
 
 def whitening_sample(
