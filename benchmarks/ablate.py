@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 from common import cpu_model, folder_data, read_curve
 from matplotlib.figure import Figure
-from study import Study, markdown_table, write_json, write_report
+from study import Study, markdown_table, write_report
 
 from resmlp.config import Override, load_config
 from resmlp.models import count_macs, count_params, create_model
@@ -80,37 +80,57 @@ def cost(recipe: str, overrides: Sequence[Override]) -> tuple[int, float]:
     return count_params(model), count_macs(model, (1, args.get("in_chans", 3), size, size)) / 1e9
 
 
+def standard_error(values: Sequence[float]) -> float | None:
+    """Standard error of the mean of the seeds' top-1 (sample standard deviation / sqrt(n)); None for one seed."""
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+
+
+def verdict(row: Sequence[float], base: Sequence[float]) -> str:
+    """Whether a row's mean differs from the baseline's beyond two standard errors of the difference
+    (sqrt(se_row^2 + se_base^2)): `resolved`, `unresolved`, or `one seed` when either has a single seed."""
+    se_row, se_base = standard_error(row), standard_error(base)
+    if se_row is None or se_base is None:
+        return "one seed"
+    diff = statistics.mean(row) - statistics.mean(base)
+    return "resolved" if abs(diff) > 2 * (se_row**2 + se_base**2) ** 0.5 else "unresolved"
+
+
 def markdown(results: list[dict], study: Study, machine: str) -> str:
-    base = results[0]["top1"]
+    base = results[0]
     head = [
         "group",
         "row",
         "params (M)",
         "GFLOPs",
         "images/s",
-        "top-1",
+        "top-1 mean ± se",
         "per seed",
         "vs baseline",
+        "beyond 2 se?",
         "the paper (S12, ImageNet)",
     ]
-    rows = [
-        [
-            r["group"],
-            f"`{r['name']}`",
-            f"{r['params'] / 1e6:.3f}",
-            f"{r['gflops']:.3f}",
-            f"{r['images_per_s']:.0f}",
-            f"{r['top1']:.2f}",
-            " / ".join(f"{t:.2f}" for t in r["per_seed"]),
-            f"{r['top1'] - base:+.2f}",
-            r["paper"] or "-",
-        ]
-        for r in results
-    ]
+    rows = []
+    for r in results:
+        se = standard_error(r["per_seed"])
+        rows.append(
+            [
+                r["group"],
+                f"`{r['name']}`",
+                f"{r['params'] / 1e6:.3f}",
+                f"{r['gflops']:.3f}",
+                f"{r['images_per_s']:.0f}",
+                f"{r['top1']:.2f}" + (f" ± {se:.2f}" if se is not None else ""),
+                " / ".join(f"{t:.2f}" for t in r["per_seed"]),
+                f"{r['top1'] - base['top1']:+.2f}",
+                "-" if r is base else verdict(r["per_seed"], base["per_seed"]),
+                r["paper"] or "-",
+            ]
+        )
     lines = [study.heading(machine), "", *markdown_table(head, rows), ""]
     lines.append(
-        "top-1: best validation top-1 (%), mean over the seeds; images/s: training throughput of the run "
-        "(noisy when other jobs share the CPU)."
+        "top-1: best validation top-1 (%), mean over the seeds ± its standard error; a difference from the baseline "
+        "counts as resolved only beyond two standard errors of the difference; images/s: training throughput of "
+        "the run (noisy when other jobs share the CPU)."
     )
     return "\n".join(lines) + "\n"
 
@@ -205,7 +225,14 @@ def main(argv: list[str] | None = None) -> int:
                 "seeds": list(summaries),
             }
         )
-        write_json(out / "ablations.json", study.record(results=results))
+        report(out, results, study)  # the partial table, current after every row
+    if not results:
+        print(f"no finished rows under {out} yet: nothing to tabulate")
+    return 0
+
+
+def report(out: Path, results: list[dict], study: Study) -> None:
+    """OUT/ablations.md, .png and .json from the rows finished so far."""
     write_report(
         out,
         "ablations",
@@ -213,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         lambda path: bar_chart(results, path),
         study.record(results=results),
     )
-    return 0
 
 
 if __name__ == "__main__":

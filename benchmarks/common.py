@@ -82,7 +82,8 @@ def train_once(
     """Train `recipe` with `overrides` (applied to the config dict `base` when given) into `run_dir` through the
     library, and return its summary. A run directory that finished before is reused untouched; one that was
     stopped (a signal, or killed after a checkpoint) is resumed from its checkpoint with its own config, so a
-    study that was interrupted continues where it stopped. A folder without a checkpoint is an error."""
+    study that was interrupted continues where it stopped. A folder without a checkpoint is an error. A run
+    stopped by a signal now stops the study too (SystemExit naming it), instead of the study going on."""
     run = RunDir(run_dir)
     summary = finished_summary(run)
     if summary is not None:
@@ -90,10 +91,14 @@ def train_once(
         return summary
     if run.is_run():
         print(f"{run.root}: stopped before, resuming it", flush=True)
-        return train(config_of_run(run.root), resume=run.root)
-    if run.root.exists():
+        summary = train(config_of_run(run.root), resume=run.root)
+    elif run.root.exists():
         raise SystemExit(f"error: {run.root} holds a run without a checkpoint to resume; delete it")
-    return train(load_config(recipe, list(overrides), base=base), out=run.root, finetune=finetune)
+    else:
+        summary = train(load_config(recipe, list(overrides), base=base), out=run.root, finetune=finetune)
+    if summary.get("stopped_by"):  # the study stops with its run: the same command continues both
+        raise SystemExit(f"{run.root}: stopped by {summary['stopped_by']}; run the same command to continue")
+    return summary
 
 
 def read_curve(run_dir: str | Path, offset_s: float = 0.0) -> list[tuple[float, float]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
+import resmlp.train.losses as losses
 from resmlp.rundir import RunDir
 
 pytestmark = pytest.mark.slow
@@ -128,6 +130,27 @@ def test_a_run_stopped_by_a_signal_is_resumed_not_reused(script, swept, capsys):
     assert run.read_summary()["stopped_by"] is None
 
 
+def test_a_stop_signal_stops_the_study_and_the_same_command_continues_it(script, images, tmp_path, monkeypatch):
+    real, calls = losses.soft_target_cross_entropy, {"n": 0}
+
+    def loss(logits, targets):  # SIGTERM from inside the second training step of the first run
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(logits, targets)
+
+    argv = ["--recipe", "digits", "--data", str(images), "--out", str(tmp_path), "--set", *TINY, *NO_BUDGET]
+    argv += ["--variant", "a:", "--variant", "b: data.label_smoothing=0.0"]
+    monkeypatch.setattr(losses, "soft_target_cross_entropy", loss)
+    with pytest.raises(SystemExit, match="a-s0: stopped by SIGTERM; run the same command to continue"):
+        script("sweep").main(argv)
+    assert not (tmp_path / "b-s0").exists()  # the study did not go on to the next run
+    monkeypatch.undo()
+    assert script("sweep").main(argv) == 0
+    assert RunDir(tmp_path / "a-s0").read_summary()["stopped_by"] is None
+    assert RunDir(tmp_path / "b-s0").read_summary() is not None
+
+
 def test_ablate_tabulates_rows_and_only_finished_trains_nothing(script, images, tmp_path, capsys):
     base = ["--recipe", "digits", "--data", str(images), "--per-class", "6", "--epochs", "1", "--set", *TINY]
     base += ["--rows", "baseline,none", "--out", str(tmp_path)]
@@ -142,6 +165,16 @@ def test_ablate_tabulates_rows_and_only_finished_trains_nothing(script, images, 
     assert "=== baseline seed 1" not in capsys.readouterr().out
     assert (tmp_path / "ablations.md").read_text().count("\n| ") == 3
     assert (tmp_path / "ablations.png").stat().st_size > 0
+
+
+def test_ablate_calls_a_difference_resolved_only_beyond_two_standard_errors(script):
+    ablate = script("ablate")
+    assert ablate.standard_error([80.0]) is None
+    assert ablate.standard_error([80.0, 82.0, 84.0]) == pytest.approx(2.0 / 3**0.5)
+    base = [80.0, 80.4, 79.6]  # se 0.23; the difference's se with an equal row: 0.33, so 2 se = 0.65
+    assert ablate.verdict([80.8, 81.2, 80.4], base) == "resolved"  # +0.8
+    assert ablate.verdict([80.5, 80.9, 80.1], base) == "unresolved"  # +0.5
+    assert ablate.verdict([90.0], base) == "one seed"
 
 
 def test_distill_trains_the_teacher_then_three_students(script, images, tmp_path, capsys):
@@ -244,6 +277,12 @@ def test_train_step(script, capsys):
     argv = ["--models", "resmlp_tiny32:embed_dim=16,depth=1", "--img-size", "16", "--batch", "4"]
     script("bench_train_step").main([*argv, "--precisions", "fp32", "--rounds", "1", "--steps", "1"])
     assert "resmlp_tiny32:embed_dim=16,depth=1" in capsys.readouterr().out
+
+
+def test_teacher_forward(script, capsys):
+    argv = ["--models", "convnet_cifar:width=1", "--sizes", "16", "--batch", "2", "--precisions", "fp32"]
+    script("bench_teacher").main([*argv, "--rounds", "1", "--repeats", "1"])
+    assert "convnet_cifar:width=1" in capsys.readouterr().out
 
 
 def test_fit_pricing(script, capsys):

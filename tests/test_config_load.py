@@ -29,8 +29,11 @@ def test_bundled_recipes_all_parse():
         "cifar10_finetune",
         "cifar10_teacher",
         "cifar10_fast_teacher",
+        "cifar10_airbench_teacher",
     ]:
         load_config(name)
+    airbench = load_config("cifar10_airbench_teacher")
+    assert (airbench.model.width, airbench.model.conv_init, airbench.optim.lookahead) == (4, "dirac", True)
     s12 = load_config("imagenet_s12")
     assert (s12.optim.name, s12.optim.lr, s12.optim.weight_decay, s12.optim.epochs, s12.optim.warmup_epochs) == (
         "lamb",
@@ -58,7 +61,8 @@ def test_legacy_keys_migrate_to_the_model_fields(tmp_path):
         "depth": 3,
         "img_size": 16,
     }
-    with pytest.raises(ConfigError, match="unknown key model.depht; valid keys in model: act, blocks_per_stage"):
+    valid = "valid keys in model: act, batchnorm_momentum, batchnorm_scale, blocks_per_stage"
+    with pytest.raises(ConfigError, match=f"unknown key model.depht; {valid}"):
         load_config(None, ["model.overrides={depht: 3}"])
 
 
@@ -126,6 +130,17 @@ def test_bundled_recipes_live_in_the_package_and_saved_configs_load_back(tmp_pat
     cfg = load_config("digits", ["optim.lr=1e-3"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(str(tmp_path / "config.yaml")) == cfg
+
+
+def test_an_older_run_dirs_teacher_bf16_becomes_teacher_precision():
+    assert config_from_dict({"distill": {"teacher_bf16": True}}).distill.teacher_precision == "bf16"
+    assert config_from_dict({"distill": {"teacher_bf16": False}}).distill.teacher_precision == "fp32"
+    assert load_config("digits", ["distill.teacher_bf16=true"]).distill.teacher_precision == "bf16"
+    assert config_from_dict({}).distill.teacher_precision == "auto"
+    with pytest.raises(ConfigError, match="distill.teacher_bf16 and distill.teacher_precision are the same setting"):
+        config_from_dict({"distill": {"teacher_bf16": True, "teacher_precision": "fp32"}})
+    with pytest.raises(ConfigError, match="auto, fp32, bf16"):
+        load_config("digits", ["distill.teacher_precision=fp16"])
 
 
 def test_budget_and_progressive_keys_of_older_recipes_and_run_dirs_move_to_their_sections(tmp_path):

@@ -142,7 +142,7 @@ def test_distilled_runs_record_the_teacher_and_alpha_zero_matches_plain(tmp_path
 
     hard = train(
         load_config(
-            "digits", TINY + [f"distill.teacher={teacher_run}", "distill.kind=hard", "distill.teacher_bf16=true"]
+            "digits", TINY + [f"distill.teacher={teacher_run}", "distill.kind=hard", "distill.teacher_precision=bf16"]
         ),
         out=tmp_path / "hard",
     )
@@ -153,3 +153,11 @@ def test_distilled_runs_record_the_teacher_and_alpha_zero_matches_plain(tmp_path
 
     row = json.loads((tmp_path / "hard" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["teacher_time_s"] > 0
+
+
+def test_the_teacher_runs_in_bf16_when_the_student_does_unless_told():
+    from resmlp.train.distill import teacher_precision
+
+    assert teacher_precision("auto", "bf16") == "bf16"
+    assert teacher_precision("auto", "fp32") == "fp32" and teacher_precision("auto", "fp16") == "fp32"
+    assert teacher_precision("fp32", "bf16") == "fp32" and teacher_precision("bf16", "fp32") == "bf16"

@@ -116,8 +116,8 @@ def test_bad_cli_input_is_one_line(tmp_path, capsys):
     assert main(["train", "--set", "optim.lrr=1", "--out", str(tmp_path / "r")]) == 2
     assert (
         capsys.readouterr().err.strip() == "error: unknown key optim.lrr; valid keys in optim: "
-        "accum_steps, epochs, lr, lr_batch, max_grad_norm, min_lr, momentum, muon_token_mixing, name, sched, "
-        "warmup_epochs, warmup_lr, weight_decay"
+        "accum_steps, epochs, lookahead, lookahead_every, lr, lr_batch, max_grad_norm, min_lr, momentum, "
+        "muon_token_mixing, name, norm_lr_scale, sched, warmup_epochs, warmup_lr, weight_decay"
     )
     assert (
         main(

@@ -39,6 +39,7 @@ def _migrate(values: dict) -> dict:
     budget and progressive keys of `run` -> their sections (`run.time_limit_min` -> `budget.time_limit_min`,
     `run.progressive_sizes` -> `progressive.sizes`, ...)."""
     values = _migrate_run(values)
+    values = _migrate_teacher_bf16(values)
     model, data = values.get("model"), values.get("data")
     if model is not None and not isinstance(model, dict):
         return values  # build_dataclass names the problem
@@ -57,6 +58,22 @@ def _migrate(values: dict) -> dict:
         if img_size is not None:  # it took precedence over the model's img_size before the move
             model["img_size"] = img_size
     return {**values, "model": model, **({"data": data} if legacy_data else {})}
+
+
+def _migrate_teacher_bf16(values: dict) -> dict:
+    """`distill.teacher_bf16: true/false` (older run directories) -> `distill.teacher_precision: bf16/fp32`."""
+    distill = values.get("distill")
+    if not isinstance(distill, dict) or "teacher_bf16" not in distill:
+        return values
+    distill = dict(distill)
+    old = distill.pop("teacher_bf16")
+    if "teacher_precision" in distill:
+        raise ConfigError(
+            "distill.teacher_bf16 and distill.teacher_precision are the same setting; give only "
+            "distill.teacher_precision"
+        )
+    distill["teacher_precision"] = "bf16" if old is True or str(old).lower() == "true" else "fp32"
+    return {**values, "distill": distill}
 
 
 def _migrate_run(values: dict) -> dict:

@@ -18,6 +18,8 @@ Sched = Literal["cosine", "linear"]  # the lr's decay after warmup (the paper: c
 DistillKind = Literal["hard", "soft"]  # DeiT hard-label, or KL at temperature tau
 # What the teacher sees while a progressive run trains the student on smaller batches (train.distill)
 TeacherView = Literal["resize", "native", "full"]
+# The teacher's forward pass during distillation: auto = bf16 when the student trains in bf16, else fp32.
+TeacherPrecision = Literal["auto", "fp32", "bf16"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the hardware has it, else fp32
 # Progressive resizing: "resize" shrinks the whole image (a patch covers more of the scene), "crop" takes a
 # window of that size at full scale (a patch covers the same pixels; the grid covers less of the scene).
@@ -191,8 +193,8 @@ class OptimConfig:
     momentum: float = 0.9
     accum_steps: int = 1
     muon_token_mixing: bool = True  # name "muon": Muon also on the cross-patch A (false: A goes to AdamW)
-    # The lr of normalisation layers' parameters (BatchNorm shifts and scales, LayerNorm, Aff) is lr x this
-    # (airbench scales its BatchNorm shifts' lr by 64); 1: one lr for all. Not with name "muon".
+    # The lr of normalisation layers' parameters (BatchNorm, LayerNorm, GroupNorm: optim.param_groups.NORM_LAYERS;
+    # not Aff) is lr x this (airbench scales its BatchNorm shifts' lr by 64); 1: one lr for all. Not with "muon".
     norm_lr_scale: float = 1.0
     # Lookahead (Zhang et al. 2019; airbench's EMA form): every `lookahead_every` steps the weights move to an
     # average of themselves, decay 0.95^5 x (step / total)^3 (none early, strong late), and the last step
@@ -216,7 +218,7 @@ class DistillConfig:
     kind: DistillKind = "hard"
     alpha: float = 0.5
     tau: float = 1.0
-    teacher_bf16: bool = False
+    teacher_precision: TeacherPrecision = "auto"
     # When the student's batch is smaller than the teacher's size (progressive resizing): "resize" it to the
     # teacher's size, give it as it is ("native": teachers that take any size, e.g. the conv nets), or give the
     # full-size augmented images the student's batch was cut or shrunk from ("full": needs data.batch_augment,

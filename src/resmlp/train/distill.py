@@ -112,7 +112,7 @@ class DistillationCriterion:
         alpha: float,
         tau: float,
         device: torch.device,
-        teacher_bf16: bool = False,
+        precision: str = "fp32",
         identity: Optional[dict] = None,
     ) -> None:
         if kind not in DISTILL_KINDS:
@@ -125,7 +125,7 @@ class DistillationCriterion:
         self.adapter = adapter.to(device)
         self.kind, self.alpha, self.tau = kind, alpha, tau
         self.device = device
-        self.precision = "bf16" if teacher_bf16 else "fp32"
+        self.precision = precision  # of the teacher's forward pass: "fp32" or "bf16" (autocast)
         self.identity = identity or {}
         self.teacher_time_s = 0.0
 
@@ -159,9 +159,11 @@ def build_distillation(
     student_preprocess: Preprocess,
     classes: Sequence[str],
     batch_sizes: Sequence[tuple[int, int]] = (),
+    student_precision: str = "fp32",
 ) -> DistillationCriterion:
     """The distillation loss of `cfg`; `batch_sizes`: the sizes of the student's batches other than its own
-    (progressive resizing), which a `native` teacher view hands the teacher as they are."""
+    (progressive resizing), which a `native` teacher view hands the teacher as they are; `student_precision`:
+    the student's resolved precision, which `distill.teacher_precision: auto` follows where it is bf16."""
     teacher, pre, identity = load_teacher(cfg.teacher, model_name=cfg.teacher_model)
     t_classes = teacher.spec.classes if hasattr(teacher, "spec") else None  # TorchScript teachers carry none
     if t_classes is not None and list(t_classes) != list(classes):
@@ -179,9 +181,17 @@ def build_distillation(
         alpha=cfg.alpha,
         tau=cfg.tau,
         device=device,
-        teacher_bf16=cfg.teacher_bf16,
+        precision=teacher_precision(cfg.teacher_precision, student_precision),
         identity=identity,
     )
+
+
+def teacher_precision(setting: str, student_precision: str) -> str:
+    """`distill.teacher_precision` resolved: auto runs the teacher in bf16 when the student trains in bf16 (the
+    hardware multiplies bf16 natively there), else in fp32."""
+    if setting == "auto":
+        return "bf16" if student_precision == "bf16" else "fp32"
+    return setting
 
 
 @torch.no_grad()

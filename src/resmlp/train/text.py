@@ -86,6 +86,8 @@ def model_overrides(cfg: TrainConfig) -> dict[str, Any]:
     args = cfg.model.overrides()
     if args.pop("drop_path_rate", 0.0):
         raise ValueError("model.drop_path_rate: sequence models use model.dropout; set model.drop_path_rate=0")
+    if cfg.optim.lookahead or cfg.optim.norm_lr_scale != 1.0:
+        raise ValueError("optim.lookahead / optim.norm_lr_scale: image runs only; a text run keeps them off")
     try:
         seq_model_args(cfg.model.name, **args)
     except ValueError as e:

@@ -15,7 +15,7 @@ from ..data.batch_augment import BatchAugment
 from ..data.build import DataSplits
 from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
-from ..device import place, resolve_device, retain_freed_cpu_memory
+from ..device import auto_precision, place, resolve_device, retain_freed_cpu_memory
 from ..loading import finetune_weights
 from ..models import Preprocess, create_model, get_variant, model_args
 from ..models.init import init_token_mixing
@@ -67,7 +67,12 @@ def build_criterion(cfg: TrainConfig, device: torch.device, preprocess: Preproce
         own = to_pair(preprocess.img_size)
         sizes = sorted({size for _, size in schedule_of(cfg)} - {own})  # progressive resizing's other sizes
         return build_distillation(
-            cfg.distill, device=device, student_preprocess=preprocess, classes=classes, batch_sizes=sizes
+            cfg.distill,
+            device=device,
+            student_preprocess=preprocess,
+            classes=classes,
+            batch_sizes=sizes,
+            student_precision=auto_precision(cfg.run.precision, device),
         )
     return CrossEntropyCriterion()
 
