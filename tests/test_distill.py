@@ -98,6 +98,32 @@ def test_torchscript_teacher_loads(tmp_path):
     assert pre is None and ident["kind"] == "torchscript" and len(ident["sha256"]) == 64
 
 
+def test_teacher_tta_flip_averages_the_teachers_logits_over_the_mirror(tmp_path):
+    from resmlp.config import DistillConfig
+    from resmlp.train.distill import build_distillation
+
+    torch.manual_seed(0)
+    net = resmlp.create_model("resnet20_cifar", img_size=8).eval()
+    torch.jit.script(net).save(str(tmp_path / "teacher.ts"))
+    x = torch.randn(3, 3, 8, 8)
+    crits = {
+        tta: build_distillation(
+            DistillConfig(teacher=str(tmp_path / "teacher.ts"), teacher_tta=tta),
+            device=torch.device("cpu"),
+            student_preprocess=Preprocess(img_size=8),
+            classes=[str(i) for i in range(10)],
+        )
+        for tta in ("none", "flip")
+    }
+    with torch.no_grad():
+        plain, mirrored = net(x), net(x.flip(-1))
+    torch.testing.assert_close(crits["none"].teacher_logits(x), plain)
+    torch.testing.assert_close(crits["flip"].teacher_logits(x), (plain + mirrored) / 2)
+    assert not torch.allclose(plain, mirrored)  # the mirror is a different view: the test can fail
+    with pytest.raises(ConfigError, match="distill.teacher_tta"):
+        load_config("digits", ["distill.teacher_tta=rotate"])
+
+
 TINY = [
     "model.embed_dim=16",
     "model.depth=1",

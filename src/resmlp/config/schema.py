@@ -219,6 +219,9 @@ class DistillConfig:
     alpha: float = 0.5
     tau: float = 1.0
     teacher_precision: TeacherPrecision = "auto"
+    # The teacher's logits averaged over these views of each batch (models.tta): "flip" is the image and its
+    # mirror, two teacher passes per step.
+    teacher_tta: TTA = "none"
     # When the student's batch is smaller than the teacher's size (progressive resizing): "resize" it to the
     # teacher's size, give it as it is ("native": teachers that take any size, e.g. the conv nets), or give the
     # full-size augmented images the student's batch was cut or shrunk from ("full": needs data.batch_augment,

@@ -23,6 +23,7 @@ from ..files import file_sha256
 from ..loading import load_model
 from ..models import Preprocess
 from ..models.layers import to_pair
+from ..models.tta import with_tta
 from ..weights import WeightsError
 from .engine import autocast
 from .losses import DISTILL_KINDS, distillation_loss, soft_target_cross_entropy
@@ -175,7 +176,7 @@ def build_distillation(
         check_native_sizes(teacher, batch_sizes, cfg.teacher)
     adapter = BatchAdapter(student_preprocess, pre, resize=cfg.teacher_view == "resize")
     return DistillationCriterion(
-        teacher,
+        with_tta(teacher, cfg.teacher_tta),
         adapter,
         kind=cfg.kind,
         alpha=cfg.alpha,
