@@ -61,7 +61,10 @@ def test_photos_scratch_trains_on_mixed_size_photos_chosen_by_the_cli(tmp_path, 
     (data / "ants" / "anim.gif").write_bytes(_gif())  # a GIF among the JPEGs is read, not skipped
     out = tmp_path / "run"
     tiny = ["model.embed_dim=16", "model.depth=1", "data.batch_size=4", "optim.epochs=1", "budget.time_limit_min=null"]
-    argv = ["train", "--data", str(data), "--val-split", "0.25", "--out", str(out), "--set", *tiny, *QUIET]
+    teacher = (
+        'distill.teacher_set=["model.width=1", "data.batch_size=4", "optim.epochs=1", "budget.time_limit_min=null"]'
+    )
+    argv = ["train", "--data", str(data), "--val-split", "0.25", "--out", str(out), "--set", *tiny, teacher, *QUIET]
     assert main(argv) == 0
     printed = capsys.readouterr()
     err = printed.err
@@ -72,6 +75,12 @@ def test_photos_scratch_trains_on_mixed_size_photos_chosen_by_the_cli(tmp_path, 
     ckpt = read_checkpoint(out)
     assert ckpt["model_args"]["img_size"] == 64 and ckpt["classes"] == ["ants", "bees"]
     assert "9 train / 4 val images" in printed.out  # 12 JPEGs + the GIF, 2 of each class held out
+    # The conv-net teacher trained first, on the same split at the same size, and the ResMLP learned from it
+    t_cfg = load_config(str(out / "teacher" / "config.yaml"))
+    assert (t_cfg.model.name, t_cfg.model.img_size, t_cfg.data.cache_size) == ("convnet_cifar", 64, 72)
+    assert json.loads((out / "teacher" / "summary.json").read_text())["epochs"] == 1
+    assert (cfg.distill.kind, cfg.distill.teacher_tta) == ("hard", "flip")
+    assert ckpt["teacher"]["model"] == "convnet_cifar"
 
 
 def _gif() -> bytes:

@@ -104,8 +104,8 @@ def data_overrides(data: str | None, val_data: str | None, val_split: float | No
 PHOTO_SIDE = 48
 SMALL_SIDE = 24
 RECIPE_FOR_SIZE = {
-    "photos_scratch": "a ResMLP from scratch at 64 px in 10 minutes; --recipe photos_finetune starts from "
-    "published ImageNet weights instead",
+    "photos_scratch": "a ResMLP from scratch at 64 px, distilled from a conv net it trains first, in 10 minutes; "
+    "--recipe photos_finetune starts from published ImageNet weights instead",
     "cifar10_cpu": "32 px, an hour with the conv-net teacher it trains first",
     "digits": "8 px, the demo's",
 }

@@ -24,9 +24,11 @@ from .progressive import METHODS, Size
 
 
 def wrap_model(model: nn.Module, device: torch.device, *, compile: bool) -> nn.Module:
-    """What the training step calls: `model` under DDP when several processes train, compiled when asked."""
+    """What the training step calls: `model` under DDP when several processes train, compiled when asked. Compiled
+    for static shapes: each batch shape (a progressive size, the last short batch, evaluation's batch) gets its
+    own graph, where PyTorch's default would switch to slower shape-generic kernels at the second shape."""
     wrapped = dist.wrap(model, device)
-    return torch.compile(wrapped) if compile else wrapped
+    return torch.compile(wrapped, dynamic=False) if compile else wrapped
 
 
 @dataclass
