@@ -83,7 +83,7 @@ def train_once(
     library, and return its summary. A run directory that finished before is reused untouched; one that was
     stopped (a signal, or killed after a checkpoint) is resumed from its checkpoint with its own config, so a
     study that was interrupted continues where it stopped. A folder without a checkpoint is an error. A run
-    stopped by a signal now stops the study too (SystemExit naming it), instead of the study going on."""
+    stopped by a signal stops the study with it (SystemExit naming the run); the same command continues both."""
     run = RunDir(run_dir)
     summary = finished_summary(run)
     if summary is not None:
