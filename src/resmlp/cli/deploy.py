@@ -170,6 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="training image folder root/<class>/* (default: the run's)")
     p.add_argument("--val-data", default=None, help="validation image folder (default: the run's split)")
     p.add_argument("--keep", type=float, default=0.5, help="fraction of each MLP's hidden units kept (default 0.5)")
+    p.add_argument("--depth", type=int, default=None, help="blocks kept, those the predictions need most (default all)")
     p.add_argument("--minutes", type=float, default=10.0, help="the recovery's time budget (default 10)")
     p.add_argument("--lr-scale", type=float, default=0.25, help="recovery lr = the recipe's lr x this (default 0.25)")
     p.add_argument("--calibration", type=int, default=256, help="training images to score units and calibrate int8")
@@ -313,8 +314,10 @@ def run_compress(args: argparse.Namespace) -> int:
 
     if not 0 < args.keep <= 1 or args.minutes <= 0 or args.lr_scale <= 0 or args.calibration < 1:
         raise ValueError("--keep must lie in (0, 1], --minutes and --lr-scale above 0, --calibration at least 1")
+    if args.depth is not None and args.depth < 1:
+        raise ValueError(f"--depth: expected at least 1 block, got {args.depth}")
     settings = CompressSettings(
-        keep=args.keep, minutes=args.minutes, lr_scale=args.lr_scale, calibration=args.calibration
+        keep=args.keep, depth=args.depth, minutes=args.minutes, lr_scale=args.lr_scale, calibration=args.calibration
     )
     report = compress(args.run, args.out, settings=settings, data=args.data, val_data=args.val_data)
     print(format_report(report))

@@ -6,7 +6,10 @@ A), so removing hidden units of B (rows) and C (the matching columns) shrinks th
 is worth what it adds to the residual stream: its mean |activation| on calibration images times the norm of its
 column of C scaled by LayerScale, `unit_scores`. Each block keeps the same fraction of its units (`keep`), its
 best-scored ones; the result is a ResMLP with per-block hidden widths (`mlp_hidden`) whose kept units compute
-exactly what they did. `resmlp compress` (train/compress.py) then recovers accuracy by distillation.
+exactly what they did. Whole blocks can go too (`drop_blocks`): a block's worth is what the model's predictions
+lose without it (`block_scores`); on a small model, where int8's per-block fixed costs (float token mixing,
+element-wise ops) weigh as much as the channel MLPs, depth is the cheaper cut. `resmlp compress` (train/compress.py)
+then recovers accuracy by distillation.
 """
 
 from __future__ import annotations
@@ -59,6 +62,57 @@ def unit_scores(model: nn.Module, images: torch.Tensor, *, batch: int = 64) -> l
         column = (b.ls2.detach().float()[:, None] * b.mlp_channels.fc2.weight.detach().float()).norm(dim=0)
         scores.append((sums[i] / max(counts[i], 1)).float() * column.cpu())
     return scores
+
+
+@torch.no_grad()
+def block_scores(model: nn.Module, images: torch.Tensor, *, batch: int = 64) -> torch.Tensor:
+    """Per block, the mean KL divergence from the model's predictions on `images` to those of the same model with
+    that block skipped (its residual branches removed): what the predictions lose without it."""
+    _check_prunable(model)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = [c.to(device) for c in images.split(batch)]
+    reference = [model(c).float().log_softmax(-1) for c in chunks]
+    scores = torch.zeros(len(model.blocks), dtype=torch.float64)
+    try:
+        for i, block in enumerate(model.blocks):
+            block.forward = lambda x: x  # the block as the identity: x + 0 + 0 (an instance attribute, deleted below)
+            try:
+                for ref, c in zip(reference, chunks):
+                    out = model(c).float().log_softmax(-1)
+                    scores[i] += (ref.exp() * (ref - out)).sum().double().cpu()
+            finally:
+                del block.forward
+    finally:
+        model.train(was_training)
+    return (scores / max(len(images), 1)).float()
+
+
+def drop_blocks(model: nn.Module, depth: int, images: torch.Tensor) -> nn.Module:
+    """A copy of ResMLP `model` keeping `depth` of its blocks, in their order: those whose removal costs the most
+    by `block_scores` on `images`; `spec` carried over (per-block widths included), eval mode."""
+    blocks = len(getattr(model, "blocks", []))
+    if not 1 <= depth <= blocks:
+        raise ValueError(f"depth: expected a number of blocks to keep in [1, {blocks}], got {depth}")
+    scores = block_scores(model, images)
+    kept = scores.topk(depth).indices.sort().values.tolist()
+    spec = spec_of(model)
+    args = {**spec.args, "depth": depth}
+    widths = [b.mlp_channels.fc1.out_features for b in model.blocks]
+    if len(set(widths)) > 1 or "mlp_hidden" in spec.args:
+        args["mlp_hidden"] = [widths[i] for i in kept]
+    smaller = spec.replace(args=args).build()
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("blocks."):
+            _, i, rest = k.split(".", 2)
+            if int(i) not in kept:
+                continue
+            k = f"blocks.{kept.index(int(i))}.{rest}"
+        state[k] = v.detach().clone()
+    smaller.load_state_dict(state)
+    return smaller.to(next(model.parameters()).device).eval()
 
 
 def prune_channel_mlps(model: nn.Module, keep: float, images: torch.Tensor) -> nn.Module:

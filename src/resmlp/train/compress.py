@@ -1,7 +1,8 @@
 """`resmlp compress`: a trained ResMLP made smaller and faster, each step measured.
 
-1. prune   whole hidden units of every channel MLP (`deploy.compress.prune_channel_mlps`, scored on training
-           images): a dense model with fewer multiply-adds;
+1. prune   whole blocks (`deploy.compress.drop_blocks`, when `depth` is set) and whole hidden units of every
+           channel MLP (`deploy.compress.prune_channel_mlps`), both scored on training images: a dense model with
+           fewer multiply-adds;
 2. recover a short run of the model's own recipe, started from the pruned weights and distilled from the
            uncompressed model (soft targets; its minutes fitted by the time budget), on the same training split;
 3. int8    OpenVINO + NNCF (`deploy.openvino`), calibrated on training images.
@@ -28,7 +29,7 @@ from ..checkpoint import atomic_save, model_record
 from ..config import TrainConfig, config_from_dict
 from ..data.build import build_data
 from ..deploy.benchmark import time_interleaved
-from ..deploy.compress import prune_channel_mlps
+from ..deploy.compress import drop_blocks, prune_channel_mlps
 from ..deploy.openvino import export_openvino, openvino_model
 from ..deploy.optimize import optimize
 from ..files import write_text_atomic
@@ -42,6 +43,7 @@ from .run import train
 @dataclass(frozen=True)
 class CompressSettings:
     keep: float = 0.5  # the fraction of each channel MLP's hidden units kept
+    depth: Optional[int] = None  # the number of blocks kept (None: all)
     minutes: float = 10.0  # the recovery run's time budget
     lr_scale: float = 0.25  # the recovery's learning rate: the recipe's times this
     alpha: float = 1.0  # weight of the distillation term against the label loss (1: the original's logits only)
@@ -64,10 +66,15 @@ def run_config(loaded: Loaded) -> TrainConfig:
 def recovery_config(
     cfg: TrainConfig, widths: list[int], start: Path, teacher: Path, s: CompressSettings
 ) -> TrainConfig:
-    """The run's own recipe, continued at a lower learning rate from the pruned weights `start` and distilled from
-    the uncompressed checkpoint `teacher`, fitted to `s.minutes`."""
+    """The run's own recipe, continued at a lower learning rate from the pruned weights `start` (one hidden width
+    per block in `widths`) and distilled from the uncompressed checkpoint `teacher`, fitted to `s.minutes`."""
     model = dataclasses.replace(
-        cfg.model, mlp_hidden=widths, finetune=str(start), token_mixing_init="default", stem_init="default"
+        cfg.model,
+        depth=len(widths),
+        mlp_hidden=widths,
+        finetune=str(start),
+        token_mixing_init="default",
+        stem_init="default",
     )
     distill = dataclasses.replace(
         cfg.distill,
@@ -135,8 +142,10 @@ def compress(
     calibration = training_images(splits.train, splits.val.transform, settings.calibration, cfg.run.seed)
     classes = len(splits.classes)
 
-    log(f"1/3 prune: keep {settings.keep:.0%} of the hidden units of every channel MLP")
-    pruned = prune_channel_mlps(original, settings.keep, calibration)
+    depth = len(original.blocks) if settings.depth is None else settings.depth
+    log(f"1/3 prune: keep {depth} of {len(original.blocks)} blocks, {settings.keep:.0%} of each channel MLP's units")
+    pruned = original if depth == len(original.blocks) else drop_blocks(original, depth, calibration)
+    pruned = prune_channel_mlps(pruned, settings.keep, calibration)
     widths = list(pruned.spec.args["mlp_hidden"])
     out.mkdir(parents=True, exist_ok=True)
     start = atomic_save(model_record(pruned), out / "pruned.pt")
@@ -177,6 +186,7 @@ def compress(
     report = {
         "source": str(loaded.path),
         "settings": dataclasses.asdict(settings),
+        "depth": len(widths),
         "mlp_hidden": widths,
         "recovery": {k: summary.get(k) for k in ("epochs", "best_val_top1", "final_val_top1", "wall_time_s")},
         "batch": settings.batch,
