@@ -295,6 +295,32 @@ def test_final_tta_scores_the_last_epoch_once_more_with_its_views(tmp_path):
     assert (plain.top1, views.top1) == (rows[1]["val_top1"], rows[1]["val_top1_tta"])
 
 
+def test_a_compiled_run_trains_through_the_compiled_step_and_evaluates_the_plain_model(tmp_path, monkeypatch):
+    from resmlp.train import loop
+
+    class Compiled(torch.nn.Module):  # stands in for torch.compile's wrapper: counts the calls that reach it
+        def __init__(self, model):
+            super().__init__()
+            self.inner, self.calls = model, 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.inner(x)
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(Compiled(model)) or compiled[-1])
+    scored = []
+    real_evaluate = loop.evaluate
+    monkeypatch.setattr(
+        loop, "evaluate", lambda model, *a, **kw: scored.append(model) or real_evaluate(model, *a, **kw)
+    )
+    cfg = load_config("digits", TINY + ["optim.epochs=2", "run.compile=true", "run.final_tta=flip"])
+    train(cfg, out=tmp_path / "run")
+    assert len(compiled) == 1 and compiled[0].calls > 0  # the training steps went through the compiled module
+    assert len(scored) == 3 and not any(isinstance(m, Compiled) for m in scored)  # 2 epochs + the final TTA
+    assert scored[0] is compiled[0].inner and scored[2].inner is compiled[0].inner  # with_tta wraps the plain one
+
+
 def test_initialisation_levers_reach_the_model_and_tta_the_validation(tmp_path):
     from resmlp.train.run import build
 

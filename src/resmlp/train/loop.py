@@ -79,7 +79,7 @@ def train_epoch(
     last = epoch + 1 >= planned_epochs
     if (epoch + 1) % cfg.run.eval_every == 0 or last:
         start = time.perf_counter()
-        ev = _evaluate(run, ctx.model, cfg.run.tta)
+        ev = _evaluate(run, run.model, cfg.run.tta)
         row.update(val_loss=ev.loss, val_top1=ev.top1, val_top5=ev.top5, eval_time_s=time.perf_counter() - start)
         if ctx.ema is not None:
             ev = _evaluate(run, ctx.ema.module, cfg.run.tta)
@@ -93,6 +93,8 @@ def train_epoch(
 
 
 def _evaluate(run: Run, model: torch.nn.Module, tta: str):
+    """`model` scored on the validation split with the `tta` views. The plain model, not the compiled training step:
+    evaluation through Inductor took 4.5 s per epoch in the hour's runs against 1.7 s eager (AMX Xeon, bf16)."""
     ctx = run.ctx
     return evaluate(
         with_tta(model, tta), run.val_loader, ctx.device, num_classes=len(run.data.classes), precision=ctx.precision
@@ -101,7 +103,7 @@ def _evaluate(run: Run, model: torch.nn.Module, tta: str):
 
 def _final_tta(run: Run, row: dict[str, Any]) -> None:
     """The last epoch's extra evaluation with the `run.final_tta` views, into `row`."""
-    ev = _evaluate(run, run.ctx.model, run.cfg.run.final_tta)
+    ev = _evaluate(run, run.model, run.cfg.run.final_tta)
     row.update(val_top1_tta=ev.top1, val_top5_tta=ev.top5, tta=run.cfg.run.final_tta)
 
 
