@@ -3,6 +3,8 @@
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -354,6 +356,23 @@ def test_cpu_runs_keep_freed_memory_unless_told_not_to(monkeypatch, retain):
         torch.set_num_threads(threads)
     assert (device.type, rank, world) == ("cpu", 0, 1)
     assert calls == ([True] if retain else [])
+
+
+def test_cpu_runs_flush_denormals_to_zero_in_every_thread():
+    # in its own interpreter, its thread pool started before init_process (as by any earlier work in a process)
+    code = (
+        "import torch\n"
+        "from resmlp.config import RunConfig\n"
+        "from resmlp.train.wiring import init_process\n"
+        "tiny = torch.full((1 << 22,), 1e-39)\n"  # denormal: below float32's smallest normal, 1.2e-38
+        "print(int((tiny * 1.0 != 0).sum()))\n"  # large enough to run on both threads
+        "init_process(RunConfig(device='cpu', threads=2))\n"
+        "print(int((tiny * 1.0 != 0).sum()))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(1 << 22), "0"]  # the pool's other thread too, not only the calling one
 
 
 TEACHER_RECIPE = """base: digits

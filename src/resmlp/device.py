@@ -102,3 +102,38 @@ def retain_freed_cpu_memory(retain: bool = True) -> bool:
     mmap_threshold = MMAP_THRESHOLD_MAX if retain else GLIBC_DEFAULT_THRESHOLD
     trim_threshold = TRIM_THRESHOLD_RETAIN if retain else GLIBC_DEFAULT_THRESHOLD
     return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 and mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1
+
+
+def flush_denormals() -> bool:
+    """Flush denormal floats (below 1.2e-38 in magnitude) to zero in the CPU math of this process, every thread.
+
+    Denormals take a slow path in the CPU's float units. The mode is per thread and new threads inherit it, so
+    after setting it here the OpenMP thread pools already started (PyTorch's and Inductor's) are paused: their
+    threads restart, with the mode, at the next parallel region. The compiled training step ran a fifth slower
+    without it once its weights had trained (docs/results.md#the-students-step-compiled). Returns whether the CPU
+    supports the mode (x86 with SSE3); where it does not, nothing changes."""
+    if not torch.set_flush_denormal(True):
+        return False
+    for runtime in _loaded_openmp_runtimes():
+        pause = getattr(runtime, "omp_pause_resource_all", None)  # OpenMP 5.0; 1 = omp_pause_soft
+        if pause is not None:
+            pause(1)
+    return True
+
+
+def _loaded_openmp_runtimes() -> list[ctypes.CDLL]:
+    """The OpenMP runtimes (libgomp, libiomp, libomp) mapped into this process; Linux only."""
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    paths = sorted(
+        {line.split()[-1] for line in maps if "/lib" in line and ("gomp" in line or "iomp" in line or "libomp" in line)}
+    )
+    runtimes = []
+    for path in paths:
+        try:
+            runtimes.append(ctypes.CDLL(path))
+        except OSError:
+            continue
+    return runtimes
