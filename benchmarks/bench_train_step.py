@@ -13,18 +13,26 @@ after round, so a noisy host slows all variants alike; we report the median and 
         --precisions fp32 --batch 64,128 --img-size 24   # batch sizes interleaved
     python benchmarks/bench_train_step.py --models convnet_cifar resnet20_cifar --optimizers sgd \
         --precisions fp32 --batch 512 --layouts nchw,placed   # the conv teachers in NCHW vs as trained (NHWC)
+    python benchmarks/bench_train_step.py --models "resmlp_tiny32:embed_dim=128" --weights runs/hour \
+        --optimizers muon --precisions bf16 --img-size 24 --compile --keep-denormals   # trained weights' denormals
+
+Denormal floats are flushed to zero as in training (`device.flush_denormals`) unless --keep-denormals; --weights
+starts every variant from a trained checkpoint's model (replacing --models' spec, which only names the row), where
+denormals show.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import torch
 
 from resmlp import create_model
-from resmlp.device import place, retain_freed_cpu_memory
+from resmlp.device import flush_denormals, place, retain_freed_cpu_memory
+from resmlp.loading import load_model
 from resmlp.models import count_macs
 from resmlp.optim import build_optimizer
 from resmlp.train.engine import autocast
@@ -75,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also time each variant with torch.compile(model)")
+    ap.add_argument("--weights", default=None, help="start from these trained weights (a run or checkpoint)")
+    ap.add_argument("--keep-denormals", action="store_true", help="do not flush denormals to zero (training does)")
     ap.add_argument(
         "--malloc",
         default="retain",
@@ -85,10 +95,15 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.keep_denormals:
+        flush_denormals()
+    trained = load_model(args.weights).model if args.weights else None
+    classes = trained.num_classes if trained is not None else 10
     torch.manual_seed(0)
     batches = [int(b) for b in args.batch.split(",")]
     inputs = {
-        b: (torch.randn(b, 3, args.img_size, args.img_size), torch.softmax(torch.randn(b, 10), -1)) for b in batches
+        b: (torch.randn(b, 3, args.img_size, args.img_size), torch.softmax(torch.randn(b, classes), -1))
+        for b in batches
     }
     variants = []
     optimizers = args.optimizers.split(",")
@@ -101,7 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     for spec in args.models:
         name, kw = parse_model(spec)
         for opt_name, layout in [(o, lay) for o in optimizers for lay in layouts]:
-            model = create_model(name, img_size=args.img_size, num_classes=10, **kw).train()
+            if trained is None:
+                model = create_model(name, img_size=args.img_size, num_classes=10, **kw).train()
+            else:  # the checkpoint's own model (its spec, not --models'), moved to --img-size
+                model = copy.deepcopy(trained).set_input_size((args.img_size, args.img_size)).train()
             macs = count_macs(model, (1, 3, args.img_size, args.img_size))
             if layout == "placed":
                 place(model, "cpu")

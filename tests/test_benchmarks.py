@@ -282,6 +282,13 @@ def test_train_step(script, capsys):
     assert "resmlp_tiny32:embed_dim=16,depth=1" in capsys.readouterr().out
 
 
+def test_train_step_from_trained_weights(script, run_dir, capsys):
+    argv = ["--models", "trained", "--weights", str(run_dir), "--img-size", "16", "--batch", "4", "--keep-denormals"]
+    script("bench_train_step").main([*argv, "--precisions", "fp32", "--rounds", "1", "--steps", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("trained ")]
+    assert len(rows) == 1 and rows[0][1] == "fp32" and float(rows[0][3]) > 0  # the run's model at 16 px, timed
+
+
 def test_teacher_forward(script, capsys):
     argv = ["--models", "convnet_cifar:width=1", "--sizes", "16", "--batch", "2", "--precisions", "fp32"]
     script("bench_teacher").main([*argv, "--rounds", "1", "--repeats", "1"])
