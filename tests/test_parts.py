@@ -16,6 +16,6 @@ def test_wrap_model_compiles_for_static_shapes_only_when_asked(monkeypatch):
     model = torch.nn.Linear(2, 2)
     assert parts.wrap_model(model, torch.device("cpu"), compile=False) is model and calls == []
     parts.wrap_model(model, torch.device("cpu"), compile=True)
-    # dynamic=False: each batch shape (progressive sizes, the short last batch, evaluation) gets its own graph;
+    # dynamic=False: each batch shape (progressive sizes, the short last batch) gets its own graph;
     # PyTorch's default turns shape-generic at the second shape and lost the compiled step's gain (results.md)
     assert calls == [{"dynamic": False}]

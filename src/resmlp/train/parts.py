@@ -25,8 +25,9 @@ from .progressive import METHODS, Size
 
 def wrap_model(model: nn.Module, device: torch.device, *, compile: bool) -> nn.Module:
     """What the training step calls: `model` under DDP when several processes train, compiled when asked. Compiled
-    for static shapes: each batch shape (a progressive size, the last short batch, evaluation's batch) gets its
-    own graph, where PyTorch's default would switch to slower shape-generic kernels at the second shape."""
+    for static shapes: each batch shape (a progressive size, the epoch's short last batch) gets its own graph, where
+    PyTorch's default would switch to slower shape-generic kernels at the second shape. Evaluation scores the plain
+    model (train/loop.py)."""
     wrapped = dist.wrap(model, device)
     return torch.compile(wrapped, dynamic=False) if compile else wrapped
 
