@@ -85,3 +85,29 @@ def test_conv_nets_are_placed_channels_last_with_the_same_outputs(name):
 def test_patch_models_keep_their_layout():
     model = place(resmlp.create_model("resmlp_micro8"), "cpu")
     assert model.stem.proj.weight.is_contiguous()
+
+
+def test_compile_needs_a_cpu_compiler_and_names_the_one_it_looked_for(monkeypatch):
+    from torch._inductor import config
+
+    device_module.compile_unavailable.cache_clear()
+    monkeypatch.setattr(config.cpp, "cxx", (None, "/nonexistent/g++"))
+    try:
+        missing = device_module.compile_unavailable("cpu")
+        assert missing is not None and "/nonexistent/g++" in missing and "C++ compiler" in missing
+        # Any program answering `--version` is what Inductor takes for a compiler: found, nothing is missing.
+        device_module.compile_unavailable.cache_clear()
+        monkeypatch.setattr(config.cpp, "cxx", (sys.executable,))
+        assert device_module.compile_unavailable("cpu") is None
+    finally:
+        device_module.compile_unavailable.cache_clear()
+
+
+def test_run_compile_auto_falls_back_to_eager_and_true_names_what_is_missing(monkeypatch):
+    monkeypatch.setattr(device_module, "compile_unavailable", lambda kind: "no C++ compiler (g++)")
+    assert device_module.resolve_compile(False, "cpu") == (False, None)
+    assert device_module.resolve_compile("auto", "cpu") == (False, "no C++ compiler (g++)")
+    with pytest.raises(ValueError, match=r"run\.compile=true: no C\+\+ compiler \(g\+\+\); or set run\.compile=auto"):
+        device_module.resolve_compile(True, "cpu")
+    monkeypatch.setattr(device_module, "compile_unavailable", lambda kind: None)
+    assert device_module.resolve_compile("auto", "cpu") == device_module.resolve_compile(True, "cpu") == (True, None)

@@ -12,6 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
+from resmlp import device as device_module
 from resmlp.checkpoint import read_checkpoint
 from resmlp.cli import main
 from resmlp.config import ConfigError, RunConfig, load_config
@@ -311,6 +312,7 @@ def test_a_compiled_run_trains_through_the_compiled_step_and_evaluates_the_plain
 
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(Compiled(model)) or compiled[-1])
+    monkeypatch.setattr(device_module, "compile_unavailable", lambda kind: None)  # a compiler or not, on any CI
     scored = []
     real_evaluate = loop.evaluate
     monkeypatch.setattr(
@@ -321,6 +323,18 @@ def test_a_compiled_run_trains_through_the_compiled_step_and_evaluates_the_plain
     assert len(compiled) == 1 and compiled[0].calls > 0  # the training steps went through the compiled module
     assert len(scored) == 3 and not any(isinstance(m, Compiled) for m in scored)  # 2 epochs + the final TTA
     assert scored[0] is compiled[0].inner and scored[2].inner is compiled[0].inner  # with_tta wraps the plain one
+
+
+def test_compile_auto_without_a_compiler_trains_eager_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(device_module, "compile_unavailable", lambda kind: "no C++ compiler (g++ not found)")
+    monkeypatch.setattr(torch, "compile", lambda *a, **kw: pytest.fail("compiled without a compiler"))
+    cfg = load_config("digits", TINY + ["optim.epochs=1", "run.compile=auto"])
+    assert train(cfg, out=tmp_path / "auto")["epochs"] == 1
+    assert "run.compile=auto: the step runs eager (no C++ compiler (g++ not found))" in capsys.readouterr().out
+    strict = load_config("digits", TINY + ["optim.epochs=1", "run.compile=true"])
+    with pytest.raises(ValueError, match=r"^run\.compile=true: no C\+\+ compiler"):
+        train(strict, out=tmp_path / "strict")
+    assert not (tmp_path / "strict" / "checkpoints").exists()  # refused before any training
 
 
 def test_initialisation_levers_reach_the_model_and_tta_the_validation(tmp_path):

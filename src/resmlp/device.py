@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,45 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     flags = cpu_flags()
     return "amx_bf16" in flags or {"AuthenticAMD", "avx512_bf16"} <= flags
+
+
+@functools.lru_cache(maxsize=None)
+def compile_unavailable(device_type: str) -> str | None:
+    """Why torch.compile (Inductor) cannot build kernels for `device_type` on this machine, or None when it can:
+    on CPU it needs a C++ compiler (g++, or the one CXX names), on CUDA the Triton package. Checked once."""
+    if device_type == "cuda":
+        try:
+            import triton  # noqa: F401, PLC0415 - only whether it is there
+        except ImportError:
+            return "torch.compile on CUDA needs Triton (pip install triton)"
+        return None
+    if device_type != "cpu":
+        return f"torch.compile is not used on {device_type} here"
+    from torch._inductor import config  # noqa: PLC0415 - Inductor only when asked
+
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler  # noqa: PLC0415
+
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - Inductor's InvalidCxxCompiler, or an API that moved: no compiled kernels
+        searched = config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else (config.cpp.cxx,)
+        wanted = ", ".join(str(c) for c in searched if c) or os.environ.get("CXX", "g++")
+        return f"torch.compile on CPU needs a C++ compiler ({wanted} not found; install one or point CXX at it)"
+    return None
+
+
+def resolve_compile(setting: bool | str, device: torch.device | str) -> tuple[bool, str | None]:
+    """`run.compile` -> (compiled, why not): false -> eager; "auto" -> compiled where Inductor can build kernels
+    on `device`, else eager and the reason; true -> compiled, and a clear error naming what is missing where it
+    cannot."""
+    if setting is False:
+        return False, None
+    missing = compile_unavailable(torch.device(device).type)
+    if missing is None:
+        return True, None
+    if setting == "auto":
+        return False, missing
+    raise ValueError(f"run.compile=true: {missing}; or set run.compile=auto (eager where it cannot) or false")
 
 
 def auto_precision(precision: str, device: torch.device | str = "cpu") -> str:

@@ -261,7 +261,9 @@ class RunConfig:
     # One more evaluation after the last planned epoch with these views (val_top1_tta in its row and
     # final_val_top1_tta in summary.json; val_top1 stays the plain curve); a time-budget fit reserves its time.
     final_tta: TTA = "none"
-    compile: bool = False
+    # The training step through torch.compile: true, false, or "auto" (compiled where a C++ compiler / Triton is
+    # found, else eager with one line saying so: device.resolve_compile). Evaluation runs the plain model.
+    compile: Union[bool, Literal["auto"]] = False
     ema: bool = False
     ema_decay: float = 0.99996
     threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)

@@ -51,6 +51,7 @@ class Run:
     global_batch: int
     lr: float  # the peak lr after the linear scaling rule
     steps_per_epoch: int
+    compiled: bool  # the training step runs through torch.compile (run.compile resolved: device.resolve_compile)
 
     def resize(self, size: Size, *, moments: bool = True) -> bool:
         """Move the run to images of `size` (progressive resizing): the model and its EMA resampled, with the
@@ -69,7 +70,7 @@ class Run:
             if average is not None:
                 average.module.set_input_size(new, method=METHODS[mode])
         if self.world > 1:  # DDP's buckets were laid out for the old shapes
-            self.ctx.model = wrap_model(self.model, self.ctx.device, compile=self.cfg.run.compile)
+            self.ctx.model = wrap_model(self.model, self.ctx.device, compile=self.compiled)
         out = None if new == to_pair(self.base_size) else new
         if self.ctx.augment is not None:  # data.batch_augment: the batches reach the size, not the images
             self.ctx.augment = self.ctx.augment.with_output_size(out, mode)

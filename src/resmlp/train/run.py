@@ -23,7 +23,7 @@ from ..config import TrainConfig, save_config
 from ..data.batch_augment import BatchAugment
 from ..data.build import build_data, share_decoded
 from ..data.mixup import Mixup
-from ..device import auto_precision
+from ..device import auto_precision, resolve_compile
 from ..files import remove_stale_temporaries
 from ..optim import CosineWarmupSchedule, build_optimizer, clips_internally, scale_lr
 from ..rundir import RunDir
@@ -108,8 +108,11 @@ def build(
         label_smoothing=d.label_smoothing,
         generator=mixup_rng,
     )
+    compiled, why_not = resolve_compile(cfg.run.compile, device)
+    if why_not and rank == 0:
+        print(f"run.compile=auto: the step runs eager ({why_not})", flush=True)
     ctx = StepContext(
-        model=wrap_model(model, device, compile=cfg.run.compile),
+        model=wrap_model(model, device, compile=compiled),
         optimizer=optimizer,
         schedule=schedule,
         criterion=build_criterion(cfg, device, model.spec.preprocess, data.classes),
@@ -126,7 +129,7 @@ def build(
     )
     return Run(
         cfg, run_dir, rank, world, base_size, data, model, ctx, train_loader, sampler, val_loader, mixup_rng,
-        global_batch, lr, steps_per_epoch,
+        global_batch, lr, steps_per_epoch, compiled,
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from ..data.batch_augment import BatchAugment
 from ..data.build import DataSplits
 from ..data.resumable import PositionSampler, SeededDataset
 from ..data.sampler import RepeatedAugSampler
-from ..device import auto_precision, flush_denormals, place, resolve_device, retain_freed_cpu_memory
+from ..device import auto_precision, flush_denormals, place, resolve_compile, resolve_device, retain_freed_cpu_memory
 from ..loading import finetune_weights
 from ..models import Preprocess, create_model, get_variant, model_args
 from ..models.init import init_token_mixing
@@ -57,6 +57,7 @@ def init_process(cfg: RunConfig) -> tuple[torch.device, int, int]:
         retain_freed_cpu_memory()
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ValueError("run.precision=fp16 needs CUDA (loss scaling); on CPU use run.precision=bf16")
+    resolve_compile(cfg.compile, device)  # run.compile=true where it cannot: the error now, before any training
     return device, rank, world
 
 
