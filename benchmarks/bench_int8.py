@@ -7,12 +7,13 @@
 2. Speed (--speed): ResMLP-S12 at --batch, fused fp32 eager vs OpenVINO int8 bare vs resmlp's recipe (the cost of
    the parts kept in float) vs ONNX Runtime int8, and OpenVINO bf16 / int8 of S12 with --keep of every channel MLP's
    hidden units (structured pruning, `resmlp compress`), interleaved rounds, medians.
-3. Shapes (--shapes DEPTH:KEEP ...): OpenVINO int8 images/s of --model cut to DEPTH blocks with KEEP of every
-   channel MLP's hidden units (what `resmlp compress --depth --keep` makes; speed does not depend on the weights),
-   against the whole model's int8, interleaved; --embed-dim sets the width (the `cifar10_cpu` student: 128).
+3. Shapes (--shapes DEPTH:KEEP[@SIZE] ...): OpenVINO int8 images/s of --model cut to DEPTH blocks with KEEP of
+   every channel MLP's hidden units (what `resmlp compress --depth --keep` makes; speed does not depend on the
+   weights), at SIZE px when given, against the whole model's int8, interleaved; --embed-dim sets the width (the
+   `cifar10_cpu` student: 128).
 
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --speed
-    python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.4 6:0.5 5:0.6 4:1
+    python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.4 6:0.5 5:0.6 4:1 8:1@24
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from common import add_split_arguments, split_images_of
 
 from resmlp.deploy import build_runtime, optimize
 from resmlp.deploy.benchmark import time_interleaved
-from resmlp.deploy.compress import drop_blocks, prune_channel_mlps
+from resmlp.deploy.compress import at_size, drop_blocks, prune_channel_mlps
 from resmlp.deploy.openvino import INT8_RECIPE, Int8Recipe, openvino_model
 from resmlp.loading import load_model
 from resmlp.models import count_macs, count_params, create_model
@@ -108,21 +109,27 @@ def speed(args: argparse.Namespace) -> None:
         print(f"| {name} | {rate:.1f} | {rate / base:.2f}x |")
 
 
+def cut_model(model: torch.nn.Module, item: str, calibration: torch.Tensor) -> tuple[str, torch.nn.Module]:
+    """One --shapes item, DEPTH:KEEP[@SIZE]: `model` cut to DEPTH blocks with KEEP of the hidden units, taking
+    SIZE px images when given (`deploy.compress.at_size`). Returns its name and the model."""
+    cut, _, size = item.partition("@")
+    depth, keep = cut.split(":")
+    smaller = prune_channel_mlps(drop_blocks(model, int(depth), calibration), float(keep), calibration)
+    name = f"{depth} blocks, {float(keep):.0%} of the hidden units"
+    return (f"{name}, {size} px", at_size(smaller, int(size))) if size else (name, smaller)
+
+
 def shapes(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     kwargs = {"embed_dim": args.embed_dim} if args.embed_dim else {}
     model = create_model(args.model, **kwargs).eval()
-    shape = model.spec.input_shape
-    x, calibration = torch.randn(args.batch, *shape), torch.randn(8, *shape)
+    calibration = torch.randn(8, *model.spec.input_shape)
     models = {"whole": model}
     for item in args.shapes:
-        depth, keep = item.split(":")
-        models[f"{depth} blocks, {float(keep):.0%} of the hidden units"] = prune_channel_mlps(
-            drop_blocks(model, int(depth), calibration), float(keep), calibration
-        )
-    runners = {name: openvino_model(m, "int8", calibration=calibration) for name, m in models.items()}
-    rates = time_interleaved(runners, x, rounds=args.rounds)
-    shape1 = (1, *shape)
+        name, models[name] = cut_model(model, item, calibration)
+    inputs = {name: torch.randn(args.batch, *m.spec.input_shape) for name, m in models.items()}
+    runners = {name: openvino_model(m, "int8", calibration=inputs[name][:8]) for name, m in models.items()}
+    rates = time_interleaved(runners, inputs, rounds=args.rounds)
     print(
         f"\n{args.model} {kwargs or ''}, OpenVINO int8 (INT8_RECIPE), batch {args.batch}, {torch.get_num_threads()} "
         f"threads, {args.rounds} interleaved rounds\n| shape | params | GFLOPs | images/s (median) | vs whole |\n"
@@ -131,7 +138,7 @@ def shapes(args: argparse.Namespace) -> None:
     for name, rate in rates.items():
         m = models[name]
         print(
-            f"| {name} | {count_params(m):,} | {count_macs(m, shape1) / 1e9:.3f} | {rate:.0f} | "
+            f"| {name} | {count_params(m):,} | {count_macs(m, (1, *m.spec.input_shape)) / 1e9:.3f} | {rate:.0f} | "
             f"{rate / rates['whole']:.2f}x |"
         )
 
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--keep", type=float, default=0.5, help="--speed: the pruned model's share of hidden units")
-    ap.add_argument("--shapes", nargs="+", default=None, metavar="DEPTH:KEEP", help="int8 speed of cut models")
+    ap.add_argument("--shapes", nargs="+", default=None, metavar="DEPTH:KEEP[@SIZE]", help="int8 speed of cut models")
     ap.add_argument("--embed-dim", type=int, default=None, help="--shapes: the model's width")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)

@@ -103,7 +103,7 @@ def test_compress_prunes_recovers_and_quantises_a_run(tmp_path, capsys):
     argv = ["train", "--recipe", "digits", "--data", str(tmp_path / "data"), "--epochs", "2", "--out", str(run)]
     assert main([*argv, "--set", *tiny]) == 0
     out = tmp_path / "small"
-    flags = ["--keep", "0.25", "--depth", "1", "--minutes", "0.05", "--calibration", "8"]
+    flags = ["--keep", "0.25", "--depth", "1", "--img-size", "6", "--minutes", "0.05", "--calibration", "8"]
     assert main(["compress", str(run), "--out", str(out), *flags]) == 0
     printed = capsys.readouterr().out
     assert "compressed int8" in printed and "images/s" in printed
@@ -126,6 +126,11 @@ def test_compress_prunes_recovers_and_quantises_a_run(tmp_path, capsys):
     config = resmlp.config.load_config(str(out / "recovery" / "config.yaml"))
     assert config.distill.teacher == str(out / "original.pt") and config.model.mlp_hidden == [128]
     assert config.model.depth == 1 and len(packaged.blocks) == 1
+    # 6 px images: 9 patches instead of 16, the model and its recovery at that size, the images resized to it
+    assert config.model.img_size == 6 and packaged.spec.input_shape == (3, 6, 6) and report["settings"]["img_size"] == 6
+    assert steps["compressed fp32"]["gflops"] < 9 / 16 * steps["original fp32"]["gflops"] / 2  # 1 of 2 blocks too
+    assert main(["compress", str(run), "--out", str(tmp_path / "bad"), "--img-size", "5"]) == 2
+    assert "error: --img-size 5: expected a multiple of the model's patch size, 2" in capsys.readouterr().err
 
 
 def test_compress_needs_a_run(tmp_path, capsys):

@@ -171,6 +171,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-data", default=None, help="validation image folder (default: the run's split)")
     p.add_argument("--keep", type=float, default=0.5, help="fraction of each MLP's hidden units kept (default 0.5)")
     p.add_argument("--depth", type=int, default=None, help="blocks kept, those the predictions need most (default all)")
+    p.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="the compressed model's input size: fewer patches (default: same)",
+    )
     p.add_argument("--minutes", type=float, default=10.0, help="the recovery's time budget (default 10)")
     p.add_argument("--lr-scale", type=float, default=0.25, help="recovery lr = the recipe's lr x this (default 0.25)")
     p.add_argument("--calibration", type=int, default=256, help="training images to score units and calibrate int8")
@@ -316,8 +322,15 @@ def run_compress(args: argparse.Namespace) -> int:
         raise ValueError("--keep must lie in (0, 1], --minutes and --lr-scale above 0, --calibration at least 1")
     if args.depth is not None and args.depth < 1:
         raise ValueError(f"--depth: expected at least 1 block, got {args.depth}")
+    if args.img_size is not None and args.img_size < 1:
+        raise ValueError(f"--img-size: expected a size in pixels >= 1, got {args.img_size}")
     settings = CompressSettings(
-        keep=args.keep, depth=args.depth, minutes=args.minutes, lr_scale=args.lr_scale, calibration=args.calibration
+        keep=args.keep,
+        depth=args.depth,
+        img_size=args.img_size,
+        minutes=args.minutes,
+        lr_scale=args.lr_scale,
+        calibration=args.calibration,
     )
     report = compress(args.run, args.out, settings=settings, data=args.data, val_data=args.val_data)
     print(format_report(report))

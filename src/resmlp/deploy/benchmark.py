@@ -169,22 +169,29 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
 
 
 def time_interleaved(
-    runners: dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor, *, rounds: int = 5, seconds: float = 1.0
+    runners: dict[str, Callable[[torch.Tensor], object]],
+    x: torch.Tensor | dict[str, torch.Tensor],
+    *,
+    rounds: int = 5,
+    seconds: float = 1.0,
 ) -> dict[str, float]:
-    """Median images/s of each runner on batch `x` (CPU), timed round-robin with the order rotating every round
-    (as `run_benchmark` does), each for about `seconds` per round after one warm-up call."""
+    """Median images/s of each runner on batch `x` (CPU; or a batch per runner name, for models of different
+    input sizes), timed round-robin with the order rotating every round (as `run_benchmark` does), each for about
+    `seconds` per round after one warm-up call."""
+    inputs = x if isinstance(x, dict) else dict.fromkeys(runners, x)
     calls, rates = {}, {name: [] for name in runners}
     for name, fn in runners.items():
         t0 = time.perf_counter()
-        fn(x)
+        fn(inputs[name])
         calls[name] = max(1, round(seconds / max(time.perf_counter() - t0, 1e-6)))
     names = list(runners)
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            batch = inputs[name]
             t0 = time.perf_counter()
             for _ in range(calls[name]):
-                runners[name](x)
-            rates[name].append(len(x) * calls[name] / (time.perf_counter() - t0))
+                runners[name](batch)
+            rates[name].append(len(batch) * calls[name] / (time.perf_counter() - t0))
     return {name: statistics.median(r) for name, r in rates.items()}
 
 

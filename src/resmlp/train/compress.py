@@ -1,8 +1,9 @@
 """`resmlp compress`: a trained ResMLP made smaller and faster, each step measured.
 
 1. prune   whole blocks (`deploy.compress.drop_blocks`, when `depth` is set) and whole hidden units of every
-           channel MLP (`deploy.compress.prune_channel_mlps`), both scored on training images: a dense model with
-           fewer multiply-adds;
+           channel MLP (`deploy.compress.prune_channel_mlps`), both scored on training images, and, when `img_size`
+           is set, fewer patches (`deploy.compress.at_size`: smaller input images): a dense model with fewer
+           multiply-adds;
 2. recover a short run of the model's own recipe, started from the pruned weights and distilled from the
            uncompressed model (soft targets; its minutes fitted by the time budget), on the same training split;
 3. int8    OpenVINO + NNCF (`deploy.openvino`), calibrated on training images.
@@ -29,7 +30,7 @@ from ..checkpoint import atomic_save, model_record
 from ..config import TrainConfig, config_from_dict
 from ..data.build import build_data
 from ..deploy.benchmark import time_interleaved
-from ..deploy.compress import drop_blocks, prune_channel_mlps
+from ..deploy.compress import at_size, drop_blocks, prune_channel_mlps
 from ..deploy.openvino import export_openvino, openvino_model
 from ..deploy.optimize import optimize
 from ..files import write_text_atomic
@@ -44,6 +45,7 @@ from .run import train
 class CompressSettings:
     keep: float = 0.5  # the fraction of each channel MLP's hidden units kept
     depth: Optional[int] = None  # the number of blocks kept (None: all)
+    img_size: Optional[int] = None  # the compressed model's input size, the images resized to it (None: the same)
     minutes: float = 10.0  # the recovery run's time budget
     lr_scale: float = 0.25  # the recovery's learning rate: the recipe's times this
     alpha: float = 1.0  # weight of the distillation term against the label loss (1: the original's logits only)
@@ -70,6 +72,7 @@ def recovery_config(
     per block in `widths`) and distilled from the uncompressed checkpoint `teacher`, fitted to `s.minutes`."""
     model = dataclasses.replace(
         cfg.model,
+        img_size=s.img_size or cfg.model.img_size,
         depth=len(widths),
         mlp_hidden=widths,
         finetune=str(start),
@@ -137,19 +140,33 @@ def compress(
     if val_data is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_path=val_data))
     original = loaded.model.cpu().eval()
+    patch = original.stem.patch_size
+    if settings.img_size is not None and settings.img_size % patch:
+        raise ValueError(f"--img-size {settings.img_size}: expected a multiple of the model's patch size, {patch}")
     splits = build_data(cfg.data, img_size=loaded.spec.args["img_size"])
     val = DataLoader(splits.val, batch_size=256)
     calibration = training_images(splits.train, splits.val.transform, settings.calibration, cfg.run.seed)
     classes = len(splits.classes)
+    if settings.img_size is None:  # the compressed model's images: the same, or resized to its input size
+        small_val, small_calibration = val, calibration
+    else:
+        small = build_data(cfg.data, img_size=settings.img_size)
+        small_val = DataLoader(small.val, batch_size=256)
+        small_calibration = training_images(small.train, small.val.transform, settings.calibration, cfg.run.seed)
 
     depth = len(original.blocks) if settings.depth is None else settings.depth
-    log(f"1/3 prune: keep {depth} of {len(original.blocks)} blocks, {settings.keep:.0%} of each channel MLP's units")
+    at = f", at {settings.img_size} px" if settings.img_size else ""
+    log(
+        f"1/3 prune: keep {depth} of {len(original.blocks)} blocks, {settings.keep:.0%} of each channel MLP's units{at}"
+    )
     pruned = original if depth == len(original.blocks) else drop_blocks(original, depth, calibration)
     pruned = prune_channel_mlps(pruned, settings.keep, calibration)
+    if settings.img_size is not None:
+        pruned = at_size(pruned, settings.img_size)
     widths = list(pruned.spec.args["mlp_hidden"])
     out.mkdir(parents=True, exist_ok=True)
     start = atomic_save(model_record(pruned), out / "pruned.pt")
-    pruned_top1 = _top1(pruned, val, classes)
+    pruned_top1 = _top1(pruned, small_val, classes)
 
     log(f"2/3 recover: {settings.minutes:g} minutes of the run's recipe, distilled from the original")
     teacher = out / "original.pt"
@@ -160,22 +177,22 @@ def compress(
 
     log("3/3 int8: OpenVINO + NNCF, calibrated on training images; then the measurements")
     int8 = {"original": openvino_model(original, "int8", calibration=calibration)}
-    int8["compressed"] = openvino_model(recovered, "int8", calibration=calibration)
+    int8["compressed"] = openvino_model(recovered, "int8", calibration=small_calibration)
     fp32 = {"original": optimize(original, "fp32"), "compressed": optimize(recovered, "fp32")}
-    x = torch.randn(settings.batch, *loaded.spec.input_shape, generator=torch.Generator().manual_seed(0))
-    runners = {f"{k} fp32": v for k, v in fp32.items()} | {f"{k} int8": v for k, v in int8.items()}
-    speed = time_interleaved(runners, x, rounds=settings.rounds)
-    shape = (1, *loaded.spec.input_shape)
-    size = {
-        "original": (count_params(original), count_macs(original, shape)),
-        "compressed": (count_params(recovered), count_macs(recovered, shape)),
+    models = {"original": original, "compressed": recovered}
+    x = {
+        k: torch.randn(settings.batch, *m.spec.input_shape, generator=torch.Generator().manual_seed(0))
+        for k, m in models.items()
     }
+    runners = {f"{k} fp32": v for k, v in fp32.items()} | {f"{k} int8": v for k, v in int8.items()}
+    speed = time_interleaved(runners, {name: x[name.split()[0]] for name in runners}, rounds=settings.rounds)
+    size = {k: (count_params(m), count_macs(m, (1, *m.spec.input_shape))) for k, m in models.items()}
     accuracy = {
         "original fp32": _top1(original, val, classes),
         "original int8": _top1(int8["original"], val, classes),
         "pruned fp32 (before recovery)": pruned_top1,
-        "compressed fp32": _top1(recovered, val, classes),
-        "compressed int8": _top1(int8["compressed"], val, classes),
+        "compressed fp32": _top1(recovered, small_val, classes),
+        "compressed int8": _top1(int8["compressed"], small_val, classes),
     }
     rows = []
     for name, top1 in accuracy.items():
@@ -196,7 +213,7 @@ def compress(
         "top1_loss_vs_fp32": accuracy["original fp32"] - accuracy["compressed int8"],
     }
     save_pretrained(recovered, out / "model")
-    export_openvino(recovered, out / "openvino-int8", precision="int8", calibration=calibration)
+    export_openvino(recovered, out / "openvino-int8", precision="int8", calibration=small_calibration)
     write_text_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
     return report
 
