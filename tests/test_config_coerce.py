@@ -27,7 +27,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
         ("data.interpolation=lanczos", "data.interpolation: expected one of bilinear, bicubic, nearest, got 'lanczos'"),
         ("data.mean=cifar", "data.mean: expected one of dataset, imagenet, got 'cifar'"),
         ("data.std=[0.2, x, 0.2]", r"data.std\[1\]: expected a number, got 'x'"),
-        ("optim.name=adam", "optim.name: expected one of lamb, adamw, sgd, muon, got 'adam'"),
+        ("optim.name=adam", "optim.name: expected one of lamb, adamw, sgd, muon, muon_sgd, got 'adam'"),
         ("distill.kind=medium", "distill.kind: expected one of hard, soft, got 'medium'"),
         ("run.precision=fp8", "run.precision: expected one of auto, fp32, bf16, fp16, got 'fp8'"),
     ],

@@ -1,5 +1,6 @@
 """optim/muon.py: Muon on the blocks' matrices + AdamW on the rest, as one optimizer."""
 
+import pytest
 import torch
 
 import resmlp
@@ -129,3 +130,92 @@ def test_muon_orthogonalises_in_fp32_only_where_bf16_is_emulated(monkeypatch):
         assert torch_muon._zeropower_via_newtonschulz is torch_version  # the swap ends with the step
         assert len(calls) == (len(muon_param_names(model)) if expect_fp32 else 0)
         assert not torch.equal(before, model.blocks[0].mlp_channels.fc1.weight)
+
+
+def tiny_convnet():
+    torch.manual_seed(0)
+    return resmlp.create_model("convnet_cifar", width=1, num_classes=3, batchnorm_scale=False)
+
+
+def test_muon_sgd_gives_the_block_kernels_to_muon_and_everything_else_to_sgd():
+    from resmlp.optim.muon import MuonSGD, NormalizedMuon
+
+    model = tiny_convnet()
+    opt = build_optimizer(model, name="muon_sgd", lr=0.5, muon_lr=0.2, weight_decay=1e-3, norm_lr_scale=8)
+    assert isinstance(opt, MuonSGD) and isinstance(opt.muon, NormalizedMuon)
+    grouped = [p for g in opt.param_groups for p in g["params"]]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(trainable)
+    muon = {n for n, p in model.named_parameters() if any(p is q for q in opt.muon.param_groups[0]["params"])}
+    assert muon == {f"blocks.{i}.conv{j}.weight" for i in range(3) for j in (1, 2)}  # not the stem
+    lrs = {g.get("name"): g["lr"] for g in opt.sgd.param_groups}
+    assert lrs == {"decay": 0.5, "no_decay": 0.5, "norms": 4.0} and opt.muon.param_groups[0]["lr"] == 0.2
+    sched = CosineWarmupSchedule(opt, total_steps=4, warmup_steps=0, min_lr=0.0, decay="linear")
+    sched.step()  # each group keeps its own peak, scaled by the one schedule
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.15, 0.375, 0.375, 3.0])
+
+
+def test_muon_sgd_is_refused_for_a_model_without_conv_kernels_in_its_blocks():
+    with pytest.raises(ValueError, match="muon_sgd: ResMLP has no conv kernels"):
+        build_optimizer(tiny(), name="muon_sgd", lr=0.1, weight_decay=0.0)
+
+
+def test_normalized_muon_step_renormalises_the_kernel_then_subtracts_the_orthogonalised_momentum():
+    from resmlp.optim.muon import NS_COEFFICIENTS, NormalizedMuon, newton_schulz_fp32
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(8, 4, 3, 3) * 3.0)
+    opt = NormalizedMuon([w], lr=0.1, momentum=0.5)
+    grads = [torch.randn_like(w) for _ in range(2)]
+    expect, buf = w.detach().clone(), torch.zeros_like(w)
+    for g in grads:
+        w.grad = g.clone()
+        with torch.no_grad():
+            buf = 0.5 * buf + g
+            nesterov = g + 0.5 * buf
+            update = newton_schulz_fp32(nesterov.reshape(8, -1), NS_COEFFICIENTS, 5, 1e-7).view_as(w)
+            expect = expect * (8**0.5 / expect.norm()) - 0.1 * update
+        with fp32_only():
+            opt.step()
+        torch.testing.assert_close(w.detach(), expect, atol=2e-5, rtol=1e-4)
+    w.grad = None
+    opt.step()  # no gradient: untouched
+    torch.testing.assert_close(w.detach(), expect, atol=2e-5, rtol=1e-4)
+
+
+def fp32_only():
+    import unittest.mock
+
+    import resmlp.optim.muon as muon_module
+
+    return unittest.mock.patch.object(muon_module, "native_bf16", lambda device: False)
+
+
+def test_muon_sgd_trains_a_conv_net_and_resumes_exactly():
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 3, (16,))
+
+    def steps(model, opt, n):
+        for _ in range(n):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return loss.item()
+
+    def make():
+        model = tiny_convnet()
+        return model, build_optimizer(model, name="muon_sgd", lr=0.05, muon_lr=0.05, weight_decay=1e-4)
+
+    with fp32_only():
+        model, opt = make()
+        first = torch.nn.functional.cross_entropy(model(x), y).item()
+        assert steps(model, opt, 30) < 0.5 * first  # overfits one batch
+        (a, oa), (b, ob) = make(), make()
+        steps(a, oa, 4)
+        steps(b, ob, 2)
+        b2, ob2 = make()
+        b2.load_state_dict(b.state_dict())
+        ob2.load_state_dict(ob.state_dict())
+        steps(b2, ob2, 2)
+    for pa, pb in zip(a.state_dict().values(), b2.state_dict().values()):
+        torch.testing.assert_close(pa, pb)

@@ -13,7 +13,8 @@ OnBad = Literal["skip", "fail"]
 Crop = Literal["rrc", "pad"]  # RandomResizedCrop, or pad-and-crop for tiny images
 Interpolation = Literal["bilinear", "bicubic", "nearest"]  # the filters RandAugment's geometric ops accept
 Normalization = Union[Literal["dataset", "imagenet"], list[float]]  # or explicit per-channel values
-OptimizerName = Literal["lamb", "adamw", "sgd", "muon"]  # muon: Muon on block matrices + AdamW
+OptimizerName = Literal["lamb", "adamw", "sgd", "muon", "muon_sgd"]  # muon: Muon on block matrices + AdamW;
+# muon_sgd: normalised Muon on a conv net's kernels + Nesterov SGD (optim.muon_lr)
 Sched = Literal["cosine", "linear"]  # the lr's decay after warmup (the paper: cosine); linear = timm's poly, power 1
 DistillKind = Literal["hard", "soft"]  # DeiT hard-label, or KL at temperature tau
 # What the teacher sees while a progressive run trains the student on smaller batches (train.distill)
@@ -196,6 +197,9 @@ class OptimConfig:
     # The lr of normalisation layers' parameters (BatchNorm, LayerNorm, GroupNorm: optim.param_groups.NORM_LAYERS;
     # not Aff) is lr x this (airbench scales its BatchNorm shifts' lr by 64); 1: one lr for all. Not with "muon".
     norm_lr_scale: float = 1.0
+    # name "muon_sgd": the lr of the conv kernels' normalised Muon steps (about the angle each step turns a kernel,
+    # so not scaled with the batch); the rest (head, biases, BatchNorm shifts) take `lr` with Nesterov SGD.
+    muon_lr: float = 0.24
     # Lookahead (Zhang et al. 2019; airbench's EMA form): every `lookahead_every` steps the weights move to an
     # average of themselves, decay 0.95^5 x (step / total)^3 (none early, strong late), and the last step
     # takes the average itself.
@@ -207,6 +211,8 @@ class OptimConfig:
             raise ConfigError(f"optim.norm_lr_scale: expected a factor > 0, got {self.norm_lr_scale!r}")
         if self.norm_lr_scale != 1.0 and self.name == "muon":
             raise ConfigError("optim.norm_lr_scale: not with optim.name=muon (its AdamW groups keep one lr)")
+        if self.muon_lr <= 0:
+            raise ConfigError(f"optim.muon_lr: expected a learning rate > 0, got {self.muon_lr!r}")
         if self.lookahead_every < 1:
             raise ConfigError(f"optim.lookahead_every: expected steps >= 1, got {self.lookahead_every!r}")
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import OptimizerName
 from .lamb import Lamb
-from .muon import MuonAdamW, muon_param_names
+from .muon import MuonAdamW, MuonSGD, conv_kernel_names, muon_param_names
 
 NO_DECAY_LEAF_NAMES = frozenset({"alpha", "beta", "bias", "cls_token"})  # cls_token: class-MLP pooling
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
@@ -127,9 +127,11 @@ def build_optimizer(
     skip: Iterable[str] = (),
     muon_token_mixing: bool = True,
     norm_lr_scale: float = 1.0,
+    muon_lr: float = 0.24,
 ) -> torch.optim.Optimizer:
-    """Build ``name`` in {"lamb", "adamw", "sgd", "muon"} over :func:`param_groups` of ``model``
-    ("muon": Muon on the blocks' weight matrices, AdamW on the rest, see :mod:`resmlp.optim.muon`).
+    """Build ``name`` in {"lamb", "adamw", "sgd", "muon", "muon_sgd"} over :func:`param_groups` of ``model``
+    ("muon": Muon on the blocks' weight matrices, AdamW on the rest; "muon_sgd": normalised Muon at ``muon_lr``
+    on the blocks' conv kernels, Nesterov SGD at ``lr`` on the rest; see :mod:`resmlp.optim.muon`).
 
     ``eps`` defaults to 1e-6 for LAMB (the recipe's value) and 1e-8 for AdamW; SGD uses Nesterov
     ``momentum``. ``max_grad_norm`` is used only by LAMB, which clips the global gradient norm
@@ -158,6 +160,15 @@ def build_optimizer(
             eps=1e-8 if eps is None else eps,
         )
     groups = param_groups(model, weight_decay, skip=skip, lr=lr, norm_lr_scale=norm_lr_scale)
+    if name == "muon_sgd":
+        params = dict(model.named_parameters())
+        kernels = [params[n] for n in conv_kernel_names(model)]
+        if not kernels:
+            raise ValueError(f"optim.name=muon_sgd: {type(model).__name__} has no conv kernels in its blocks")
+        ids = {id(p) for p in kernels}
+        rest = [{**g, "params": [p for p in g["params"] if id(p) not in ids]} for g in groups]
+        sgd_groups = [{"lr": lr, **g} for g in rest if g["params"]]
+        return MuonSGD(kernels, sgd_groups, lr=lr, muon_lr=muon_lr, momentum=momentum, weight_decay=weight_decay)
     if name == "lamb":
         return Lamb(
             groups,

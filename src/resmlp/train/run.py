@@ -88,13 +88,14 @@ def build(
         max_grad_norm=o.max_grad_norm,
         muon_token_mixing=o.muon_token_mixing,
         norm_lr_scale=o.norm_lr_scale,
+        muon_lr=o.muon_lr,
     )
     steps_per_epoch = max(1, len(train_loader) // o.accum_steps)
     schedule = CosineWarmupSchedule(
         optimizer,
         total_steps=o.epochs * steps_per_epoch,
         warmup_steps=round(o.warmup_epochs * steps_per_epoch),
-        base_lr=None if o.norm_lr_scale != 1.0 else lr,  # None: each group's own peak (optim.norm_lr_scale)
+        base_lr=None,  # each group's own peak (optim.norm_lr_scale, optim.muon_lr)
         warmup_lr=o.warmup_lr,
         min_lr=o.min_lr,
         decay=o.sched,
