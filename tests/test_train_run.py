@@ -120,7 +120,7 @@ def test_bad_cli_input_is_one_line(tmp_path, capsys):
     assert (
         capsys.readouterr().err.strip() == "error: unknown key optim.lrr; valid keys in optim: "
         "accum_steps, epochs, lookahead, lookahead_every, lr, lr_batch, max_grad_norm, min_lr, momentum, "
-        "muon_token_mixing, name, norm_lr_scale, sched, warmup_epochs, warmup_lr, weight_decay"
+        "muon_lr, muon_token_mixing, name, norm_lr_scale, sched, warmup_epochs, warmup_lr, weight_decay"
     )
     assert (
         main(
@@ -176,6 +176,42 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a["ema"][k], b["ema"][k]), k
     rows = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_muon_sgd_trains_the_conv_net_at_its_own_lrs_and_resumes_exactly(tmp_path, capsys):
+    """optim.name=muon_sgd through the trainer: the kernels follow optim.muon_lr and the BatchNorm shifts
+    lr x norm_lr_scale under one schedule, the optimizer state is checkpointed, a resume is exact."""
+    common = [
+        "model.name=convnet_cifar",
+        "model.width=1",
+        "model.img_size=16",
+        "model.drop_path_rate=0",
+        "model.batchnorm_scale=false",
+        *TINY[2:],
+        "optim.epochs=2",
+        "optim.warmup_epochs=0",
+        "optim.sched=linear",
+        "optim.min_lr=0",
+        "optim.name=muon_sgd",
+        "optim.muon_lr=0.1",
+        "optim.lr=0.2",
+        "optim.lr_batch=64",
+        "optim.norm_lr_scale=4",
+    ]
+    train(load_config("digits", common), out=tmp_path / "full")
+    train(load_config("digits", common + ["budget.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
+    state = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["optimizer"]
+    muon_lr, sgd_lrs = state["muon"]["param_groups"][0]["lr"], [g["lr"] for g in state["sgd"]["param_groups"]]
+    assert muon_lr == pytest.approx(0.05) and sorted(sgd_lrs) == pytest.approx([0.1, 0.1, 0.4])  # halfway down
+    assert len(state["muon"]["state"]) == 6  # a momentum buffer per 3 x 3 kernel
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "budget.time_limit_min=null"]) == 0
+    full, split = weights(tmp_path / "full"), weights(tmp_path / "split")
+    for k in full:
+        assert torch.equal(full[k], split[k]), k
+    capsys.readouterr()
+    bad = ["train", "--out", str(tmp_path / "bad"), "--set", "optim.name=muon_sgd", *TINY]
+    assert main(bad) == 2
+    assert capsys.readouterr().err.strip().startswith("error: optim.name=muon_sgd: ResMLP has no conv kernels")
 
 
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys):
