@@ -133,6 +133,34 @@ def test_compress_prunes_recovers_and_quantises_a_run(tmp_path, capsys):
     assert "error: --img-size 5: expected a multiple of the model's patch size, 2" in capsys.readouterr().err
 
 
+def test_compress_view_crop_recovers_on_windows_with_the_teacher_on_full_images(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(["a", "b"]):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(16):
+            pixels = np.clip(rng.normal(70 + 90 * c, 30, (8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    tiny = ["model.depth=2", "data.batch_size=8", "run.progress=false", "run.tensorboard=false"]
+    run, out = tmp_path / "run", tmp_path / "small"
+    argv = ["train", "--recipe", "digits", "--data", str(tmp_path / "data"), "--epochs", "1", "--out", str(run)]
+    assert main([*argv, "--set", *tiny, "data.batch_augment=true"]) == 0
+    flags = ["--keep", "0.5", "--img-size", "6", "--view", "crop", "--minutes", "0.05", "--calibration", "8"]
+    assert main(["compress", str(run), "--out", str(out), *flags]) == 0
+    config = resmlp.config.load_config(str(out / "recovery" / "config.yaml"))
+    # the recovery: the model at its own 8 px, every epoch on 6 px windows, the teacher on the full 8 px images
+    assert config.model.img_size in (None, 8) and config.progressive.mode == "crop"
+    assert config.progressive.sizes == [[0, 6]]
+    assert config.distill.teacher_view == "full" and config.data.mixup_alpha == config.data.cutmix_alpha == 0
+    packaged = from_pretrained(out / "model")  # takes the central 6 px window of an 8 px image
+    assert packaged.spec.input_shape == (3, 6, 6) and packaged.spec.preprocess.crop_pct == pytest.approx(0.75)
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["view"] == "crop" and report["speedup_int8"] > 0
+    capsys.readouterr()
+    assert main([*argv[:-1], str(tmp_path / "plain"), "--set", *tiny]) == 0  # no batch augmentation
+    assert main(["compress", str(tmp_path / "plain"), "--out", str(tmp_path / "o"), *flags]) == 2
+    assert "error: --view crop: the recovery cuts its windows from batch-augmented images" in capsys.readouterr().err
+
+
 def test_compress_needs_a_run(tmp_path, capsys):
     save_pretrained(_model(), tmp_path / "pkg")
     assert main(["compress", str(tmp_path / "pkg"), "--out", str(tmp_path / "o")]) == 2

@@ -177,6 +177,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the compressed model's input size: fewer patches (default: same)",
     )
+    p.add_argument(
+        "--view",
+        choices=("resize", "crop"),
+        default="resize",
+        help="with --img-size: shrink the whole image (resize, default) or take its central window at full "
+        "scale (crop; the recovery then trains on random windows, its teacher on the full images)",
+    )
     p.add_argument("--minutes", type=float, default=10.0, help="the recovery's time budget (default 10)")
     p.add_argument("--lr-scale", type=float, default=0.25, help="recovery lr = the recipe's lr x this (default 0.25)")
     p.add_argument("--calibration", type=int, default=256, help="training images to score units and calibrate int8")
@@ -328,6 +335,7 @@ def run_compress(args: argparse.Namespace) -> int:
         keep=args.keep,
         depth=args.depth,
         img_size=args.img_size,
+        view=args.view,
         minutes=args.minutes,
         lr_scale=args.lr_scale,
         calibration=args.calibration,

@@ -16,6 +16,8 @@ distillation.
 from __future__ import annotations
 
 import copy
+import dataclasses
+from typing import Optional
 
 import torch
 from torch import nn
@@ -139,11 +141,16 @@ def prune_channel_mlps(model: nn.Module, keep: float, images: torch.Tensor) -> n
     return pruned.to(next(model.parameters()).device).eval()
 
 
-def at_size(model: nn.Module, size: int) -> nn.Module:
+def at_size(model: nn.Module, size: int, *, crop_pct: Optional[float] = None) -> nn.Module:
     """A copy of patch model `model` taking `size` x `size` images: fewer patches, every block's cost cut with
     them. The token mixing is carried to the smaller grid by offset (`models.resample`): on the `cifar10_cpu`
     student at 24 px instead of 32, images resized, it kept 83.76 % top-1 before any training, where
-    interpolating A kept 22.98 % (docs/results.md#inference)."""
+    interpolating A kept 22.98 % (docs/results.md#inference). `crop_pct` replaces its preprocessing's (the
+    eval transform resizes to size / crop_pct, then takes the central size x size window): 0.75 at 24 px of a
+    32 px model keeps the central window of the image at its full scale instead of shrinking the whole image."""
     smaller = copy.deepcopy(model)
     smaller.set_input_size(size, method="offset")
+    if crop_pct is not None:
+        spec = smaller.spec
+        smaller.spec = spec.replace(preprocess=dataclasses.replace(spec.preprocess, crop_pct=crop_pct))
     return smaller.eval()

@@ -45,7 +45,12 @@ from .run import train
 class CompressSettings:
     keep: float = 0.5  # the fraction of each channel MLP's hidden units kept
     depth: Optional[int] = None  # the number of blocks kept (None: all)
-    img_size: Optional[int] = None  # the compressed model's input size, the images resized to it (None: the same)
+    img_size: Optional[int] = None  # the compressed model's input size (None: the same)
+    # How its images reach img_size: "resize" shrinks the whole image; "crop" takes the central img_size window of
+    # the image at the original size (the hour's student trains on such windows for most of its epochs), and the
+    # recovery trains on random windows of the full-size augmented batches while the original, its teacher,
+    # sees the full images (progressive.mode=crop, distill.teacher_view=full; no Mixup/CutMix).
+    view: str = "resize"
     minutes: float = 10.0  # the recovery run's time budget
     lr_scale: float = 0.25  # the recovery's learning rate: the recipe's times this
     alpha: float = 1.0  # weight of the distillation term against the label loss (1: the original's logits only)
@@ -69,10 +74,12 @@ def recovery_config(
     cfg: TrainConfig, widths: list[int], start: Path, teacher: Path, s: CompressSettings
 ) -> TrainConfig:
     """The run's own recipe, continued at a lower learning rate from the pruned weights `start` (one hidden width
-    per block in `widths`) and distilled from the uncompressed checkpoint `teacher`, fitted to `s.minutes`."""
+    per block in `widths`) and distilled from the uncompressed checkpoint `teacher`, fitted to `s.minutes`.
+    With `s.view == "crop"`, `start` is at the run's size and every epoch trains on `s.img_size` windows."""
+    windows = s.view == "crop" and s.img_size is not None
     model = dataclasses.replace(
         cfg.model,
-        img_size=s.img_size or cfg.model.img_size,
+        img_size=cfg.model.img_size if windows else s.img_size or cfg.model.img_size,
         depth=len(widths),
         mlp_hidden=widths,
         finetune=str(start),
@@ -88,7 +95,7 @@ def recovery_config(
         kind="soft",
         alpha=s.alpha,
         tau=1.0,
-        teacher_view="resize",
+        teacher_view="full" if windows else "resize",
     )
     optim = dataclasses.replace(
         cfg.optim, lr=cfg.optim.lr * s.lr_scale, warmup_epochs=min(cfg.optim.warmup_epochs, 0.5)
@@ -99,7 +106,8 @@ def recovery_config(
         distill=distill,
         optim=optim,
         budget=dataclasses.replace(cfg.budget, time_limit_min=s.minutes, fit_to_time_limit=True),
-        progressive=dataclasses.replace(cfg.progressive, sizes=None),
+        progressive=dataclasses.replace(cfg.progressive, mode="crop", sizes=[[0, s.img_size]] if windows else None),
+        data=dataclasses.replace(cfg.data, mixup_alpha=0.0, cutmix_alpha=0.0) if windows else cfg.data,
         run=dataclasses.replace(cfg.run, final_tta="none", tensorboard=False),
     )
 
@@ -143,14 +151,26 @@ def compress(
     patch = original.stem.patch_size
     if settings.img_size is not None and settings.img_size % patch:
         raise ValueError(f"--img-size {settings.img_size}: expected a multiple of the model's patch size, {patch}")
+    if settings.view == "crop" and settings.img_size is not None and not cfg.data.batch_augment:
+        raise ValueError(
+            "--view crop: the recovery cuts its windows from batch-augmented images, and the run's recipe has "
+            "data.batch_augment=false; use --view resize"
+        )
     splits = build_data(cfg.data, img_size=loaded.spec.args["img_size"])
     val = DataLoader(splits.val, batch_size=256)
     calibration = training_images(splits.train, splits.val.transform, settings.calibration, cfg.run.seed)
     classes = len(splits.classes)
-    if settings.img_size is None:  # the compressed model's images: the same, or resized to its input size
+    base = loaded.spec.args["img_size"]
+    crop_pct = None  # the compressed model's preprocessing: the original's, or its central windows (view "crop")
+    if settings.img_size is not None and settings.view == "crop":
+        crop_pct = original.spec.preprocess.crop_pct * settings.img_size / base
+    if settings.img_size is None:  # the compressed model's images: the same, or brought to its input size
         small_val, small_calibration = val, calibration
     else:
-        small = build_data(cfg.data, img_size=settings.img_size)
+        small = build_data(
+            cfg.data if crop_pct is None else dataclasses.replace(cfg.data, crop_pct=crop_pct),
+            img_size=settings.img_size,
+        )
         small_val = DataLoader(small.val, batch_size=256)
         small_calibration = training_images(small.train, small.val.transform, settings.calibration, cfg.run.seed)
 
@@ -161,12 +181,13 @@ def compress(
     )
     pruned = original if depth == len(original.blocks) else drop_blocks(original, depth, calibration)
     pruned = prune_channel_mlps(pruned, settings.keep, calibration)
-    if settings.img_size is not None:
+    if settings.img_size is not None and crop_pct is None:
         pruned = at_size(pruned, settings.img_size)
     widths = list(pruned.spec.args["mlp_hidden"])
     out.mkdir(parents=True, exist_ok=True)
-    start = atomic_save(model_record(pruned), out / "pruned.pt")
-    pruned_top1 = _top1(pruned, small_val, classes)
+    start = atomic_save(model_record(pruned), out / "pruned.pt")  # view "crop": at the original size
+    small_model = at_size(pruned, settings.img_size, crop_pct=crop_pct) if crop_pct is not None else pruned
+    pruned_top1 = _top1(small_model, small_val, classes)
 
     log(f"2/3 recover: {settings.minutes:g} minutes of the run's recipe, distilled from the original")
     teacher = out / "original.pt"
@@ -174,6 +195,8 @@ def compress(
     rcfg = recovery_config(cfg, widths, start, teacher, settings)
     summary = train(rcfg, out=out / "recovery")
     recovered = load_model(out / "recovery").model.cpu().eval()
+    if crop_pct is not None:  # trained on windows: its spec says so
+        recovered = at_size(recovered, settings.img_size, crop_pct=crop_pct)
 
     log("3/3 int8: OpenVINO + NNCF, calibrated on training images; then the measurements")
     int8 = {"original": openvino_model(original, "int8", calibration=calibration)}
