@@ -53,16 +53,21 @@ def test_without_token_mixing_muon_leaves_a_and_mixers_token_mlp_to_adamw_with_d
         assert all(id(params[f"blocks.{i}.{t}"]) in decayed for i in range(2) for t in token)
 
 
+def train_steps(model, opt, x, y, n):
+    """`n` optimizer steps on the one batch (x, y); the last loss."""
+    for _ in range(n):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return loss.item()
+
+
 def test_muon_trains_resumes_and_follows_the_schedule():
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 3, (16,))
 
     def steps(model, opt, n):
-        for _ in range(n):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-        return loss.item()
+        return train_steps(model, opt, x, y, n)
 
     model = tiny()
     opt = build_optimizer(model, name="muon", lr=2e-2, weight_decay=0.0)
@@ -195,12 +200,7 @@ def test_muon_sgd_trains_a_conv_net_and_resumes_exactly():
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 3, (16,))
 
     def steps(model, opt, n):
-        for _ in range(n):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-        return loss.item()
+        return train_steps(model, opt, x, y, n)
 
     def make():
         model = tiny_convnet()

@@ -151,6 +151,21 @@ def weights(run_dir):
     return read_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
 
 
+def train_whole_and_in_two(common: list[str], tmp_path) -> dict:
+    """Train the digits recipe with `common` for its epochs into tmp_path/full, and again into tmp_path/split
+    stopped after epoch 1 and resumed through the CLI; assert both end with the same weights. Returns the
+    split run's checkpoint after epoch 1."""
+    train(load_config("digits", common), out=tmp_path / "full")
+    train(load_config("digits", common + ["budget.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
+    halfway = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert halfway["epoch"] == 1
+    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "budget.time_limit_min=null"]) == 0
+    full, split = weights(tmp_path / "full"), weights(tmp_path / "split")
+    for k in full:
+        assert torch.equal(full[k], split[k]), k
+    return halfway
+
+
 def test_resume_continues_exactly(tmp_path):
     """k epochs + resume + k epochs == 2k epochs: model, optimizer, schedule, EMA, sampler and RNG states."""
     common = TINY + [
@@ -163,13 +178,8 @@ def test_resume_continues_exactly(tmp_path):
         "data.re_prob=0.25",
         "model.drop_path_rate=0.1",
     ]
-    train(load_config("digits", common), out=tmp_path / "full")
-    train(load_config("digits", common + ["budget.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
-    assert read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 1
-    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "budget.time_limit_min=null"]) == 0
-    full, split = weights(tmp_path / "full"), weights(tmp_path / "split")
-    for k in full:
-        assert torch.equal(full[k], split[k]), k
+    train_whole_and_in_two(common, tmp_path)
+    assert read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["epoch"] == 2
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     b = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     for k in a["ema"]:
@@ -198,16 +208,10 @@ def test_muon_sgd_trains_the_conv_net_at_its_own_lrs_and_resumes_exactly(tmp_pat
         "optim.lr_batch=64",
         "optim.norm_lr_scale=4",
     ]
-    train(load_config("digits", common), out=tmp_path / "full")
-    train(load_config("digits", common + ["budget.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
-    state = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["optimizer"]
-    muon_lr, sgd_lrs = state["muon"]["param_groups"][0]["lr"], [g["lr"] for g in state["sgd"]["param_groups"]]
+    halfway = train_whole_and_in_two(common, tmp_path)["optimizer"]
+    muon_lr, sgd_lrs = halfway["muon"]["param_groups"][0]["lr"], [g["lr"] for g in halfway["sgd"]["param_groups"]]
     assert muon_lr == pytest.approx(0.05) and sorted(sgd_lrs) == pytest.approx([0.1, 0.1, 0.4])  # halfway down
-    assert len(state["muon"]["state"]) == 6  # a momentum buffer per 3 x 3 kernel
-    assert main(["train", "--resume", str(tmp_path / "split"), "--set", "budget.time_limit_min=null"]) == 0
-    full, split = weights(tmp_path / "full"), weights(tmp_path / "split")
-    for k in full:
-        assert torch.equal(full[k], split[k]), k
+    assert len(halfway["muon"]["state"]) == 6  # a momentum buffer per 3 x 3 kernel
     capsys.readouterr()
     bad = ["train", "--out", str(tmp_path / "bad"), "--set", "optim.name=muon_sgd", *TINY]
     assert main(bad) == 2
