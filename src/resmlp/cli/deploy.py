@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..config import TTA
+from ..deploy.compress import VIEWS
 
 
 def _csv(kind):
@@ -179,7 +180,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--view",
-        choices=("resize", "crop"),
+        choices=VIEWS,
         default="resize",
         help="with --img-size: shrink the whole image (resize, default) or take its central window at full "
         "scale (crop; the recovery then trains on random windows, its teacher on the full images)",

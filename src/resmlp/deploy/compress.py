@@ -141,6 +141,9 @@ def prune_channel_mlps(model: nn.Module, keep: float, images: torch.Tensor) -> n
     return pruned.to(next(model.parameters()).device).eval()
 
 
+VIEWS = ("resize", "crop")  # how smaller images reach a model at_size made: the whole image, or its central window
+
+
 def at_size(model: nn.Module, size: int, *, crop_pct: Optional[float] = None) -> nn.Module:
     """A copy of patch model `model` taking `size` x `size` images: fewer patches, every block's cost cut with
     them. The token mixing is carried to the smaller grid by offset (`models.resample`): on the `cifar10_cpu`

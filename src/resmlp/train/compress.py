@@ -30,7 +30,7 @@ from ..checkpoint import atomic_save, model_record
 from ..config import TrainConfig, config_from_dict
 from ..data.build import build_data
 from ..deploy.benchmark import time_interleaved
-from ..deploy.compress import at_size, drop_blocks, prune_channel_mlps
+from ..deploy.compress import VIEWS, at_size, drop_blocks, prune_channel_mlps
 from ..deploy.openvino import export_openvino, openvino_model
 from ..deploy.optimize import optimize
 from ..files import write_text_atomic
@@ -106,7 +106,9 @@ def recovery_config(
         distill=distill,
         optim=optim,
         budget=dataclasses.replace(cfg.budget, time_limit_min=s.minutes, fit_to_time_limit=True),
-        progressive=dataclasses.replace(cfg.progressive, mode="crop", sizes=[[0, s.img_size]] if windows else None),
+        progressive=dataclasses.replace(cfg.progressive, mode="crop", sizes=[[0, s.img_size]])
+        if windows
+        else dataclasses.replace(cfg.progressive, sizes=None),
         data=dataclasses.replace(cfg.data, mixup_alpha=0.0, cutmix_alpha=0.0) if windows else cfg.data,
         run=dataclasses.replace(cfg.run, final_tta="none", tensorboard=False),
     )
@@ -151,19 +153,21 @@ def compress(
     patch = original.stem.patch_size
     if settings.img_size is not None and settings.img_size % patch:
         raise ValueError(f"--img-size {settings.img_size}: expected a multiple of the model's patch size, {patch}")
+    if settings.view not in VIEWS:
+        raise ValueError(f"view: expected one of {', '.join(VIEWS)}, got {settings.view!r}")
     if settings.view == "crop" and settings.img_size is not None and not cfg.data.batch_augment:
         raise ValueError(
             "--view crop: the recovery cuts its windows from batch-augmented images, and the run's recipe has "
             "data.batch_augment=false; use --view resize"
         )
-    splits = build_data(cfg.data, img_size=loaded.spec.args["img_size"])
+    base = loaded.spec.args["img_size"]
+    splits = build_data(cfg.data, img_size=base)
     val = DataLoader(splits.val, batch_size=256)
     calibration = training_images(splits.train, splits.val.transform, settings.calibration, cfg.run.seed)
     classes = len(splits.classes)
-    base = loaded.spec.args["img_size"]
     crop_pct = None  # the compressed model's preprocessing: the original's, or its central windows (view "crop")
     if settings.img_size is not None and settings.view == "crop":
-        crop_pct = original.spec.preprocess.crop_pct * settings.img_size / base
+        crop_pct = cfg.data.crop_pct * settings.img_size / base
     if settings.img_size is None:  # the compressed model's images: the same, or brought to its input size
         small_val, small_calibration = val, calibration
     else:
