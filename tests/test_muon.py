@@ -1,4 +1,5 @@
-"""optim/muon.py: Muon on the blocks' matrices + AdamW on the rest, as one optimizer."""
+"""optim/muon.py: Muon on the blocks' matrices + AdamW on the rest, and normalised Muon on a conv net's kernels +
+Nesterov SGD on the rest, each as one optimizer."""
 
 import pytest
 import torch
