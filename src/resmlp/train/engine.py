@@ -18,7 +18,7 @@ from . import distributed as dist
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf: the run stops and the last good checkpoint is kept."""
+    """The loss or the gradients became NaN/inf: the run stops and the last good checkpoint is kept."""
 
 
 class ModelEma:
@@ -110,6 +110,9 @@ class StepContext:
     mixup: Optional[Callable] = None  # (x, y) -> (x, soft targets)
     augment: Optional[BatchAugment] = None  # uint8 batch -> augmented float batch (data.batch_augment)
     teacher_sees_full: bool = False  # the criterion gets the augment's full-size view (distill.teacher_view)
+    # Called when a step's gradients are not finite (that step is skipped): True when it changed `model` so that
+    # training can go on (a compiled step falling back, train/parts.py), False to stop the run.
+    on_nonfinite_grads: Optional[Callable[[], bool]] = None
 
 
 @dataclass(frozen=True)
@@ -191,8 +194,16 @@ def train_one_epoch(
                 )
             scaled = loss / ctx.accum_steps
             (ctx.scaler.scale(scaled) if ctx.scaler else scaled).backward()
+        if boundary and not _optimizer_step(ctx):  # gradients not finite: no step taken, the batch dropped
+            if ctx.on_nonfinite_grads is None or not ctx.on_nonfinite_grads():
+                raise NonFiniteLossError(
+                    f"gradients are not finite at epoch {epoch}, step {i}: stopping; "
+                    "the last good checkpoint is kept (lower optim.lr or use fp32)"
+                )
+            model = ctx.model
+            model.train()
+            continue
         if boundary:
-            _optimizer_step(ctx)
             steps += 1
         total_loss += loss.detach() * images.shape[0]
         seen += images.shape[0]
@@ -218,16 +229,24 @@ def train_one_epoch(
     )
 
 
-def _optimizer_step(ctx: StepContext) -> None:
+def _optimizer_step(ctx: StepContext) -> bool:
+    """Clip, step, schedule, average. False, with no step taken, when the gradients are not finite (with fp16's
+    loss scaler, which skips such steps itself and lowers its scale, always True)."""
     params = [p for g in ctx.optimizer.param_groups for p in g["params"]]
     if ctx.scaler is not None:
         ctx.scaler.unscale_(ctx.optimizer)
-    if ctx.clip_grad_norm:
-        torch.nn.utils.clip_grad_norm_(params, ctx.clip_grad_norm)
-    if ctx.scaler is not None:
+        if ctx.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, ctx.clip_grad_norm)
         ctx.scaler.step(ctx.optimizer)
         ctx.scaler.update()
     else:
+        if ctx.clip_grad_norm:
+            norm = torch.nn.utils.clip_grad_norm_(params, ctx.clip_grad_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not torch.isfinite(norm):
+            ctx.optimizer.zero_grad(set_to_none=True)
+            return False
         ctx.optimizer.step()
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.schedule.step()
@@ -235,6 +254,7 @@ def _optimizer_step(ctx: StepContext) -> None:
         ctx.lookahead.update(dist.unwrap(ctx.model), step=ctx.schedule.last_step, total=ctx.schedule.total_steps)
     if ctx.ema is not None:
         ctx.ema.update(dist.unwrap(ctx.model))
+    return True
 
 
 @torch.no_grad()

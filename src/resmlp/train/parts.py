@@ -14,6 +14,7 @@ from ..config import TrainConfig
 from ..data.build import DataSplits
 from ..data.resumable import PositionSampler
 from ..data.transforms import with_output_size
+from ..device import narrow_cpu_vectors
 from ..models.init import grid_shape
 from ..models.layers import to_pair
 from ..models.resample import resample_optimizer_state
@@ -52,6 +53,25 @@ class Run:
     lr: float  # the peak lr after the linear scaling rule
     steps_per_epoch: int
     compiled: bool  # the training step runs through torch.compile (run.compile resolved: device.resolve_compile)
+
+    def fall_back_from_compile(self) -> bool:
+        """`ctx.on_nonfinite_grads` of a compiled run. The compiled step gave non-finite gradients (that step was
+        skipped): on CPU first recompile it with 256-bit vector kernels (`device.narrow_cpu_vectors`: 512-bit
+        Inductor kernels gave NaN gradients where eager did not), then run eager. False when the step was eager
+        already: the gradients are the model's own, and the run stops."""
+        if not self.compiled:
+            return False
+        device = self.ctx.device
+        if device.type == "cpu" and narrow_cpu_vectors():
+            how = "recompiled with 256-bit vector kernels (torch._inductor.config.cpp.simdlen=256)"
+        else:
+            self.compiled = False
+            how = "eager"
+        torch._dynamo.reset()  # the graphs compiled so far: the new kernels need new graphs
+        self.ctx.model = wrap_model(self.model, device, compile=self.compiled)
+        if self.rank == 0:
+            print(f"the compiled step gave non-finite gradients: step skipped; the step now runs {how}", flush=True)
+        return True
 
     def resize(self, size: Size, *, moments: bool = True) -> bool:
         """Move the run to images of `size` (progressive resizing): the model and its EMA resampled, with the

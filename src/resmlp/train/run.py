@@ -128,10 +128,13 @@ def build(
         augment=augment,
         teacher_sees_full=cfg.distill.active and cfg.distill.teacher_view == "full",
     )
-    return Run(
+    run = Run(
         cfg, run_dir, rank, world, base_size, data, model, ctx, train_loader, sampler, val_loader, mixup_rng,
         global_batch, lr, steps_per_epoch, compiled,
     )  # fmt: skip
+    if compiled:  # a compiler fault shows as non-finite gradients where eager has none: fall back, go on
+        ctx.on_nonfinite_grads = run.fall_back_from_compile
+    return run
 
 
 def train(
