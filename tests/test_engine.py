@@ -8,7 +8,15 @@ from torch import nn
 import resmlp
 from resmlp.data.batch_augment import BatchAugment
 from resmlp.optim import CosineWarmupSchedule, build_optimizer
-from resmlp.train.engine import EpochCarry, EvalStats, StepContext, TrainStats, evaluate, train_one_epoch
+from resmlp.train.engine import (
+    EpochCarry,
+    EvalStats,
+    NonFiniteLossError,
+    StepContext,
+    TrainStats,
+    evaluate,
+    train_one_epoch,
+)
 
 
 def _context(model: nn.Module, lr: float = 1e-2, accum_steps: int = 1) -> StepContext:
@@ -130,3 +138,54 @@ def test_a_lookahead_context_steps_it_after_the_optimizer():
     train_one_epoch(ctx, [(images, labels)] * 4, epoch=0, progress=False)
     for slow, fast in zip(ctx.lookahead.module.state_dict().values(), model.state_dict().values()):
         assert torch.equal(slow, fast)  # step 4 of 4 handed the average over
+
+
+class _Poisoned(nn.Module):
+    """A linear classifier whose gradients are NaN while `poisoned` (its forward pass stays finite): what a
+    miscompiled backward kernel did to the compiled step (train/parts.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.poisoned = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x)
+        if self.poisoned and out.requires_grad:
+            out.register_hook(lambda g: torch.full_like(g, float("nan")))
+        return out
+
+
+def test_nonfinite_gradients_skip_the_step_and_the_fallback_goes_on():
+    torch.manual_seed(0)
+    model = _Poisoned()
+    ctx = _context(model)
+    fallbacks = []
+
+    def fall_back() -> bool:  # as parts.Run.fall_back_from_compile: a healthy step from now on
+        fallbacks.append(ctx.schedule.last_step)
+        model.poisoned = False
+        return True
+
+    ctx.on_nonfinite_grads = fall_back
+    before = model.fc.weight.detach().clone()
+    batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    stats = train_one_epoch(ctx, [batch] * 5, epoch=0, progress=False)
+    assert fallbacks == [0]  # called once, before any step was taken
+    assert stats.steps == 4 and ctx.schedule.last_step == 4  # the poisoned batch dropped, the other four stepped
+    assert torch.isfinite(model.fc.weight).all() and not torch.equal(model.fc.weight, before)
+
+
+def test_nonfinite_gradients_without_a_fallback_stop_before_the_weights_change():
+    torch.manual_seed(0)
+    model = _Poisoned()
+    before = model.fc.weight.detach().clone()
+    batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    ctx = _context(model)
+    with pytest.raises(NonFiniteLossError, match="gradients are not finite at epoch 2, step 0"):
+        train_one_epoch(ctx, [batch] * 3, epoch=2, progress=False)
+    ctx = _context(model)
+    ctx.on_nonfinite_grads = lambda: False  # an eager step already: the gradients are the model's own
+    with pytest.raises(NonFiniteLossError, match="gradients are not finite"):
+        train_one_epoch(ctx, [batch] * 3, epoch=2, progress=False)
+    assert torch.equal(model.fc.weight, before) and ctx.schedule.last_step == 0

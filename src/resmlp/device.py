@@ -85,25 +85,6 @@ def compile_unavailable(device_type: str) -> str | None:
     return None
 
 
-NARROW_CPU_VECTOR_BITS = 256  # AVX2 width
-
-
-def narrow_cpu_vectors() -> bool:
-    """Make Inductor's C++ kernels use 256-bit vectors from now on (`torch._inductor.config.cpp.simdlen`; by
-    default it takes the widest the CPU has, 512 with AVX-512), for this process. True when that changed
-    anything, False when they were that narrow already.
-
-    Why: on an AMX Xeon (family 6 model 207, torch 2.13) the compiled bf16 backward of a ResMLP block over 64
-    patches gave NaN gradients with 512-bit kernels and the eager ones with 256-bit kernels; 36 or 49 patches
-    were right at either width. The training step falls back to this (train/parts.py)."""
-    from torch._inductor import config  # noqa: PLC0415 - Inductor only when asked
-
-    if config.cpp.simdlen is not None and config.cpp.simdlen <= NARROW_CPU_VECTOR_BITS:
-        return False
-    config.cpp.simdlen = NARROW_CPU_VECTOR_BITS
-    return True
-
-
 def resolve_compile(setting: bool | str, device: torch.device | str) -> tuple[bool, str | None]:
     """`run.compile` -> (compiled, why not): false -> eager; "auto" -> compiled where Inductor can build kernels
     on `device`, else eager and the reason; true -> compiled, and a clear error naming what is missing where it
