@@ -344,3 +344,13 @@ def test_translation_trains_both_models_scores_them_and_times_decoding(script, t
     assert "bleu_signature" in record["resmlp-de"]["test"] and "beam4_batch64" in record["transformer-de"]["speed"]
     assert (tmp_path / "mt" / "translation_curves.png").stat().st_size > 0
     assert "test BLEU (beam 4)" in capsys.readouterr().out
+
+
+def test_compile_check_compares_the_compiled_gradients_with_eager(script, capsys):
+    # aot_eager: the compiled graph without C++ kernels (fast, and no compiler needed); each width in a subprocess
+    argv = ["--model", "resmlp_micro8:embed_dim=16,depth=1", "--sizes", "8", "--simdlen", "default", "256"]
+    assert script("bench_compile_check").main([*argv, "--backend", "aot_eager", "--batch", "4", "--rounds", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 8 |")]
+    assert [r.split(" | ")[1] for r in rows] == ["default", "256"] and all("| yes |" in r for r in rows)
+    with pytest.raises(SystemExit):
+        script("bench_compile_check").main(["--simdlen", "wide"])
