@@ -285,3 +285,52 @@ def test_a_model_without_a_patch_grid_fits_its_plan_too(tmp_path, monkeypatch):
     assert summary["model"] == "convnet_cifar"
     assert summary["planned_epochs"] == summary["epochs"] < 10  # shrunk to what the slower epochs leave
     assert summary["wall_time_s"] <= 1200.0
+
+
+def test_a_resumed_run_refits_its_plan_from_its_earlier_epochs(tmp_path, monkeypatch, capsys):
+    """Two epochs of 100 s in a 1200 s budget (the plan of 10 fits), then the process dies in the third. The
+    resumed session runs at 300 s an epoch: it re-fits its plan from the earlier epochs' record (the paces of
+    metrics.jsonl) and ends inside the budget with its lr annealed, instead of keeping the old plan and
+    stopping at the time limit in the middle of its schedule."""
+    paces = iter([100.0, 100.0])
+
+    def pace(run):
+        try:
+            return next(paces)
+        except StopIteration:
+            raise RuntimeError("the process dies") from None
+
+    clock = _timed_epochs(monkeypatch, pace)
+    cfg = load_config(
+        "digits",
+        TINY + ["optim.epochs=10", "budget.time_limit_min=20", "budget.fit_to_time_limit=true", "run.final_tta=flip"],
+    )
+    with pytest.raises(RuntimeError, match="the process dies"):
+        train(cfg, out=tmp_path / "r")
+    assert read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["planned_epochs"] == 10
+    paces = iter([300.0] * 20)
+    clock.now += 3600.0  # the time between the sessions is not the run's
+    capsys.readouterr()
+    summary = train(cfg, resume=tmp_path / "r")
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["wall_time_s"] for r in rows[:3]] == [100.0, 200.0, 500.0]
+    assert 4 < summary["planned_epochs"] == summary["epochs"] < 10
+    assert rows[-1]["wall_time_s"] <= 1200.0 and rows[-1]["tta"] == "flip"
+    ckpt = read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert ckpt["schedule"]["total_steps"] == ckpt["schedule"]["last_step"]  # the lr schedule ran to its end
+    out = capsys.readouterr().out
+    assert "slower than planned, so the schedule now ends after" in out
+    assert "time limit of" not in out
+
+
+def test_take_up_prices_earlier_epochs_and_skips_the_pace_of_one_resumed_part_way():
+    fit = BudgetFit(1200.0, 10)
+    fit.take_up(
+        [
+            {"epoch": 1, "epoch_time_s": 90.0, "eval_time_s": 10.0},
+            {"epoch": 2, "epoch_time_s": 40.0, "eval_time_s": 10.0, "epoch_time_from_step": 7},
+            {"epoch": 3},  # a row lost with a damaged metrics file: its cost only
+        ],
+        planned=10,
+    )
+    assert fit.done_cost == 3.0 and fit.timed == [(1.0, 100.0)]

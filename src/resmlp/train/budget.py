@@ -9,7 +9,8 @@ passes ended at 54.5 minutes when plans could only shrink, docs/results.md#other
 the mean of those trained at it, once one has been, times the host's present slowness: the median of the last
 `RECENT_EPOCHS` epochs' paces, each relative to its size's mean (one slow epoch alone moves nothing; a host that
 stays slow is followed from its second slow epoch on; before three epochs, the latest one's). The time of the final
-test-time-augmented evaluation (`run.final_tta`) is kept free.
+test-time-augmented evaluation (`run.final_tta`) is kept free. A resumed run takes up its earlier sessions' epochs
+from metrics.jsonl (`BudgetFit.take_up`) and goes on fitting, so that a preempted hour still anneals in its budget.
 A plan is counted in twentieths of an epoch (`PLAN_QUANTUM`): its last epoch may be a part of one (the first steps
 of that epoch's order, then the whole evaluation), so the time a whole last epoch would not fit in is trained too
 (with whole epochs, up to 6.3 minutes of an hour went unused on the AVX2 EPYC, docs/results.md#other). Such runs
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from statistics import fmean, median
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -172,6 +173,16 @@ class BudgetFit:
             allowed=lambda n: n <= planned or may_lengthen is None or may_lengthen(n),
         )
 
+    def take_up(self, rows: Sequence[Mapping[str, Any]], planned: float) -> None:
+        """A resumed run's earlier epochs (their metrics rows, in order), priced as if this fit had timed them in
+        a plan of `planned` epochs. An epoch resumed part-way (`epoch_time_from_step`) adds its cost but no pace: its
+        time covers only the steps after the resume."""
+        for row in rows:
+            cost = self.cost(planned, row["epoch"] - 1)
+            self.done_cost += cost
+            if "epoch_time_s" in row and "epoch_time_from_step" not in row:
+                self.timed.append((cost, (row["epoch_time_s"] + row.get("eval_time_s", 0.0)) / cost))
+
     def slowness(self) -> float:
         """How much slower than its size's mean the host runs now: the median over the last `RECENT_EPOCHS`
         epochs of pace / mean pace at that size (before that many, the latest epoch's; 1 before any)."""
@@ -247,7 +258,7 @@ def replan(
         row["wall_time_s"],
         reserve_s,
         eval_s * scale,
-        epoch_s=row["epoch_time_s"] + eval_s,
+        epoch_s=0.0 if "epoch_time_from_step" in row else row["epoch_time_s"] + eval_s,  # part of an epoch: no pace
         may_lengthen=lambda longer: not steps_back_in_size(cfg, longer, epoch + 1, base_size, current_size),
     )
     return fitted, reserve_s

@@ -107,15 +107,18 @@ def _final_tta(run: Run, row: dict[str, Any]) -> None:
     row.update(val_top1_tta=ev.top1, val_top5_tta=ev.top5, tta=run.cfg.run.final_tta)
 
 
-def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: bool) -> list[dict[str, Any]]:
+def run_epochs(run: Run, progress: Progress, gate: StepGate) -> list[dict[str, Any]]:
     """Train epoch by epoch (logging and checkpointing each) until the plan or the time limit ends or `gate`
-    says stop; returns this session's metrics rows. `may_fit_budget`: a fresh run may fit its plan to
-    the time budget after every epoch."""
+    says stop; returns this session's metrics rows. A time-budgeted run fits its plan to the budget after
+    every epoch, a resumed one from its earlier sessions' epochs on."""
     cfg = run.cfg.run
     logger = MetricsLog(run.run_dir, cfg.tensorboard) if dist.is_main() else None
     t0 = time.perf_counter() - progress.wall_time_s
     rows: list[dict[str, Any]] = []
-    fit: Optional[BudgetFit] = None  # a fresh time-budgeted run's plan, checked after every epoch
+    budgeted = bool(run.cfg.budget.fit_to_time_limit and run.cfg.budget.time_limit_min)
+    fit: Optional[BudgetFit] = None  # the time-budgeted plan's pricing, from the run's first epoch on
+    if budgeted and progress.epoch:
+        fit = _resumed_fit(run, progress)
 
     def after_step(carry: EpochCarry) -> bool:
         return _after_step(run, progress, gate, carry, t0)
@@ -124,14 +127,17 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate, *, may_fit_budget: 
         schedule = schedule_of(run.cfg, progress.planned_epochs)  # a fitted plan moves the switches with it
         if schedule:  # progressive resizing: switch (resample A and its moments) when the schedule says
             run.resize(size_at(schedule, progress.epoch, run.base_size))
+        resumed_at = progress.carry.step
         row = train_epoch(run, progress.epoch, progress.planned_epochs, carry=progress.carry, after_step=after_step)
         if row is None:  # stopped by a signal; the checkpoint is written
             break
+        if resumed_at:
+            row["epoch_time_from_step"] = resumed_at  # its epoch_time_s covers only this session's steps
         progress.carry = EpochCarry()
         if schedule:
             row["img_size"] = run.model.stem.img_size
         row["wall_time_s"] = time.perf_counter() - t0
-        if may_fit_budget and not rows and run.cfg.budget.fit_to_time_limit and run.cfg.budget.time_limit_min:
+        if budgeted and fit is None:
             fit = _start_fit(run, row["wall_time_s"])
         if fit is not None:
             progress.planned_epochs = _replan(run, fit, progress, row)
@@ -166,6 +172,17 @@ def _start_fit(run: Run, first_epoch_s: float) -> BudgetFit:
     )
     if fit.pass_seconds and dist.is_main():
         print(passes_line(fit, run.cfg.data.batch_size), flush=True)
+    return fit
+
+
+def _resumed_fit(run: Run, progress: Progress) -> BudgetFit:
+    """A resumed time-budgeted run's pricing: the first epoch's time and the earlier sessions' epochs, from
+    metrics.jsonl (the newest row of each epoch the checkpoint holds)."""
+    by_epoch = {row.get("epoch"): row for row in run.run_dir.read_metrics()}
+    done = [by_epoch.get(e, {"epoch": e}) for e in range(1, progress.epoch + 1)]  # a lost row: its cost, no pace
+    first_s = done[0].get("wall_time_s", progress.wall_time_s / progress.epoch)
+    fit = _start_fit(run, first_s)
+    fit.take_up(done, progress.planned_epochs)
     return fit
 
 

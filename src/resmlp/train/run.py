@@ -231,7 +231,7 @@ def train_stage(
         if dist.is_main():  # from this line on, a stop signal ends the run with a checkpoint
             print(start_line(run), flush=True)
         gate = StepGate(signals, every_min=cfg.run.checkpoint_every_min, device=device)
-        rows = run_epochs(run, progress, gate, may_fit_budget=ckpt is None)
+        rows = run_epochs(run, progress, gate)
     if ckpt and dist.is_main():  # a resumed run's summary covers its earlier sessions' epochs too
         rows = run_dir.read_metrics()
     summary = {**summarize(run, progress, rows), **(extra or {})}
