@@ -8,7 +8,8 @@ Each row changes one option of the recipe's model (`model.norm`, `model.token_mi
 the study runner (benchmarks/study.py): OUT/ROW-sSEED are run directories, reused when finished and resumed
 when stopped, so an interrupted table continues. `--per-class K` trains on a fixed subset (the first K images
 of each class, as symlinks under OUT/data) for quick tables. Writes OUT/ablations.md, OUT/ablations.png,
-OUT/ablations.json.
+OUT/ablations.json. `--ledger FILE` keeps what each finished run measured in a committed JSON file: a run it holds
+is not trained again, so a table that takes several sessions grows from machine to machine.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from common import cpu_model, folder_data, read_curve
+from common import cpu_model, folder_data, override_text, read_curve
 from matplotlib.figure import Figure
-from study import Study, markdown_table, write_report
+from study import Ledger, Study, markdown_table, write_report
 
 from resmlp.config import Override, load_config
 from resmlp.models import count_macs, count_params, create_model
@@ -168,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="common", nargs="+", default=[], help="overrides for every row")
     p.add_argument("--out", required=True)
     p.add_argument(
+        "--ledger",
+        default=None,
+        help="JSON record of finished runs (e.g. benchmarks/records/table3.json): runs it holds are not trained "
+        "again, new ones are added; commit it so the table grows across machines",
+    )
+    p.add_argument(
         "--only-finished",
         action="store_true",
         help="train nothing: tabulate the runs under OUT that have finished (seeds may differ by row)",
@@ -204,12 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes is not None:
         common += [("budget.time_limit_min", args.minutes), ("budget.fit_to_time_limit", True)]
     study = Study(args.recipe, out, common)
+    ledger = None
+    if args.ledger:
+        setting = {
+            "recipe": args.recipe,
+            "common": [override_text(o) for o in common if not override_text(o).startswith("data.path=")],
+            "per_class": args.per_class,
+        }
+        ledger = Ledger(Path(args.ledger), setting)
     results = []
     for row in rows:
-        summaries = study.seeds(row.name, row.overrides, args.seeds, only_finished=args.only_finished)
-        if not summaries:
+        records = seed_records(study, ledger, row, args.seeds, only_finished=args.only_finished)
+        if not records:
             continue
-        per_seed = [max(t for _, t in read_curve(out / study.run_name(row.name, seed))) for seed in summaries]
+        per_seed = [r["top1"] for r in records.values()]
         params, gflops = cost(args.recipe, [*common, *row.overrides])
         results.append(
             {
@@ -219,16 +235,53 @@ def main(argv: list[str] | None = None) -> int:
                 "paper": row.paper,
                 "params": params,
                 "gflops": gflops,
-                "images_per_s": statistics.median(s["train_images_per_s"] for s in summaries.values()),
+                "images_per_s": statistics.median(r["images_per_s"] for r in records.values()),
                 "top1": statistics.mean(per_seed),
                 "per_seed": per_seed,
-                "seeds": list(summaries),
+                "seeds": list(records),
             }
         )
         report(out, results, study)  # the partial table, current after every row
     if not results:
         print(f"no finished rows under {out} yet: nothing to tabulate")
     return 0
+
+
+def seed_records(
+    study: Study, ledger: Ledger | None, row: Row, seeds: Sequence[int], *, only_finished: bool
+) -> dict[int, dict]:
+    """seed -> what the row's run with that seed measured: from the ledger when it holds the run, else from the
+    run under OUT (trained first unless `only_finished`), then recorded in the ledger."""
+    records = {}
+    for seed in seeds:
+        name = study.run_name(row.name, seed)
+        record = ledger.get(name) if ledger is not None else None
+        if record is not None:
+            print(f"{name}: recorded in {ledger.path} ({record['top1']:.2f} %), not trained again", flush=True)
+        else:
+            summary = study.seeds(row.name, row.overrides, [seed], only_finished=only_finished).get(seed)
+            if summary is None:
+                continue
+            record = run_record(study.out / name, summary)
+            if ledger is not None:
+                ledger.put(name, record)
+        records[seed] = record
+    return records
+
+
+def run_record(run_dir: Path, summary: dict) -> dict:
+    """What a finished run measured, as the ledger keeps it: best and final validation top-1, the curve (top-1
+    after each evaluated epoch), training images/s, wall minutes, the CPU and the date."""
+    curve = [round(t, 4) for _, t in read_curve(run_dir)]
+    return {
+        "top1": max(curve),
+        "final_top1": curve[-1],
+        "curve": curve,
+        "images_per_s": round(summary["train_images_per_s"], 1),
+        "minutes": round(summary["wall_time_s"] / 60, 2),
+        "cpu": cpu_model(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def report(out: Path, results: list[dict], study: Study) -> None:

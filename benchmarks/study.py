@@ -80,6 +80,37 @@ class Study:
         return f"Recipe `{self.recipe}` with `{' '.join(self.common_text())}`; {machine}; {time.strftime('%Y-%m-%d')}."
 
 
+class Ledger:
+    """What each finished run of a study measured, kept in a JSON file that is committed (benchmarks/records/),
+    so that a table needing several sessions' compute grows across machines whose run directories are gone.
+    A ledger belongs to one `setting` (the recipe and the common overrides, the data folder's path left out):
+    a command with another setting is refused, so that no table mixes two budgets."""
+
+    def __init__(self, path: Path, setting: dict[str, Any]) -> None:
+        self.path, self.setting = Path(path), setting
+        self.runs: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            try:
+                kept = json.loads(self.path.read_text())
+                recorded, self.runs = kept["setting"], dict(kept["runs"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise SystemExit(f"error: --ledger {self.path}: not a ledger this script wrote ({e})") from None
+            if recorded != setting:
+                raise SystemExit(
+                    f"error: --ledger {self.path}: recorded with {json.dumps(recorded)}, this command sets "
+                    f"{json.dumps(setting)}; name another ledger"
+                )
+
+    def get(self, run: str) -> Optional[dict[str, Any]]:
+        return self.runs.get(run)
+
+    def put(self, run: str, record: dict[str, Any]) -> None:
+        """Record `run` (atomically: an interrupted write keeps the ledger as it was)."""
+        self.runs[run] = record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.path, {"setting": self.setting, "runs": dict(sorted(self.runs.items()))})
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options every run of a study shares: the recipe, the data folder, common overrides, the output."""
     p.add_argument("--recipe", required=True)

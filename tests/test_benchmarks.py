@@ -167,6 +167,33 @@ def test_ablate_tabulates_rows_and_only_finished_trains_nothing(script, images, 
     assert (tmp_path / "ablations.png").stat().st_size > 0
 
 
+def test_ablate_ledger_keeps_finished_runs_across_output_folders_and_refuses_another_setting(
+    script, images, tmp_path, capsys
+):
+    """A table that takes several sessions: the ledger (committed) holds what each run measured, so a new
+    machine with an empty OUT trains only the runs it lacks; a command with another budget is refused."""
+    ledger = tmp_path / "records" / "table.json"
+    base = ["--recipe", "digits", "--data", str(images), "--per-class", "6", "--epochs", "1", "--set", *TINY]
+    base += ["--rows", "baseline,none", "--ledger", str(ledger)]
+    assert script("ablate").main([*base, "--seeds", "0", "--out", str(tmp_path / "a")]) == 0
+    kept = json.loads(ledger.read_text())
+    assert sorted(kept["runs"]) == ["baseline-s0", "none-s0"]
+    assert all(not t.startswith("data.path=") for t in kept["setting"]["common"])
+    first = json.loads((tmp_path / "a" / "ablations.json").read_text())["results"]
+    capsys.readouterr()
+    assert script("ablate").main([*base, "--seeds", "0", "1", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "baseline-s0: recorded in" in out and "=== baseline seed 0" not in out
+    assert "=== baseline seed 1" in out  # only the run the ledger lacks is trained
+    assert not (tmp_path / "b" / "baseline-s0").exists()
+    second = json.loads((tmp_path / "b" / "ablations.json").read_text())["results"]
+    assert [r["per_seed"][0] for r in second] == [r["per_seed"][0] for r in first]
+    assert sorted(json.loads(ledger.read_text())["runs"]) == ["baseline-s0", "baseline-s1", "none-s0", "none-s1"]
+    other = [a if a != "1" else "2" for a in base]  # --epochs 2
+    with pytest.raises(SystemExit, match=r"error: --ledger .*table.json: recorded with .*name another ledger"):
+        script("ablate").main([*other, "--seeds", "0", "--out", str(tmp_path / "c")])
+
+
 def test_ablate_calls_a_difference_resolved_only_beyond_two_standard_errors(script):
     ablate = script("ablate")
     assert ablate.standard_error([80.0]) is None
