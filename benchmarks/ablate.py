@@ -8,8 +8,9 @@ Each row changes one option of the recipe's model (`model.norm`, `model.token_mi
 the study runner (benchmarks/study.py): OUT/ROW-sSEED are run directories, reused when finished and resumed
 when stopped, so an interrupted table continues. `--per-class K` trains on a fixed subset (the first K images
 of each class, as symlinks under OUT/data) for quick tables. Writes OUT/ablations.md, OUT/ablations.png,
-OUT/ablations.json. `--ledger FILE` keeps what each finished run measured in a committed JSON file: a run it holds
-is not trained again, so a table that takes several sessions grows from machine to machine.
+OUT/ablations.json and OUT/ablations_curves.png (each row's top-1 after every epoch against the baseline's).
+`--ledger FILE` keeps what each finished run measured in a committed JSON file: a run it holds is not trained
+again, so a table that takes several sessions grows from machine to machine.
 """
 
 from __future__ import annotations
@@ -158,6 +159,37 @@ def bar_chart(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def mean_curve(curves: Sequence[Sequence[float]]) -> list[float]:
+    """The seeds' curves averaged epoch by epoch, over the epochs every curve has."""
+    length = min(len(c) for c in curves)
+    return [statistics.mean(c[i] for c in curves) for i in range(length)]
+
+
+def curve_chart(results: list[dict], path: Path) -> None:
+    """Top-1 after each epoch (mean over the seeds with a recorded curve), one panel per group, each against the
+    baseline: where a row's gap opens or closes over the budget (a design that only starts slower, or one that
+    ends lower)."""
+    base = results[0]
+    groups = [g for g in dict.fromkeys(r["group"] for r in results) if g != base["group"]]
+    cols = min(3, max(1, len(groups)))
+    rows = max(1, -(-len(groups) // cols))
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    for k, group in enumerate(groups or [base["group"]]):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        for i, r in enumerate([base] + [r for r in results if r["group"] == group]):
+            if not r["curves"]:
+                continue
+            curve = mean_curve(r["curves"])
+            style = {"color": "grey", "ls": "--"} if r is base else {"color": f"C{i}"}
+            label = f"{r['name']} ({len(r['curves'])} seed{'s' if len(r['curves']) > 1 else ''})"
+            ax.plot(range(1, len(curve) + 1), curve, lw=1.3, label=label, **style)
+        ax.set(title=group, xlabel="epoch", ylabel="validation top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default="cifar10_cpu")
@@ -239,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 "top1": statistics.mean(per_seed),
                 "per_seed": per_seed,
                 "seeds": list(records),
+                "curves": [r["curve"] for r in records.values() if r.get("curve")],
             }
         )
         report(out, results, study)  # the partial table, current after every row
@@ -293,6 +326,8 @@ def report(out: Path, results: list[dict], study: Study) -> None:
         lambda path: bar_chart(results, path),
         study.record(results=results),
     )
+    curve_chart(results, out / "ablations_curves.png")
+    print(f"wrote {out / 'ablations_curves.png'}")
 
 
 if __name__ == "__main__":

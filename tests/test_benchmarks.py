@@ -165,6 +165,7 @@ def test_ablate_tabulates_rows_and_only_finished_trains_nothing(script, images, 
     assert "=== baseline seed 1" not in capsys.readouterr().out
     assert (tmp_path / "ablations.md").read_text().count("\n| ") == 3
     assert (tmp_path / "ablations.png").stat().st_size > 0
+    assert (tmp_path / "ablations_curves.png").stat().st_size > 0
 
 
 def test_ablate_ledger_keeps_finished_runs_across_output_folders_and_refuses_another_setting(
