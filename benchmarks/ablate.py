@@ -121,7 +121,7 @@ def markdown(results: list[dict], study: Study, machine: str) -> str:
                 f"`{r['name']}`",
                 f"{r['params'] / 1e6:.3f}",
                 f"{r['gflops']:.3f}",
-                f"{r['images_per_s']:.0f}",
+                f"{r['images_per_s']:.0f}" if r["images_per_s"] else "-",
                 f"{r['top1']:.2f}" + (f" ± {se:.2f}" if se is not None else ""),
                 " / ".join(f"{t:.2f}" for t in r["per_seed"]),
                 f"{r['top1'] - base['top1']:+.2f}",
@@ -185,7 +185,8 @@ def curve_chart(results: list[dict], path: Path) -> None:
             ax.plot(range(1, len(curve) + 1), curve, lw=1.3, label=label, **style)
         ax.set(title=group, xlabel="epoch", ylabel="validation top-1 (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 "paper": row.paper,
                 "params": params,
                 "gflops": gflops,
-                "images_per_s": statistics.median(r["images_per_s"] for r in records.values()),
+                "images_per_s": statistics.median(speeds) if (speeds := row_speeds(records)) else None,
                 "top1": statistics.mean(per_seed),
                 "per_seed": per_seed,
                 "seeds": list(records),
@@ -278,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"no finished rows under {out} yet: nothing to tabulate")
     return 0
+
+
+def row_speeds(records: dict[int, dict]) -> list[float]:
+    """The training images/s of a row's runs, where recorded (a run kept only as a result on the results page
+    has none)."""
+    return [r["images_per_s"] for r in records.values() if r.get("images_per_s")]
 
 
 def seed_records(

@@ -34,14 +34,26 @@ from resmlp.train.engine import EvalStats, evaluate
 from resmlp.train.run import train
 from resmlp.weights import WeightsError
 
+# The first flag a CPU has names its bf16 / int8 matrix unit in cpu_model().
+CPU_UNITS = [("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16, no AMX"), ("avx512f", "AVX512, no BF16")]
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what `platform` knows: the results page's hardware column."""
+
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The results page's hardware column: the CPU's model name (/proc/cpuinfo) with its family, model and the
+    matrix unit that decides bf16 speed, e.g. `Intel(R) Xeon(R) Processor (family 6 model 167, AMX)` (two Xeon
+    kinds share that name and differ: docs/results.md); else what `platform` knows."""
     try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+        fields = {}
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+        name = fields["model name"]
+    except (OSError, KeyError):
         return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    unit = next((u for flag, u in CPU_UNITS if flag in flags), "no AVX512")
+    return f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {unit})"
 
 
 def folder_data(path: str | Path | None) -> list[Override]:

@@ -195,6 +195,20 @@ def test_ablate_ledger_keeps_finished_runs_across_output_folders_and_refuses_ano
         script("ablate").main([*other, "--seeds", "0", "--out", str(tmp_path / "c")])
 
 
+def test_cpu_model_names_the_family_model_and_matrix_unit(script, tmp_path):
+    """Two Xeon kinds share one model name and differ (one gives NaN gradients compiled): the results page's
+    hardware column tells them apart."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+        "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+        "processor\t: 1\nmodel\t\t: 999\n"
+    )
+    assert script("common").cpu_model(info) == "Intel(R) Xeon(R) Processor (family 6 model 207, AMX)"
+    info.write_text("model name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 1\nflags\t\t: fpu avx2\n")
+    assert script("common").cpu_model(info) == "AMD EPYC (family 25 model 1, no AVX512)"
+
+
 def test_ablate_calls_a_difference_resolved_only_beyond_two_standard_errors(script):
     ablate = script("ablate")
     assert ablate.standard_error([80.0]) is None
