@@ -187,6 +187,8 @@ def curve_chart(results: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
+        else:  # rows kept only as results (their run directories gone) have no curve
+            ax.text(0.5, 0.5, "no curve recorded", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
