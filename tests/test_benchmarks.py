@@ -339,6 +339,14 @@ def test_teacher_forward(script, capsys):
     assert "convnet_cifar:width=1" in capsys.readouterr().out
 
 
+@pytest.mark.openvino
+def test_teacher_forward_on_openvino_only_at_the_teachers_own_size(script, capsys):
+    argv = ["--models", "convnet_cifar:width=1", "--sizes", "16", "32", "--batch", "2"]  # made for 32 px
+    script("bench_teacher").main([*argv, "--precisions", "fp32", "--runtimes", "eager,openvino", "--rounds", "1"])
+    rows = [line.split()[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("convnet_cifar")]
+    assert rows == [["16", "eager"], ["32", "eager"], ["32", "openvino"]]
+
+
 def test_fit_pricing(script, capsys):
     argv = ["--model", "resmlp_tiny32:embed_dim=16,depth=1", "--sizes", "16", "32", "--batch", "2"]
     script("bench_fit_pricing").main([*argv, "--passes", "3", "--first-epoch-s", "1", "--probes", "1"])

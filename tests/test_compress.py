@@ -125,6 +125,7 @@ def test_compress_prunes_recovers_and_quantises_a_run(tmp_path, capsys):
     assert (out / "openvino-int8" / "model.xml").is_file() and (out / "recovery" / "summary.json").is_file()
     config = resmlp.config.load_config(str(out / "recovery" / "config.yaml"))
     assert config.distill.teacher == str(out / "original.pt") and config.model.mlp_hidden == [128]
+    assert config.distill.teacher_runtime == "openvino"  # the original's forward pass, compiled by OpenVINO
     assert config.model.depth == 1 and len(packaged.blocks) == 1
     # 6 px images: 9 patches instead of 16, the model and its recovery at that size, the images resized to it
     assert config.model.img_size == 6 and packaged.spec.input_shape == (3, 6, 6) and report["settings"]["img_size"] == 6
@@ -145,8 +146,9 @@ def test_compress_view_crop_recovers_on_windows_with_the_teacher_on_full_images(
     argv = ["train", "--recipe", "digits", "--data", str(tmp_path / "data"), "--epochs", "1", "--out", str(run)]
     assert main([*argv, "--set", *tiny, "data.batch_augment=true"]) == 0
     flags = ["--keep", "0.5", "--img-size", "6", "--view", "crop", "--minutes", "0.05", "--calibration", "8"]
-    assert main(["compress", str(run), "--out", str(out), *flags]) == 0
+    assert main(["compress", str(run), "--out", str(out), *flags, "--teacher-runtime", "eager"]) == 0
     config = resmlp.config.load_config(str(out / "recovery" / "config.yaml"))
+    assert config.distill.teacher_runtime == "eager"
     # the recovery: the model at its own 8 px, every epoch on 6 px windows, the teacher on the full 8 px images
     assert config.model.img_size in (None, 8) and config.progressive.mode == "crop"
     assert config.progressive.sizes == [[0, 6]]

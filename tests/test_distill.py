@@ -187,3 +187,39 @@ def test_the_teacher_runs_in_bf16_when_the_student_does_unless_told():
     assert teacher_precision("auto", "bf16") == "bf16"
     assert teacher_precision("auto", "fp32") == "fp32" and teacher_precision("auto", "fp16") == "fp32"
     assert teacher_precision("fp32", "bf16") == "fp32" and teacher_precision("bf16", "fp32") == "bf16"
+
+
+@pytest.mark.openvino
+def test_an_openvino_teacher_gives_the_eager_teachers_logits(tmp_path):
+    """`distill.teacher_runtime=openvino`: the teacher's forward pass compiled by OpenVINO, float32 logits equal
+    to PyTorch's up to rounding (the flip views included); the views it cannot take are refused by the config."""
+    from resmlp.config import DistillConfig
+    from resmlp.train.distill import build_distillation
+
+    torch.manual_seed(0)
+    net = resmlp.create_model("resmlp_micro8").eval()
+    torch.save(net.state_dict(), tmp_path / "teacher.pt")
+    x = torch.randn(5, 3, 8, 8)
+    crits = {
+        runtime: build_distillation(
+            DistillConfig(
+                teacher=str(tmp_path / "teacher.pt"),
+                teacher_model="resmlp_micro8",
+                teacher_runtime=runtime,
+                teacher_precision="fp32",
+                teacher_tta="flip",
+            ),
+            device=torch.device("cpu"),
+            student_preprocess=Preprocess(img_size=8),
+            classes=[str(i) for i in range(10)],
+        )
+        for runtime in ("eager", "openvino")
+    }
+    eager, compiled = crits["eager"].teacher_logits(x), crits["openvino"].teacher_logits(x)
+    assert "openvino" in repr(crits["openvino"].teacher) and "openvino" not in repr(crits["eager"].teacher)
+    assert compiled.dtype == torch.float32 and compiled.shape == (5, 10)
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="distill.teacher_runtime=openvino .* distill.teacher_view=resize or full"):
+        load_config("cifar10_cpu", ["distill.teacher_runtime=openvino"])  # the recipe's view is native
+    with pytest.raises(ConfigError, match="distill.teacher_runtime"):
+        load_config("digits", ["distill.teacher_runtime=onnx"])

@@ -188,6 +188,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="the recovery's time budget (default 10)")
     p.add_argument("--lr-scale", type=float, default=0.25, help="recovery lr = the recipe's lr x this (default 0.25)")
     p.add_argument("--calibration", type=int, default=256, help="training images to score units and calibrate int8")
+    p.add_argument(
+        "--teacher-runtime",
+        choices=("openvino", "eager"),
+        default="openvino",
+        help="what runs the original's forward pass as the recovery's teacher (default openvino: faster, more "
+        "recovery epochs in the minutes)",
+    )
     p.set_defaults(func=run_compress)
 
     p = sub.add_parser("benchmark", help="images/s, latency, memory and MFU of precision x runtime variants")
@@ -340,6 +347,7 @@ def run_compress(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         lr_scale=args.lr_scale,
         calibration=args.calibration,
+        teacher_runtime=args.teacher_runtime,
     )
     report = compress(args.run, args.out, settings=settings, data=args.data, val_data=args.val_data)
     print(format_report(report))

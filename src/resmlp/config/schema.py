@@ -21,6 +21,7 @@ DistillKind = Literal["hard", "soft"]  # DeiT hard-label, or KL at temperature t
 TeacherView = Literal["resize", "native", "full"]
 # The teacher's forward pass during distillation: auto = bf16 when the student trains in bf16, else fp32.
 TeacherPrecision = Literal["auto", "fp32", "bf16"]
+TeacherRuntime = Literal["eager", "openvino"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # auto: bf16 where the hardware has it, else fp32
 # Progressive resizing: "resize" shrinks the whole image (a patch covers more of the scene), "crop" takes a
 # window of that size at full scale (a patch covers the same pixels; the grid covers less of the scene).
@@ -225,6 +226,10 @@ class DistillConfig:
     alpha: float = 0.5
     tau: float = 1.0
     teacher_precision: TeacherPrecision = "auto"
+    # What runs the teacher's forward pass: PyTorch ("eager", autocast at teacher_precision), or OpenVINO at that
+    # precision ("openvino", CPU only, the teacher compiled for its own input size: not with teacher_view=native;
+    # needs resmlp[openvino]). benchmarks/bench_teacher.py --runtimes eager,openvino times both.
+    teacher_runtime: TeacherRuntime = "eager"
     # The teacher's logits averaged over these views of each batch (models.tta): "flip" is the image and its
     # mirror, two teacher passes per step.
     teacher_tta: TTA = "none"
@@ -243,6 +248,11 @@ class DistillConfig:
     teacher_set: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.teacher_runtime == "openvino" and self.teacher_view == "native":
+            raise ConfigError(
+                "distill.teacher_runtime=openvino compiles the teacher for its own input size, so it cannot take "
+                "the student's batches as they are: set distill.teacher_view=resize or full, or teacher_runtime=eager"
+            )
         if self.teacher_time_min is not None and not self.teacher_time_min > 0:
             raise ConfigError(f"distill.teacher_time_min: expected minutes > 0, got {self.teacher_time_min!r}")
 

@@ -5,7 +5,8 @@
            is set, fewer patches (`deploy.compress.at_size`: smaller input images): a dense model with fewer
            multiply-adds;
 2. recover a short run of the model's own recipe, started from the pruned weights and distilled from the
-           uncompressed model (soft targets; its minutes fitted by the time budget), on the same training split;
+           uncompressed model (soft targets; its minutes fitted by the time budget; the teacher's forward pass
+           compiled by OpenVINO unless `teacher_runtime="eager"`), on the same training split;
 3. int8    OpenVINO + NNCF (`deploy.openvino`), calibrated on training images.
 
 Written to OUT: the recovered model as a packaged directory (`model/`, like `resmlp export --format safetensors`),
@@ -55,6 +56,7 @@ class CompressSettings:
     lr_scale: float = 0.25  # the recovery's learning rate: the recipe's times this
     alpha: float = 1.0  # weight of the distillation term against the label loss (1: the original's logits only)
     calibration: int = 256  # training images that score the units and calibrate int8
+    teacher_runtime: str = "openvino"  # what runs the original as the recovery's teacher (distill.teacher_runtime)
     batch: int = 64  # the batch size images/s is measured at
     rounds: int = 5
 
@@ -96,6 +98,7 @@ def recovery_config(
         alpha=s.alpha,
         tau=1.0,
         teacher_view="full" if windows else "resize",
+        teacher_runtime=s.teacher_runtime,
     )
     optim = dataclasses.replace(
         cfg.optim, lr=cfg.optim.lr * s.lr_scale, warmup_epochs=min(cfg.optim.warmup_epochs, 0.5)

@@ -175,6 +175,9 @@ def build_distillation(
     if cfg.teacher_view == "native":
         check_native_sizes(teacher, batch_sizes, cfg.teacher)
     adapter = BatchAdapter(student_preprocess, pre, resize=cfg.teacher_view == "resize")
+    precision = teacher_precision(cfg.teacher_precision, student_precision)
+    if cfg.teacher_runtime == "openvino":
+        teacher, precision = openvino_teacher(teacher, precision, device, cfg.teacher), "fp32"  # no autocast
     return DistillationCriterion(
         with_tta(teacher, cfg.teacher_tta),
         adapter,
@@ -182,9 +185,21 @@ def build_distillation(
         alpha=cfg.alpha,
         tau=cfg.tau,
         device=device,
-        precision=teacher_precision(cfg.teacher_precision, student_precision),
+        precision=precision,
         identity=identity,
     )
+
+
+def openvino_teacher(teacher: nn.Module, precision: str, device: torch.device, source: str) -> nn.Module:
+    """`teacher` compiled by OpenVINO for the CPU at `precision` (fp32 or bf16): float32 images in, float32
+    logits out, like the PyTorch teacher it replaces (`distill.teacher_runtime=openvino`)."""
+    if device.type != "cpu":
+        raise ConfigError(f"distill.teacher_runtime=openvino runs the teacher on the CPU; this run is on {device}")
+    if isinstance(teacher, torch.jit.ScriptModule):
+        raise ConfigError(f"distill.teacher_runtime=openvino: the teacher {source} is TorchScript; use eager")
+    from ..deploy.openvino import openvino_model  # noqa: PLC0415 - OpenVINO only when asked for
+
+    return openvino_model(teacher, precision)
 
 
 def teacher_precision(setting: str, student_precision: str) -> str:
