@@ -117,7 +117,7 @@ def run_epochs(run: Run, progress: Progress, gate: StepGate) -> list[dict[str, A
     rows: list[dict[str, Any]] = []
     budgeted = bool(run.cfg.budget.fit_to_time_limit and run.cfg.budget.time_limit_min)
     fit: Optional[BudgetFit] = None  # the time-budgeted plan's pricing, from the run's first epoch on
-    if budgeted and progress.epoch:
+    if budgeted and 0 < progress.epoch < progress.planned_epochs:
         fit = _resumed_fit(run, progress)
 
     def after_step(carry: EpochCarry) -> bool:
