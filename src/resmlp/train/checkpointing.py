@@ -162,7 +162,8 @@ def restore(run: Run, ckpt: dict) -> Progress:
     mine = ckpt if run.rank == 0 else read_rank_state(run.run_dir, run.rank, position)
     run.mixup_rng.set_state(mine["mixup_rng"])
     set_rng_state(mine["rng"])
-    # A time-budgeted run keeps the plan it fitted itself to; otherwise the (possibly raised) optim.epochs.
+    # A time-budgeted run starts from the plan it fitted itself to (and re-fits it after its next epoch,
+    # train/loop.py); otherwise the (possibly raised) optim.epochs.
     fitted = run.cfg.budget.fit_to_time_limit and "planned_epochs" in ckpt
     carry = EpochCarry(step=position[1], loss_sum=mine.get("epoch_loss_sum", 0.0), seen=mine.get("epoch_seen", 0))
     return Progress(
