@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from common import cpu_model, folder_data, override_text, read_curve
+from common import code_commit, cpu_model, folder_data, override_text, read_curve
 from matplotlib.figure import Figure
 from study import Ledger, Study, markdown_table, write_report
 
@@ -313,7 +313,7 @@ def seed_records(
 
 def run_record(run_dir: Path, summary: dict) -> dict:
     """What a finished run measured, as the ledger keeps it: best and final validation top-1, the curve (top-1
-    after each evaluated epoch), training images/s, wall minutes, the CPU and the date."""
+    after each evaluated epoch), training images/s, wall minutes, the CPU, the date and the code's commit."""
     curve = [round(t, 4) for _, t in read_curve(run_dir)]
     return {
         "top1": max(curve),
@@ -323,6 +323,7 @@ def run_record(run_dir: Path, summary: dict) -> dict:
         "minutes": round(summary["wall_time_s"] / 60, 2),
         "cpu": cpu_model(),
         "date": time.strftime("%Y-%m-%d"),
+        "commit": code_commit(),
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,21 @@ def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     flags = set(fields.get("flags", "").split())
     unit = next((u for flag, u in CPU_UNITS if flag in flags), "no AVX512")
     return f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {unit})"
+
+
+def code_commit() -> Optional[str]:
+    """The short git commit of the code running the benchmark (for the records), None outside a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def folder_data(path: str | Path | None) -> list[Override]:

@@ -180,6 +180,9 @@ def test_ablate_ledger_keeps_finished_runs_across_output_folders_and_refuses_ano
     kept = json.loads(ledger.read_text())
     assert sorted(kept["runs"]) == ["baseline-s0", "none-s0"]
     assert all(not t.startswith("data.path=") for t in kept["setting"]["common"])
+    record = kept["runs"]["none-s0"]
+    assert len(record["curve"]) == 1 and record["top1"] == record["final_top1"] == record["curve"][0]
+    assert record["images_per_s"] > 0 and record["cpu"] == script("common").cpu_model() and "commit" in record
     first = json.loads((tmp_path / "a" / "ablations.json").read_text())["results"]
     capsys.readouterr()
     assert script("ablate").main([*base, "--seeds", "0", "1", "--out", str(tmp_path / "b")]) == 0
