@@ -29,7 +29,7 @@ from resmlp.data.images import load_rgb
 from resmlp.data.transforms import build_eval_transform
 from resmlp.loading import Loaded, load_model
 from resmlp.models import Preprocess
-from resmlp.rundir import RunDir
+from resmlp.rundir import RESUME_NAMES, RunDir
 from resmlp.train.checkpointing import config_of_run
 from resmlp.train.engine import EvalStats, evaluate
 from resmlp.train.run import train
@@ -110,23 +110,31 @@ def train_once(
     """Train `recipe` with `overrides` (applied to the config dict `base` when given) into `run_dir` through the
     library, and return its summary. A run directory that finished before is reused untouched; one that was
     stopped (a signal, or killed after a checkpoint) is resumed from its checkpoint with its own config, so a
-    study that was interrupted continues where it stopped. A folder without a checkpoint is an error. A run
-    stopped by a signal stops the study with it (SystemExit naming the run); the same command continues both."""
+    study that was interrupted continues where it stopped; one killed before its first checkpoint (no epoch on
+    record) starts again. Any other folder without a checkpoint is an error. A run stopped by a signal stops the
+    study with it (SystemExit naming the run); the same command continues both."""
     run = RunDir(run_dir)
     summary = finished_summary(run)
     if summary is not None:
         print(f"{run.root}: done before, reusing its summary", flush=True)
         return summary
-    if run.is_run():
+    if _resumable(run):
         print(f"{run.root}: stopped before, resuming it", flush=True)
         summary = train(config_of_run(run.root), resume=run.root)
-    elif run.root.exists():
+    elif run.root.exists() and not (run.is_run() and not run.read_metrics()):
         raise SystemExit(f"error: {run.root} holds a run without a checkpoint to resume; delete it")
     else:
+        if run.root.exists():
+            print(f"{run.root}: stopped before its first checkpoint, starting it again", flush=True)
         summary = train(load_config(recipe, list(overrides), base=base), out=run.root, finetune=finetune)
     if summary.get("stopped_by"):  # the study stops with its run: the same command continues both
         raise SystemExit(f"{run.root}: stopped by {summary['stopped_by']}; run the same command to continue")
     return summary
+
+
+def _resumable(run: RunDir) -> bool:
+    """Whether the run directory holds a checkpoint to resume from."""
+    return any((run.checkpoints / name).is_file() for name in RESUME_NAMES)
 
 
 def read_curve(run_dir: str | Path, offset_s: float = 0.0) -> list[tuple[float, float]]:

@@ -118,6 +118,21 @@ def test_a_folder_holding_no_checkpoint_is_an_error(script, images, tmp_path):
         script("sweep").main(argv)
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again(script, images, tmp_path, capsys):
+    run = RunDir(tmp_path / "a-s0")  # what a run killed in its first epoch leaves: its config, no checkpoint
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text("model: {}\n")
+    argv = ["--recipe", "digits", "--data", str(images), "--out", str(tmp_path), "--epochs", "1", "--set", *TINY]
+    assert script("sweep").main([*argv, "--variant", "a:"]) == 0
+    assert "a-s0: stopped before its first checkpoint, starting it again" in capsys.readouterr().out
+    assert run.read_summary()["epochs"] == 1 and len(run.read_metrics()) == 1
+    run.checkpoints.joinpath("last.pt").unlink()  # an epoch on record without its checkpoint: not started over
+    run.checkpoints.joinpath("previous.pt").unlink(missing_ok=True)
+    run.summary.unlink()
+    with pytest.raises(SystemExit, match="a-s0 holds a run without a checkpoint"):
+        script("sweep").main([*argv, "--variant", "a:"])
+
+
 def test_a_run_stopped_by_a_signal_is_resumed_not_reused(script, swept, capsys):
     out, argv = swept
     run = RunDir(out / "ls0-s0")
