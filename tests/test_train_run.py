@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -475,7 +476,13 @@ def test_a_run_trains_its_own_teacher_first_inside_its_time_limit(tmp_path, caps
     assert student.budget.time_limit_min == pytest.approx(30 - summary["teacher_wall_time_s"] / 60, abs=1e-6)
 
     metrics = (out / "teacher" / "metrics.jsonl").read_bytes()
-    assert main(args) == 0  # the same command again: the finished teacher is reused, the student trained anew
+    assert main(args) == 2  # the same command again: the finished student is not written over
+    err = capsys.readouterr().err
+    assert f"{out}: holds an earlier run (checkpoints/last.pt" in err and f"resmlp train --resume {out}" in err
+    shutil.rmtree(out / "checkpoints")  # as if the process had stopped right after its teacher
+    for name in ("metrics.jsonl", "summary.json"):
+        (out / name).unlink()
+    assert main(args) == 0  # the finished teacher is reused, the student trained
     assert "the teacher first" not in capsys.readouterr().out
     assert (out / "teacher" / "metrics.jsonl").read_bytes() == metrics
 

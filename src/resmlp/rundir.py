@@ -88,6 +88,13 @@ class RunDir:
         """Whether this looks like a run directory (it has a checkpoints/ folder)."""
         return self.checkpoints.is_dir()
 
+    def earlier_run(self) -> str:
+        """What an earlier run left here, in words ('' when nothing): its checkpoints or its epochs on record."""
+        held = [f"checkpoints/{p.name}" for p in (self.last, self.previous, self.best) if p.is_file()]
+        if self.metrics.is_file() and self.metrics.stat().st_size:
+            held.append(METRICS)
+        return ", ".join(held)
+
     def read_metrics(self) -> list[dict[str, Any]]:
         """The per-epoch rows of metrics.jsonl (none when it does not exist yet). Lines that are not JSON objects
         with an epoch are skipped with a warning (e.g. a last line cut short by a crash); blank lines silently."""

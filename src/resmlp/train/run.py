@@ -148,6 +148,8 @@ def train(
     `model.finetune` (the weights the model starts from)."""
     if finetune is not None:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, finetune=str(finetune)))
+    if not resume and out is not None:
+        refuse_an_earlier_run(RunDir(out))
     if cfg.text.task:  # a translator or language model (train/text.py)
         from .text import train_text  # noqa: PLC0415 - image runs do not need the text stack
 
@@ -173,6 +175,24 @@ def train(
         # minutes-to-accuracy of the whole run add the teacher's
         extra = {} if own_teacher is None else {"teacher_wall_time_s": own_teacher}
         return train_stage(cfg, run_dir, device, rank, world, resume=bool(resume), extra=extra)
+
+
+class RunDirectoryTaken(ValueError):
+    """A new run was pointed at a directory that holds another run."""
+
+
+def refuse_an_earlier_run(run_dir: RunDir) -> None:
+    """A new run does not write over another one: its checkpoints and metrics would replace, or mix with, the
+    earlier run's."""
+    held = run_dir.earlier_run()
+    if not held:
+        return
+    then = (
+        f"continue it with `resmlp train --resume {run_dir.root}`, or choose another --out"
+        if "checkpoints/" in held
+        else "choose another --out, or delete it"
+    )
+    raise RunDirectoryTaken(f"{run_dir.root}: holds an earlier run ({held}); {then}")
 
 
 def _lock(run_dir: RunDir):
