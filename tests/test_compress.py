@@ -132,6 +132,10 @@ def test_compress_prunes_recovers_and_quantises_a_run(tmp_path, capsys):
     assert steps["compressed fp32"]["gflops"] < 9 / 16 * steps["original fp32"]["gflops"] / 2  # 1 of 2 blocks too
     assert main(["compress", str(run), "--out", str(tmp_path / "bad"), "--img-size", "5"]) == 2
     assert "error: --img-size 5: expected a multiple of the model's patch size, 2" in capsys.readouterr().err
+    report_before = (out / "report.json").read_bytes()
+    assert main(["compress", str(run), "--out", str(out), *flags]) == 2  # not written over
+    assert f"error: --out {out}: holds an earlier compression" in capsys.readouterr().err
+    assert (out / "report.json").read_bytes() == report_before
 
 
 def test_compress_view_crop_recovers_on_windows_with_the_teacher_on_full_images(tmp_path, capsys):

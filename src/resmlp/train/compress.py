@@ -38,6 +38,7 @@ from ..files import write_text_atomic
 from ..hub.packaged import save_pretrained
 from ..loading import Loaded, load_model
 from ..models import count_macs, count_params
+from ..rundir import RunDir
 from .engine import evaluate
 from .run import train
 
@@ -146,6 +147,8 @@ def compress(
     """Prune, recover and quantise the model of run (or checkpoint) `source` into `out`; the report (see the
     module docstring). `data` / `val_data` replace the run's image folders."""
     out = Path(out)
+    if RunDir(out / "recovery").earlier_run():
+        raise ValueError(f"--out {out}: holds an earlier compression ({out / 'recovery'}); choose another --out")
     loaded = load_model(source)
     cfg = run_config(loaded)
     if data is not None:
