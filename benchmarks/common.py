@@ -121,7 +121,7 @@ def train_once(
     if _resumable(run):
         print(f"{run.root}: stopped before, resuming it", flush=True)
         summary = train(config_of_run(run.root), resume=run.root)
-    elif run.root.exists() and not (run.is_run() and not run.read_metrics()):
+    elif run.root.exists() and (not run.is_run() or run.read_metrics()):
         raise SystemExit(f"error: {run.root} holds a run without a checkpoint to resume; delete it")
     else:
         if run.root.exists():
