@@ -29,7 +29,7 @@ from resmlp.data.images import load_rgb
 from resmlp.data.transforms import build_eval_transform
 from resmlp.loading import Loaded, load_model
 from resmlp.models import Preprocess
-from resmlp.rundir import RESUME_NAMES, RunDir
+from resmlp.rundir import RunDir
 from resmlp.train.checkpointing import config_of_run
 from resmlp.train.engine import EvalStats, evaluate
 from resmlp.train.run import train
@@ -118,7 +118,7 @@ def train_once(
     if summary is not None:
         print(f"{run.root}: done before, reusing its summary", flush=True)
         return summary
-    if _resumable(run):
+    if run.resumable():
         print(f"{run.root}: stopped before, resuming it", flush=True)
         summary = train(config_of_run(run.root), resume=run.root)
     elif run.root.exists() and (not run.is_run() or run.read_metrics()):
@@ -130,11 +130,6 @@ def train_once(
     if summary.get("stopped_by"):  # the study stops with its run: the same command continues both
         raise SystemExit(f"{run.root}: stopped by {summary['stopped_by']}; run the same command to continue")
     return summary
-
-
-def _resumable(run: RunDir) -> bool:
-    """Whether the run directory holds a checkpoint to resume from."""
-    return any((run.checkpoints / name).is_file() for name in RESUME_NAMES)
 
 
 def read_curve(run_dir: str | Path, offset_s: float = 0.0) -> list[tuple[float, float]]:

@@ -88,6 +88,10 @@ class RunDir:
         """Whether this looks like a run directory (it has a checkpoints/ folder)."""
         return self.checkpoints.is_dir()
 
+    def resumable(self) -> bool:
+        """Whether a checkpoint to resume from is here (last.pt or previous.pt)."""
+        return any((self.checkpoints / name).is_file() for name in RESUME_NAMES)
+
     def earlier_run(self) -> str:
         """What an earlier run left here, in words ('' when nothing): its checkpoints or its epochs on record."""
         held = [f"checkpoints/{p.name}" for p in (self.last, self.previous, self.best) if p.is_file()]
