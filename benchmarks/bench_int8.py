@@ -10,10 +10,12 @@
 3. Shapes (--shapes DEPTH:KEEP[@SIZE] ...): OpenVINO int8 images/s of --model cut to DEPTH blocks with KEEP of
    every channel MLP's hidden units (what `resmlp compress --depth --keep` makes; speed does not depend on the
    weights), at SIZE px when given, against the whole model's int8, interleaved; --embed-dim sets the width (the
-   `cifar10_cpu` student: 128).
+   `cifar10_cpu` student: 128). --forms adds other forms of each shape (SHAPE_FORMS): the same int8 IR with the
+   parts NNCF leaves in float run in bf16, A x quantised as well, plain OpenVINO bf16.
 
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --speed
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.4 6:0.5 5:0.6 4:1 8:1@24
+    python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 7:0.4@28 --forms int8 int8+bf16 bf16
 """
 
 from __future__ import annotations
@@ -29,11 +31,19 @@ from common import add_split_arguments, split_images_of
 from resmlp.deploy import build_runtime, optimize
 from resmlp.deploy.benchmark import time_interleaved
 from resmlp.deploy.compress import at_size, drop_blocks, prune_channel_mlps
-from resmlp.deploy.openvino import INT8_RECIPE, Int8Recipe, openvino_model
+from resmlp.deploy.openvino import INT8_RECIPE, Int8Recipe, OpenVinoModel, openvino_model, quantize_openvino
 from resmlp.loading import load_model
 from resmlp.models import count_macs, count_params, create_model
 
 BARE = Int8Recipe(smooth=False, keep_float=(), elementwise=True)  # NNCF's defaults
+
+# --forms: name -> (int8 recipe, or None for no int8; OpenVINO's inference precision for what is not int8)
+SHAPE_FORMS: dict[str, tuple[Int8Recipe | None, str]] = {
+    "int8": (INT8_RECIPE, "fp32"),
+    "int8+bf16": (INT8_RECIPE, "bf16"),  # the same IR; the parts NNCF leaves in float run in bf16
+    "int8+A": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head")), "fp32"),  # A x quantised too
+    "bf16": (None, "bf16"),
+}
 
 
 def openvino_forms() -> dict[str, Int8Recipe]:
@@ -119,6 +129,14 @@ def cut_model(model: torch.nn.Module, item: str, calibration: torch.Tensor) -> t
     return (f"{name}, {size} px", at_size(smaller, int(size))) if size else (name, smaller)
 
 
+def shape_runner(model: torch.nn.Module, form: str, calibration: torch.Tensor) -> OpenVinoModel:
+    """`model` compiled by OpenVINO in one of SHAPE_FORMS."""
+    recipe, precision = SHAPE_FORMS[form]
+    if recipe is None:
+        return openvino_model(model, precision)
+    return OpenVinoModel(quantize_openvino(model, calibration, recipe), precision=precision)
+
+
 def shapes(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     kwargs = {"embed_dim": args.embed_dim} if args.embed_dim else {}
@@ -127,19 +145,22 @@ def shapes(args: argparse.Namespace) -> None:
     models = {"whole": model}
     for item in args.shapes:
         name, models[name] = cut_model(model, item, calibration)
-    inputs = {name: torch.randn(args.batch, *m.spec.input_shape) for name, m in models.items()}
-    runners = {name: openvino_model(m, "int8", calibration=inputs[name][:8]) for name, m in models.items()}
+    rows = {(name, form): m for name, m in models.items() for form in args.forms}
+    label = {key: key[0] if len(args.forms) == 1 else f"{key[0]}, {key[1]}" for key in rows}
+    inputs = {label[key]: torch.randn(args.batch, *m.spec.input_shape) for key, m in rows.items()}
+    runners = {label[key]: shape_runner(m, key[1], inputs[label[key]][:8]) for key, m in rows.items()}
     rates = time_interleaved(runners, inputs, rounds=args.rounds)
+    base = rates[label["whole", args.forms[0]]]
     print(
-        f"\n{args.model} {kwargs or ''}, OpenVINO int8 (INT8_RECIPE), batch {args.batch}, {torch.get_num_threads()} "
-        f"threads, {args.rounds} interleaved rounds\n| shape | params | GFLOPs | images/s (median) | vs whole |\n"
-        "|---|---|---|---|---|"
+        f"\n{args.model} {kwargs or ''}, OpenVINO {' / '.join(args.forms)} (int8: INT8_RECIPE), batch {args.batch}, "
+        f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds, against the whole model's "
+        f"{args.forms[0]}\n| shape | params | GFLOPs | images/s (median) | vs whole |\n|---|---|---|---|---|"
     )
-    for name, rate in rates.items():
-        m = models[name]
+    for key, m in rows.items():
+        rate = rates[label[key]]
         print(
-            f"| {name} | {count_params(m):,} | {count_macs(m, (1, *m.spec.input_shape)) / 1e9:.3f} | {rate:.0f} | "
-            f"{rate / rates['whole']:.2f}x |"
+            f"| {label[key]} | {count_params(m):,} | {count_macs(m, (1, *m.spec.input_shape)) / 1e9:.3f} | "
+            f"{rate:.0f} | {rate / base:.2f}x |"
         )
 
 
@@ -153,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=float, default=0.5, help="--speed: the pruned model's share of hidden units")
     ap.add_argument("--shapes", nargs="+", default=None, metavar="DEPTH:KEEP[@SIZE]", help="int8 speed of cut models")
     ap.add_argument("--embed-dim", type=int, default=None, help="--shapes: the model's width")
+    ap.add_argument(
+        "--forms", nargs="+", default=["int8"], choices=list(SHAPE_FORMS), help="--shapes: the forms timed (int8)"
+    )
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.checkpoint and args.data and args.calibration < 1:

@@ -308,7 +308,7 @@ def test_int8_agreement_on_the_run_split_and_speed(run_dir, images):
     # loaded, crash a later in-process test that signals itself (test_fault_trials: SIGSEGV on the 2-core host).
     argv = ["--checkpoint", str(run_dir), "--data", str(images), "--calibration", "4", "--speed"]
     argv += ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1"]
-    argv += ["--shapes", "2:0.5", "4:1", "4:1@6", "--embed-dim", "64"]
+    argv += ["--shapes", "2:0.5", "4:1", "4:1@6", "--embed-dim", "64", "--forms", "int8", "bf16"]
     env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "src"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, str(BENCH / "bench_int8.py"), *argv], capture_output=True, text=True, env=env, timeout=600
@@ -318,10 +318,12 @@ def test_int8_agreement_on_the_run_split_and_speed(run_dir, images):
     assert "validation: 6 images" in printed and "calibration (training part): 4 images" in printed
     assert printed.count("| OpenVINO: ") == 8 and printed.count("| ONNX Runtime: ") == 1
     assert printed.count("% |") == 2 * 9 and "| OpenVINO int8, resmlp's INT8_RECIPE |" in printed
-    assert "resmlp_micro8 {'embed_dim': 64}" in printed and "| whole | " in printed and "| 4 blocks, 100% " in printed
-    assert "| 2 blocks, 50% of the hidden units | " in printed and "| 1.00x |" in printed
+    assert "resmlp_micro8 {'embed_dim': 64}" in printed and "| 4 blocks, 100% " in printed
+    assert "| whole, int8 | " in printed and "| whole, bf16 | " in printed
+    assert "| 2 blocks, 50% of the hidden units, bf16 | " in printed and "| 1.00x |" in printed
     gflops = {line.split(" | ")[0]: float(line.split(" | ")[2]) for line in printed.splitlines() if " blocks, " in line}
-    assert gflops["| 4 blocks, 100% of the hidden units, 6 px"] < gflops["| 4 blocks, 100% of the hidden units"]
+    whole_size = gflops["| 4 blocks, 100% of the hidden units, int8"]
+    assert gflops["| 4 blocks, 100% of the hidden units, 6 px, int8"] < whole_size
 
 
 @pytest.mark.parametrize("step", [False, True], ids=["loader", "with-step"])
