@@ -322,8 +322,8 @@ def test_int8_agreement_on_the_run_split_and_speed(run_dir, images):
     assert "| whole, int8 | " in printed and "| whole, bf16 | " in printed
     assert "| 2 blocks, 50% of the hidden units, bf16 | " in printed and "| 1.00x |" in printed
     gflops = {line.split(" | ")[0]: float(line.split(" | ")[2]) for line in printed.splitlines() if " blocks, " in line}
-    whole_size = gflops["| 4 blocks, 100% of the hidden units, int8"]
-    assert gflops["| 4 blocks, 100% of the hidden units, 6 px, int8"] < whole_size
+    at_full_size = gflops["| 4 blocks, 100% of the hidden units, int8"]
+    assert gflops["| 4 blocks, 100% of the hidden units, 6 px, int8"] < at_full_size
 
 
 @pytest.mark.parametrize("step", [False, True], ids=["loader", "with-step"])
