@@ -189,7 +189,7 @@ def refuse_an_earlier_run(run_dir: RunDir) -> None:
         return
     then = (
         f"continue it with `resmlp train --resume {run_dir.root}`, or choose another --out"
-        if "checkpoints/" in held
+        if run_dir.resumable()
         else "choose another --out, or delete it"
     )
     raise RunDirectoryTaken(f"{run_dir.root}: holds an earlier run ({held}); {then}")
