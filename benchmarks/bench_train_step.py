@@ -18,7 +18,8 @@ after round, so a noisy host slows all variants alike; we report the median and 
 
 Denormal floats are flushed to zero as in training (`device.flush_denormals`) unless --keep-denormals; --weights
 starts every variant from a trained checkpoint's model (replacing --models' spec, which only names the row), where
-denormals show.
+denormals show. --profile-kernels N ends with `torch.profiler`'s N largest entries (self CPU time) over three steps
+of each compiled variant, each generated Inductor kernel timed by name.
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ def step_time(model, opt, x, targets, precision: str, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def print_kernel_profile(label: str, run, rows: int) -> None:
+    """The `rows` entries of `torch.profiler` with the most self CPU time while `run()` runs."""
+    with torch.profiler.profile() as prof:
+        run()
+    print(f"\n{label}: the {rows} costliest entries over 3 steps")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=72))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["resmlp_tiny32"])
@@ -84,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also time each variant with torch.compile(model)")
     ap.add_argument("--weights", default=None, help="start from these trained weights (a run or checkpoint)")
+    ap.add_argument("--profile-kernels", type=int, default=0, help="print the N costliest kernels of compiled steps")
     ap.add_argument("--keep-denormals", action="store_true", help="do not flush denormals to zero (training does)")
     ap.add_argument(
         "--malloc",
@@ -95,6 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile_kernels:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True  # each generated kernel a profiler entry
     if not args.keep_denormals:
         flush_denormals()
     trained = load_model(args.weights).model if args.weights else None
@@ -154,6 +168,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{spec:<40}{prec:<14}{macs / 1e9:>10.3f}{statistics.median(ips):>14.0f}"
             f"{min(ips):>7.0f}-{max(ips):<6.0f}{flops:>9.1f}"
         )
+    for spec, prec, model, opt, _m, malloc, batch in variants if args.profile_kernels else []:
+        if prec.endswith("+compile"):
+            print_kernel_profile(
+                f"{spec} {prec}",
+                lambda: step_time(model, opt, *inputs[batch], prec.split()[0].split("+")[0], 3),
+                args.profile_kernels,
+            )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -344,6 +345,13 @@ def test_train_step(script, capsys):
     argv = ["--models", "resmlp_tiny32:embed_dim=16,depth=1", "--img-size", "16", "--batch", "4"]
     script("bench_train_step").main([*argv, "--precisions", "fp32", "--rounds", "1", "--steps", "1"])
     assert "resmlp_tiny32:embed_dim=16,depth=1" in capsys.readouterr().out
+
+
+def test_kernel_profile_names_the_costliest_ops(script, capsys):
+    a = torch.randn(64, 64)
+    script("bench_train_step").print_kernel_profile("mm", lambda: [a @ a for _ in range(3)], 2)
+    out = capsys.readouterr().out
+    assert "mm: the 2 costliest entries" in out and "aten::mm" in out
 
 
 def test_train_step_from_trained_weights(script, run_dir, capsys):
