@@ -50,7 +50,7 @@ class DropPath(nn.Module):
 class ReLU(nn.ReLU):
     """max(x, 0). Eager, PyTorch's own; traced by torch.compile, the same values as (x + |x|) / 2. Inductor
     (CPU, torch 2.13) saves ReLU's backward mask as a bool tensor and reads and writes it element by element: a
-    compiled bf16 ResMLP step with nn.ReLU ran 0.55x its eager speed, with this form 1.3x (docs/results.md,
+    compiled bf16 ResMLP step with nn.ReLU ran 0.54x its eager speed, with this form 1.24x (docs/results.md,
     "The student's step, compiled"). The gradient differs only at exactly 0, where it is 1/2 instead of 0 (both
     subgradients)."""
 
