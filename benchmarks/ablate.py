@@ -11,11 +11,16 @@ of each class, as symlinks under OUT/data) for quick tables. Writes OUT/ablation
 OUT/ablations.json and OUT/ablations_curves.png (each row's top-1 after every epoch against the baseline's).
 `--ledger FILE` keeps what each finished run measured in a committed JSON file: a run it holds is not trained
 again, so a table that takes several sessions grows from machine to machine.
+
+The rows train with the paper's inits; `--set model.token_mixing_init=local model.stem_init=pca` gives the table
+with the recipe's levers on (its own `--ledger`). A token-mixing init shapes linear A only: the rows that replace A
+(`none`, `mlp`, the convolutions) keep their layer's own init and take the PCA stem.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -59,6 +64,18 @@ ROWS = [
     Row("patch8", "patch size", ("model.patch_size=8",), ""),
     Row("patch2", "patch size", ("model.patch_size=2",), ""),
 ]
+
+
+def own_mixing_init(row: Row, common: Sequence[Override]) -> Row:
+    """`row`, plus `model.token_mixing_init=default` where it replaces linear A while `common` sets another init
+    (the levers-on table's `local`): the token-mixing inits (`models.init`) shape A alone, and the layer that
+    replaces it keeps its own."""
+    texts = [override_text(o) for o in [*common, *row.overrides]]
+    inits = [t.split("=", 1)[1] for t in texts if t.startswith("model.token_mixing_init=")]
+    mixing = [t.split("=", 1)[1] for t in texts if t.startswith("model.token_mixing=")]
+    if not inits or inits[-1] == "default" or not mixing or mixing[-1] == "linear":
+        return row
+    return dataclasses.replace(row, overrides=(*row.overrides, "model.token_mixing_init=default"))
 
 
 def subset_folder(root: Path, per_class: int, out: Path) -> Path:
@@ -256,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         ledger = Ledger(Path(args.ledger), setting)
     results = []
-    for row in rows:
+    for row in [own_mixing_init(r, common) for r in rows]:
         records = seed_records(study, ledger, row, args.seeds, only_finished=args.only_finished)
         if not records:
             continue

@@ -228,6 +228,26 @@ def test_cpu_model_names_the_family_model_and_matrix_unit(script, tmp_path):
     assert script("common").cpu_model(info) == "AMD EPYC (family 25 model 1, no AVX512)"
 
 
+def test_ablate_trains_a_levers_on_table_past_the_rows_without_a(script, images, tmp_path):
+    argv = ["--recipe", "digits", "--data", str(images), "--per-class", "4", "--epochs", "1", "--seeds", "0"]
+    argv += ["--rows", "baseline,none", "--out", str(tmp_path), "--set", *TINY, "model.token_mixing_init=local"]
+    assert script("ablate").main(argv) == 0
+    result = json.loads((tmp_path / "ablations.json").read_text())
+    assert [r["name"] for r in result["results"]] == ["baseline", "none"]
+
+
+def test_ablate_levers_on_leave_the_layers_that_replace_a_their_own_init(script):
+    ablate = script("ablate")
+    rows = {r.name: r for r in ablate.ROWS}
+    levers = ["model.token_mixing_init=default", "model.token_mixing_init=local", "model.stem_init=pca"]
+    for name in ("none", "mlp", "conv3x3", "depthwise", "separable"):
+        assert ablate.own_mixing_init(rows[name], levers).overrides[-1] == "model.token_mixing_init=default"
+    for name in ("baseline", "batchnorm", "patch8"):  # linear A: the local init applies
+        assert ablate.own_mixing_init(rows[name], levers) == rows[name]
+    paper = levers[:1]
+    assert ablate.own_mixing_init(rows["conv3x3"], paper) == rows["conv3x3"]  # nothing to undo
+
+
 def test_ablate_calls_a_difference_resolved_only_beyond_two_standard_errors(script):
     ablate = script("ablate")
     assert ablate.standard_error([80.0]) is None
