@@ -71,7 +71,7 @@ def print_kernel_profile(label: str, run, rows: int) -> None:
     """The `rows` entries of `torch.profiler` with the most self CPU time while `run()` runs."""
     with torch.profiler.profile() as prof:
         run()
-    print(f"\n{label}: the {rows} costliest entries over 3 steps")
+    print(f"\n{label}: the {rows} costliest entries")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=72))
 
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     for spec, prec, model, opt, _m, malloc, batch in variants if args.profile_kernels else []:
         if prec.endswith("+compile"):
             print_kernel_profile(
-                f"{spec} {prec}",
+                f"{spec} {prec}, 3 steps",
                 lambda: step_time(model, opt, *inputs[batch], prec.split()[0].split("+")[0], 3),
                 args.profile_kernels,
             )
