@@ -250,10 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --data {data}: not a folder")
     if args.per_class:
         data = subset_folder(data, args.per_class, out / "data")
-    # The ablation compares architectures as the paper does: the paper's inits, none of the issue-11 levers, no
-    # teacher.
+    # The ablation compares architectures as the paper does: its baseline row (linear A, whatever the recipe's
+    # student mixes patches with), the paper's inits, none of the issue-11 levers, no teacher.
     common: list[Override] = [
         *folder_data(data),
+        "model.token_mixing=linear",
         "model.token_mixing_init=default",
         "model.stem_init=default",
         "distill.teacher=none",

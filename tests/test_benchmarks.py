@@ -18,6 +18,7 @@ import torch
 import yaml
 from PIL import Image
 
+import resmlp
 import resmlp.train.losses as losses
 from resmlp.rundir import RunDir
 
@@ -234,6 +235,22 @@ def test_ablate_trains_a_levers_on_table_past_the_rows_without_a(script, images,
     assert script("ablate").main(argv) == 0
     result = json.loads((tmp_path / "ablations.json").read_text())
     assert [r["name"] for r in result["results"]] == ["baseline", "none"]
+
+
+def test_ablate_baseline_is_linear_a_whatever_the_recipe_student_mixes_with(script, images, tmp_path):
+    """Table 3's baseline row is the paper's linear A: a recipe whose student mixes patches with a convolution
+    (cifar10_cpu's depthwise 3x3) does not change the row the table compares against."""
+    recipe = tmp_path / "conv_student.yaml"
+    bundled = Path(resmlp.__file__).parent / "recipes" / "digits.yaml"
+    recipe.write_text(bundled.read_text().replace("model:\n", "model:\n  token_mixing: conv3x3_depthwise\n", 1))
+    argv = ["--recipe", str(recipe), "--data", str(images), "--per-class", "4", "--epochs", "1", "--seeds", "0"]
+    argv += ["--rows", "baseline,depthwise", "--out", str(tmp_path / "out"), "--set", *TINY]
+    assert script("ablate").main(argv) == 0
+    mixing = {
+        row: yaml.safe_load((tmp_path / "out" / f"{row}-s0" / "config.yaml").read_text())["model"]["token_mixing"]
+        for row in ("baseline", "depthwise")
+    }
+    assert mixing == {"baseline": "linear", "depthwise": "conv3x3_depthwise"}
 
 
 def test_ablate_levers_on_leave_the_layers_that_replace_a_their_own_init(script):

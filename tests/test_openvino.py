@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_optimize import batch, confident_model
 
+import resmlp
 from resmlp.cli import main
 from resmlp.deploy import build_runtime, export_model
 from resmlp.deploy.openvino import (
@@ -72,6 +73,22 @@ def test_int8_quantises_the_channel_mlps_and_keeps_the_rest_in_float():
     assert got.dtype == torch.float32 and (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.95
     with pytest.raises(ValueError, match="needs calibration images"):
         build_runtime(model, precision="int8", runtime="openvino")
+
+
+def test_int8_keeps_a_convolution_in_place_of_a_in_float():
+    """Table 3's conv rows (cifar10_cpu's student mixes patches with the depthwise one): the token mixing stays in
+    float as A x does, so the int8 path treats both students alike."""
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", token_mixing="conv3x3_depthwise").eval()
+    quantized = quantize_openvino(model, batch(model, 32, seed=3))
+    kept = float_scope(quantized, ("token_mixing",))
+    assert len(kept) == len(model.blocks) and all(".conv/" in n for n in kept)
+    fed = {
+        op.get_friendly_name(): [op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())]
+        for op in quantized.get_ops()
+    }
+    assert not any("FakeQuantize" in fed[n] for n in kept)
+    assert any("FakeQuantize" in feeds for n, feeds in fed.items() if ".fc1" in n and n.endswith("MatMul"))
 
 
 def test_export_writes_the_ir_and_our_config(tmp_path):

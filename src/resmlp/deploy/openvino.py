@@ -90,24 +90,28 @@ def to_openvino(model: nn.Module):
 
 
 # What `Int8Recipe.keep_float` may name: the matmuls of the patch embedding, of the classifier, and the
-# cross-patch products (A x) of every block. OpenVINO names a converted node after the module it came from,
-# `__module.<module path>/aten::<op>/<node type>`.
+# token mixing of every block (the cross-patch products A x, or Table 3's 3x3 convolutions in their place).
+# OpenVINO names a converted node after the module it came from, `__module.<module path>/aten::<op>/<node type>`.
 FLOAT_PARTS = {
     "stem": re.compile(r"__module\.stem(\.[\w.]+)?/.*"),
     "head": re.compile(r"__module\.head/.*"),
-    "token_mixing": re.compile(r"__module\.blocks\.\d+/aten::matmul/MatMul"),
+    "token_mixing": re.compile(
+        r"__module\.blocks\.\d+/aten::matmul/MatMul"  # A x
+        r"|__module\.blocks\.\d+\.(conv_tokens\.)?(conv|pointwise)/.*"  # conv3x3, _depthwise, _separable (fused)
+    ),
 }
 
 
 def float_scope(ov_model, parts: tuple[str, ...]) -> list[str]:
-    """The names of the MatMul / Convolution nodes of `ov_model` that belong to `parts` (keys of FLOAT_PARTS)."""
+    """The names of the MatMul / (Group)Convolution nodes of `ov_model` that belong to `parts` (keys of
+    FLOAT_PARTS)."""
     unknown = set(parts) - set(FLOAT_PARTS)
     if unknown:
         raise ValueError(f"unknown parts {sorted(unknown)} to keep in float; choose from {', '.join(FLOAT_PARTS)}")
     return [
         op.get_friendly_name()
         for op in ov_model.get_ops()
-        if op.get_type_name() in ("MatMul", "Convolution")
+        if op.get_type_name() in ("MatMul", "Convolution", "GroupConvolution")
         and any(FLOAT_PARTS[p].fullmatch(op.get_friendly_name()) for p in parts)
     ]
 
