@@ -16,6 +16,8 @@
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --speed
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.4 6:0.5 5:0.6 4:1 8:1@24
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 7:0.4@28 --forms int8 int8+bf16 bf16
+    python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.875@24 \
+        --token-mixing linear conv3x3_depthwise --forms int8 bf16
 """
 
 from __future__ import annotations
@@ -140,20 +142,24 @@ def shape_runner(model: torch.nn.Module, form: str, calibration: torch.Tensor) -
 def shapes(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     kwargs = {"embed_dim": args.embed_dim} if args.embed_dim else {}
-    model = create_model(args.model, **kwargs).eval()
-    calibration = torch.randn(8, *model.spec.input_shape)
-    models = {"whole": model}
-    for item in args.shapes:
-        name, models[name] = cut_model(model, item, calibration)
+    mixings = args.token_mixing or [None]
+    models = {}
+    for mixing in mixings:
+        model = create_model(args.model, **kwargs, **({"token_mixing": mixing} if mixing else {})).eval()
+        tag = f"{mixing}: " if len(mixings) > 1 else ""
+        calibration = torch.randn(8, *model.spec.input_shape)
+        models[f"{tag}whole"] = model
+        for item in args.shapes:
+            name, models[tag + name] = cut_model(model, item, calibration)
     rows = {(name, form): m for name, m in models.items() for form in args.forms}
     label = {key: key[0] if len(args.forms) == 1 else f"{key[0]}, {key[1]}" for key in rows}
     inputs = {label[key]: torch.randn(args.batch, *m.spec.input_shape) for key, m in rows.items()}
     runners = {label[key]: shape_runner(m, key[1], inputs[label[key]][:8]) for key, m in rows.items()}
     rates = time_interleaved(runners, inputs, rounds=args.rounds)
-    base = rates[label["whole", args.forms[0]]]
+    base = rates[label[next(iter(models)), args.forms[0]]]
     print(
         f"\n{args.model} {kwargs or ''}, OpenVINO {' / '.join(args.forms)} (int8: INT8_RECIPE), batch {args.batch}, "
-        f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds, against the whole model's "
+        f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds, against the (first) whole model's "
         f"{args.forms[0]}\n| shape | params | GFLOPs | images/s (median) | vs whole |\n|---|---|---|---|---|"
     )
     for key, m in rows.items():
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--forms", nargs="+", default=["int8"], choices=list(SHAPE_FORMS), help="--shapes: the forms timed (int8)"
     )
+    mixing_help = "--shapes: the whole model and its cuts built with each token mixing, timed in the same rounds"
+    ap.add_argument("--token-mixing", nargs="+", default=None, help=mixing_help)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.checkpoint and args.data and args.calibration < 1:

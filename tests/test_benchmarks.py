@@ -364,6 +364,24 @@ def test_int8_agreement_on_the_run_split_and_speed(run_dir, images):
     assert gflops["| 4 blocks, 100% of the hidden units, 6 px, int8"] < at_full_size
 
 
+def test_bench_int8_times_each_token_mixing_side_by_side():
+    # --token-mixing builds the whole model and its cuts once per mixing, all timed in the same interleaved rounds
+    argv = ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1", "--shapes", "2:0.5", "--embed-dim", "32"]
+    argv += ["--token-mixing", "linear", "conv3x3_depthwise"]
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "src"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bench_int8.py"), *argv], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and ": " in line]
+    rows = {row[0]: row for row in lines}
+    cuts = ("whole", "2 blocks, 50% of the hidden units")
+    assert set(rows) == {f"| {mixing}: {cut}" for mixing in ("linear", "conv3x3_depthwise") for cut in cuts}
+    params = {name: int(row[1].replace(",", "")) for name, row in rows.items()}
+    assert params["| conv3x3_depthwise: whole"] != params["| linear: whole"]  # two models, not one timed twice
+    assert rows["| linear: whole"][-1].strip() == "1.00x |"
+
+
 @pytest.mark.parametrize("step", [False, True], ids=["loader", "with-step"])
 def test_loader(script, images, step, capsys):
     argv = ["--recipe", "digits", "--data", str(images), "--workers", "0", "--set", "data.batch_size=4"]
