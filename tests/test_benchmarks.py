@@ -341,18 +341,23 @@ def test_inference_speed(script, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["speed"]["results"]
 
 
-def test_int8_agreement_on_the_run_split_and_speed(run_dir, images):
-    # benchmarks/bench_int8.py in its own interpreter: OpenVINO's and ONNX Runtime's thread pools, once both are
-    # loaded, crash a later in-process test that signals itself (test_fault_trials: SIGSEGV on the 2-core host).
-    argv = ["--checkpoint", str(run_dir), "--data", str(images), "--calibration", "4", "--speed"]
-    argv += ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1"]
-    argv += ["--shapes", "2:0.5", "4:1", "4:1@6", "--embed-dim", "64", "--forms", "int8", "bf16"]
+def bench_int8(argv: list[str]) -> str:
+    """benchmarks/bench_int8.py run in its own interpreter (OpenVINO's and ONNX Runtime's thread pools, once both
+    are loaded, crash a later in-process test that signals itself: test_fault_trials, SIGSEGV on the 2-core host);
+    returns what it printed."""
     env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "src"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, str(BENCH / "bench_int8.py"), *argv], capture_output=True, text=True, env=env, timeout=600
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    printed = done.stdout
+    return done.stdout
+
+
+def test_int8_agreement_on_the_run_split_and_speed(run_dir, images):
+    argv = ["--checkpoint", str(run_dir), "--data", str(images), "--calibration", "4", "--speed"]
+    argv += ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1"]
+    argv += ["--shapes", "2:0.5", "4:1", "4:1@6", "--embed-dim", "64", "--forms", "int8", "bf16"]
+    printed = bench_int8(argv)
     assert "validation: 6 images" in printed and "calibration (training part): 4 images" in printed
     assert printed.count("| OpenVINO: ") == 8 and printed.count("| ONNX Runtime: ") == 1
     assert printed.count("% |") == 2 * 9 and "| OpenVINO int8, resmlp's INT8_RECIPE |" in printed
@@ -368,12 +373,7 @@ def test_bench_int8_times_each_token_mixing_side_by_side():
     # --token-mixing builds the whole model and its cuts once per mixing, all timed in the same interleaved rounds
     argv = ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1", "--shapes", "2:0.5", "--embed-dim", "32"]
     argv += ["--token-mixing", "linear", "conv3x3_depthwise"]
-    env = {**os.environ, "PYTHONPATH": str(BENCH.parent / "src"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "bench_int8.py"), *argv], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and ": " in line]
+    lines = [line.split(" | ") for line in bench_int8(argv).splitlines() if line.startswith("| ") and ": " in line]
     rows = {row[0]: row for row in lines}
     cuts = ("whole", "2 blocks, 50% of the hidden units")
     assert set(rows) == {f"| {mixing}: {cut}" for mixing in ("linear", "conv3x3_depthwise") for cut in cuts}
