@@ -43,7 +43,8 @@ BARE = Int8Recipe(smooth=False, keep_float=(), elementwise=True)  # NNCF's defau
 SHAPE_FORMS: dict[str, tuple[Int8Recipe | None, str]] = {
     "int8": (INT8_RECIPE, "fp32"),
     "int8+bf16": (INT8_RECIPE, "bf16"),  # the same IR; the parts NNCF leaves in float run in bf16
-    "int8+A": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head")), "fp32"),  # A x quantised too
+    "int8+A": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "first_mlp")), "fp32"),  # A x too
+    "int8+mlp0": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "token_mixing")), "fp32"),  # block 0's
     "bf16": (None, "bf16"),
 }
 
@@ -59,7 +60,8 @@ def openvino_forms() -> dict[str, Int8Recipe]:
         "NNCF default, residual stream (Add, Multiply inputs) in float": residual,
         "... + resmlp smoothing of the channel MLPs": smoothed,
         "... + stem and head in float": dataclasses.replace(smoothed, keep_float=("stem", "head")),
-        "... + token mixing in float (resmlp's INT8_RECIPE)": INT8_RECIPE,
+        "... + token mixing in float": dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "token_mixing")),
+        "... + the first block's channel MLP in float (resmlp's INT8_RECIPE)": INT8_RECIPE,
         "INT8_RECIPE + full bias correction": dataclasses.replace(INT8_RECIPE, fast_bias_correction=False),
     }
 

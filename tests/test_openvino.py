@@ -52,13 +52,16 @@ def test_int8_quantises_the_channel_mlps_and_keeps_the_rest_in_float():
     calibration, x = batch(model, 128, seed=3), batch(model, 256)
     quantized = quantize_openvino(model, calibration)
     kept = float_scope(quantized, INT8_RECIPE.keep_float)
-    assert len(kept) == len(model.blocks) + 2  # A x of every block, the stem and the head
+    # A x of every block, the stem, the head and the first block's fc1 and fc2
+    assert len(kept) == len(model.blocks) + 4
+    first = sorted(n.split("/")[0].removesuffix(".linear") for n in float_scope(quantized, ("first_mlp",)))
+    assert first == ["__module.blocks.0.fc1", "__module.blocks.0.fc2"]  # (.linear: the smoothed form)
     quantized_inputs = {}  # node name -> whether a FakeQuantize feeds it
     for op in quantized.get_ops():
         feeds = [op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())]
         quantized_inputs[op.get_friendly_name()] = "FakeQuantize" in feeds
     mlp = [n for n in quantized_inputs if ".fc1" in n or ".fc2" in n]
-    assert sum(quantized_inputs[n] for n in mlp if n.endswith("MatMul")) == 2 * len(model.blocks)
+    assert sum(quantized_inputs[n] for n in mlp if n.endswith("MatMul")) == 2 * len(model.blocks) - 2
     assert not any(quantized_inputs[n] for n in kept)
     # the residual stream is never rounded: no Add / Multiply reads a FakeQuantize
     elementwise = [op for op in quantized.get_ops() if op.get_type_name() in ("Add", "Multiply")]
