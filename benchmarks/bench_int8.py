@@ -11,7 +11,8 @@
    every channel MLP's hidden units (what `resmlp compress --depth --keep` makes; speed does not depend on the
    weights), at SIZE px when given, against the whole model's int8, interleaved; --embed-dim sets the width (the
    `cifar10_cpu` student: 128). --forms adds other forms of each shape (SHAPE_FORMS): the same int8 IR with the
-   parts NNCF leaves in float run in bf16, A x quantised as well, plain OpenVINO bf16.
+   parts NNCF leaves in float run in bf16, A x quantised as well, the first block's channel MLP quantised as well,
+   plain OpenVINO bf16.
 
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --speed
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.4 6:0.5 5:0.6 4:1 8:1@24
@@ -43,8 +44,9 @@ BARE = Int8Recipe(smooth=False, keep_float=(), elementwise=True)  # NNCF's defau
 SHAPE_FORMS: dict[str, tuple[Int8Recipe | None, str]] = {
     "int8": (INT8_RECIPE, "fp32"),
     "int8+bf16": (INT8_RECIPE, "bf16"),  # the same IR; the parts NNCF leaves in float run in bf16
-    "int8+A": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "first_mlp")), "fp32"),  # A x too
-    "int8+mlp0": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "token_mixing")), "fp32"),  # block 0's
+    # A x quantised too; the first block's channel MLP quantised too (INT8_RECIPE until it kept that MLP in float)
+    "int8+A": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "first_mlp")), "fp32"),
+    "int8+mlp0": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "token_mixing")), "fp32"),
     "bf16": (None, "bf16"),
 }
 
