@@ -10,15 +10,17 @@
 3. Shapes (--shapes DEPTH:KEEP[@SIZE] ...): OpenVINO int8 images/s of --model cut to DEPTH blocks with KEEP of
    every channel MLP's hidden units (what `resmlp compress --depth --keep` makes; speed does not depend on the
    weights), at SIZE px when given, against the whole model's int8, interleaved; --embed-dim sets the width (the
-   `cifar10_cpu` student: 128). --forms adds other forms of each shape (SHAPE_FORMS): the same int8 IR with the
-   parts NNCF leaves in float run in bf16, A x quantised as well, the first block's channel MLP quantised as well,
-   plain OpenVINO bf16.
+   `cifar10_cpu` student: 128; several widths are timed side by side, like several --token-mixing). --forms adds
+   other forms of each shape (SHAPE_FORMS): the same int8 IR with the parts NNCF leaves in float run in bf16, A x
+   quantised as well, the first block's channel MLP quantised as well, plain OpenVINO bf16.
 
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --speed
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.4 6:0.5 5:0.6 4:1 8:1@24
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 7:0.4@28 --forms int8 int8+bf16 bf16
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.875@24 \
         --token-mixing linear conv3x3_depthwise --forms int8 bf16
+    python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 112 96 80 64 --shapes 8:1 \
+        --token-mixing conv3x3_depthwise
 """
 
 from __future__ import annotations
@@ -145,12 +147,16 @@ def shape_runner(model: torch.nn.Module, form: str, calibration: torch.Tensor) -
 
 def shapes(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
-    kwargs = {"embed_dim": args.embed_dim} if args.embed_dim else {}
+    dims = args.embed_dim or [None]
+    kwargs = {"embed_dim": dims[0] if len(dims) == 1 else dims} if args.embed_dim else {}
     mixings = args.token_mixing or [None]
     models = {}
-    for mixing in mixings:
-        model = create_model(args.model, **kwargs, **({"token_mixing": mixing} if mixing else {})).eval()
-        tag = f"{mixing}: " if len(mixings) > 1 else ""
+    for mixing, dim in [(mixing, dim) for mixing in mixings for dim in dims]:
+        options = {**({"embed_dim": dim} if dim else {}), **({"token_mixing": mixing} if mixing else {})}
+        model = create_model(args.model, **options).eval()
+        parts = [mixing] if len(mixings) > 1 else []
+        tag = ", ".join(parts + ([f"D={dim}"] if len(dims) > 1 else []))
+        tag = f"{tag}: " if tag else ""
         calibration = torch.randn(8, *model.spec.input_shape)
         models[f"{tag}whole"] = model
         for item in args.shapes:
@@ -183,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--keep", type=float, default=0.5, help="--speed: the pruned model's share of hidden units")
     ap.add_argument("--shapes", nargs="+", default=None, metavar="DEPTH:KEEP[@SIZE]", help="int8 speed of cut models")
-    ap.add_argument("--embed-dim", type=int, default=None, help="--shapes: the model's width")
+    width_help = "--shapes: the model's width; several: the whole model and its cuts at each width, in the same rounds"
+    ap.add_argument("--embed-dim", type=int, nargs="+", default=None, help=width_help)
     ap.add_argument(
         "--forms", nargs="+", default=["int8"], choices=list(SHAPE_FORMS), help="--shapes: the forms timed (int8)"
     )

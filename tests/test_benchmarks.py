@@ -382,6 +382,16 @@ def test_bench_int8_times_each_token_mixing_side_by_side():
     assert rows["| linear: whole"][-1].strip() == "1.00x |"
 
 
+def test_bench_int8_times_each_width_side_by_side():
+    # several --embed-dim: the whole model at each width, its parameters growing with the width, in the same rounds
+    argv = ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1", "--shapes", "2:1", "--embed-dim", "16", "32"]
+    lines = [line.split(" | ") for line in bench_int8(argv).splitlines() if line.startswith("| D=")]
+    params = {row[0]: int(row[1].replace(",", "")) for row in lines}
+    cuts = ("whole", "2 blocks, 100% of the hidden units")
+    assert set(params) == {f"| D={d}: {cut}" for d in (16, 32) for cut in cuts}
+    assert params["| D=16: whole"] < params["| D=32: whole"]
+
+
 @pytest.mark.parametrize("step", [False, True], ids=["loader", "with-step"])
 def test_loader(script, images, step, capsys):
     argv = ["--recipe", "digits", "--data", str(images), "--workers", "0", "--set", "data.batch_size=4"]
