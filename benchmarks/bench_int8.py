@@ -3,7 +3,8 @@
 1. Agreement (--checkpoint, --data): top-1 agreement with fp32 and top-1 of the int8 forms of a trained model on
    its validation split, calibration images drawn from the training part: OpenVINO + NNCF with NNCF's presets
    alone, its TRANSFORMER model type, then the parts of resmlp's recipe (`deploy.openvino.Int8Recipe`) added one
-   at a time; ONNX Runtime's dynamic int8 of the smoothed model.
+   at a time; two faster forms of INT8_RECIPE (its float parts in bf16, the token mixing quantised too); ONNX
+   Runtime's dynamic int8 of the smoothed model.
 2. Speed (--speed): ResMLP-S12 at --batch, fused fp32 eager vs OpenVINO int8 bare vs resmlp's recipe (the cost of
    the parts kept in float) vs ONNX Runtime int8, and OpenVINO bf16 / int8 of S12 with --keep of every channel MLP's
    hidden units (structured pruning, `resmlp compress`), interleaved rounds, medians.
@@ -92,6 +93,8 @@ def agreement(args: argparse.Namespace) -> None:
 
     for name, recipe in openvino_forms().items():
         row(f"OpenVINO: {name}", openvino_model(model, "int8", calibration=calibration, recipe=recipe))
+    for form, what in (("int8+bf16", "its float parts run in bf16"), ("int8+A", "the token mixing quantised too")):
+        row(f"OpenVINO: INT8_RECIPE, {what} (--forms {form})", shape_runner(model, form, calibration))
     row(
         "ONNX Runtime: dynamic int8 of the smoothed model",
         build_runtime(model, precision="int8", runtime="onnx", calibration=calibration),

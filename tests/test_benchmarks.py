@@ -359,8 +359,9 @@ def test_int8_agreement_on_the_run_split_and_speed(run_dir, images):
     argv += ["--shapes", "2:0.5", "4:1", "4:1@6", "--embed-dim", "64", "--forms", "int8", "bf16"]
     printed = bench_int8(argv)
     assert "validation: 6 images" in printed and "calibration (training part): 4 images" in printed
-    assert printed.count("| OpenVINO: ") == 9 and printed.count("| ONNX Runtime: ") == 1
-    assert printed.count("% |") == 2 * 10 and "| OpenVINO int8, resmlp's INT8_RECIPE |" in printed
+    assert printed.count("| OpenVINO: ") == 11 and printed.count("| ONNX Runtime: ") == 1
+    assert printed.count("% |") == 2 * 12 and "| OpenVINO int8, resmlp's INT8_RECIPE |" in printed
+    assert "INT8_RECIPE, its float parts run in bf16 (--forms int8+bf16) |" in printed
     assert "resmlp_micro8 {'embed_dim': 64}" in printed and "| 4 blocks, 100% " in printed
     assert "| whole, int8 | " in printed and "| whole, bf16 | " in printed
     assert "| 2 blocks, 50% of the hidden units, bf16 | " in printed and "| 1.00x |" in printed
