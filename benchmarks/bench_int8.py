@@ -3,8 +3,8 @@
 1. Agreement (--checkpoint, --data): top-1 agreement with fp32 and top-1 of the int8 forms of a trained model on
    its validation split, calibration images drawn from the training part: OpenVINO + NNCF with NNCF's presets
    alone, its TRANSFORMER model type, then the parts of resmlp's recipe (`deploy.openvino.Int8Recipe`) added one
-   at a time; two faster forms of INT8_RECIPE (its float parts in bf16, the token mixing quantised too); ONNX
-   Runtime's dynamic int8 of the smoothed model.
+   at a time; faster forms of INT8_RECIPE (its float parts in bf16, the token mixing quantised too, any other
+   --forms); ONNX Runtime's dynamic int8 of the smoothed model.
 2. Speed (--speed): ResMLP-S12 at --batch, fused fp32 eager vs OpenVINO int8 bare vs resmlp's recipe (the cost of
    the parts kept in float) vs ONNX Runtime int8, and OpenVINO bf16 / int8 of S12 with --keep of every channel MLP's
    hidden units (structured pruning, `resmlp compress`), interleaved rounds, medians.
@@ -12,8 +12,9 @@
    every channel MLP's hidden units (what `resmlp compress --depth --keep` makes; speed does not depend on the
    weights), at SIZE px when given, against the whole model's int8, interleaved; --embed-dim sets the width (the
    `cifar10_cpu` student: 128; several widths are timed side by side, like several --token-mixing). --forms adds
-   other forms of each shape (SHAPE_FORMS): the same int8 IR with the parts NNCF leaves in float run in bf16, A x
-   quantised as well, the first block's channel MLP quantised as well, plain OpenVINO bf16.
+   other forms of each shape (`parse_form`): the same int8 IR with the parts NNCF leaves in float run in bf16, A x
+   quantised as well, the first block's channel MLP (or only its fc2) quantised as well, a fixed batch axis, plain
+   OpenVINO bf16; --eager adds the whole model in fp32 eager PyTorch as the baseline of every ratio.
 
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --speed
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.4 6:0.5 5:0.6 4:1 8:1@24
@@ -22,12 +23,16 @@
         --token-mixing linear conv3x3_depthwise --forms int8 bf16
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 112 96 80 64 --shapes 8:1 \
         --token-mixing conv3x3_depthwise
+    python benchmarks/bench_int8.py --model resmlp_s12 --shapes 12:1 --eager \
+        --forms int8 int8@static int8+fc2 int8+bf16 int8+bf16@static int8+bf16+mlp0@static
+    python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --forms int8+fc2 int8+bf16+keep
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -37,21 +42,78 @@ from common import add_split_arguments, split_images_of
 from resmlp.deploy import build_runtime, optimize
 from resmlp.deploy.benchmark import time_interleaved
 from resmlp.deploy.compress import at_size, drop_blocks, prune_channel_mlps
-from resmlp.deploy.openvino import INT8_RECIPE, Int8Recipe, OpenVinoModel, openvino_model, quantize_openvino
+from resmlp.deploy.openvino import (
+    INT8_RECIPE,
+    Int8Recipe,
+    OpenVinoModel,
+    openvino_model,
+    quantize_openvino,
+    to_openvino,
+)
 from resmlp.loading import load_model
 from resmlp.models import count_macs, count_params, create_model
 
 BARE = Int8Recipe(smooth=False, keep_float=(), elementwise=True)  # NNCF's defaults
 
-# --forms: name -> (int8 recipe, or None for no int8; OpenVINO's inference precision for what is not int8)
-SHAPE_FORMS: dict[str, tuple[Int8Recipe | None, str]] = {
-    "int8": (INT8_RECIPE, "fp32"),
-    "int8+bf16": (INT8_RECIPE, "bf16"),  # the same IR; the parts NNCF leaves in float run in bf16
-    # A x quantised too; the first block's channel MLP quantised too (INT8_RECIPE until it kept that MLP in float)
-    "int8+A": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "first_mlp")), "fp32"),
-    "int8+mlp0": (dataclasses.replace(INT8_RECIPE, keep_float=("stem", "head", "token_mixing")), "fp32"),
-    "bf16": (None, "bf16"),
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+    """How --shapes compiles a model (`parse_form` reads the names)."""
+
+    recipe: Int8Recipe | None  # None: no int8
+    precision: str = "fp32"  # OpenVINO's inference precision for what is not int8
+    keep_rt: bool = False  # the stem and first block marked `disable_fp16_compression_0` in rt_info
+    static: bool = False  # the batch axis fixed at --batch before compiling (the runtime keeps it dynamic)
+
+
+# --forms: a base and options, e.g. int8+bf16@static. Base: int8 (INT8_RECIPE) or bf16 (plain OpenVINO bf16).
+FORM_OPTIONS = {
+    "bf16": "the parts NNCF leaves in float run in bf16 (the same int8 IR)",
+    "A": "the token mixing (A x or its convolution) quantised too",
+    "mlp0": "the first block's channel MLP quantised too (INT8_RECIPE until it kept that MLP in float)",
+    "fc2": "the first block's fc2 quantised too, only its fc1 kept in float",
+    "keep": "with +bf16: the stem and first block asked to stay fp32 through rt_info (OpenVINO 2026.4 ignores it)",
 }
+KEPT_BY_RT = re.compile(r"__module\.(stem|blocks\.0)[./].*")  # what +keep marks
+FORM_HELP = f"BASE[+OPTION...][@static], BASE int8 or bf16, OPTION {' / '.join(FORM_OPTIONS)}"
+
+
+def parse_form(name: str) -> Form:
+    """--forms NAME -> Form; ValueError naming what is wrong."""
+    body, at, tail = name.partition("@")
+    if at and tail != "static":
+        raise ValueError(f"{name}: after @ only 'static' (a fixed batch axis), not {tail!r}")
+    base, *options = body.split("+")
+    if base == "bf16" and not options:
+        return Form(None, "bf16", static=bool(at))
+    if base != "int8":
+        raise ValueError(f"{name}: a form starts with int8 or bf16 (bf16 takes no options), not {base!r}")
+    unknown = [o for o in options if o not in FORM_OPTIONS]
+    if unknown:
+        raise ValueError(f"{name}: unknown option {unknown[0]!r}; options: {', '.join(FORM_OPTIONS)}")
+    kept = [p for p in INT8_RECIPE.keep_float if not (p == "token_mixing" and "A" in options)]
+    if "mlp0" in options or "fc2" in options:
+        kept.remove("first_mlp")
+        kept += ["first_fc1"] if "fc2" in options and "mlp0" not in options else []
+    if "keep" in options and "bf16" not in options:
+        raise ValueError(f"{name}: +keep marks layers to stay fp32 under a bf16 hint: add +bf16")
+    recipe = dataclasses.replace(INT8_RECIPE, keep_float=tuple(kept))
+    return Form(recipe, "bf16" if "bf16" in options else "fp32", keep_rt="keep" in options, static=bool(at))
+
+
+def form_text(name: str) -> str:
+    """What a form's options do, in words."""
+    options = name.partition("@")[0].split("+")[1:]
+    what = ", ".join(FORM_OPTIONS[o].split(" (")[0] for o in options) or "as it is"
+    return what + (", batch axis fixed" if name.endswith("@static") else "")
+
+
+def form_argument(name: str) -> str:
+    try:
+        parse_form(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
 
 
 def openvino_forms() -> dict[str, Int8Recipe]:
@@ -93,8 +155,13 @@ def agreement(args: argparse.Namespace) -> None:
 
     for name, recipe in openvino_forms().items():
         row(f"OpenVINO: {name}", openvino_model(model, "int8", calibration=calibration, recipe=recipe))
-    for form, what in (("int8+bf16", "its float parts run in bf16"), ("int8+A", "the token mixing quantised too")):
-        row(f"OpenVINO: INT8_RECIPE, {what} (--forms {form})", shape_runner(model, form, calibration))
+    for form in dict.fromkeys(["int8+bf16", "int8+A", *args.forms]):
+        if form == "int8" or form.endswith("@static"):  # INT8_RECIPE has its row; a fixed batch gives the same math
+            continue
+        runner = shape_runner(model, form, calibration)
+        note = f"; stem and first block nodes in bf16: {kept_in_bf16(runner)}" if parse_form(form).keep_rt else ""
+        what = f"INT8_RECIPE, {form_text(form)}" if parse_form(form).recipe else "bf16, no int8"
+        row(f"OpenVINO: {what} (--forms {form}{note})", runner)
     row(
         "ONNX Runtime: dynamic int8 of the smoothed model",
         build_runtime(model, precision="int8", runtime="onnx", calibration=calibration),
@@ -140,12 +207,30 @@ def cut_model(model: torch.nn.Module, item: str, calibration: torch.Tensor) -> t
     return (f"{name}, {size} px", at_size(smaller, int(size))) if size else (name, smaller)
 
 
-def shape_runner(model: torch.nn.Module, form: str, calibration: torch.Tensor) -> OpenVinoModel:
-    """`model` compiled by OpenVINO in one of SHAPE_FORMS."""
-    recipe, precision = SHAPE_FORMS[form]
-    if recipe is None:
-        return openvino_model(model, precision)
-    return OpenVinoModel(quantize_openvino(model, calibration, recipe), precision=precision)
+def shape_runner(
+    model: torch.nn.Module, form: str, calibration: torch.Tensor, batch: int | None = None
+) -> OpenVinoModel:
+    """`model` compiled by OpenVINO in the --forms `form` (@static: at `batch` images)."""
+    spec = parse_form(form)
+    ov_model = to_openvino(model) if spec.recipe is None else quantize_openvino(model, calibration, spec.recipe)
+    if spec.keep_rt:
+        for op in ov_model.get_ops():
+            if KEPT_BY_RT.match(op.get_friendly_name()):
+                op.get_rt_info()["disable_fp16_compression_0"] = ""
+    if spec.static:
+        ov_model.reshape([batch or len(calibration), *ov_model.inputs[0].get_partial_shape()[1:]])
+    return OpenVinoModel(ov_model, precision=spec.precision)
+
+
+def kept_in_bf16(runner: OpenVinoModel) -> str:
+    """How many compiled nodes from the stem and first block (those +keep marks) run in bf16."""
+    info = [op.get_rt_info() for op in runner.compiled.get_runtime_model().get_ops()]
+    precisions = [
+        rt["runtimePrecision"].astype(str)
+        for rt in info
+        if any(KEPT_BY_RT.match(n) for n in rt["originalLayersNames"].astype(str).split(","))
+    ]
+    return f"{sum(p == 'bf16' for p in precisions)} of {len(precisions)}"
 
 
 def shapes(args: argparse.Namespace) -> None:
@@ -167,18 +252,24 @@ def shapes(args: argparse.Namespace) -> None:
     rows = {(name, form): m for name, m in models.items() for form in args.forms}
     label = {key: key[0] if len(args.forms) == 1 else f"{key[0]}, {key[1]}" for key in rows}
     inputs = {label[key]: torch.randn(args.batch, *m.spec.input_shape) for key, m in rows.items()}
-    runners = {label[key]: shape_runner(m, key[1], inputs[label[key]][:8]) for key, m in rows.items()}
+    runners = {label[key]: shape_runner(m, key[1], inputs[label[key]][:8], args.batch) for key, m in rows.items()}
+    eager = "whole, fp32 eager (timm's computation)"
+    first = next(iter(models))
+    if args.eager:  # the unfused PyTorch model in the same rounds, the baseline of every ratio
+        runners[eager], inputs[eager] = torch.inference_mode()(models[first]), inputs[label[first, args.forms[0]]]
     rates = time_interleaved(runners, inputs, rounds=args.rounds)
-    base = rates[label[next(iter(models)), args.forms[0]]]
+    base = rates[eager if args.eager else label[first, args.forms[0]]]
+    against = eager if args.eager else f"the (first) whole model's {args.forms[0]}"
     print(
         f"\n{args.model} {kwargs or ''}, OpenVINO {' / '.join(args.forms)} (int8: INT8_RECIPE), batch {args.batch}, "
-        f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds, against the (first) whole model's "
-        f"{args.forms[0]}\n| shape | params | GFLOPs | images/s (median) | vs whole |\n|---|---|---|---|---|"
+        f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds, against {against}"
+        "\n| shape | params | GFLOPs | images/s (median) | vs baseline |\n|---|---|---|---|---|"
     )
-    for key, m in rows.items():
-        rate = rates[label[key]]
+    table = [(label[key], m) for key, m in rows.items()] + ([(eager, models[first])] if args.eager else [])
+    for name, m in table:
+        rate = rates[name]
         print(
-            f"| {label[key]} | {count_params(m):,} | {count_macs(m, (1, *m.spec.input_shape)) / 1e9:.3f} | "
+            f"| {name} | {count_params(m):,} | {count_macs(m, (1, *m.spec.input_shape)) / 1e9:.3f} | "
             f"{rate:.0f} | {rate / base:.2f}x |"
         )
 
@@ -195,10 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     width_help = "--shapes: the model's width; several: the whole model and its cuts at each width, in the same rounds"
     ap.add_argument("--embed-dim", type=int, nargs="+", default=None, help=width_help)
     ap.add_argument(
-        "--forms", nargs="+", default=["int8"], choices=list(SHAPE_FORMS), help="--shapes: the forms timed (int8)"
+        "--forms",
+        nargs="+",
+        default=["int8"],
+        type=form_argument,
+        help=f"--shapes: the forms timed (int8); with --checkpoint, more agreement rows. {FORM_HELP}",
     )
     mixing_help = "--shapes: the whole model and its cuts built with each token mixing, timed in the same rounds"
     ap.add_argument("--token-mixing", nargs="+", default=None, help=mixing_help)
+    eager_help = "--shapes: time the whole model in plain fp32 eager PyTorch too, and give every ratio against it"
+    ap.add_argument("--eager", action="store_true", help=eager_help)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.checkpoint and args.data and args.calibration < 1:

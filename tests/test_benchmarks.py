@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -356,18 +357,46 @@ def bench_int8(argv: list[str]) -> str:
 def test_int8_agreement_on_the_run_split_and_speed(run_dir, images):
     argv = ["--checkpoint", str(run_dir), "--data", str(images), "--calibration", "4", "--speed"]
     argv += ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1"]
-    argv += ["--shapes", "2:0.5", "4:1", "4:1@6", "--embed-dim", "64", "--forms", "int8", "bf16"]
+    argv += ["--shapes", "2:0.5", "4:1", "4:1@6", "--embed-dim", "64", "--forms", "int8", "bf16", "int8+bf16+keep"]
     printed = bench_int8(argv)
     assert "validation: 6 images" in printed and "calibration (training part): 4 images" in printed
-    assert printed.count("| OpenVINO: ") == 11 and printed.count("| ONNX Runtime: ") == 1
-    assert printed.count("% |") == 2 * 12 and "| OpenVINO int8, resmlp's INT8_RECIPE |" in printed
-    assert "INT8_RECIPE, its float parts run in bf16 (--forms int8+bf16) |" in printed
+    # NNCF's presets and the recipe part by part (9), the --forms int8+bf16 and int8+A, then the --forms asked for
+    assert printed.count("| OpenVINO: ") == 13 and printed.count("| ONNX Runtime: ") == 1
+    assert printed.count("% |") == 2 * 14 and "| OpenVINO int8, resmlp's INT8_RECIPE |" in printed
+    assert "INT8_RECIPE, the parts NNCF leaves in float run in bf16 (--forms int8+bf16) |" in printed
+    assert "| OpenVINO: bf16, no int8 (--forms bf16) |" in printed
+    kept = re.search(r"\(--forms int8\+bf16\+keep; stem and first block nodes in bf16: (\d+) of (\d+)\)", printed)
+    assert kept and 0 < int(kept[2]), printed  # the marked nodes were found in the compiled graph
     assert "resmlp_micro8 {'embed_dim': 64}" in printed and "| 4 blocks, 100% " in printed
     assert "| whole, int8 | " in printed and "| whole, bf16 | " in printed
     assert "| 2 blocks, 50% of the hidden units, bf16 | " in printed and "| 1.00x |" in printed
     gflops = {line.split(" | ")[0]: float(line.split(" | ")[2]) for line in printed.splitlines() if " blocks, " in line}
     at_full_size = gflops["| 4 blocks, 100% of the hidden units, int8"]
     assert gflops["| 4 blocks, 100% of the hidden units, 6 px, int8"] < at_full_size
+
+
+def test_bench_int8_form_names(script):
+    bench = script("bench_int8")
+    recipe = bench.INT8_RECIPE
+    assert bench.parse_form("int8") == bench.Form(recipe)
+    assert bench.parse_form("bf16@static") == bench.Form(None, "bf16", static=True)
+    fc2 = bench.parse_form("int8+fc2+bf16@static")
+    assert fc2.recipe.keep_float == ("stem", "head", "token_mixing", "first_fc1") and fc2.precision == "bf16"
+    assert fc2.static and fc2.recipe.smooth == recipe.smooth
+    assert bench.parse_form("int8+A+mlp0").recipe.keep_float == ("stem", "head")
+    assert bench.parse_form("int8+bf16+keep").keep_rt
+    for bad, says in [("int8+keep", r"add \+bf16"), ("fp16", "starts with int8"), ("int8@dyn", "only 'static'")]:
+        with pytest.raises(ValueError, match=says):
+            bench.parse_form(bad)
+
+
+def test_bench_int8_eager_baseline_and_static_forms():
+    # --eager: the unfused fp32 model joins the rounds and every ratio is against it; @static fixes the batch axis
+    argv = ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1", "--shapes", "2:1", "--embed-dim", "16"]
+    argv += ["--eager", "--forms", "int8", "int8+fc2@static"]
+    rows = {r.split(" | ")[0]: r for r in bench_int8(argv).splitlines() if r.startswith("| whole")}
+    assert set(rows) == {"| whole, int8", "| whole, int8+fc2@static", "| whole, fp32 eager (timm's computation)"}
+    assert rows["| whole, fp32 eager (timm's computation)"].endswith("| 1.00x |")
 
 
 def test_bench_int8_times_each_token_mixing_side_by_side():

@@ -56,6 +56,8 @@ def test_int8_quantises_the_channel_mlps_and_keeps_the_rest_in_float():
     assert len(kept) == len(model.blocks) + 4
     first = sorted(n.split("/")[0].removesuffix(".linear") for n in float_scope(quantized, ("first_mlp",)))
     assert first == ["__module.blocks.0.fc1", "__module.blocks.0.fc2"]  # (.linear: the smoothed form)
+    fc1 = [n.split("/")[0].removesuffix(".linear") for n in float_scope(quantized, ("first_fc1",))]
+    assert fc1 == ["__module.blocks.0.fc1"]
     quantized_inputs = {}  # node name -> whether a FakeQuantize feeds it
     for op in quantized.get_ops():
         feeds = [op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())]

@@ -94,7 +94,7 @@ def to_openvino(model: nn.Module):
 
 # What `Int8Recipe.keep_float` may name: the matmuls of the patch embedding, of the classifier, the token mixing
 # of every block (the cross-patch products A x, or Table 3's 3x3 convolutions in their place), and the first
-# block's channel MLP (fc1, fc2).
+# block's channel MLP (fc1, fc2; or its fc1 alone).
 # OpenVINO names a converted node after the module it came from, `__module.<module path>/aten::<op>/<node type>`.
 FLOAT_PARTS = {
     "stem": re.compile(r"__module\.stem(\.[\w.]+)?/.*"),
@@ -104,6 +104,7 @@ FLOAT_PARTS = {
         r"|__module\.blocks\.\d+\.(conv_tokens\.)?(conv|pointwise)/.*"  # conv3x3, _depthwise, _separable (fused)
     ),
     "first_mlp": re.compile(r"__module\.blocks\.0\.([\w.]+\.)?fc[12](\.linear)?/.*"),
+    "first_fc1": re.compile(r"__module\.blocks\.0\.([\w.]+\.)?fc1(\.linear)?/.*"),  # first_mlp's fc1 alone
 }
 
 
