@@ -13,8 +13,9 @@
    weights), at SIZE px when given, against the whole model's int8, interleaved; --embed-dim sets the width (the
    `cifar10_cpu` student: 128; several widths are timed side by side, like several --token-mixing). --forms adds
    other forms of each shape (`parse_form`): the same int8 IR with the parts NNCF leaves in float run in bf16, A x
-   quantised as well, the first block's channel MLP (or only its fc2) quantised as well, a fixed batch axis, plain
-   OpenVINO bf16; --eager adds the whole model in fp32 eager PyTorch as the baseline of every ratio.
+   quantised as well, the first block's channel MLP (or only its fc2) quantised as well, the stem and first block
+   compiled apart in fp32, a fixed batch axis, plain OpenVINO bf16; --eager adds the whole model in fp32 eager
+   PyTorch as the baseline of every ratio.
 
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --speed
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.4 6:0.5 5:0.6 4:1 8:1@24
@@ -24,14 +25,16 @@
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 112 96 80 64 --shapes 8:1 \
         --token-mixing conv3x3_depthwise
     python benchmarks/bench_int8.py --model resmlp_s12 --shapes 12:1 --eager \
-        --forms int8 int8@static int8+fc2 int8+bf16 int8+bf16@static int8+bf16+mlp0@static
-    python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --forms int8+fc2 int8+bf16+keep
+        --forms int8 int8@static int8+fc2 int8+bf16 int8+bf16@static int8+bf16+mlp0@static int8+bf16+split
+    python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train \
+        --forms int8+fc2 int8+bf16+keep int8+bf16+split
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -47,6 +50,7 @@ from resmlp.deploy.openvino import (
     Int8Recipe,
     OpenVinoModel,
     openvino_model,
+    openvino_module,
     quantize_openvino,
     to_openvino,
 )
@@ -63,18 +67,21 @@ class Form:
     recipe: Int8Recipe | None  # None: no int8
     precision: str = "fp32"  # OpenVINO's inference precision for what is not int8
     keep_rt: bool = False  # the stem and first block marked `disable_fp16_compression_0` in rt_info
+    split: bool = False  # the IR cut after the first block: stem and first block compiled apart, in fp32
     static: bool = False  # the batch axis fixed at --batch before compiling (the runtime keeps it dynamic)
 
 
 # --forms: a base and options, e.g. int8+bf16@static. Base: int8 (INT8_RECIPE) or bf16 (plain OpenVINO bf16).
-FORM_OPTIONS = {
+FORM_OPTIONS = {  # what each option does; its words before " (" name it in the agreement table
     "bf16": "the parts NNCF leaves in float run in bf16 (the same int8 IR)",
-    "A": "the token mixing (A x or its convolution) quantised too",
+    "A": "the token mixing quantised too (A x or its convolution)",
     "mlp0": "the first block's channel MLP quantised too (INT8_RECIPE until it kept that MLP in float)",
-    "fc2": "the first block's fc2 quantised too, only its fc1 kept in float",
-    "keep": "with +bf16: the stem and first block asked to stay fp32 through rt_info (OpenVINO 2026.4 ignores it)",
+    "fc2": "only the first block's fc1 kept in float (its fc2 quantised too)",
+    "keep": "the stem and first block asked to stay fp32 through rt_info (with +bf16; OpenVINO 2026.4 ignores it)",
+    "split": "the stem and first block compiled apart in fp32 (with +bf16: two models, only the rest in bf16)",
 }
 KEPT_BY_RT = re.compile(r"__module\.(stem|blocks\.0)[./].*")  # what +keep marks
+FIRST_BLOCK, SECOND_BLOCK = (re.compile(rf"__module\.blocks\.{i}[./].*") for i in (0, 1))  # where +split cuts
 FORM_HELP = f"BASE[+OPTION...][@static], BASE int8 or bf16, OPTION {' / '.join(FORM_OPTIONS)}"
 
 
@@ -95,10 +102,14 @@ def parse_form(name: str) -> Form:
     if "mlp0" in options or "fc2" in options:
         kept.remove("first_mlp")
         kept += ["first_fc1"] if "fc2" in options and "mlp0" not in options else []
-    if "keep" in options and "bf16" not in options:
-        raise ValueError(f"{name}: +keep marks layers to stay fp32 under a bf16 hint: add +bf16")
+    for option in ("keep", "split"):
+        if option in options and "bf16" not in options:
+            raise ValueError(f"{name}: +{option} keeps layers in fp32 beside bf16 ones: add +bf16")
+    if "keep" in options and "split" in options:
+        raise ValueError(f"{name}: +keep and +split are two ways to the same thing: choose one")
     recipe = dataclasses.replace(INT8_RECIPE, keep_float=tuple(kept))
-    return Form(recipe, "bf16" if "bf16" in options else "fp32", keep_rt="keep" in options, static=bool(at))
+    precision = "bf16" if "bf16" in options else "fp32"
+    return Form(recipe, precision, keep_rt="keep" in options, split="split" in options, static=bool(at))
 
 
 def form_text(name: str) -> str:
@@ -209,7 +220,7 @@ def cut_model(model: torch.nn.Module, item: str, calibration: torch.Tensor) -> t
 
 def shape_runner(
     model: torch.nn.Module, form: str, calibration: torch.Tensor, batch: int | None = None
-) -> OpenVinoModel:
+) -> torch.nn.Module:
     """`model` compiled by OpenVINO in the --forms `form` (@static: at `batch` images)."""
     spec = parse_form(form)
     ov_model = to_openvino(model) if spec.recipe is None else quantize_openvino(model, calibration, spec.recipe)
@@ -217,9 +228,37 @@ def shape_runner(
         for op in ov_model.get_ops():
             if KEPT_BY_RT.match(op.get_friendly_name()):
                 op.get_rt_info()["disable_fp16_compression_0"] = ""
-    if spec.static:
-        ov_model.reshape([batch or len(calibration), *ov_model.inputs[0].get_partial_shape()[1:]])
+    parts = split_after_first_block(ov_model) if spec.split else [ov_model]
+    if spec.static:  # each part's input fixed in turn; the rest's is the front's (now static) output
+        parts[0].reshape([batch or len(calibration), *parts[0].inputs[0].get_partial_shape()[1:]])
+        if spec.split:
+            parts[1].reshape(parts[0].outputs[0].get_partial_shape())
+    if spec.split:
+        return torch.nn.Sequential(OpenVinoModel(parts[0]), OpenVinoModel(parts[1], precision=spec.precision))
     return OpenVinoModel(ov_model, precision=spec.precision)
+
+
+def split_after_first_block(ov_model) -> list:
+    """`ov_model` as two openvino.Models: images -> the first block's output tokens -> logits."""
+    ov, ops = openvino_module(), importlib.import_module("openvino.opset13")
+    front, rest = ov_model.clone(), ov_model.clone()
+
+    def first_block_output(m):  # the one output of a first-block node that second-block nodes read
+        (out,) = [
+            o
+            for op in m.get_ops()
+            if FIRST_BLOCK.match(op.get_friendly_name())
+            for o in op.outputs()
+            if any(SECOND_BLOCK.match(t.get_node().get_friendly_name()) for t in o.get_target_inputs())
+        ]
+        return out
+
+    head = ov.Model([ops.result(first_block_output(front))], front.get_parameters(), "stem_and_first_block")
+    out = first_block_output(rest)
+    tokens = ops.parameter(out.get_partial_shape(), out.get_element_type(), name="tokens")
+    for reader in list(out.get_target_inputs()):
+        reader.replace_source_output(tokens.output(0))
+    return [head, ov.Model(rest.get_results(), [tokens], "other_blocks_and_head")]
 
 
 def kept_in_bf16(runner: OpenVinoModel) -> str:
