@@ -14,8 +14,8 @@
    `cifar10_cpu` student: 128; several widths are timed side by side, like several --token-mixing). --forms adds
    other forms of each shape (`parse_form`): the same int8 IR with the parts NNCF leaves in float run in bf16, A x
    quantised as well, the first block's channel MLP (or only its fc2) quantised as well, the stem and first block
-   compiled apart in fp32, a fixed batch axis, plain OpenVINO bf16; --eager adds the whole model in fp32 eager
-   PyTorch as the baseline of every ratio.
+   compiled apart in fp32 (or alone in bf16), a fixed batch axis, plain OpenVINO bf16; --eager adds the whole
+   model in fp32 eager PyTorch as the baseline of every ratio.
 
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train --speed
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 --shapes 8:0.4 6:0.5 5:0.6 4:1 8:1@24
@@ -25,9 +25,10 @@
     python benchmarks/bench_int8.py --model resmlp_tiny32 --embed-dim 128 112 96 80 64 --shapes 8:1 \
         --token-mixing conv3x3_depthwise
     python benchmarks/bench_int8.py --model resmlp_s12 --shapes 12:1 --eager \
-        --forms int8 int8@static int8+fc2 int8+bf16 int8+bf16@static int8+bf16+mlp0@static int8+bf16+split
+        --forms int8 int8@static int8+fc2 int8+bf16 int8+bf16@static int8+bf16+mlp0@static int8+bf16+split \
+        int8+front
     python benchmarks/bench_int8.py --checkpoint runs/cifar10_cpu --data cifar10/train \
-        --forms int8+fc2 int8+bf16+keep int8+bf16+split
+        --forms int8+fc2 int8+bf16+keep int8+bf16+split int8+front
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Form:
     recipe: Int8Recipe | None  # None: no int8
     precision: str = "fp32"  # OpenVINO's inference precision for what is not int8
     keep_rt: bool = False  # the stem and first block marked `disable_fp16_compression_0` in rt_info
-    split: bool = False  # the IR cut after the first block: stem and first block compiled apart, in fp32
+    front: str | None = None  # the IR cut after the first block: stem and first block compiled apart at this
     static: bool = False  # the batch axis fixed at --batch before compiling (the runtime keeps it dynamic)
 
 
@@ -79,6 +80,7 @@ FORM_OPTIONS = {  # what each option does; its words before " (" name it in the 
     "fc2": "only the first block's fc1 kept in float (its fc2 quantised too)",
     "keep": "the stem and first block asked to stay fp32 through rt_info (with +bf16; OpenVINO 2026.4 ignores it)",
     "split": "the stem and first block compiled apart in fp32 (with +bf16: two models, only the rest in bf16)",
+    "front": "only the stem and first block in bf16 (two models, the rest compiled at fp32)",
 }
 KEPT_BY_RT = re.compile(r"__module\.(stem|blocks\.0)[./].*")  # what +keep marks
 FIRST_BLOCK, SECOND_BLOCK = (re.compile(rf"__module\.blocks\.{i}[./].*") for i in (0, 1))  # where +split cuts
@@ -105,11 +107,12 @@ def parse_form(name: str) -> Form:
     for option in ("keep", "split"):
         if option in options and "bf16" not in options:
             raise ValueError(f"{name}: +{option} keeps layers in fp32 beside bf16 ones: add +bf16")
-    if "keep" in options and "split" in options:
-        raise ValueError(f"{name}: +keep and +split are two ways to the same thing: choose one")
+    if sum(o in options for o in ("keep", "split", "front")) > 1 or {"front", "bf16"} <= set(options):
+        raise ValueError(f"{name}: +keep, +split, +front and +bf16 set their own precisions: choose one")
     recipe = dataclasses.replace(INT8_RECIPE, keep_float=tuple(kept))
     precision = "bf16" if "bf16" in options else "fp32"
-    return Form(recipe, precision, keep_rt="keep" in options, split="split" in options, static=bool(at))
+    front = "fp32" if "split" in options else "bf16" if "front" in options else None
+    return Form(recipe, precision, keep_rt="keep" in options, front=front, static=bool(at))
 
 
 def form_text(name: str) -> str:
@@ -228,13 +231,14 @@ def shape_runner(
         for op in ov_model.get_ops():
             if KEPT_BY_RT.match(op.get_friendly_name()):
                 op.get_rt_info()["disable_fp16_compression_0"] = ""
-    parts = split_after_first_block(ov_model) if spec.split else [ov_model]
+    parts = split_after_first_block(ov_model) if spec.front else [ov_model]
     if spec.static:  # each part's input fixed in turn; the rest's is the front's (now static) output
         parts[0].reshape([batch or len(calibration), *parts[0].inputs[0].get_partial_shape()[1:]])
-        if spec.split:
+        if spec.front:
             parts[1].reshape(parts[0].outputs[0].get_partial_shape())
-    if spec.split:
-        return torch.nn.Sequential(OpenVinoModel(parts[0]), OpenVinoModel(parts[1], precision=spec.precision))
+    if spec.front:
+        front, rest = OpenVinoModel(parts[0], precision=spec.front), OpenVinoModel(parts[1], precision=spec.precision)
+        return torch.nn.Sequential(front, rest)
     return OpenVinoModel(ov_model, precision=spec.precision)
 
 

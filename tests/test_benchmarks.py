@@ -384,8 +384,9 @@ def test_bench_int8_form_names(script):
     assert fc2.recipe.keep_float == ("stem", "head", "token_mixing", "first_fc1") and fc2.precision == "bf16"
     assert fc2.static and fc2.recipe.smooth == recipe.smooth
     assert bench.parse_form("int8+A+mlp0").recipe.keep_float == ("stem", "head")
-    assert bench.parse_form("int8+bf16+keep").keep_rt and bench.parse_form("int8+bf16+split").split
-    bad_forms = [("int8+keep", r"add \+bf16"), ("int8+split", r"add \+bf16"), ("int8+bf16+keep+split", "choose one")]
+    assert bench.parse_form("int8+bf16+keep").keep_rt and bench.parse_form("int8+bf16+split").front == "fp32"
+    assert bench.parse_form("int8+front") == bench.Form(recipe, "fp32", front="bf16")
+    bad_forms = [("int8+keep", r"add \+bf16"), ("int8+split", r"add \+bf16"), ("int8+bf16+front", "choose one")]
     bad_forms += [("fp16", "starts with int8"), ("int8@dyn", "only 'static'"), ("int8+B", "unknown option 'B'")]
     for bad, says in bad_forms:
         with pytest.raises(ValueError, match=says):
@@ -395,9 +396,9 @@ def test_bench_int8_form_names(script):
 def test_bench_int8_eager_baseline_and_static_forms():
     # --eager: the unfused fp32 model joins the rounds and every ratio is against it; @static fixes the batch axis
     argv = ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1", "--shapes", "2:1", "--embed-dim", "16"]
-    argv += ["--eager", "--forms", "int8", "int8+fc2@static", "int8+bf16+split@static"]
+    argv += ["--eager", "--forms", "int8", "int8+fc2@static", "int8+bf16+split@static", "int8+front"]
     rows = {r.split(" | ")[0]: r for r in bench_int8(argv).splitlines() if r.startswith("| whole")}
-    forms = ("int8", "int8+fc2@static", "int8+bf16+split@static", "fp32 eager (timm's computation)")
+    forms = ("int8", "int8+fc2@static", "int8+bf16+split@static", "int8+front", "fp32 eager (timm's computation)")
     assert set(rows) == {f"| whole, {form}" for form in forms}
     assert rows["| whole, fp32 eager (timm's computation)"].endswith("| 1.00x |")
 
