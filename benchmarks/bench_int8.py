@@ -63,12 +63,12 @@ BARE = Int8Recipe(smooth=False, keep_float=(), elementwise=True)  # NNCF's defau
 
 @dataclasses.dataclass(frozen=True)
 class Form:
-    """How --shapes compiles a model (`parse_form` reads the names)."""
+    """How a --forms name compiles a model for OpenVINO (`parse_form` reads the names)."""
 
     recipe: Int8Recipe | None  # None: no int8
     precision: str = "fp32"  # OpenVINO's inference precision for what is not int8
     keep_rt: bool = False  # the stem and first block marked `disable_fp16_compression_0` in rt_info
-    front: str | None = None  # the IR cut after the first block: stem and first block compiled apart at this
+    front: str | None = None  # cut the IR after the first block, compile stem and first block apart at this precision
     static: bool = False  # the batch axis fixed at --batch before compiling (the runtime keeps it dynamic)
 
 
