@@ -172,9 +172,9 @@ def agreement(args: argparse.Namespace) -> None:
     for form in dict.fromkeys(["int8+bf16", "int8+A", *args.forms]):
         if form == "int8" or form.endswith("@static"):  # INT8_RECIPE has its row; a fixed batch gives the same math
             continue
-        runner = shape_runner(model, form, calibration)
-        note = f"; stem and first block nodes in bf16: {kept_in_bf16(runner)}" if parse_form(form).keep_rt else ""
-        what = f"INT8_RECIPE, {form_text(form)}" if parse_form(form).recipe else "bf16, no int8"
+        spec, runner = parse_form(form), shape_runner(model, form, calibration)
+        note = f"; stem and first block nodes in bf16: {kept_in_bf16(runner)}" if spec.keep_rt else ""
+        what = f"INT8_RECIPE, {form_text(form)}" if spec.recipe else "bf16, no int8"
         row(f"OpenVINO: {what} (--forms {form}{note})", runner)
     row(
         "ONNX Runtime: dynamic int8 of the smoothed model",
