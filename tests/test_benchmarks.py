@@ -403,6 +403,32 @@ def test_bench_int8_eager_baseline_and_static_forms():
     assert rows["| whole, fp32 eager (timm's computation)"].endswith("| 1.00x |")
 
 
+SPLIT_CHECK = """
+import torch, bench_int8 as bench
+from resmlp.models import create_model
+torch.manual_seed(0)
+model = create_model("resmlp_micro8", num_classes=3, embed_dim=16, depth=3, layer_scale_init=0.5).eval()
+x = torch.randn(5, 3, 8, 8)
+front, rest = (bench.OpenVinoModel(part) for part in bench.split_after_first_block(bench.to_openvino(model)))
+tokens = front(x)
+with torch.no_grad():
+    first = model.blocks[0](model.stem(x))
+print(tokens.shape == first.transpose(0, 1).shape, (tokens.transpose(0, 1) - first).abs().max().item())
+whole = bench.OpenVinoModel(bench.to_openvino(model))(x)
+print((rest(tokens) - model(x)).abs().max().item(), (rest(tokens) - whole).abs().max().item())
+"""
+
+
+def test_bench_int8_split_halves_compose_to_the_whole_model():
+    # +split: the stem and first block, then the rest fed their tokens, give the unsplit model's logits
+    env = {**os.environ, "PYTHONPATH": f"{BENCH}:{BENCH.parent / 'src'}", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", SPLIT_CHECK], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (same_shape, front_err), (eager_err, ov_err) = (line.split() for line in done.stdout.splitlines()[-2:])
+    assert same_shape == "True" and float(front_err) < 1e-4  # the cut is after block 0, tokens as (N, B, D)
+    assert float(eager_err) < 1e-4 and float(ov_err) < 1e-5
+
+
 def test_bench_int8_times_each_token_mixing_side_by_side():
     # --token-mixing builds the whole model and its cuts once per mixing, all timed in the same interleaved rounds
     argv = ["--model", "resmlp_micro8", "--batch", "2", "--rounds", "1", "--shapes", "2:0.5", "--embed-dim", "32"]
