@@ -2,17 +2,21 @@
 and resuming across a switch."""
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from resmlp.checkpoint import read_checkpoint
 from resmlp.cli import main
 from resmlp.config import ConfigError, load_config
+from resmlp.data.transforms import build_eval_transform, with_output_size
 from resmlp.models import create_model, resample_optimizer_state
 from resmlp.optim import build_optimizer
 from resmlp.train import budget
-from resmlp.train.progressive import relative_epoch_cost, schedule_of, size_at
+from resmlp.train.progressive import relative_epoch_cost, schedule_of, size_at, window_crop_pct
 from resmlp.train.run import train
 
 TINY = [
@@ -174,3 +178,29 @@ def test_crop_mode_trains_on_full_scale_windows_and_carries_a_by_offset(tmp_path
     assert [r["img_size"] for r in rows] == [4, 8]
     assert methods == ["offset", "offset"]  # 8 -> 4 px before epoch 0, 4 -> 8 at epoch 1: A keeps its reach in patches
     assert rows[-1]["val_top1"] > 10  # 10 classes: chance is 10%
+
+
+def test_a_checkpoint_written_at_a_crop_window_prepares_images_as_its_validation_did(tmp_path):
+    """A run that ends at a crop-mode window (24 px of 32, as every 15-epoch Table 3 run) is validated on central
+    windows at full scale; its checkpoint's preprocessing must say the same, not shrink the whole image."""
+    cfg = load_config("digits", TINY + ["optim.epochs=1", "progressive.mode=crop", "progressive.sizes=[[0, 4]]"])
+    train(cfg, out=tmp_path / "r")
+    spec = read_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["preprocess"]
+    assert spec["img_size"] == 4 and spec["crop_pct"] == pytest.approx(0.5)
+    base = build_eval_transform(8, mean=spec["mean"], std=spec["std"], crop_pct=1.0)
+    validation = with_output_size(base, 4, mode="crop", train=False)
+    saved = build_eval_transform(4, mean=spec["mean"], std=spec["std"], crop_pct=spec["crop_pct"])
+    for size in [(8, 8), (16, 16), (20, 12)]:
+        image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8))
+        assert torch.allclose(saved(image), validation(image)), size
+
+
+@pytest.mark.parametrize(
+    "crop_pct, old, new, expected",
+    [(1.0, (32, 32), (24, 24), 0.75), (0.75, (24, 24), (32, 32), 1.0), (0.875, (224, 224), (160, 160), 0.625)],
+)
+def test_window_crop_pct_keeps_the_resize_and_centres_the_new_window(crop_pct, old, new, expected):
+    pct = window_crop_pct(crop_pct, old, new)
+    assert pct == pytest.approx(expected)
+    assert math.floor(new[0] / pct) == math.floor(old[0] / crop_pct)  # the same resize, no pixel lost to round-off
+    assert window_crop_pct(1.0, (32, 32), (24, 16)) is None  # not one scale on both axes

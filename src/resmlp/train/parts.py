@@ -20,7 +20,7 @@ from ..models.resample import resample_optimizer_state
 from ..rundir import RunDir
 from . import distributed as dist
 from .engine import EpochCarry, StepContext
-from .progressive import METHODS, Size
+from .progressive import METHODS, Size, follow_window
 
 
 def wrap_model(model: nn.Module, device: torch.device, *, compile: bool) -> nn.Module:
@@ -78,8 +78,10 @@ class Run:
         if to_pair(self.model.stem.img_size) == new:
             return False
         mode = self.cfg.progressive.mode
-        old_grid = grid_shape(self.model)
+        old_grid, old_size = grid_shape(self.model), to_pair(self.model.stem.img_size)
         self.model.set_input_size(new, method=METHODS[mode])
+        if mode == "crop":
+            follow_window(self.model, old_size)
         if moments:
             resample_optimizer_state(
                 self.ctx.optimizer, self.model, old_grid, grid_shape(self.model), method=METHODS[mode]
