@@ -68,16 +68,19 @@ def test_optimizer_moments_follow_the_switch():
 
 
 @pytest.mark.slow
-def test_progressive_run_switches_sizes_and_resumes_across_a_switch(tmp_path):
+def test_progressive_run_switches_sizes_and_resumes_across_a_switch(tmp_path, capsys):
     """k epochs + resume + k epochs == 2k epochs when the sizes switch at the resumed epoch (model, moments,
-    EMA, data transforms), and every epoch trains at its scheduled size."""
+    EMA, data transforms), and every epoch trains at its scheduled size. The start line's parameter count
+    names the size it counts: the base size before the first switch, the checkpoint's on resuming."""
     common = TINY + ["optim.epochs=3", "run.ema=true", "run.ema_decay=0.9", SCHEDULE]
     train(load_config("digits", common), out=tmp_path / "full")
     train(load_config("digits", common + ["budget.time_limit_min=0"]), out=tmp_path / "split")  # stops after epoch 1
+    assert " params at 8 px), " in capsys.readouterr().out
     first = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     assert first["epoch"] == 1 and first["model_args"]["img_size"] == 4
     assert first["model"]["blocks.0.linear_tokens.weight"].shape == (4, 4)
     assert main(["train", "--resume", str(tmp_path / "split"), "--set", "budget.time_limit_min=null"]) == 0
+    assert " params at 4 px), " in capsys.readouterr().out
     a = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     b = read_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     assert a["model_args"]["img_size"] == 8 and a["model"]["blocks.0.linear_tokens.weight"].shape == (16, 16)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from ..data.datasets import read_bad_log
 from ..models import count_params
@@ -26,10 +27,22 @@ def stop_message(run: Run, progress: Progress) -> str:
     )
 
 
+def input_size_text(model: nn.Module) -> str:
+    """The model's input size as its parameter count stands for it (` at 32 px`), or nothing for a model whose
+    size is not in its spec. A progressive run's model has its base size here until its first epoch moves it."""
+    spec = getattr(model, "spec", None)
+    size = spec.args.get("img_size") if spec is not None else None
+    if size is None:
+        return ""
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return f" at {h} px" if h == w else f" at {h} x {w} px"
+
+
 def start_line(run: Run) -> str:
     cfg, data = run.cfg, run.data
     return (
-        f"run {run.run_dir.root}: {cfg.model.name} ({count_params(run.model):,} params), {len(data.train)} train / "
+        f"run {run.run_dir.root}: {cfg.model.name} ({count_params(run.model):,} params"
+        f"{input_size_text(run.model)}), {len(data.train)} train / "
         f"{len(data.val)} val images, {len(data.classes)} classes, {run.world} process(es) on {run.ctx.device}, "
         f"global batch {run.global_batch}, lr {run.lr:.3g}, {cfg.optim.epochs} epochs x {run.steps_per_epoch} steps"
     )
