@@ -10,7 +10,18 @@ from PIL import Image
 
 import resmlp
 from resmlp.cli import main
-from resmlp.deploy.compress import block_scores, drop_blocks, prune_channel_mlps, unit_scores
+from resmlp.deploy.compress import (
+    block_scores,
+    channel_scores,
+    drop_blocks,
+    keep_channels,
+    keep_units,
+    prune_channel_mlps,
+    prune_units,
+    prune_width,
+    refit_channel_mlps,
+    unit_scores,
+)
 from resmlp.hub import from_pretrained, save_pretrained
 from resmlp.infer_arch import infer_architecture
 from resmlp.loading import load_model
@@ -66,6 +77,53 @@ def test_the_block_the_predictions_need_least_is_the_one_dropped_and_the_rest_co
     assert narrow.spec.args["mlp_hidden"] == [256] and len(narrow.blocks) == 1
     with pytest.raises(ValueError, match=r"depth: expected a number of blocks to keep in \[1, 4\], got 5"):
         drop_blocks(model, 5, x)
+
+
+@pytest.mark.parametrize("mixing", ["linear", "conv3x3_depthwise"])
+def test_channels_that_carry_nothing_are_the_ones_removed_and_the_rest_compute_the_same(mixing, tmp_path):
+    torch.manual_seed(0)
+    model = resmlp.create_model("resmlp_micro8", num_classes=3, token_mixing=mixing).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # every Aff shift (beta) nonzero: the removed ones must be folded
+        for t in [model.stem.proj.weight, model.stem.proj.bias] + [p for b in model.blocks for p in (b.ls1, b.ls2)]:
+            t[1::2] = 0  # odd channels: nothing writes to them, so the residual stream holds 0 there
+    x = _images()
+    scores = channel_scores(model, x)
+    assert (scores[1::2] == 0).all() and (scores[0::2] > 0).all()
+    kept = keep_channels(model, 0.5, x)
+    assert kept.tolist() == list(range(0, 128, 2))
+    narrow = prune_width(model, kept)
+    assert narrow.spec.args["embed_dim"] == 64 and narrow.blocks[0].mlp_channels.fc1.in_features == 64
+    with torch.no_grad():
+        torch.testing.assert_close(narrow(x), model(x), rtol=0, atol=1e-5)
+    save_pretrained(narrow, tmp_path / "pkg")
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(tmp_path / "pkg")(x), narrow(x))
+    with pytest.raises(ValueError, match=r"width: expected a fraction .* got 1.5"):
+        keep_channels(model, 1.5, x)
+    with pytest.raises(ValueError, match="width pruning takes a ResMLP with Aff norms and a token mixing"):
+        channel_scores(resmlp.create_model("resmlp_micro8", token_mixing="conv3x3"), x)
+
+
+def test_refit_puts_what_the_removed_units_wrote_onto_the_kept_ones():
+    model, x = _model(), _images(64)
+    with torch.no_grad():
+        for b in model.blocks:  # units 256..511 repeat units 0..255, writing a tenth as much: removed, not lost
+            fc1, fc2 = b.mlp_channels.fc1, b.mlp_channels.fc2
+            fc1.weight[256:] = fc1.weight[:256]
+            fc1.bias[256:] = fc1.bias[:256]
+            fc2.weight[:, 256:] = 0.1 * fc2.weight[:, :256]
+    units = keep_units(model, 0.5, x)
+    assert all(u.tolist() == list(range(256)) for u in units)  # the larger writers of each pair
+    pruned = prune_units(model, units)
+    with torch.no_grad():
+        before = (pruned(x) - model(x)).abs().max()
+        refit_channel_mlps(pruned, model, x, units=units, ridge=1e-9)  # B refitted too: already exact, kept so
+        after = (pruned(x) - model(x)).abs().max()
+        refitted, original = pruned.blocks[0].mlp_channels.fc2.weight, model.blocks[0].mlp_channels.fc2.weight
+        torch.testing.assert_close(refitted, 1.1 * original[:, :256], rtol=1e-3, atol=1e-4)
+    assert before > 1e-3 and after < 1e-4
 
 
 def test_per_block_widths_survive_every_way_of_loading(tmp_path):
@@ -150,21 +208,26 @@ def test_compress_view_crop_recovers_on_windows_with_the_teacher_on_full_images(
     argv = ["train", "--recipe", "digits", "--data", str(tmp_path / "data"), "--epochs", "1", "--out", str(run)]
     assert main([*argv, "--set", *tiny, "data.batch_augment=true"]) == 0
     flags = ["--keep", "0.5", "--img-size", "6", "--view", "crop", "--minutes", "0.05", "--calibration", "8"]
-    assert main(["compress", str(run), "--out", str(out), *flags, "--teacher-runtime", "eager"]) == 0
+    assert main(["compress", str(run), "--out", str(out), *flags, "--width", "0.5", "--teacher-runtime", "eager"]) == 0
     config = resmlp.config.load_config(str(out / "recovery" / "config.yaml"))
     assert config.distill.teacher_runtime == "eager"
+    # half the residual stream's channels as well: the recovery trains, and the package holds, a D = 64 model
+    assert config.model.embed_dim == 64 and json.loads((out / "report.json").read_text())["embed_dim"] == 64
     # the recovery: the model at its own 8 px, every epoch on 6 px windows, the teacher on the full 8 px images
     assert config.model.img_size in (None, 8) and config.progressive.mode == "crop"
     assert config.progressive.sizes == [[0, 6]]
     assert config.distill.teacher_view == "full" and config.data.mixup_alpha == config.data.cutmix_alpha == 0
     packaged = from_pretrained(out / "model")  # takes the central 6 px window of an 8 px image
     assert packaged.spec.input_shape == (3, 6, 6) and packaged.spec.preprocess.crop_pct == pytest.approx(0.75)
+    assert packaged.spec.args["embed_dim"] == 64 and packaged.blocks[0].mlp_channels.fc1.weight.shape == (256, 64)
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["view"] == "crop" and report["speedup_int8"] > 0
     capsys.readouterr()
     assert main([*argv[:-1], str(tmp_path / "plain"), "--set", *tiny]) == 0  # no batch augmentation
     assert main(["compress", str(tmp_path / "plain"), "--out", str(tmp_path / "o"), *flags]) == 2
     assert "error: --view crop: the recovery cuts its windows from batch-augmented images" in capsys.readouterr().err
+    assert main(["compress", str(run), "--out", str(tmp_path / "o"), "--width", "0"]) == 2
+    assert "error: --keep 0.5 / --width 0: --keep and --width must lie in (0, 1]" in capsys.readouterr().err
 
 
 def test_compress_needs_a_run(tmp_path, capsys):

@@ -173,6 +173,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=float, default=0.5, help="fraction of each MLP's hidden units kept (default 0.5)")
     p.add_argument("--depth", type=int, default=None, help="blocks kept, those the predictions need most (default all)")
     p.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        help="fraction of the residual stream's D channels kept, those the predictions need most (default 1)",
+    )
+    p.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="skip the least-squares refit of each channel MLP (B, then C) to the unpruned model before the recovery",
+    )
+    p.add_argument(
         "--img-size",
         type=int,
         default=None,
@@ -333,14 +345,20 @@ def run_push(args: argparse.Namespace) -> int:
 def run_compress(args: argparse.Namespace) -> int:
     from ..train.compress import CompressSettings, compress, format_report
 
-    if not 0 < args.keep <= 1 or args.minutes <= 0 or args.lr_scale <= 0 or args.calibration < 1:
-        raise ValueError("--keep must lie in (0, 1], --minutes and --lr-scale above 0, --calibration at least 1")
+    fractions = 0 < args.keep <= 1 and 0 < args.width <= 1
+    if not fractions or args.minutes <= 0 or args.lr_scale <= 0 or args.calibration < 1:
+        raise ValueError(
+            f"--keep {args.keep:g} / --width {args.width:g}: --keep and --width must lie in (0, 1], --minutes and "
+            "--lr-scale above 0, --calibration at least 1"
+        )
     if args.depth is not None and args.depth < 1:
         raise ValueError(f"--depth: expected at least 1 block, got {args.depth}")
     if args.img_size is not None and args.img_size < 1:
         raise ValueError(f"--img-size: expected a size in pixels >= 1, got {args.img_size}")
     settings = CompressSettings(
         keep=args.keep,
+        width=args.width,
+        refit=args.refit,
         depth=args.depth,
         img_size=args.img_size,
         view=args.view,

@@ -1,4 +1,4 @@
-"""Structured pruning of the channel MLPs: whole hidden units removed, a smaller dense model (real speed, not masks).
+"""Structured pruning of a ResMLP: whole hidden units, channels and blocks removed, a smaller dense model (real speed).
 
 The paper (section 4.2) finds the learned weights sparse and notes that this "may help model compression". The
 channel MLPs hold nearly all of a ResMLP's multiply-adds (D x 4D twice per token against N x N per channel for
@@ -8,16 +8,21 @@ column of C scaled by LayerScale, `unit_scores`. Each block keeps the same fract
 best-scored ones; the result is a ResMLP with per-block hidden widths (`mlp_hidden`) whose kept units compute
 exactly what they did. Whole blocks can go too (`drop_blocks`): a block's worth is what the model's predictions
 lose without it (`block_scores`); on a small model, where int8's per-block fixed costs (float token mixing,
-element-wise ops) weigh as much as the channel MLPs, depth is the cheaper cut. Fewer patches cut every block at once
+element-wise ops) weigh as much as the channel MLPs, depth is the cheaper cut. So is the residual stream's width
+(`prune_width`): with Aff norms and channel-wise token mixing a channel of the stream is a separate scalar path,
+scored by what the predictions lose with it held at zero (`channel_scores`), and its removal cuts every per-block
+cost. After pruning, each block's B and C are refitted by least squares to what the unpruned block computed
+(`refit_channel_mlps`), the reconstruction step of channel pruning. Fewer patches cut every block at once
 (`at_size`: smaller images, the same patch size). `resmlp compress` (train/compress.py) then recovers accuracy by
 distillation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-from typing import Optional
+from typing import Callable, ContextManager, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -70,28 +75,43 @@ def unit_scores(model: nn.Module, images: torch.Tensor, *, batch: int = 64) -> l
 
 
 @torch.no_grad()
-def block_scores(model: nn.Module, images: torch.Tensor, *, batch: int = 64) -> torch.Tensor:
-    """Per block, the mean KL divergence from the model's predictions on `images` to those of the same model with
-    that block skipped (its residual branches removed): what the predictions lose without it."""
-    _check_prunable(model)
+def _kl_without(
+    model: nn.Module, images: torch.Tensor, parts: int, without: Callable[[int], ContextManager], batch: int
+) -> torch.Tensor:
+    """Per part i < `parts`, the mean KL divergence from the model's predictions on `images` to its predictions
+    while `without(i)` (a context manager that takes part i out of the model, and puts it back) is in effect."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     chunks = [c.to(device) for c in images.split(batch)]
     reference = [model(c).float().log_softmax(-1) for c in chunks]
-    scores = torch.zeros(len(model.blocks), dtype=torch.float64)
+    scores = torch.zeros(parts, dtype=torch.float64)
     try:
-        for i, block in enumerate(model.blocks):
-            block.forward = lambda x: x  # the block as the identity: x + 0 + 0 (an instance attribute, deleted below)
-            try:
-                for ref, c in zip(reference, chunks):
-                    out = model(c).float().log_softmax(-1)
+        for i in range(parts):
+            with without(i):
+                for ref, chunk in zip(reference, chunks):
+                    out = model(chunk).float().log_softmax(-1)
                     scores[i] += (ref.exp() * (ref - out)).sum().double().cpu()
-            finally:
-                del block.forward
     finally:
         model.train(was_training)
     return (scores / max(len(images), 1)).float()
+
+
+def block_scores(model: nn.Module, images: torch.Tensor, *, batch: int = 64) -> torch.Tensor:
+    """Per block, the mean KL divergence from the model's predictions on `images` to those of the same model with
+    that block skipped (its residual branches removed): what the predictions lose without it."""
+    _check_prunable(model)
+
+    @contextlib.contextmanager
+    def skipped(i: int) -> Iterator[None]:
+        block = model.blocks[i]
+        block.forward = lambda x: x  # the block as the identity: x + 0 + 0 (an instance attribute, deleted below)
+        try:
+            yield
+        finally:
+            del block.forward
+
+    return _kl_without(model, images, len(model.blocks), skipped, batch)
 
 
 def drop_blocks(model: nn.Module, depth: int, images: torch.Tensor) -> nn.Module:
@@ -120,13 +140,23 @@ def drop_blocks(model: nn.Module, depth: int, images: torch.Tensor) -> nn.Module
     return smaller.to(next(model.parameters()).device).eval()
 
 
+def keep_units(model: nn.Module, keep: float, images: torch.Tensor) -> list[torch.Tensor]:
+    """Per block, the round(keep * hidden) hidden units (at least one) of ResMLP `model`'s channel MLP that score
+    best by `unit_scores` on `images`, in order."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep: expected a fraction of the hidden units in (0, 1], got {keep}")
+    return [s.topk(max(1, round(keep * len(s)))).indices.sort().values for s in unit_scores(model, images)]
+
+
 def prune_channel_mlps(model: nn.Module, keep: float, images: torch.Tensor) -> nn.Module:
     """A copy of ResMLP `model` whose every channel MLP keeps round(keep * hidden) of its hidden units (at least
     one), the best by `unit_scores` on `images`; `spec` (preprocessing, classes) carried over, eval mode."""
-    if not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep: expected a fraction of the hidden units in (0, 1], got {keep}")
-    scores = unit_scores(model, images)
-    kept = [s.topk(max(1, round(keep * len(s)))).indices.sort().values for s in scores]
+    return prune_units(model, keep_units(model, keep, images))
+
+
+def prune_units(model: nn.Module, kept: list[torch.Tensor]) -> nn.Module:
+    """A copy of ResMLP `model` whose channel MLP in block i keeps only hidden units `kept[i]` (`keep_units`): those
+    rows of B and columns of C; `spec` (preprocessing, classes) carried over, eval mode."""
     spec = spec_of(model)
     pruned_spec = spec.replace(args={**spec.args, "mlp_hidden": [len(k) for k in kept]})
     pruned = pruned_spec.build()
@@ -139,6 +169,165 @@ def prune_channel_mlps(model: nn.Module, keep: float, images: torch.Tensor) -> n
         state[prefix + "fc2.weight"] = state[prefix + "fc2.weight"][:, idx]
     pruned.load_state_dict(state)
     return pruned.to(next(model.parameters()).device).eval()
+
+
+CHANNELWISE_MIXINGS = ("linear", "mlp", "conv3x3_depthwise", "none")  # token mixings that keep channels apart
+
+
+def _check_width_prunable(model: nn.Module) -> None:
+    _check_prunable(model)
+    mixing = {getattr(b, "token_mixing", None) for b in model.blocks}
+    if not mixing <= set(CHANNELWISE_MIXINGS) or type(model.norm).__name__ != "Affine":
+        raise ValueError(
+            "width pruning takes a ResMLP with Aff norms and a token mixing that keeps channels apart "
+            f"({', '.join(CHANNELWISE_MIXINGS)}); got token mixing {', '.join(sorted(map(str, mixing)))}"
+        )
+    if any(type(n).__name__ != "Affine" for b in model.blocks for n in (b.norm1, b.norm2)):
+        raise ValueError("width pruning takes a ResMLP with Aff norms (norm=affine): a channel statistic ties channels")
+
+
+@contextlib.contextmanager
+def _silenced(model: nn.Module, c: int) -> Iterator[None]:
+    """Residual channel `c` held at zero everywhere (the stem writes 0 to it, no block writes to it), then restored."""
+    params = [model.stem.proj.weight, model.stem.proj.bias] + [p for b in model.blocks for p in (b.ls1, b.ls2)]
+    saved = [p.data[c].clone() for p in params]
+    for p in params:
+        p.data[c] = 0
+    try:
+        yield
+    finally:
+        for p, v in zip(params, saved):
+            p.data[c] = v
+
+
+@torch.no_grad()
+def channel_scores(model: nn.Module, images: torch.Tensor, *, batch: int = 64) -> torch.Tensor:
+    """Per channel of the residual stream, the mean KL divergence from the model's predictions on `images` to those
+    of the same model with that channel held at zero through every block: what the predictions lose without it.
+    With Aff norms and channel-wise token mixing, that is exactly the model `prune_width` builds without it."""
+    _check_width_prunable(model)
+    return _kl_without(model, images, model.stem.proj.out_channels, lambda c: _silenced(model, c), batch)
+
+
+def keep_channels(model: nn.Module, keep: float, images: torch.Tensor) -> torch.Tensor:
+    """The round(keep * D) residual channels of ResMLP `model` whose removal costs the most by `channel_scores` on
+    `images`, in order."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"width: expected a fraction of the residual channels in (0, 1], got {keep}")
+    scores = channel_scores(model, images)
+    return scores.topk(max(1, round(keep * len(scores)))).indices.sort().values
+
+
+def prune_width(model: nn.Module, kept: torch.Tensor) -> nn.Module:
+    """A copy of ResMLP `model` whose residual stream keeps only channels `kept` (`keep_channels`): the stem's
+    filters, every Aff, LayerScale and depthwise filter of those channels, their columns of B and of the head, their
+    rows of C. A removed channel's Aff shift (beta) still reaches B and the head as a constant: it is folded into
+    their biases, so the smaller model computes exactly what the original did with those channels held at zero.
+    Hidden widths and `spec` carried over, eval mode."""
+    _check_width_prunable(model)
+    dim = model.stem.proj.out_channels
+    kept = kept.cpu()
+    gone = torch.tensor(sorted(set(range(dim)) - set(kept.tolist())), dtype=torch.long)
+    spec = spec_of(model)
+    widths = [b.mlp_channels.fc1.out_features for b in model.blocks]
+    smaller = spec.replace(args={**spec.args, "embed_dim": len(kept), "mlp_hidden": widths}).build()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = {}
+    for k, v in state.items():
+        name = k.rsplit(".", 1)[-1]
+        mlp = ".mlp_channels." in k
+        if (mlp and k.endswith("fc1.weight")) or k == "head.weight":
+            out[k] = v[:, kept]
+        elif k.endswith(("norm1.alpha", "norm1.beta", "norm2.alpha", "norm2.beta")) or k in ("norm.alpha", "norm.beta"):
+            out[k] = v[..., kept]
+        elif k.startswith("stem.") or name in ("ls1", "ls2") or ".conv_tokens.conv." in k or (mlp and ".fc2." in k):
+            out[k] = v[kept]
+        elif mlp and k.endswith("fc1.bias"):
+            beta = state[k.replace("mlp_channels.fc1.bias", "norm2.beta")].flatten()
+            out[k] = v + state[k.replace("bias", "weight")][:, gone] @ beta[gone]
+        elif k == "head.bias":
+            out[k] = v + state["head.weight"][:, gone] @ state["norm.beta"].flatten()[gone]
+        else:
+            out[k] = v
+    smaller.load_state_dict(out)
+    return smaller.to(next(model.parameters()).device).eval()
+
+
+def _ridge_fit(layer: nn.Linear, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], ridge: float) -> None:
+    """Set `layer`'s weight and bias to the least-squares map from the inputs to the targets in `pairs` (rows of
+    both), with a Tikhonov term `ridge` times the mean diagonal of the normal equations."""
+    n = layer.in_features
+    gram = torch.zeros(n + 1, n + 1, dtype=torch.float64)
+    cross = torch.zeros(n + 1, layer.out_features, dtype=torch.float64)
+    for inputs, targets in pairs:
+        x = inputs.reshape(-1, n).double().cpu()
+        x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        gram += x.T @ x
+        cross += x.T @ targets.reshape(len(x), -1).double().cpu()
+    gram += torch.eye(n + 1, dtype=gram.dtype) * ridge * gram.diagonal().mean()
+    solution = torch.linalg.solve(gram, cross)  # (n + 1, out): the bias as a constant input
+    layer.weight.copy_(solution[:n].T.to(layer.weight))
+    layer.bias.copy_(solution[n].to(layer.bias))
+
+
+@torch.no_grad()
+def refit_channel_mlps(
+    pruned: nn.Module,
+    reference: nn.Module,
+    images: torch.Tensor,
+    *,
+    channels: Optional[torch.Tensor] = None,
+    units: Optional[list[torch.Tensor]] = None,
+    batch: int = 64,
+    ridge: float = 1e-3,
+) -> nn.Module:
+    """Refit the channel MLPs of `pruned` (pruned from `reference`, the same blocks) by least squares, block after
+    block, so that on the inputs the pruned model now gives them they reproduce what `reference`'s MLPs computed on
+    their own inputs (the reconstruction step of channel pruning: He et al. 2017, Luo et al. 2017): with `units` (per
+    block, the hidden units kept: `keep_units`), first B (fc1) to the kept units' pre-activations; then C (fc2)
+    to what the whole MLP wrote to the residual stream. `channels`: the residual channels `pruned` kept
+    (`prune_width`), None for all. `ridge` is the Tikhonov term relative to the mean diagonal of the normal
+    equations. In place; returns `pruned`."""
+    _check_prunable(pruned)
+    if len(pruned.blocks) != len(reference.blocks):
+        raise ValueError(f"refit: {len(pruned.blocks)} pruned blocks against {len(reference.blocks)} reference blocks")
+    was = pruned.training, reference.training
+    pruned.eval()
+    reference.eval()
+    device = next(pruned.parameters()).device
+    chunks = images.split(batch)
+
+    def captured(small: nn.Module, full: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per chunk: the pruned MLP's input, the reference MLP's input and its output."""
+        seen: dict[str, torch.Tensor] = {}
+        hooks = [
+            small.register_forward_hook(lambda _m, inp, _out: seen.__setitem__("z", inp[0])),
+            full.register_forward_hook(lambda _m, inp, out: seen.update(ref=inp[0], y=out)),
+        ]
+        try:
+            for chunk in chunks:
+                pruned(chunk.to(device))
+                reference(chunk.to(device))
+                yield seen["z"], seen["ref"], seen["y"]
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    try:
+        for i, (small, full) in enumerate(zip(pruned.blocks, reference.blocks)):
+            mlp, ref = small.mlp_channels, full.mlp_channels
+            if units is not None:
+                kept = units[i].to(device)
+                _ridge_fit(mlp.fc1, ((z, ref.fc1(r)[..., kept]) for z, r, _ in captured(mlp, ref)), ridge)
+            wrote = captured(mlp, ref)
+            if channels is None:
+                _ridge_fit(mlp.fc2, ((mlp.act(mlp.fc1(z)), y) for z, _, y in wrote), ridge)
+            else:
+                _ridge_fit(mlp.fc2, ((mlp.act(mlp.fc1(z)), y[..., channels.to(y.device)]) for z, _, y in wrote), ridge)
+    finally:
+        pruned.train(was[0])
+        reference.train(was[1])
+    return pruned
 
 
 VIEWS = ("resize", "crop")  # how smaller images reach a model at_size made: the whole image, or its central window

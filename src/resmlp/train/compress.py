@@ -1,9 +1,11 @@
 """`resmlp compress`: a trained ResMLP made smaller and faster, each step measured.
 
-1. prune   whole blocks (`deploy.compress.drop_blocks`, when `depth` is set) and whole hidden units of every
-           channel MLP (`deploy.compress.prune_channel_mlps`), both scored on training images, and, when `img_size`
-           is set, fewer patches (`deploy.compress.at_size`: smaller input images): a dense model with fewer
-           multiply-adds;
+1. prune   whole blocks (`deploy.compress.drop_blocks`, when `depth` is set), whole channels of the residual
+           stream (`deploy.compress.prune_width`, when `width` < 1) and whole hidden units of every channel MLP
+           (`deploy.compress.prune_units`), all scored on training images; then every channel MLP (B, then C)
+           refitted by least squares to what the unpruned blocks computed (`deploy.compress.refit_channel_mlps`);
+           and, when `img_size` is set, fewer patches (`deploy.compress.at_size`: smaller input images): a dense
+           model with fewer multiply-adds;
 2. recover a short run of the model's own recipe, started from the pruned weights and distilled from the
            uncompressed model (soft targets; its minutes fitted by the time budget; the teacher's forward pass
            compiled by OpenVINO unless `teacher_runtime="eager"`), on the same training split;
@@ -31,7 +33,16 @@ from ..checkpoint import atomic_save, model_record
 from ..config import TrainConfig, config_from_dict
 from ..data.build import build_data
 from ..deploy.benchmark import time_interleaved
-from ..deploy.compress import VIEWS, at_size, drop_blocks, prune_channel_mlps
+from ..deploy.compress import (
+    VIEWS,
+    at_size,
+    drop_blocks,
+    keep_channels,
+    keep_units,
+    prune_units,
+    prune_width,
+    refit_channel_mlps,
+)
 from ..deploy.openvino import export_openvino, openvino_model
 from ..deploy.optimize import optimize
 from ..files import write_text_atomic
@@ -46,6 +57,8 @@ from .run import train
 @dataclass(frozen=True)
 class CompressSettings:
     keep: float = 0.5  # the fraction of each channel MLP's hidden units kept
+    width: float = 1.0  # the fraction of the residual stream's D channels kept
+    refit: bool = True  # least-squares refit of every channel MLP (B, then C) before the recovery
     depth: Optional[int] = None  # the number of blocks kept (None: all)
     img_size: Optional[int] = None  # the compressed model's input size (None: the same)
     # How its images reach img_size: "resize" shrinks the whole image; "crop" takes the central img_size window of
@@ -56,7 +69,8 @@ class CompressSettings:
     minutes: float = 10.0  # the recovery run's time budget
     lr_scale: float = 0.25  # the recovery's learning rate: the recipe's times this
     alpha: float = 1.0  # weight of the distillation term against the label loss (1: the original's logits only)
-    calibration: int = 256  # training images that score the units and calibrate int8
+    calibration: int = 256  # training images that score the blocks, channels and units and calibrate int8
+    refit_images: int = 1024  # training images the least-squares refit fits on
     teacher_runtime: str = "openvino"  # what runs the original as the recovery's teacher (distill.teacher_runtime)
     batch: int = 64  # the batch size images/s is measured at
     rounds: int = 5
@@ -74,15 +88,17 @@ def run_config(loaded: Loaded) -> TrainConfig:
 
 
 def recovery_config(
-    cfg: TrainConfig, widths: list[int], start: Path, teacher: Path, s: CompressSettings
+    cfg: TrainConfig, dim: int, widths: list[int], start: Path, teacher: Path, s: CompressSettings
 ) -> TrainConfig:
-    """The run's own recipe, continued at a lower learning rate from the pruned weights `start` (one hidden width
-    per block in `widths`) and distilled from the uncompressed checkpoint `teacher`, fitted to `s.minutes`.
+    """The run's own recipe, continued at a lower learning rate from the pruned weights `start` (`dim` residual
+    channels, one hidden width per block in `widths`) and distilled from the uncompressed checkpoint `teacher`,
+    fitted to `s.minutes`.
     With `s.view == "crop"`, `start` is at the run's size and every epoch trains on `s.img_size` windows."""
     windows = s.view == "crop" and s.img_size is not None
     model = dataclasses.replace(
         cfg.model,
         img_size=cfg.model.img_size if windows else s.img_size or cfg.model.img_size,
+        embed_dim=dim,
         depth=len(widths),
         mlp_hidden=widths,
         finetune=str(start),
@@ -186,11 +202,19 @@ def compress(
 
     depth = len(original.blocks) if settings.depth is None else settings.depth
     at = f", at {settings.img_size} px" if settings.img_size else ""
+    refit = ", B and C refitted" if settings.refit else ""
     log(
-        f"1/3 prune: keep {depth} of {len(original.blocks)} blocks, {settings.keep:.0%} of each channel MLP's units{at}"
+        f"1/3 prune: keep {depth} of {len(original.blocks)} blocks, {settings.width:.0%} of the residual channels, "
+        f"{settings.keep:.0%} of each channel MLP's units{at}{refit}"
     )
-    pruned = original if depth == len(original.blocks) else drop_blocks(original, depth, calibration)
-    pruned = prune_channel_mlps(pruned, settings.keep, calibration)
+    reference = original if depth == len(original.blocks) else drop_blocks(original, depth, calibration)
+    channels = None if settings.width == 1.0 else keep_channels(reference, settings.width, calibration)
+    pruned = reference if channels is None else prune_width(reference, channels)
+    units = keep_units(pruned, settings.keep, calibration)
+    pruned = prune_units(pruned, units)
+    if settings.refit and (channels is not None or settings.keep < 1.0):
+        fit = training_images(splits.train, splits.val.transform, settings.refit_images, cfg.run.seed)
+        refit_channel_mlps(pruned, reference, fit, channels=channels, units=units)
     if settings.img_size is not None and crop_pct is None:
         pruned = at_size(pruned, settings.img_size)
     widths = list(pruned.spec.args["mlp_hidden"])
@@ -202,7 +226,7 @@ def compress(
     log(f"2/3 recover: {settings.minutes:g} minutes of the run's recipe, distilled from the original")
     teacher = out / "original.pt"
     atomic_save(model_record(original), teacher)
-    rcfg = recovery_config(cfg, widths, start, teacher, settings)
+    rcfg = recovery_config(cfg, pruned.spec.args["embed_dim"], widths, start, teacher, settings)
     summary = train(rcfg, out=out / "recovery")
     recovered = load_model(out / "recovery").model.cpu().eval()
     if crop_pct is not None:  # trained on windows: its spec says so
@@ -237,6 +261,7 @@ def compress(
         "source": str(loaded.path),
         "settings": dataclasses.asdict(settings),
         "depth": len(widths),
+        "embed_dim": pruned.spec.args["embed_dim"],
         "mlp_hidden": widths,
         "recovery": {k: summary.get(k) for k in ("epochs", "best_val_top1", "final_val_top1", "wall_time_s")},
         "batch": settings.batch,
