@@ -102,8 +102,10 @@ def test_channels_that_carry_nothing_are_the_ones_removed_and_the_rest_compute_t
         torch.testing.assert_close(from_pretrained(tmp_path / "pkg")(x), narrow(x))
     with pytest.raises(ValueError, match=r"width: expected a fraction .* got 1.5"):
         keep_channels(model, 1.5, x)
-    with pytest.raises(ValueError, match="width pruning takes a ResMLP with Aff norms and a token mixing"):
+    with pytest.raises(ValueError, match="width pruning takes a ResMLP with a token mixing that keeps channels apart"):
         channel_scores(resmlp.create_model("resmlp_micro8", token_mixing="conv3x3"), x)
+    with pytest.raises(ValueError, match=r"width pruning takes a ResMLP with Aff norms \(norm=affine\)"):
+        channel_scores(resmlp.create_model("resmlp_micro8", norm="layernorm"), x)
 
 
 def test_refit_puts_what_the_removed_units_wrote_onto_the_kept_ones():

@@ -176,14 +176,15 @@ CHANNELWISE_MIXINGS = ("linear", "mlp", "conv3x3_depthwise", "none")  # token mi
 
 def _check_width_prunable(model: nn.Module) -> None:
     _check_prunable(model)
-    mixing = {getattr(b, "token_mixing", None) for b in model.blocks}
-    if not mixing <= set(CHANNELWISE_MIXINGS) or type(model.norm).__name__ != "Affine":
-        raise ValueError(
-            "width pruning takes a ResMLP with Aff norms and a token mixing that keeps channels apart "
-            f"({', '.join(CHANNELWISE_MIXINGS)}); got token mixing {', '.join(sorted(map(str, mixing)))}"
-        )
-    if any(type(n).__name__ != "Affine" for b in model.blocks for n in (b.norm1, b.norm2)):
+    norms = [model.norm] + [n for b in model.blocks for n in (b.norm1, b.norm2)]
+    if any(type(n).__name__ != "Affine" for n in norms):
         raise ValueError("width pruning takes a ResMLP with Aff norms (norm=affine): a channel statistic ties channels")
+    mixing = {getattr(b, "token_mixing", None) for b in model.blocks}
+    if not mixing <= set(CHANNELWISE_MIXINGS):
+        raise ValueError(
+            "width pruning takes a ResMLP with a token mixing that keeps channels apart "
+            f"({', '.join(CHANNELWISE_MIXINGS)}); got {', '.join(sorted(map(str, mixing)))}"
+        )
 
 
 @contextlib.contextmanager
