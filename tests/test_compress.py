@@ -100,6 +100,9 @@ def test_channels_that_carry_nothing_are_the_ones_removed_and_the_rest_compute_t
     save_pretrained(narrow, tmp_path / "pkg")
     with torch.no_grad():
         torch.testing.assert_close(from_pretrained(tmp_path / "pkg")(x), narrow(x))
+        fit = _images(64, seed=2)
+        refit_channel_mlps(narrow, model, fit, channels=kept, ridge=1e-9)  # fitted to the kept channels' targets
+        torch.testing.assert_close(narrow(fit), model(fit), rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match=r"width: expected a fraction .* got 1.5"):
         keep_channels(model, 1.5, x)
     with pytest.raises(ValueError, match="width pruning takes a ResMLP with a token mixing that keeps channels apart"):
