@@ -25,6 +25,7 @@ from resmlp.deploy.compress import (
 from resmlp.hub import from_pretrained, save_pretrained
 from resmlp.infer_arch import infer_architecture
 from resmlp.loading import load_model
+from resmlp.train.compress import CompressSettings, recovery_config
 
 pytestmark = pytest.mark.openvino
 
@@ -213,9 +214,10 @@ def test_compress_view_crop_recovers_on_windows_with_the_teacher_on_full_images(
     argv = ["train", "--recipe", "digits", "--data", str(tmp_path / "data"), "--epochs", "1", "--out", str(run)]
     assert main([*argv, "--set", *tiny, "data.batch_augment=true"]) == 0
     flags = ["--keep", "0.5", "--img-size", "6", "--view", "crop", "--minutes", "0.05", "--calibration", "8"]
-    assert main(["compress", str(run), "--out", str(out), *flags, "--width", "0.5", "--teacher-runtime", "eager"]) == 0
+    extra = ["--width", "0.5", "--teacher-runtime", "eager", "--set", "optim.lr=0.002"]
+    assert main(["compress", str(run), "--out", str(out), *flags, *extra]) == 0
     config = resmlp.config.load_config(str(out / "recovery" / "config.yaml"))
-    assert config.distill.teacher_runtime == "eager"
+    assert config.distill.teacher_runtime == "eager" and config.optim.lr == 0.002  # --set reached the recovery
     # half the residual stream's channels as well: the recovery trains, and the package holds, a D = 64 model
     assert config.model.embed_dim == 64 and json.loads((out / "report.json").read_text())["embed_dim"] == 64
     # the recovery: the model at its own 8 px, every epoch on 6 px windows, the teacher on the full 8 px images
@@ -233,6 +235,21 @@ def test_compress_view_crop_recovers_on_windows_with_the_teacher_on_full_images(
     assert "error: --view crop: the recovery cuts its windows from batch-augmented images" in capsys.readouterr().err
     assert main(["compress", str(run), "--out", str(tmp_path / "o"), "--width", "0"]) == 2
     assert "error: --keep 0.5 / --width 0: --keep and --width must lie in (0, 1]" in capsys.readouterr().err
+
+
+def test_recovery_overrides_apply_after_compress_own_settings(tmp_path):
+    cfg = resmlp.config.load_config("cifar10_cpu")
+    start, teacher = tmp_path / "pruned.pt", tmp_path / "original.pt"
+    plain = recovery_config(cfg, 72, [256] * 8, start, teacher, CompressSettings())
+    assert plain.data.cutmix_alpha == 1.0 and plain.optim.lr == pytest.approx(0.25 * cfg.optim.lr)
+    sets = ("data.cutmix_alpha=0", "optim.lr=1e-3", "distill.alpha=0.5")
+    tuned = recovery_config(cfg, 72, [256] * 8, start, teacher, CompressSettings(recovery_set=sets))
+    assert tuned.data.cutmix_alpha == 0 and tuned.optim.lr == 1e-3 and tuned.distill.alpha == 0.5
+    # what compress itself decides stays unless a --set names it: the pruned shape, the teacher, the budget
+    assert tuned.model.embed_dim == 72 and tuned.model.mlp_hidden == [256] * 8 and tuned.model.finetune == str(start)
+    assert tuned.distill.teacher == str(teacher) and tuned.budget.time_limit_min == 10.0
+    with pytest.raises(resmlp.config.ConfigError, match=r"compress --set \(the recovery run's config\): .*optim\.lrr"):
+        recovery_config(cfg, 72, [256] * 8, start, teacher, CompressSettings(recovery_set=("optim.lrr=1",)))
 
 
 def test_compress_needs_a_run(tmp_path, capsys):

@@ -207,6 +207,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what runs the original's forward pass as the recovery's teacher (default openvino: faster, more "
         "recovery epochs in the minutes)",
     )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override keys of the recovery run's config after compress's own, e.g. --set data.cutmix_alpha=0",
+    )
     p.set_defaults(func=run_compress)
 
     p = sub.add_parser("benchmark", help="images/s, latency, memory and MFU of precision x runtime variants")
@@ -366,6 +375,7 @@ def run_compress(args: argparse.Namespace) -> int:
         lr_scale=args.lr_scale,
         calibration=args.calibration,
         teacher_runtime=args.teacher_runtime,
+        recovery_set=tuple(args.overrides),
     )
     report = compress(args.run, args.out, settings=settings, data=args.data, val_data=args.val_data)
     print(format_report(report))

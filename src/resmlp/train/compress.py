@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import atomic_save, model_record
-from ..config import TrainConfig, config_from_dict
+from ..config import ConfigError, TrainConfig, config_from_dict, config_to_dict, load_config
 from ..data.build import build_data
 from ..deploy.benchmark import time_interleaved
 from ..deploy.compress import (
@@ -72,6 +72,7 @@ class CompressSettings:
     calibration: int = 256  # training images that score the blocks, channels and units and calibrate int8
     refit_images: int = 1024  # training images the least-squares refit fits on
     teacher_runtime: str = "openvino"  # what runs the original as the recovery's teacher (distill.teacher_runtime)
+    recovery_set: tuple[str, ...] = ()  # `--set` overrides of the recovery run's config, applied after the above
     batch: int = 64  # the batch size images/s is measured at
     rounds: int = 5
 
@@ -92,7 +93,7 @@ def recovery_config(
 ) -> TrainConfig:
     """The run's own recipe, continued at a lower learning rate from the pruned weights `start` (`dim` residual
     channels, one hidden width per block in `widths`) and distilled from the uncompressed checkpoint `teacher`,
-    fitted to `s.minutes`.
+    fitted to `s.minutes`; then the `s.recovery_set` overrides.
     With `s.view == "crop"`, `start` is at the run's size and every epoch trains on `s.img_size` windows."""
     windows = s.view == "crop" and s.img_size is not None
     model = dataclasses.replace(
@@ -120,7 +121,7 @@ def recovery_config(
     optim = dataclasses.replace(
         cfg.optim, lr=cfg.optim.lr * s.lr_scale, warmup_epochs=min(cfg.optim.warmup_epochs, 0.5)
     )
-    return dataclasses.replace(
+    recovery = dataclasses.replace(
         cfg,
         model=model,
         distill=distill,
@@ -132,6 +133,12 @@ def recovery_config(
         data=dataclasses.replace(cfg.data, mixup_alpha=0.0, cutmix_alpha=0.0) if windows else cfg.data,
         run=dataclasses.replace(cfg.run, final_tta="none", tensorboard=False),
     )
+    if not s.recovery_set:
+        return recovery
+    try:
+        return load_config(overrides=s.recovery_set, base=config_to_dict(recovery))
+    except ConfigError as e:
+        raise ConfigError(f"compress --set (the recovery run's config): {e}") from None
 
 
 def _with_transform(dataset: Dataset, transform: Callable) -> Dataset:
