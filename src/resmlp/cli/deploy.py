@@ -39,6 +39,11 @@ def img_size_arg(text: str) -> int | tuple[int, int]:
     return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
+def add_set_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """--set KEY=VALUE ... (repeatable): config overrides, collected into `overrides`."""
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=help)
+
+
 def add_size_flags(p: argparse.ArgumentParser) -> None:
     """--img-size / --resample: run a patch model at another input size (its token mixing resampled)."""
     from ..models.resample import DEFAULT_METHOD, METHODS
@@ -207,15 +212,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what runs the original's forward pass as the recovery's teacher (default openvino: faster, more "
         "recovery epochs in the minutes)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override keys of the recovery run's config after compress's own, e.g. --set data.cutmix_alpha=0",
-    )
+    add_set_flag(p, "override keys of the recovery run's config after compress's own, e.g. --set data.cutmix_alpha=0")
     p.set_defaults(func=run_compress)
 
     p = sub.add_parser("benchmark", help="images/s, latency, memory and MFU of precision x runtime variants")

@@ -12,7 +12,7 @@ from ..config import Override, TrainConfig, config_to_dict, load_config
 from ..data.datasets import typical_image_size
 from ..models.layers import to_pair
 from ..train.engine import NonFiniteLossError
-from .deploy import add_runtime_flags, add_size_flags
+from .deploy import add_runtime_flags, add_set_flag, add_size_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,15 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-data", default=None, help="separate validation image folder")
     p.add_argument("--val-split", type=float, default=None, help="fraction of train held out for validation")
     p.add_argument("--epochs", type=int, default=None, help="sets optim.epochs")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys, e.g. --set optim.lr=1e-3 data.batch_size=64",
-    )
+    add_set_flag(p, "override config keys, e.g. --set optim.lr=1e-3 data.batch_size=64")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument(
         "--resume",

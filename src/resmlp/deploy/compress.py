@@ -320,11 +320,9 @@ def refit_channel_mlps(
             if units is not None:
                 kept = units[i].to(device)
                 _ridge_fit(mlp.fc1, ((z, ref.fc1(r)[..., kept]) for z, r, _ in captured(mlp, ref)), ridge)
-            wrote = captured(mlp, ref)
-            if channels is None:
-                _ridge_fit(mlp.fc2, ((mlp.act(mlp.fc1(z)), y) for z, _, y in wrote), ridge)
-            else:
-                _ridge_fit(mlp.fc2, ((mlp.act(mlp.fc1(z)), y[..., channels.to(y.device)]) for z, _, y in wrote), ridge)
+            kept_channels = slice(None) if channels is None else channels.to(device)
+            wrote = ((mlp.act(mlp.fc1(z)), y[..., kept_channels]) for z, _, y in captured(mlp, ref))
+            _ridge_fit(mlp.fc2, wrote, ridge)
     finally:
         pruned.train(was[0])
         reference.train(was[1])
